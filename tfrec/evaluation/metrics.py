@@ -1,0 +1,320 @@
+"""Top-K ranking metrics over the full catalogue or sampled negatives (numpy only).
+
+Definitions (per user, ``rel`` = relevant set, ``hit_i`` = 1 if the item at
+1-based position ``i`` is relevant):
+
+* ``hr@K``        1 if any of the top K is relevant.
+* ``recall@K``    hits in top K / ``|rel|``.
+* ``precision@K`` hits in top K / K (K even when fewer than K items can be ranked).
+* ``ndcg@K``      sum_i hit_i / log2(i + 1) over i <= K, divided by the ideal DCG of
+                  ``min(|rel|, K)`` hits at the top (binary gains).
+* ``map@K``       sum over hit positions i <= K of precision@i, / ``min(|rel|, K)``.
+* ``mrr``         1 / (position of the best-ranked relevant item in the FULL ranking).
+
+Averages are over users with at least one relevant item; the result also holds
+``users`` (users averaged over), ``skipped_users`` (no relevant item left),
+``conflicts`` (relevant items also in the user's exclude set) and
+``invalid_relevant`` (relevant items that are global invalid indices).
+
+Tie policy: items with equal scores are ordered by lower item index first, i.e.
+a stable descending sort. This is the order ``tf.math.top_k`` returns, so the
+offline metrics agree with an exported model's top-K.
+
+Masking: the global ``invalid_items`` (default ``(0, 1)``: padding and OOV of
+``IdVocabulary``) and the user's ``exclude`` indices (training history) are
+removed from the ranking: they occupy no position. A relevant item that is also
+excluded is removed as well (it cannot be hit) and counted in ``conflicts``;
+callers should pass disjoint sets. Duplicate indices in a list count once.
+Scores may be +-inf but not NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
+DEFAULT_INVALID_ITEMS: tuple[int, ...] = (0, 1)
+AT_K_METRICS: tuple[str, ...] = ("hr", "recall", "precision", "ndcg", "map")
+COUNT_KEYS: tuple[str, ...] = ("users", "skipped_users", "conflicts", "invalid_relevant")
+
+IndexLists = Sequence[np.ndarray]
+
+
+def metric_keys(ks: Sequence[int]) -> list[str]:
+    """The averaged metric keys for ``ks``: ``hr@1, recall@1, ..., map@K, mrr``."""
+    return [f"{name}@{k}" for k in ks for name in AT_K_METRICS] + ["mrr"]
+
+
+def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    """Validates cutoffs; returns them sorted and de-duplicated.
+
+    Raises:
+        ValueError: ``ks`` empty or holding a non-integer or a value <= 0.
+    """
+    values = list(ks)
+    if not values:
+        raise ValueError("ks: expected at least one cutoff, got an empty sequence")
+    for k in values:
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+            raise ValueError(f"ks: every cutoff must be an integer > 0, got {k!r} in {values}")
+    return tuple(sorted({int(k) for k in values}))
+
+
+def check_scores(scores: np.ndarray, name: str = "scores") -> np.ndarray:
+    """Returns ``scores`` as a float ``[B, I]`` array (no copy if already float).
+
+    Raises:
+        ValueError: Not 2-D, empty, non-numeric or containing NaN.
+    """
+    arr = np.asarray(scores)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name}: expected a non-empty 2-D array [users, items], got {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating):
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+            raise ValueError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+        arr = arr.astype(np.float64)
+    if np.isnan(arr).any():
+        rows = np.flatnonzero(np.isnan(arr).any(axis=1))
+        raise ValueError(f"{name}: NaN scores in rows {rows[:10].tolist()} (cannot be ranked)")
+    return arr
+
+
+def index_mask(lists: IndexLists | None, num_rows: int, num_items: int, name: str) -> np.ndarray:
+    """Scatters per-row item-index lists into a boolean mask.
+
+    Args:
+        lists: ``num_rows`` 1-D integer arrays of item indices, or None (all False).
+        num_rows: Batch size B.
+        num_items: Catalogue size I.
+        name: Argument name for error messages.
+
+    Returns:
+        bool array ``[B, I]``.
+
+    Raises:
+        ValueError: Wrong number of rows, non-integer or out-of-range indices.
+    """
+    mask = np.zeros((num_rows, num_items), dtype=bool)
+    if lists is None:
+        return mask
+    if len(lists) != num_rows:
+        raise ValueError(f"{name}: expected {num_rows} rows (one per score row), got {len(lists)}")
+    arrays = [np.asarray(x).reshape(-1) for x in lists]
+    for row, arr in enumerate(arrays):
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name}[{row}]: expected integer item indices, got dtype {arr.dtype}")
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    if lengths.sum() == 0:
+        return mask
+    cols = np.concatenate([a.astype(np.int64) for a in arrays])
+    rows = np.repeat(np.arange(num_rows), lengths)
+    bad = (cols < 0) | (cols >= num_items)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name}[{rows[first]}]: item index {cols[first]} out of range [0, {num_items})"
+        )
+    mask[rows, cols] = True
+    return mask
+
+
+def relevance_masks(
+    num_rows: int,
+    num_items: int,
+    relevant: IndexLists,
+    exclude: IndexLists | None,
+    invalid_items: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Builds the per-user masks shared by the full and sampled protocols.
+
+    Args:
+        num_rows: Batch size B.
+        num_items: Catalogue size I.
+        relevant: B integer arrays of relevant item indices.
+        exclude: B integer arrays of excluded item indices, or None.
+        invalid_items: Global indices that are never ranked.
+
+    Returns:
+        ``(relevant, rankable, forbidden, counts)``: bool ``[B, I]`` relevant items
+        left after removal; items that take part in the ranking; items that must
+        not be drawn as negatives (invalid, excluded or relevant); and
+        ``{"conflicts": n, "invalid_relevant": n}``.
+
+    Raises:
+        ValueError: Out-of-range indices or a wrong number of rows.
+    """
+    bad = [i for i in invalid_items if not 0 <= i < num_items]
+    if bad:
+        raise ValueError(f"invalid_items: indices {bad} out of range [0, {num_items})")
+    raw = index_mask(relevant, num_rows, num_items, "relevant")
+    excluded = index_mask(exclude, num_rows, num_items, "exclude")
+    valid = ~excluded
+    valid[:, list(invalid_items)] = False
+    rel = raw & valid
+    counts = {
+        "conflicts": int((raw & excluded).sum()),
+        "invalid_relevant": int((raw & ~excluded & ~valid).sum()),
+    }
+    return rel, valid, raw | ~valid, counts
+
+
+def top_k_items(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
+    """The top-``k`` rankable items per row, best first, ties by lower index.
+
+    Args:
+        scores: float ``[B, I]`` without NaN.
+        valid: bool ``[B, I]``; False items are removed from the ranking.
+        k: Number of positions, >= 1.
+
+    Returns:
+        int64 ``[B, k]`` item indices, -1 where a row has fewer than ``k`` valid items.
+    """
+    num_rows, num_items = scores.shape
+    k_eff = min(k, num_items)
+    work = np.where(valid, scores, -np.inf)  # excluded items rank below every valid item
+    # Threshold = k_eff-th largest valid score (or -inf when fewer valid items).
+    thresh = -np.partition(-work, k_eff - 1, axis=1)[:, k_eff - 1 : k_eff]  # [B, 1]
+    above = valid & (scores > thresh)
+    tied = valid & (scores == thresh)
+    need = k_eff - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))  # lowest-index ties win
+    rows, cols = np.nonzero(chosen)  # row-major, so ascending item index per row
+    counts = chosen.sum(axis=1)
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    items = np.full((num_rows, k), -1, dtype=np.int64)
+    items[rows, slot] = cols
+    picked = np.where(items >= 0, scores[np.arange(num_rows)[:, None], items.clip(0)], 0.0)
+    order = np.lexsort((items, -picked, items < 0), axis=-1)  # pad last, score desc, index asc
+    return np.take_along_axis(items, order, axis=1)
+
+
+def _first_relevant_rank(scores: np.ndarray, valid: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """0-based position of the best relevant item in the full ranking, ``[B]``."""
+    best = np.where(rel, scores, -np.inf).max(axis=1, keepdims=True)  # [B, 1]
+    first = np.argmax(rel & (scores == best), axis=1)[:, None]  # lowest index among ties
+    before = valid & ((scores > best) | ((scores == best) & (np.arange(scores.shape[1]) < first)))
+    return before.sum(axis=1)
+
+
+def metrics_from_hits(
+    hits: np.ndarray, num_relevant: np.ndarray, ks: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Per-row @K metrics from a hit matrix.
+
+    Args:
+        hits: bool ``[B, max(ks)]``; ``hits[b, j]`` = item at 0-based position j is relevant.
+        num_relevant: ``[B]`` relevant-set sizes, >= 1.
+        ks: Validated cutoffs.
+
+    Returns:
+        ``{"hr@K": [B], "recall@K": [B], ...}`` float64 arrays (no ``mrr``).
+    """
+    kmax = hits.shape[1]
+    pos = np.arange(1, kmax + 1, dtype=np.float64)
+    gains = hits.astype(np.float64)
+    cum_hits = np.cumsum(gains, axis=1)
+    discount = 1.0 / np.log2(pos + 1.0)
+    cum_dcg = np.cumsum(gains * discount, axis=1)
+    cum_ap = np.cumsum(gains * cum_hits / pos, axis=1)
+    ideal = np.cumsum(discount)
+    n_rel = np.asarray(num_relevant, dtype=np.int64)
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        h = cum_hits[:, k - 1]
+        denom = np.minimum(n_rel, k)
+        out[f"hr@{k}"] = (h > 0).astype(np.float64)
+        out[f"recall@{k}"] = h / n_rel
+        out[f"precision@{k}"] = h / k
+        out[f"ndcg@{k}"] = cum_dcg[:, k - 1] / ideal[denom - 1]
+        out[f"map@{k}"] = cum_ap[:, k - 1] / denom
+    return out
+
+
+class RankingMetrics:
+    """Streaming full-ranking metrics; feed batches with :meth:`update`.
+
+    Args:
+        ks: Cutoffs K (default 1, 5, 10, 20, 50, 100).
+        invalid_items: Item indices never ranked (default padding 0 and OOV 1).
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = DEFAULT_KS,
+        invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    ) -> None:
+        self.ks = check_ks(ks)
+        self.invalid_items = tuple(int(i) for i in invalid_items)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all accumulated users."""
+        self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
+        self._counts = dict.fromkeys(COUNT_KEYS, 0)
+        self._num_items: int | None = None
+
+    def _check_num_items(self, num_items: int) -> None:
+        if self._num_items is None:
+            self._num_items = num_items
+        elif num_items != self._num_items:
+            raise ValueError(
+                f"scores: {num_items} items per row, but earlier batches had {self._num_items}"
+            )
+
+    def update(
+        self,
+        scores: np.ndarray,
+        relevant: IndexLists,
+        exclude: IndexLists | None = None,
+    ) -> None:
+        """Adds one batch of users.
+
+        Args:
+            scores: ``[B, I]`` scores of every catalogue item, higher is better.
+            relevant: B integer arrays of relevant item indices.
+            exclude: B integer arrays of item indices to remove from the ranking, or None.
+
+        Raises:
+            ValueError: Bad shapes, NaN scores, out-of-range indices.
+        """
+        s = check_scores(scores)
+        self._check_num_items(s.shape[1])
+        rel, valid, _, counts = relevance_masks(*s.shape, relevant, exclude, self.invalid_items)
+        for key, value in counts.items():
+            self._counts[key] += value
+        n_rel = rel.sum(axis=1)
+        keep = n_rel > 0
+        self._counts["skipped_users"] += int((~keep).sum())
+        if not keep.any():
+            return
+        s, rel, valid, n_rel = s[keep], rel[keep], valid[keep], n_rel[keep]
+        items = top_k_items(s, valid, self.ks[-1])  # [B, Kmax]
+        hits = (items >= 0) & np.take_along_axis(rel, items.clip(0), axis=1)
+        per_user = metrics_from_hits(hits, n_rel, self.ks)
+        per_user["mrr"] = 1.0 / (_first_relevant_rank(s, valid, rel) + 1.0)
+        for key, values in per_user.items():
+            self._sums[key] += float(values.sum())
+        self._counts["users"] += int(keep.sum())
+
+    def result(self) -> dict[str, float]:
+        """Mean metrics over users with a relevant item (NaN if there were none), plus counts."""
+        users = self._counts["users"]
+        out = {key: (total / users if users else float("nan")) for key, total in self._sums.items()}
+        out.update({key: float(value) for key, value in self._counts.items()})
+        return out
+
+
+def ranking_metrics(
+    scores: np.ndarray,
+    relevant: IndexLists,
+    exclude: IndexLists | None = None,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+) -> dict[str, float]:
+    """One-shot full-ranking metrics; see :class:`RankingMetrics` and the module docstring."""
+    acc = RankingMetrics(ks=ks, invalid_items=invalid_items)
+    acc.update(scores, relevant, exclude)
+    return acc.result()

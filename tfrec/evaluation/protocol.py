@@ -1,0 +1,219 @@
+"""Evaluation loops over a score function, independent of models and data classes.
+
+A score function maps a batch of query ids (whatever the caller's closure
+understands: user indices, row numbers of a history matrix, ...) to scores of
+every catalogue item::
+
+    def score_fn(query_ids: np.ndarray) -> np.ndarray:  # [b] -> [b, num_items]
+        ...
+
+Rows of the returned scores must be aligned with the batch. Item indices in
+``relevant`` / ``exclude`` are columns of those scores. Metric definitions, tie
+policy and masking are documented in :mod:`tfrec.evaluation.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from tfrec.evaluation.metrics import (
+    DEFAULT_INVALID_ITEMS,
+    DEFAULT_KS,
+    IndexLists,
+    RankingMetrics,
+)
+from tfrec.evaluation.sampled import SampledRankingMetrics
+
+logger = logging.getLogger(__name__)
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _check_inputs(
+    query_ids: np.ndarray,
+    relevant: IndexLists,
+    exclude: IndexLists | None,
+    batch_size: int,
+    log_every_s: float,
+) -> np.ndarray:
+    """Validates the shared arguments and returns ``query_ids`` as a 1-D array."""
+    ids = np.asarray(query_ids)
+    if ids.ndim != 1 or ids.size == 0:
+        raise ValueError(f"query_ids: expected a non-empty 1-D array, got shape {ids.shape}")
+    if len(relevant) != ids.size:
+        raise ValueError(
+            f"relevant: expected one array per query ({ids.size}), got {len(relevant)}"
+        )
+    if exclude is not None and len(exclude) != ids.size:
+        raise ValueError(f"exclude: expected one array per query ({ids.size}), got {len(exclude)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
+        raise ValueError(f"batch_size: expected an integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    if not log_every_s > 0:
+        raise ValueError(f"log_every_s: expected a number of seconds > 0, got {log_every_s!r}")
+    return ids
+
+
+def _run(
+    accumulator: RankingMetrics | SampledRankingMetrics,
+    score_fn: ScoreFn,
+    ids: np.ndarray,
+    *,
+    relevant: IndexLists,
+    exclude: IndexLists | None,
+    batch_size: int,
+    log_every_s: float,
+    label: str,
+) -> dict[str, float]:
+    """Feeds ``score_fn`` outputs batch by batch into ``accumulator``, logging progress."""
+    total = ids.size
+    start_time = time.monotonic()
+    last_log = start_time
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        scores = np.asarray(score_fn(ids[start:stop]))
+        if scores.ndim != 2 or scores.shape[0] != stop - start:
+            raise ValueError(
+                f"score_fn: expected scores of shape [{stop - start}, num_items] for query "
+                f"rows {start}:{stop}, got {scores.shape}"
+            )
+        batch_exclude = None if exclude is None else exclude[start:stop]
+        accumulator.update(scores, relevant[start:stop], batch_exclude)
+        now = time.monotonic()
+        if now - last_log >= log_every_s:
+            last_log = now
+            rate = stop / max(now - start_time, 1e-9)
+            logger.info(
+                "%s evaluation: %d/%d queries (%.0f/s, ~%.0fs left)",
+                label,
+                stop,
+                total,
+                rate,
+                (total - stop) / rate,
+            )
+    result = accumulator.result()
+    elapsed = time.monotonic() - start_time
+    logger.info(
+        "%s evaluation done: %d queries (%d evaluated, %d skipped without relevant items) in %.1fs",
+        label,
+        total,
+        int(result["users"]),
+        int(result["skipped_users"]),
+        elapsed,
+    )
+    if result["conflicts"]:
+        logger.warning(
+            "%s evaluation: %d relevant items were also in the exclude sets and were removed",
+            label,
+            int(result["conflicts"]),
+        )
+    return result
+
+
+def evaluate_full_ranking(
+    score_fn: ScoreFn,
+    query_ids: np.ndarray,
+    relevant: IndexLists,
+    exclude: IndexLists | None = None,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 256,
+    log_every_s: float = 10.0,
+    invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+) -> dict[str, float]:
+    """Full-catalogue ranking metrics for every query.
+
+    Args:
+        score_fn: ``query_ids [b] -> scores [b, num_items]``, rows aligned with the batch.
+        query_ids: ``[Q]`` ids passed to ``score_fn`` in batches.
+        relevant: Q integer arrays of relevant item indices.
+        exclude: Q integer arrays of item indices removed from the ranking (e.g.
+            training history), or None.
+        ks: Cutoffs K.
+        batch_size: Queries per ``score_fn`` call.
+        log_every_s: Seconds between progress log lines (logger ``tfrec.evaluation.protocol``).
+        invalid_items: Item indices never ranked (default padding 0 and OOV 1).
+
+    Returns:
+        ``{"hr@10": ..., "ndcg@10": ..., "mrr": ..., "users": ..., "skipped_users": ...,
+        "conflicts": ..., "invalid_relevant": ...}``; see :class:`RankingMetrics`.
+
+    Raises:
+        ValueError: Inconsistent lengths, bad arguments, or badly shaped scores.
+    """
+    ids = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
+    accumulator = RankingMetrics(ks=ks, invalid_items=invalid_items)
+    return _run(
+        accumulator,
+        score_fn,
+        ids,
+        relevant=relevant,
+        exclude=exclude,
+        batch_size=batch_size,
+        log_every_s=log_every_s,
+        label="full",
+    )
+
+
+def evaluate_sampled(
+    score_fn: ScoreFn,
+    query_ids: np.ndarray,
+    relevant: IndexLists,
+    exclude: IndexLists | None = None,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    num_negatives: int = 100,
+    sampling: str = "uniform",
+    item_counts: np.ndarray | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    log_every_s: float = 10.0,
+    invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+) -> dict[str, float]:
+    """Sampled-negatives ranking metrics (see :mod:`tfrec.evaluation.sampled`).
+
+    Args:
+        score_fn: ``query_ids [b] -> scores [b, num_items]``, rows aligned with the batch.
+        query_ids: ``[Q]`` ids passed to ``score_fn`` in batches.
+        relevant: Q integer arrays of relevant item indices.
+        exclude: Q integer arrays of excluded item indices (never drawn), or None.
+        ks: Cutoffs K, each <= 1 + num_negatives.
+        num_negatives: Negatives per query.
+        sampling: ``"uniform"`` or ``"popularity"``.
+        item_counts: ``[num_items]`` counts for ``"popularity"``.
+        seed: Seed; the n-th query uses ``default_rng([seed, n])`` whatever the batch size.
+        batch_size: Queries per ``score_fn`` call.
+        log_every_s: Seconds between progress log lines.
+        invalid_items: Item indices never ranked or drawn.
+
+    Returns:
+        Plain metric keys (the caller adds any prefix) and counts.
+
+    Raises:
+        ValueError: Inconsistent lengths, bad arguments, badly shaped scores or too
+            few items to sample from.
+    """
+    ids = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
+    accumulator = SampledRankingMetrics(
+        ks=ks,
+        num_negatives=num_negatives,
+        sampling=sampling,
+        item_counts=item_counts,
+        seed=seed,
+        invalid_items=invalid_items,
+    )
+    return _run(
+        accumulator,
+        score_fn,
+        ids,
+        relevant=relevant,
+        exclude=exclude,
+        batch_size=batch_size,
+        log_every_s=log_every_s,
+        label="sampled",
+    )

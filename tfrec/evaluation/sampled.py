@@ -1,0 +1,227 @@
+"""Sampled-negatives ranking protocol, for comparison with papers that use it.
+
+Per user, each relevant item is ranked against the same ``num_negatives``
+sampled negatives (a list of 1 + N candidates). The metrics of the user are the
+mean over their relevant items, then users are averaged, so every user weighs
+the same as in the full-ranking protocol. Keys and tie policy are those of
+:mod:`tfrec.evaluation.metrics` (equal scores: lower item index ranks first);
+with one positive per list ``recall@K == hr@K`` and ``map@K == mrr`` truncated at K.
+
+Negatives are drawn without replacement from the items that are neither global
+invalid indices, nor relevant, nor excluded for the user: uniformly, or with
+probability proportional to ``item_counts`` ("popularity"). Sampling for the
+n-th user fed to an accumulator uses ``numpy.random.default_rng([seed, n])``, so
+results do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tfrec.evaluation.metrics import (
+    COUNT_KEYS,
+    DEFAULT_INVALID_ITEMS,
+    DEFAULT_KS,
+    IndexLists,
+    check_ks,
+    check_scores,
+    metric_keys,
+    metrics_from_hits,
+    relevance_masks,
+)
+
+SAMPLING_MODES: tuple[str, ...] = ("uniform", "popularity")
+
+
+def sample_negatives(
+    forbidden: np.ndarray,
+    num_negatives: int,
+    rng: np.random.Generator,
+    sampling: str = "uniform",
+    item_counts: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draws distinct negative item indices for one user.
+
+    Args:
+        forbidden: bool ``[I]``, True for items that must not be drawn (invalid,
+            relevant, excluded).
+        num_negatives: How many to draw, >= 1.
+        rng: Random generator.
+        sampling: ``"uniform"`` or ``"popularity"`` (weights ``item_counts``).
+        item_counts: ``[I]`` non-negative counts, required for ``"popularity"``.
+
+    Returns:
+        int64 ``[num_negatives]`` item indices, in draw order.
+
+    Raises:
+        ValueError: Fewer than ``num_negatives`` items can be drawn.
+    """
+    candidates = np.flatnonzero(~forbidden)
+    weights = None
+    if sampling == "popularity":
+        counts = np.asarray(item_counts, dtype=np.float64)[candidates]
+        candidates, counts = candidates[counts > 0], counts[counts > 0]
+        weights = counts / counts.sum() if counts.size else None
+    if candidates.size < num_negatives:
+        raise ValueError(
+            f"num_negatives={num_negatives} but only {candidates.size} items can be sampled "
+            f"({sampling}) for this user; lower num_negatives"
+        )
+    return rng.choice(candidates, size=num_negatives, replace=False, p=weights).astype(np.int64)
+
+
+class SampledRankingMetrics:
+    """Streaming sampled-negatives metrics; feed batches with :meth:`update`.
+
+    Args:
+        ks: Cutoffs K (each must be <= 1 + num_negatives).
+        num_negatives: Negatives per user (default 100).
+        sampling: ``"uniform"`` or ``"popularity"``.
+        item_counts: ``[I]`` non-negative interaction counts per item index, for
+            ``"popularity"``.
+        seed: Seed; the n-th user fed uses ``default_rng([seed, n])``.
+        invalid_items: Item indices never ranked or drawn (default 0 and 1).
+
+    Raises:
+        ValueError: Bad ``ks``, ``num_negatives``, ``sampling`` or ``item_counts``.
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = DEFAULT_KS,
+        *,
+        num_negatives: int = 100,
+        sampling: str = "uniform",
+        item_counts: np.ndarray | None = None,
+        seed: int = 0,
+        invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    ) -> None:
+        self.ks = check_ks(ks)
+        if isinstance(num_negatives, bool) or not isinstance(num_negatives, int | np.integer):
+            raise ValueError(f"num_negatives: expected an integer, got {num_negatives!r}")
+        if num_negatives < 1:
+            raise ValueError(f"num_negatives: expected >= 1, got {num_negatives}")
+        if self.ks[-1] > num_negatives + 1:
+            raise ValueError(
+                f"ks: cutoff {self.ks[-1]} exceeds the candidate list length "
+                f"1 + num_negatives = {num_negatives + 1}"
+            )
+        if sampling not in SAMPLING_MODES:
+            raise ValueError(f"sampling: expected one of {SAMPLING_MODES}, got {sampling!r}")
+        if sampling == "popularity":
+            if item_counts is None:
+                raise ValueError("item_counts: required when sampling='popularity'")
+            counts = np.asarray(item_counts)
+            if counts.ndim != 1 or not np.all(np.isfinite(counts)) or (counts < 0).any():
+                raise ValueError(
+                    f"item_counts: expected a 1-D array of finite counts >= 0, got shape "
+                    f"{counts.shape} with min {counts.min() if counts.size else None}"
+                )
+        self.num_negatives = int(num_negatives)
+        self.sampling = sampling
+        self.item_counts = None if item_counts is None else np.asarray(item_counts)
+        self.seed = int(seed)
+        self.invalid_items = tuple(int(i) for i in invalid_items)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets all accumulated users and restarts the per-user seed counter."""
+        self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
+        self._counts = dict.fromkeys(COUNT_KEYS, 0)
+        self._seen = 0  # users fed so far (keys the per-user generator)
+
+    def update(
+        self,
+        scores: np.ndarray,
+        relevant: IndexLists,
+        exclude: IndexLists | None = None,
+    ) -> None:
+        """Adds one batch of users (same arguments as ``RankingMetrics.update``).
+
+        Raises:
+            ValueError: Bad shapes, NaN scores, out-of-range indices, too few negatives.
+        """
+        s = check_scores(scores)
+        num_rows, num_items = s.shape
+        if self.item_counts is not None and self.item_counts.shape[0] != num_items:
+            raise ValueError(
+                f"item_counts: length {self.item_counts.shape[0]} != {num_items} items in scores"
+            )
+        rel, _, forbidden, counts = relevance_masks(
+            num_rows, num_items, relevant, exclude, self.invalid_items
+        )
+        for key, value in counts.items():
+            self._counts[key] += value
+        for row in range(num_rows):
+            user_number = self._seen + row
+            positives = np.flatnonzero(rel[row])
+            if positives.size == 0:
+                self._counts["skipped_users"] += 1
+                continue
+            rng = np.random.default_rng([self.seed, user_number])
+            try:
+                negatives = sample_negatives(
+                    forbidden[row], self.num_negatives, rng, self.sampling, self.item_counts
+                )
+            except ValueError as err:
+                raise ValueError(f"user row {row} of this batch: {err}") from None
+            self._add_user(s[row, positives], positives, s[row, negatives], negatives)
+        self._seen += num_rows
+
+    def _add_user(
+        self,
+        pos_scores: np.ndarray,
+        pos_items: np.ndarray,
+        neg_scores: np.ndarray,
+        neg_items: np.ndarray,
+    ) -> None:
+        """Ranks each positive against the negatives and adds the user's mean metrics."""
+        above = neg_scores[None, :] > pos_scores[:, None]  # [P, N]
+        tied_before = (neg_scores[None, :] == pos_scores[:, None]) & (
+            neg_items[None, :] < pos_items[:, None]
+        )
+        rank = (above | tied_before).sum(axis=1)  # 0-based position in the 1 + N list
+        hits = np.arange(self.ks[-1])[None, :] == rank[:, None]  # [P, Kmax]
+        per_item = metrics_from_hits(hits, np.ones(rank.size, dtype=np.int64), self.ks)
+        per_item["mrr"] = 1.0 / (rank + 1.0)
+        for key, values in per_item.items():
+            self._sums[key] += float(values.mean())
+        self._counts["users"] += 1
+
+    def result(self) -> dict[str, float]:
+        """Mean metrics over users with a relevant item (NaN if none), plus counts."""
+        users = self._counts["users"]
+        out = {key: (total / users if users else float("nan")) for key, total in self._sums.items()}
+        out.update({key: float(value) for key, value in self._counts.items()})
+        return out
+
+
+def sampled_ranking_metrics(
+    scores: np.ndarray,
+    relevant: IndexLists,
+    exclude: IndexLists | None = None,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    num_negatives: int = 100,
+    sampling: str = "uniform",
+    item_counts: np.ndarray | None = None,
+    seed: int = 0,
+    invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+) -> dict[str, float]:
+    """One-shot sampled-negatives metrics; see :class:`SampledRankingMetrics`.
+
+    Returns:
+        Plain keys (``"ndcg@10"``, ``"mrr"``, counts); the caller adds any prefix.
+    """
+    acc = SampledRankingMetrics(
+        ks=ks,
+        num_negatives=num_negatives,
+        sampling=sampling,
+        item_counts=item_counts,
+        seed=seed,
+        invalid_items=invalid_items,
+    )
+    acc.update(scores, relevant, exclude)
+    return acc.result()
