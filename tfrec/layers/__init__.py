@@ -7,11 +7,23 @@ from tfrec.layers.encoders import (
     TransformerEncoder,
     get_encoder,
 )
+from tfrec.layers.towers import (
+    ItemFeatureTables,
+    ItemTower,
+    QueryTower,
+    build_item_feature_tables,
+    compact_history,
+)
 
 __all__ = [
     "ENCODERS",
+    "ItemFeatureTables",
+    "ItemTower",
     "MeanEncoder",
+    "QueryTower",
     "RNNEncoder",
     "TransformerEncoder",
+    "build_item_feature_tables",
+    "compact_history",
     "get_encoder",
 ]

@@ -1,0 +1,380 @@
+"""The two towers of the retrieval model and the item content tables they read.
+
+* :class:`ItemTower` (candidate tower): item index -> ``[D]`` vector, the sum of an
+  id embedding and, when the catalogue has them, projections of constant per-item
+  content features (genres multi-hot, title tokens). A catalogue item that never
+  occurs in training still gets a useful vector from its content (cold start).
+* :class:`QueryTower`: a user's history ``[B, L]`` -> causal ``[B, L, D]`` query
+  vectors: item vectors of the history (through the shared ItemTower), a causal
+  history encoder, plus optional user embedding and context features.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX, IdVocabulary
+
+
+@dataclasses.dataclass
+class ItemFeatureTables:
+    """Constant per-item content features, rows aligned with item vocabulary indices.
+
+    Rows 0 (padding) and 1 (out-of-vocabulary) and items without metadata are zeros.
+
+    Attributes:
+        genres: ``[I, G]`` float32 multi-hot genres, or None without genres.
+        genre_names: The G genre names, in column order.
+        titles: ``[I, T]`` int32 title token ids (0 = padding), or None without titles.
+        title_vocabulary: The title token vocabulary (index 0 ``""``, 1 ``"[UNK]"``).
+    """
+
+    genres: np.ndarray | None
+    genre_names: list[str]
+    titles: np.ndarray | None
+    title_vocabulary: list[str]
+
+    @property
+    def title_vocab_size(self) -> int:
+        """Size of the title token embedding table (0 without titles)."""
+        return len(self.title_vocabulary) if self.titles is not None else 0
+
+
+def _genre_list(value: Any) -> list[str]:
+    """Normalises one ``genres`` cell (list, array, None/NaN) to a list of str."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(g) for g in value if str(g)]
+
+
+def build_item_feature_tables(
+    items: pd.DataFrame | None,
+    item_vocab: IdVocabulary,
+    max_title_tokens: int = 16,
+    max_title_vocab: int = 20000,
+) -> ItemFeatureTables:
+    """Builds the genres and title-token tables for every item index.
+
+    Title tokens come from a ``tf_keras.layers.TextVectorization`` (lower-cased,
+    punctuation stripped, whitespace split) adapted on all catalogue titles.
+
+    Args:
+        items: Item table with columns ``item_id``, ``title``, ``genres`` (may
+            hold items outside the vocabulary; they are ignored), or None.
+        item_vocab: The item vocabulary the model indexes with.
+        max_title_tokens: Title length T (longer titles are cut).
+        max_title_vocab: Largest title token vocabulary (most frequent tokens).
+
+    Returns:
+        The tables; ``genres``/``titles`` are None when no item has any.
+
+    Raises:
+        ValueError: A missing column, a duplicate ``item_id`` or a bad size.
+    """
+    if max_title_tokens < 1:
+        raise ValueError(f"max_title_tokens={max_title_tokens}; expected >= 1")
+    if max_title_vocab < 3:
+        raise ValueError(f"max_title_vocab={max_title_vocab}; expected >= 3")
+    num_items = item_vocab.size
+    if items is None or len(items) == 0:
+        return ItemFeatureTables(None, [], None, [])
+    missing = [c for c in ("item_id", "title", "genres") if c not in items.columns]
+    if missing:
+        raise ValueError(f"items table lacks column(s) {missing}; expected item_id, title, genres")
+    ids = items["item_id"].astype(str)
+    duplicated = ids[ids.duplicated()]
+    if len(duplicated):
+        raise ValueError(f"items table: duplicate item_id {duplicated.iloc[0]!r}")
+    index = item_vocab.lookup(ids.to_numpy())  # [N]; 1 = not in the vocabulary
+    known = index >= NUM_RESERVED
+
+    genre_lists = [_genre_list(g) for g in items["genres"]]
+    genre_names = sorted({g for gl in genre_lists for g in gl})
+    genres = None
+    if genre_names:
+        column = {g: j for j, g in enumerate(genre_names)}
+        genres = np.zeros((num_items, len(genre_names)), np.float32)
+        for row, gl, ok in zip(index, genre_lists, known, strict=True):
+            if ok:
+                genres[row, [column[g] for g in gl]] = 1.0
+
+    titles_text = items["title"].fillna("").astype(str).to_numpy()
+    titles = None
+    title_vocabulary: list[str] = []
+    if any(t.strip() for t in titles_text):
+        vectorizer = keras.layers.TextVectorization(
+            max_tokens=max_title_vocab,
+            output_mode="int",
+            output_sequence_length=max_title_tokens,
+        )
+        vectorizer.adapt(tf.constant(titles_text))
+        title_vocabulary = [str(t) for t in vectorizer.get_vocabulary()]
+        aligned = np.full(num_items, "", dtype=object)
+        aligned[index[known]] = titles_text[known]
+        titles = vectorizer(tf.constant(aligned.astype(str))).numpy().astype(np.int32)
+        titles[:NUM_RESERVED] = 0
+    return ItemFeatureTables(genres, genre_names, titles, title_vocabulary)
+
+
+@keras.saving.register_keras_serializable(package="tfrec")
+class ItemTower(keras.layers.Layer):
+    """Candidate tower: item index -> ``[D]`` vector.
+
+    ``vector(i) = id_embedding[i] + genres[i] @ W_g + masked_mean(title_embedding[titles[i]])``
+    (the content terms only when the tables are given). The tables are stored as
+    non-trainable weights.
+
+    Args:
+        num_items: Item vocabulary size I (padding and OOV included).
+        embedding_dim: Output size D.
+        genre_table: ``[I, G]`` multi-hot genres (nested lists or array) or None.
+        title_table: ``[I, T]`` title token ids (0 = padding) or None.
+        title_vocab_size: Title token vocabulary size (required with ``title_table``).
+        l2: L2 penalty on the embedding tables.
+        **kwargs: Passed to ``keras.layers.Layer``.
+
+    Raises:
+        ValueError: A table whose row count is not ``num_items`` or a bad size.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        embedding_dim: int,
+        *,
+        genre_table: Any = None,
+        title_table: Any = None,
+        title_vocab_size: int = 0,
+        l2: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if num_items < NUM_RESERVED + 1:
+            raise ValueError(f"ItemTower: num_items={num_items}; expected >= {NUM_RESERVED + 1}")
+        if embedding_dim < 1:
+            raise ValueError(f"ItemTower: embedding_dim={embedding_dim}; expected >= 1")
+        if l2 < 0:
+            raise ValueError(f"ItemTower: l2={l2}; expected >= 0")
+        self.num_items = num_items
+        self.embedding_dim = embedding_dim
+        self.genre_table = None if genre_table is None else np.asarray(genre_table, np.float32)
+        self.title_table = None if title_table is None else np.asarray(title_table, np.int32)
+        self.title_vocab_size = title_vocab_size
+        self.l2 = l2
+        for name, table in (("genre_table", self.genre_table), ("title_table", self.title_table)):
+            if table is not None and (table.ndim != 2 or table.shape[0] != num_items):
+                raise ValueError(
+                    f"ItemTower: {name} has shape {table.shape}; expected [{num_items}, n]"
+                )
+        if self.title_table is not None and title_vocab_size <= int(self.title_table.max()):
+            raise ValueError(
+                f"ItemTower: title_vocab_size={title_vocab_size} but title_table holds token "
+                f"id {int(self.title_table.max())}"
+            )
+        regularizer = keras.regularizers.l2(l2) if l2 > 0 else None
+        self._ids = keras.layers.Embedding(
+            num_items, embedding_dim, embeddings_regularizer=regularizer, name="item_embedding"
+        )
+        self._genres = None
+        self._titles = None
+        if self.genre_table is not None:
+            self._genre_weights = self.add_weight(
+                name="genre_table",
+                shape=self.genre_table.shape,
+                dtype=tf.float32,
+                initializer=keras.initializers.Constant(self.genre_table),
+                trainable=False,
+            )
+            self._genres = keras.layers.Dense(
+                embedding_dim, use_bias=False, name="genre_projection"
+            )
+        if self.title_table is not None:
+            self._title_weights = self.add_weight(
+                name="title_table",
+                shape=self.title_table.shape,
+                dtype=tf.int32,
+                initializer=keras.initializers.Constant(self.title_table),
+                trainable=False,
+            )
+            self._titles = keras.layers.Embedding(
+                title_vocab_size,
+                embedding_dim,
+                embeddings_regularizer=regularizer,
+                name="title_token_embedding",
+            )
+
+    @property
+    def uses_content_features(self) -> bool:
+        """Whether genres or titles contribute to the item vectors."""
+        return self._genres is not None or self._titles is not None
+
+    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Looks up item vectors.
+
+        Args:
+            item_ids: int item indices, any shape ``[...]``.
+
+        Returns:
+            ``[..., D]`` item vectors.
+        """
+        item_ids = tf.cast(item_ids, tf.int32)
+        vectors = self._ids(item_ids)  # [..., D]
+        if self._genres is not None:
+            genres = tf.gather(self._genre_weights, item_ids)  # [..., G]
+            vectors += tf.cast(self._genres(genres), vectors.dtype)
+        if self._titles is not None:
+            tokens = tf.gather(self._title_weights, item_ids)  # [..., T]
+            token_mask = tf.cast(tokens > 0, vectors.dtype)[..., tf.newaxis]  # [..., T, 1]
+            token_vectors = self._titles(tokens) * token_mask  # [..., T, D]
+            count = tf.maximum(
+                tf.reduce_sum(token_mask, axis=-2), tf.ones_like(token_mask[..., 0, :])
+            )
+            vectors += tf.reduce_sum(token_vectors, axis=-2) / count
+        return vectors
+
+    def all_items(self) -> tf.Tensor:
+        """Returns the vectors of every item index, ``[I, D]`` (rows 0/1 included)."""
+        return self(tf.range(self.num_items))
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the layer config; the tables are included as nested lists."""
+        return {
+            **super().get_config(),
+            "num_items": self.num_items,
+            "embedding_dim": self.embedding_dim,
+            "genre_table": None if self.genre_table is None else self.genre_table.tolist(),
+            "title_table": None if self.title_table is None else self.title_table.tolist(),
+            "title_vocab_size": self.title_vocab_size,
+            "l2": self.l2,
+        }
+
+
+def compact_history(history: tf.Tensor) -> tf.Tensor:
+    """Treats OOV entries as padding and moves all padding to the left.
+
+    Real items keep their order, so position ``L - 1`` holds the most recent real
+    item even when a caller right-padded or sent unknown ids.
+
+    Args:
+        history: ``[B, L]`` int item indices (0 = padding, 1 = OOV).
+
+    Returns:
+        ``[B, L]`` left-padded indices with no OOV entries.
+    """
+    history = tf.where(history == OOV_INDEX, tf.zeros_like(history), history)
+    real = tf.cast(history > 0, tf.int32)  # [B, L]
+    order = tf.argsort(real, axis=1, stable=True)  # padding first, real items in order
+    return tf.gather(history, order, batch_dims=1)
+
+
+@keras.saving.register_keras_serializable(package="tfrec")
+class QueryTower(keras.layers.Layer):
+    """Query tower: history (+ user, + context) -> causal ``[B, L, D]`` query vectors.
+
+    ``query[b, t] = encoder(item_tower(history) + context_projection(context))[b, t]
+    + user_embedding[user[b]]`` where entries ``<= 1`` (padding and OOV) of the
+    history are masked out.
+
+    Args:
+        item_tower: The ItemTower that embeds history items (shared with the
+            candidate side for weight tying), or its serialised config.
+        encoder: A causal encoder from :func:`tfrec.layers.encoders.get_encoder`,
+            or its serialised config; its output size must be the tower's D.
+        num_users: User vocabulary size; 0 disables the user embedding.
+        context_dim: Size C of optional per-position context features
+            ``features["context"]`` ``[B, L, C]``; 0 disables them.
+        l2: L2 penalty on the user embedding.
+        **kwargs: Passed to ``keras.layers.Layer``.
+
+    Raises:
+        ValueError: A negative size.
+    """
+
+    def __init__(
+        self,
+        item_tower: ItemTower | dict[str, Any],
+        encoder: keras.layers.Layer | dict[str, Any],
+        num_users: int = 0,
+        context_dim: int = 0,
+        l2: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(item_tower, dict):
+            item_tower = keras.layers.deserialize(item_tower)
+        if isinstance(encoder, dict):
+            encoder = keras.layers.deserialize(encoder)
+        if num_users < 0 or context_dim < 0:
+            raise ValueError(
+                f"QueryTower: num_users={num_users}, context_dim={context_dim}; expected >= 0"
+            )
+        self.item_tower = item_tower
+        self.encoder = encoder
+        self.num_users = num_users
+        self.context_dim = context_dim
+        self.l2 = l2
+        dim = item_tower.embedding_dim
+        self._users = None
+        if num_users:
+            self._users = keras.layers.Embedding(
+                num_users,
+                dim,
+                embeddings_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None,
+                name="user_embedding",
+            )
+        self._context = keras.layers.Dense(dim, name="context_projection") if context_dim else None
+
+    @property
+    def embedding_dim(self) -> int:
+        """The query vector size D."""
+        return self.item_tower.embedding_dim
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """Computes the causal query vectors.
+
+        Args:
+            features: ``"history"`` int ``[B, L]`` (left-padded item indices),
+                ``"user"`` int ``[B]`` when the user embedding is on, and
+                ``"context"`` float ``[B, L, C]`` when ``context_dim > 0``.
+            training: Enables dropout in the encoder.
+
+        Returns:
+            ``[B, L, D]`` query vectors; position ``t`` depends on history ``<= t``.
+
+        Raises:
+            ValueError: A required feature is missing.
+        """
+        history = tf.cast(features["history"], tf.int32)  # [B, L]
+        mask = history > OOV_INDEX  # [B, L]
+        x = self.item_tower(history)  # [B, L, D]
+        if self._context is not None:
+            if "context" not in features:
+                raise ValueError("QueryTower: context_dim > 0 but features has no 'context'")
+            x += tf.cast(self._context(features["context"]), x.dtype)
+        outputs = self.encoder(x, padding_mask=mask, training=training)  # [B, L, D]
+        if self._users is not None:
+            if "user" not in features:
+                raise ValueError("QueryTower: the user embedding is on but features has no 'user'")
+            user = self._users(tf.cast(features["user"], tf.int32))  # [B, D]
+            outputs += tf.cast(user, outputs.dtype)[:, tf.newaxis, :]
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the layer config with the item tower and encoder serialised."""
+        return {
+            **super().get_config(),
+            "item_tower": keras.layers.serialize(self.item_tower),
+            "encoder": keras.layers.serialize(self.encoder),
+            "num_users": self.num_users,
+            "context_dim": self.context_dim,
+            "l2": self.l2,
+        }
