@@ -33,7 +33,9 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def _check_positives(positives: np.ndarray, vocab_size: int) -> np.ndarray:
     positives = np.asarray(positives)
     if positives.ndim != 1:
-        raise ValueError(f"positives: expected a 1-D array of item indices, got shape {positives.shape}")
+        raise ValueError(
+            f"positives: expected a 1-D array of item indices, got shape {positives.shape}"
+        )
     if positives.size and (positives.min() < NUM_RESERVED or positives.max() >= vocab_size):
         bad = positives[(positives < NUM_RESERVED) | (positives >= vocab_size)][0]
         raise ValueError(
@@ -129,9 +131,7 @@ def popularity_negatives(
     raise ValueError(f"popularity: could not avoid the positive after {max_rounds} redraws")
 
 
-def hard_negatives(
-    pool: np.ndarray, num_negatives: int, rng: np.random.Generator
-) -> np.ndarray:
+def hard_negatives(pool: np.ndarray, num_negatives: int, rng: np.random.Generator) -> np.ndarray:
     """Draws negatives uniformly without replacement from a per-example pool.
 
     Args:
@@ -169,6 +169,7 @@ def hard_negative_pool(
     histories: np.ndarray,
     users: np.ndarray,
     positives: np.ndarray,
+    *,
     pool_size: int,
     batch_size: int = 1024,
 ) -> np.ndarray:
@@ -229,6 +230,7 @@ def sample_negatives(
     num_negatives: int,
     vocab_size: int,
     rng: np.random.Generator,
+    *,
     popularity: np.ndarray | None = None,
     pool: np.ndarray | None = None,
 ) -> np.ndarray:

@@ -109,6 +109,7 @@ def build_ranking_examples(
     user_vocab: IdVocabulary,
     item_vocab: IdVocabulary,
     max_history: int,
+    *,
     context: Interactions | None = None,
     min_history: int = 0,
 ) -> RankingExamples:
@@ -174,7 +175,9 @@ def build_ranking_examples(
     safe = idx.clip(min=0)
     if len(ctx) == 0:
         safe = np.zeros_like(safe)
-        ctx_items, ctx_rating, ctx_log_dt = (np.zeros(1, a.dtype) for a in (ctx_items, ctx_rating, ctx_log_dt))
+        ctx_items, ctx_rating, ctx_log_dt = (
+            np.zeros(1, a.dtype) for a in (ctx_items, ctx_rating, ctx_log_dt)
+        )
     history = np.where(valid, ctx_items[safe], 0).astype(np.int32)
     history_rating = np.where(valid, ctx_rating[safe], 0.0).astype(np.float32)
     history_log_dt = np.where(valid, ctx_log_dt[safe], 0.0).astype(np.float32)
