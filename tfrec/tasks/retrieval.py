@@ -1,0 +1,168 @@
+"""Retrieval task: softmax loss of query vectors against candidate item vectors.
+
+Two losses:
+
+* ``"sampled"``: in-batch sampled softmax, delegated to ``tfrs.tasks.Retrieval``:
+  the positives of the other queries in the batch are the negatives, with
+  optional logQ correction (``candidate_sampling_probability``), removal of
+  accidental hits (a negative that is the query's own target), a temperature and
+  hard-negative mining.
+* ``"full"``: softmax over the whole catalogue, ``logits = query @ items^T``,
+  the padding and OOV columns masked out, sparse cross-entropy at the target.
+
+The loss is the (weighted) mean over queries, always computed in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+from tfrec.data.vocab import NUM_RESERVED
+
+LOSSES = ("sampled", "full")
+_MASKED_LOGIT = -1e9
+
+
+@keras.saving.register_keras_serializable(package="tfrec")
+class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
+    """Computes the retrieval loss and updates the task's metrics.
+
+    Args:
+        loss: ``"sampled"`` (in-batch softmax) or ``"full"`` (whole catalogue).
+        temperature: Logits are divided by it (> 0).
+        remove_accidental_hits: ``"sampled"`` only: mask in-batch negatives that
+            have the query's target id.
+        num_hard_negatives: ``"sampled"`` only: keep only this many highest-scoring
+            negatives per query (0 = all).
+        metrics: Keras metrics updated with ``(labels [N], logits [N, C])`` where
+            ``labels`` are sparse column indices (e.g.
+            ``keras.metrics.SparseTopKCategoricalAccuracy``); in ``"sampled"`` mode
+            the columns are the in-batch candidates. They cost an extra matmul in
+            ``"sampled"`` mode, so leave them empty for fast training.
+        **kwargs: Passed to ``keras.layers.Layer``.
+
+    Raises:
+        ValueError: Unknown ``loss``, ``temperature <= 0``, or a sampled-only
+            option with ``loss="full"``.
+    """
+
+    def __init__(
+        self,
+        loss: str = "sampled",
+        temperature: float = 1.0,
+        remove_accidental_hits: bool = True,
+        num_hard_negatives: int = 0,
+        metrics: Sequence[keras.metrics.Metric] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if loss not in LOSSES:
+            raise ValueError(f"RetrievalTask: loss={loss!r}; expected one of {list(LOSSES)}")
+        if temperature <= 0:
+            raise ValueError(f"RetrievalTask: temperature={temperature}; expected > 0")
+        if num_hard_negatives < 0:
+            raise ValueError(
+                f"RetrievalTask: num_hard_negatives={num_hard_negatives}; expected >= 0"
+            )
+        if loss == "full" and num_hard_negatives:
+            raise ValueError(
+                f"RetrievalTask: num_hard_negatives={num_hard_negatives} needs loss='sampled'"
+            )
+        self.loss = loss
+        self.temperature = temperature
+        self.remove_accidental_hits = remove_accidental_hits
+        self.num_hard_negatives = num_hard_negatives
+        self.task_metrics = list(metrics or [])
+        self._sampled = tfrs.tasks.Retrieval(
+            loss=keras.losses.CategoricalCrossentropy(
+                from_logits=True, reduction=keras.losses.Reduction.NONE
+            ),
+            temperature=temperature,
+            num_hard_negatives=num_hard_negatives or None,
+            remove_accidental_hits=remove_accidental_hits,
+            name="sampled_softmax",
+        )
+
+    @property
+    def needs_full_catalogue(self) -> bool:
+        """True when :meth:`call` wants every item's vector (``loss="full"``)."""
+        return self.loss == "full"
+
+    def call(
+        self,
+        query_embeddings: tf.Tensor,
+        candidate_embeddings: tf.Tensor,
+        target_ids: tf.Tensor,
+        candidate_sampling_probability: tf.Tensor | None = None,
+        sample_weight: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Computes the mean loss over the N queries.
+
+        Args:
+            query_embeddings: ``[N, D]`` query vectors.
+            candidate_embeddings: ``"sampled"``: ``[N, D]``, row i = vector of
+                query i's target. ``"full"``: ``[I, D]``, row j = vector of item
+                index j (the whole catalogue, padding and OOV rows included).
+            target_ids: ``[N]`` int target item indices.
+            candidate_sampling_probability: ``"sampled"`` only: ``[N]`` probability
+                that target i appears as an in-batch candidate (logQ correction).
+            sample_weight: Optional ``[N]`` weights.
+
+        Returns:
+            Scalar float32 loss.
+        """
+        query = tf.cast(query_embeddings, tf.float32)  # [N, D]
+        candidates = tf.cast(candidate_embeddings, tf.float32)  # [N or I, D]
+        target_ids = tf.cast(target_ids, tf.int32)  # [N]
+        if self.loss == "full":
+            logits = tf.matmul(query, candidates, transpose_b=True) / self.temperature  # [N, I]
+            num_items = tf.shape(candidates)[0]
+            reserved = tf.range(num_items) < NUM_RESERVED  # [I]
+            logits += tf.where(reserved, _MASKED_LOGIT, 0.0)[tf.newaxis, :]
+            per_query = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=target_ids, logits=logits
+            )  # [N]
+            labels = target_ids
+        else:
+            per_query = self._sampled(
+                query,
+                candidates,
+                candidate_sampling_probability=candidate_sampling_probability,
+                candidate_ids=target_ids,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            )  # [N]
+            logits = None
+            labels = tf.range(tf.shape(query)[0])
+        loss = _weighted_mean(per_query, sample_weight)
+        if self.task_metrics:
+            if logits is None:
+                logits = tf.matmul(query, candidates, transpose_b=True) / self.temperature
+            update_ops = [m.update_state(labels, logits) for m in self.task_metrics]
+            with tf.control_dependencies([op for op in update_ops if op is not None]):
+                loss = tf.identity(loss)
+        return loss
+
+    def get_config(self) -> dict[str, Any]:
+        """Returns the layer config (metrics are not serialised)."""
+        return {
+            **super().get_config(),
+            "loss": self.loss,
+            "temperature": self.temperature,
+            "remove_accidental_hits": self.remove_accidental_hits,
+            "num_hard_negatives": self.num_hard_negatives,
+        }
+
+
+def _weighted_mean(values: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:
+    """Mean of ``values`` ``[N]`` (weighted when ``weights`` is given); 0 when N = 0."""
+    values = tf.cast(values, tf.float32)
+    if weights is None:
+        weights = tf.ones_like(values)
+    weights = tf.cast(weights, tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
