@@ -203,9 +203,14 @@ def brute_force(scores, relevant, exclude, ks, invalid=INVALID) -> dict[str, flo
     return out
 
 
-def random_case(seed: int, num_users: int = 40, num_items: int = 30, dtype=np.float64):
+def random_case(
+    seed: int, num_users: int = 40, num_items: int = 30, dtype=np.float64, decimals: int | None = 1
+):
     rng = np.random.default_rng(seed)
-    scores = np.round(rng.random((num_users, num_items)), 1).astype(dtype)  # deliberate ties
+    scores = rng.random((num_users, num_items))
+    if decimals is not None:
+        scores = np.round(scores, decimals)  # deliberate ties
+    scores = scores.astype(dtype)
     relevant, exclude = [], []
     for _ in range(num_users):
         rel = rng.choice(num_items, size=rng.integers(0, 6), replace=False)  # may hit 0/1
@@ -216,14 +221,16 @@ def random_case(seed: int, num_users: int = 40, num_items: int = 30, dtype=np.fl
 
 
 KS = (1, 3, 5, 10, 20, 50)  # 50 > catalogue: exercises K beyond the rankable items
+KS_SMALL = (1, 2, 3, 5, 8)  # max K < catalogue: exercises the top-K cut through tied scores
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force(seed: int) -> None:
-    scores, relevant, exclude = random_case(seed)
-    expected = brute_force(scores, relevant, exclude, KS)
+@pytest.mark.parametrize("ks", [KS, KS_SMALL])
+@pytest.mark.parametrize(("seed", "decimals"), [(0, 1), (1, 1), (2, 1), (3, None)])
+def test_matches_brute_force(seed: int, decimals: int | None, ks: tuple[int, ...]) -> None:
+    scores, relevant, exclude = random_case(seed, decimals=decimals)
+    expected = brute_force(scores, relevant, exclude, ks)
     assert expected["skipped_users"] > 0 and expected["conflicts"] > 0  # the case is rich enough
-    got = ranking_metrics(scores, relevant, exclude, ks=KS)
+    got = ranking_metrics(scores, relevant, exclude, ks=ks)
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
@@ -239,8 +246,7 @@ def test_streaming_batches_equal_one_shot() -> None:
     for start in range(0, 23, 5):  # 5, 5, 5, 5, 3 users
         stop = start + 5
         acc.update(scores[start:stop], relevant[start:stop], exclude[start:stop])
-    assert acc.result() == pytest.approx(
-        ranking_metrics(scores, relevant, exclude, ks=KS), rel=1e-12, abs=1e-15
-    )
+    one_shot = ranking_metrics(scores, relevant, exclude, ks=KS)
+    assert acc.result() == pytest.approx(one_shot, rel=1e-12, abs=1e-15)
     acc.reset()
     assert acc.result()["users"] == 0.0

@@ -178,8 +178,12 @@ def top_k_items(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
     thresh = -np.partition(-work, k_eff - 1, axis=1)[:, k_eff - 1 : k_eff]  # [B, 1]
     above = valid & (scores > thresh)
     tied = valid & (scores == thresh)
-    need = k_eff - above.sum(axis=1, keepdims=True)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))  # lowest-index ties win
+    need = k_eff - above.sum(axis=1, keepdims=True)  # [B, 1]
+    chosen = above | tied
+    crowded = np.flatnonzero(tied.sum(axis=1) > need[:, 0])  # more ties than free slots
+    if crowded.size:  # keep the lowest-index ties only
+        sub = tied[crowded]
+        chosen[crowded] = above[crowded] | (sub & (np.cumsum(sub, axis=1) <= need[crowded]))
     rows, cols = np.nonzero(chosen)  # row-major, so ascending item index per row
     counts = chosen.sum(axis=1)
     slot = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -289,7 +293,8 @@ class RankingMetrics:
         self._counts["skipped_users"] += int((~keep).sum())
         if not keep.any():
             return
-        s, rel, valid, n_rel = s[keep], rel[keep], valid[keep], n_rel[keep]
+        if not keep.all():
+            s, rel, valid, n_rel = s[keep], rel[keep], valid[keep], n_rel[keep]
         items = top_k_items(s, valid, self.ks[-1])  # [B, Kmax]
         hits = (items >= 0) & np.take_along_axis(rel, items.clip(0), axis=1)
         per_user = metrics_from_hits(hits, n_rel, self.ks)
