@@ -132,6 +132,8 @@ def test_validation() -> None:
         SampledRankingMetrics(ks=(1,), sampling="hard")
     with pytest.raises(ValueError, match="item_counts: required"):
         SampledRankingMetrics(ks=(1,), sampling="popularity")
+    with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
+        SampledRankingMetrics(ks=(1,), seed=-1)
     with pytest.raises(ValueError, match="num_negatives: expected >= 1"):
         SampledRankingMetrics(ks=(1,), num_negatives=0)
     with pytest.raises(ValueError, match="user row 0 of this batch: num_negatives=5"):

@@ -58,6 +58,10 @@ def sample_negatives(
     Raises:
         ValueError: Fewer than ``num_negatives`` items can be drawn.
     """
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling: expected one of {SAMPLING_MODES}, got {sampling!r}")
+    if sampling == "popularity" and item_counts is None:
+        raise ValueError("item_counts: required when sampling='popularity'")
     candidates = np.flatnonzero(~forbidden)
     weights = None
     if sampling == "popularity":
@@ -110,6 +114,8 @@ class SampledRankingMetrics:
             )
         if sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling: expected one of {SAMPLING_MODES}, got {sampling!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
         if sampling == "popularity":
             if item_counts is None:
                 raise ValueError("item_counts: required when sampling='popularity'")
