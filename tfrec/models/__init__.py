@@ -1,0 +1,1 @@
+"""TFRS models: the two-tower retrieval model and the LSTM ranker."""

@@ -15,7 +15,8 @@ The loss is the (weighted) mean over queries, always computed in float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -129,14 +130,15 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
             )  # [N]
             labels = target_ids
         else:
-            per_query = self._sampled(
-                query,
-                candidates,
-                candidate_sampling_probability=candidate_sampling_probability,
-                candidate_ids=target_ids,
-                compute_metrics=False,
-                compute_batch_metrics=False,
-            )  # [N]
+            with _float32_policy():
+                per_query = self._sampled(
+                    query,
+                    candidates,
+                    candidate_sampling_probability=candidate_sampling_probability,
+                    candidate_ids=target_ids,
+                    compute_metrics=False,
+                    compute_batch_metrics=False,
+                )  # [N]
             logits = None
             labels = tf.range(tf.shape(query)[0])
         loss = _weighted_mean(per_query, sample_weight)
@@ -157,6 +159,22 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
             "remove_accidental_hits": self.remove_accidental_hits,
             "num_hard_negatives": self.num_hard_negatives,
         }
+
+
+@contextlib.contextmanager
+def _float32_policy() -> Iterator[None]:
+    """Builds layers under the float32 policy.
+
+    ``tfrs.tasks.Retrieval`` creates its helper layers (accidental hits, logQ,
+    hard negatives) while it is called; under a mixed global policy they would
+    cast the labels to float16/bfloat16 and clash with the float32 logits.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _weighted_mean(values: tf.Tensor, weights: tf.Tensor | None) -> tf.Tensor:

@@ -1,0 +1,378 @@
+"""Two-tower retrieval model (TFRS) and its typed config.
+
+Architecture (B users, L history positions, I item indices, D = embedding_dim)::
+
+    history [B, L] -> ItemTower [B, L, D] -> causal encoder [B, L, D] (+ user [B, D])
+        = query vectors, position t predicts target[:, t]
+    item index -> ItemTower (id embedding + genres + title tokens) [D]
+    loss: RetrievalTask on (query at each non-zero target, target item vector)
+
+The query side embeds history items with the same ItemTower as the candidate
+side (SASRec-style weight tying) unless ``share_item_embeddings=False``.
+Training is ``model.compile(optimizer); model.fit(dataset)`` on batches of the
+model input contract (``user`` [B], ``history`` [B, L], ``target`` [B, L]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.config import JsonConfig
+from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
+from tfrec.layers.encoders import ENCODERS, get_encoder
+from tfrec.layers.towers import ItemFeatureTables, ItemTower, QueryTower, compact_history
+from tfrec.models.base import TfrecModel
+from tfrec.tasks.retrieval import LOSSES, RetrievalTask
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
+POSITIONS = ("all", "last")
+
+
+@dataclasses.dataclass
+class RetrievalConfig(JsonConfig):
+    """Hyper-parameters of the two-tower model and its training.
+
+    Attributes:
+        embedding_dim: Item/user/query vector size D.
+        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"`` or ``"transformer"``.
+        max_history: History length L (most recent items kept).
+        num_layers: Transformer blocks.
+        num_heads: Transformer attention heads (must divide ``embedding_dim``).
+        dropout: Dropout rate of the encoder.
+        use_user_embedding: Add a learned user vector to the query.
+        use_item_features: Add genres / title tokens to item vectors (when present).
+        share_item_embeddings: Embed history items with the candidate ItemTower.
+        context_dim: Size of per-position context features (0 = none).
+        loss: ``"full"`` (softmax over the whole catalogue) or ``"sampled"``
+            (in-batch softmax; scales to large catalogues).
+        temperature: Softmax temperature.
+        logq_correction: ``"sampled"``: subtract log item frequency from the logits.
+        remove_accidental_hits: ``"sampled"``: mask negatives equal to the target.
+        num_hard_negatives: ``"sampled"``: keep only the hardest negatives (0 = all).
+        l2: L2 penalty on the embedding tables.
+        optimizer: ``"adam"``, ``"adamw"``, ``"adagrad"`` or ``"sgd"``.
+        learning_rate: Optimizer learning rate.
+        weight_decay: Decoupled weight decay (``"adamw"`` only).
+        clipnorm: Clip each gradient to this norm (0 = off).
+        batch_size: Users (examples) per training batch.
+        epochs: Maximum training epochs.
+        training_positions: ``"all"`` (a target at every history position,
+            SASRec style) or ``"last"`` (only the most recent item).
+        max_title_tokens: Title length of the item title table.
+        patience: Epochs without validation improvement before early stopping.
+        monitor: Validation metric for early stopping and checkpoints.
+        mixed_precision: Compute in float16 (GPU) / bfloat16 (CPU), variables
+            and loss in float32.
+        jit_compile: XLA-compile the train step.
+        seed: Random seed for weights and shuffling.
+    """
+
+    embedding_dim: int = 64
+    encoder: Literal["mean", "gru", "lstm", "transformer"] = "transformer"
+    max_history: int = 50
+    num_layers: int = 2
+    num_heads: int = 1
+    dropout: float = 0.2
+    use_user_embedding: bool = False
+    use_item_features: bool = True
+    share_item_embeddings: bool = True
+    context_dim: int = 0
+    loss: Literal["full", "sampled"] = "full"
+    temperature: float = 1.0
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    num_hard_negatives: int = 0
+    l2: float = 0.0
+    optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    clipnorm: float = 0.0
+    batch_size: int = 256
+    epochs: int = 50
+    training_positions: Literal["all", "last"] = "all"
+    max_title_tokens: int = 16
+    patience: int = 5
+    monitor: str = "ndcg@10"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self._check_choices()
+        self._check_ranges()
+        if self.encoder == "transformer" and self.embedding_dim % self.num_heads:
+            raise ValueError(
+                f"RetrievalConfig.num_heads={self.num_heads} must divide "
+                f"embedding_dim={self.embedding_dim} for the transformer encoder"
+            )
+        if self.num_hard_negatives and self.loss != "sampled":
+            raise ValueError(
+                f"RetrievalConfig.num_hard_negatives={self.num_hard_negatives} needs "
+                f"loss='sampled' (got loss={self.loss!r})"
+            )
+        if self.weight_decay and self.optimizer != "adamw":
+            raise ValueError(
+                f"RetrievalConfig.weight_decay={self.weight_decay} needs optimizer='adamw' "
+                f"(got {self.optimizer!r})"
+            )
+        if not self.monitor:
+            raise ValueError(
+                "RetrievalConfig.monitor is empty; expected a metric name like 'ndcg@10'"
+            )
+
+    def _check_choices(self) -> None:
+        choices = {
+            "encoder": ENCODERS,
+            "loss": LOSSES,
+            "optimizer": OPTIMIZERS,
+            "training_positions": POSITIONS,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(
+                    f"RetrievalConfig.{name}={value!r}; expected one of {list(allowed)}"
+                )
+
+    def _check_ranges(self) -> None:
+        positive_ints = (
+            "embedding_dim",
+            "max_history",
+            "num_layers",
+            "num_heads",
+            "batch_size",
+            "epochs",
+            "max_title_tokens",
+            "patience",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
+        for name in ("context_dim", "num_hard_negatives", "l2", "weight_decay", "clipnorm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"RetrievalConfig.dropout={self.dropout}; expected 0 <= dropout < 1")
+        for name in ("temperature", "learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected > 0")
+
+
+def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:
+    """Log of each item's share of the training targets, for logQ correction.
+
+    Args:
+        target_counts: ``[I]`` how often each item index is a training target.
+
+    Returns:
+        ``[I]`` float32 ``log(count / total)``; items never seen get the log of
+        half a count (so the correction stays finite).
+
+    Raises:
+        ValueError: Negative counts or no counts at all.
+    """
+    counts = np.asarray(target_counts, np.float64)
+    if counts.ndim != 1 or (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError("target_counts: expected a 1-D array of non-negative counts with sum > 0")
+    counts = np.where(counts > 0, counts, 0.5)
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+class TwoTowerModel(TfrecModel):
+    """Two-tower retrieval model on the integer model-input contract.
+
+    Args:
+        config: Hyper-parameters.
+        num_users: User vocabulary size (padding and OOV included).
+        num_items: Item vocabulary size I (padding and OOV included).
+        item_features: Content tables from
+            :func:`tfrec.layers.towers.build_item_feature_tables`, used when
+            ``config.use_item_features``.
+        item_log_probs: ``[I]`` log item sampling probabilities (see
+            :func:`item_log_probabilities`) for logQ correction with
+            ``loss="sampled"``; without them the correction is skipped (logged).
+
+    Raises:
+        ValueError: Bad sizes or ``item_log_probs`` of the wrong shape.
+    """
+
+    def __init__(
+        self,
+        config: RetrievalConfig,
+        num_users: int,
+        num_items: int,
+        item_features: ItemFeatureTables | None = None,
+        item_log_probs: np.ndarray | None = None,
+    ):
+        super().__init__(name="two_tower")
+        if num_items < NUM_RESERVED + 1:
+            raise ValueError(
+                f"TwoTowerModel: num_items={num_items}; expected >= {NUM_RESERVED + 1}"
+            )
+        if num_users < NUM_RESERVED:
+            raise ValueError(f"TwoTowerModel: num_users={num_users}; expected >= {NUM_RESERVED}")
+        self.config = config
+        self.num_users = num_users
+        self.num_items = num_items
+        dim = config.embedding_dim
+        features = item_features if config.use_item_features else None
+
+        def item_tower(name: str) -> ItemTower:
+            return ItemTower(
+                num_items,
+                dim,
+                genre_table=None if features is None else features.genres,
+                title_table=None if features is None else features.titles,
+                title_vocab_size=0 if features is None else features.title_vocab_size,
+                l2=config.l2,
+                name=name,
+            )
+
+        self.item_tower = item_tower("item_tower")
+        history_tower = (
+            self.item_tower if config.share_item_embeddings else item_tower("history_item_tower")
+        )
+        encoder = get_encoder(
+            config.encoder,
+            dim,
+            config.max_history,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            dropout=config.dropout,
+        )
+        self.query_tower = QueryTower(
+            history_tower,
+            encoder,
+            num_users=num_users if config.use_user_embedding else 0,
+            context_dim=config.context_dim,
+            l2=config.l2,
+            name="query_tower",
+        )
+        self.task = RetrievalTask(
+            loss=config.loss,
+            temperature=config.temperature,
+            remove_accidental_hits=config.remove_accidental_hits,
+            num_hard_negatives=config.num_hard_negatives,
+            name="retrieval_task",
+        )
+        self._log_probs = None
+        if config.loss == "sampled" and config.logq_correction:
+            if item_log_probs is None:
+                logger.warning("logq_correction is on but no item_log_probs were given: skipped")
+            else:
+                log_probs = np.asarray(item_log_probs, np.float32)
+                if log_probs.shape != (num_items,):
+                    raise ValueError(
+                        f"TwoTowerModel: item_log_probs has shape {log_probs.shape}; "
+                        f"expected ({num_items},)"
+                    )
+                self._log_probs = tf.constant(log_probs)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """Returns the causal query vectors ``[B, L, D]`` of a batch."""
+        return self.query_tower(features, training=training)
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Loss of a batch of the model input contract.
+
+        Queries are taken at every position with a real target (``target > 1``)
+        and a real history item, so "all positions" and "last item" examples
+        both work; padding positions cost nothing in the softmax.
+
+        Args:
+            features: ``"user"`` [B], ``"history"`` [B, L], ``"target"`` [B, L]
+                (and ``"context"`` [B, L, C] when ``context_dim > 0``).
+            training: Enables dropout.
+
+        Returns:
+            Scalar float32 loss.
+        """
+        history = tf.cast(features["history"], tf.int32)  # [B, L]
+        target = tf.cast(features["target"], tf.int32)  # [B, L]
+        queries = self.query_tower(features, training=training)  # [B, L, D]
+        valid = tf.logical_and(target > OOV_INDEX, history > OOV_INDEX)  # [B, L]
+        positions = tf.where(valid)  # [N, 2]
+        query = tf.gather_nd(queries, positions)  # [N, D]
+        target_ids = tf.gather_nd(target, positions)  # [N]
+        if self.task.needs_full_catalogue:
+            candidates = self.item_tower.all_items()  # [I, D]
+        else:
+            candidates = self.item_tower(target_ids)  # [N, D]
+        probability = None
+        if self._log_probs is not None:
+            probability = tf.exp(tf.gather(self._log_probs, target_ids))  # [N]
+        return self.task(query, candidates, target_ids, candidate_sampling_probability=probability)
+
+    def query_embeddings(self, user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """Query vectors for inference.
+
+        OOV history entries are treated as padding and padding is moved left
+        first, so the query is the encoder output after the most recent real item.
+
+        Args:
+            user: int ``[B]`` user indices (ignored without the user embedding).
+            history: int ``[B, L]`` item indices, oldest first.
+
+        Returns:
+            ``[B, D]`` float32 query vectors.
+        """
+        history = compact_history(tf.cast(history, tf.int32))
+        outputs = self.query_tower(
+            {"user": tf.cast(user, tf.int32), "history": history}, training=False
+        )  # [B, L, D]
+        return tf.cast(outputs[:, -1, :], tf.float32)
+
+    def candidate_embeddings(self) -> tf.Tensor:
+        """Returns ``[I, D]`` float32 vectors of every item index (rows 0/1 included)."""
+        return tf.cast(self.item_tower.all_items(), tf.float32)
+
+    def score(
+        self, user: tf.Tensor, history: tf.Tensor, candidates: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """Scores every item for each query (history items are NOT excluded).
+
+        Args:
+            user: int ``[B]`` user indices.
+            history: int ``[B, L]`` item indices, oldest first.
+            candidates: Optional precomputed :meth:`candidate_embeddings` (saves
+                recomputing them for every batch during evaluation).
+
+        Returns:
+            ``[B, I]`` float32 scores; columns 0 (padding) and 1 (OOV) are ``-inf``.
+        """
+        if candidates is None:
+            candidates = self.candidate_embeddings()
+        scores = tf.matmul(self.query_embeddings(user, history), candidates, transpose_b=True)
+        reserved = tf.range(tf.shape(scores)[1]) < NUM_RESERVED  # [I]
+        return tf.where(reserved[tf.newaxis, :], -np.inf, scores)
+
+
+def make_optimizer(config: RetrievalConfig) -> keras.optimizers.Optimizer:
+    """Builds the optimizer named by ``config.optimizer``.
+
+    Args:
+        config: Uses ``optimizer``, ``learning_rate``, ``weight_decay``, ``clipnorm``.
+
+    Returns:
+        A tf-keras optimizer.
+    """
+    kwargs = {"learning_rate": config.learning_rate}
+    if config.clipnorm:
+        kwargs["clipnorm"] = config.clipnorm
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(**kwargs)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
+    if config.optimizer == "adagrad":
+        return keras.optimizers.Adagrad(**kwargs)
+    return keras.optimizers.SGD(**kwargs)
