@@ -12,12 +12,13 @@ Architecture (shapes with B examples, L history positions, C candidates)::
         -> optional DCN Cross layers -> MLP -> Dense(1) -> [B, C]
         + global bias + user bias + item bias (optional)  = scores [B, C]
 
-Padding (item index 0) never changes the scores: the LSTM skips padded steps
-(its state stays at the zero initial state until the first real item), the
-attention gives them zero weight, and the state used is the one at the most
-recent real item. **Empty history fallback:** a history with no real item gives
-the zero history vector ``h = Dense(0)`` (the bias of the projection), so the
-score depends only on the candidate, the user and the biases.
+Padding (item index 0) and unknown history items (OOV, 1) never change the
+scores: the LSTM skips those steps (its state stays at the zero initial state
+until the first real item), the attention gives them zero weight, and the state
+used is the one at the most recent real item. **Empty history fallback:** a
+history with no real item gives the zero history vector, so ``h`` is the bias of
+the history projection and the score depends only on the candidate, the user
+and the biases.
 
 The model's one contract is :meth:`LSTMRanker.compute_loss` (``features`` with
 ``labels`` ``[B, C]``); :meth:`LSTMRanker.call` returns the scores.
@@ -35,7 +36,10 @@ import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import JsonConfig
+from tfrec.data.vocab import OOV_INDEX
 from tfrec.layers.encoders import RNNEncoder
+from tfrec.layers.towers import ItemTower
+from tfrec.models.base import TfrecModel
 from tfrec.tasks.ranking import RankingTask
 
 
@@ -71,6 +75,8 @@ class RankingConfig(JsonConfig):
         batch_size: Training batch size.
         epochs: Maximum epochs.
         early_stopping_patience: Epochs without validation improvement before stopping.
+        validation_fraction: Share of training examples held out for early stopping
+            when the split has no validation part.
         max_history: History length L.
         min_history: Drop training examples with fewer history events (next_item).
         ndcg_k: Cutoff of the list NDCG metric.
@@ -101,6 +107,7 @@ class RankingConfig(JsonConfig):
     batch_size: int = 256
     epochs: int = 20
     early_stopping_patience: int = 3
+    validation_fraction: float = 0.05
     max_history: int = 50
     min_history: int = 1
     ndcg_k: int = 10
@@ -142,6 +149,11 @@ class RankingConfig(JsonConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"RankingConfig.{name}: expected 0 <= {name} < 1, got {value!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(
+                "RankingConfig.validation_fraction: expected 0 < fraction < 1, "
+                f"got {self.validation_fraction!r}"
+            )
         if not self.l2 >= 0.0:
             raise ValueError(f"RankingConfig.l2: expected >= 0, got {self.l2!r}")
         if not self.learning_rate > 0.0:
@@ -330,43 +342,6 @@ class CandidateAttention(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
-@keras.saving.register_keras_serializable(package="tfrec")
-class IdEmbeddingTower(keras.layers.Layer):
-    """Item id embedding ``[...] -> [..., D]`` (used when no feature tower is given).
-
-    Args:
-        vocab_size: Item vocabulary size (with padding and OOV).
-        embedding_dim: Output size D.
-        l2: L2 penalty on the table.
-        **kwargs: Passed to ``keras.layers.Layer``.
-    """
-
-    def __init__(self, vocab_size: int, embedding_dim: int, l2: float = 0.0, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.embedding_dim = embedding_dim
-        self.l2 = l2
-        self._embedding = keras.layers.Embedding(
-            vocab_size,
-            embedding_dim,
-            embeddings_regularizer=keras.regularizers.l2(l2) if l2 else None,
-            name="item_embedding",
-        )
-
-    def call(self, items: tf.Tensor) -> tf.Tensor:
-        """Looks up ``items`` (int, any shape) -> ``[..., D]``."""
-        return self._embedding(items)
-
-    def get_config(self) -> dict[str, Any]:
-        """Returns the layer config (JSON-serialisable)."""
-        return {
-            **super().get_config(),
-            "vocab_size": self.vocab_size,
-            "embedding_dim": self.embedding_dim,
-            "l2": self.l2,
-        }
-
-
 def _last_real(states: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
     """State at the most recent real position ``[B, H]`` (zeros for an empty history)."""
     length = tf.shape(padding_mask)[1]
@@ -378,14 +353,15 @@ def _last_real(states: tf.Tensor, padding_mask: tf.Tensor) -> tf.Tensor:
     return picked * has_any
 
 
-class LSTMRanker(tfrs.models.Model):
+class LSTMRanker(TfrecModel):
     """Scores candidate items given the user's recent history (see module docstring).
 
     Args:
         config: Hyper-parameters.
         spec: Vocabulary sizes, rating mean and which event signals exist.
         item_tower: Layer mapping item indices ``[...]`` to ``[..., D]`` (shared by
-            history and candidates); None builds an id-only :class:`IdEmbeddingTower`.
+            history and candidates), usually a :class:`tfrec.layers.towers.ItemTower`
+            with content tables; None builds an id-only ``ItemTower``.
     """
 
     def __init__(
@@ -399,7 +375,7 @@ class LSTMRanker(tfrs.models.Model):
         self.spec = spec
         dim = config.embedding_dim
         reg = keras.regularizers.l2(config.l2) if config.l2 else None
-        self.item_tower = item_tower or IdEmbeddingTower(
+        self.item_tower = item_tower or ItemTower(
             spec.num_items, dim, l2=config.l2, name="item_tower"
         )
         self.use_signals = config.use_event_signals and (
@@ -476,7 +452,7 @@ class LSTMRanker(tfrs.models.Model):
             ``(states [B, L, H], padding_mask bool [B, L])``.
         """
         history = tf.cast(features["history"], tf.int32)  # [B, L]
-        mask = history > 0  # [B, L]
+        mask = history > OOV_INDEX  # [B, L]: padding and unknown items are skipped
         inputs = self.item_tower(history)  # [B, L, D]
         if self.use_signals:
             signals = self.signals(

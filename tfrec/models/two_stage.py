@@ -1,0 +1,192 @@
+"""Two-stage recommender: retrieval top-N, re-scored by the ranker, top-K.
+
+Everything here is TensorFlow ops in item-index space, so the same code serves
+offline evaluation and the combined SavedModel (:mod:`tfrec.export.ranking`).
+
+Stage 1 scores every catalogue item with a :class:`RetrievalScorer` (query vector
+of the user's history dotted with every item vector), removes padding, OOV and
+excluded (already seen) items, and keeps the top ``N``. Stage 2 scores those N
+with the :class:`~tfrec.models.ranking.LSTMRanker` and orders them by its score.
+
+For full-ranking evaluation :meth:`TwoStageRecommender.score_matrix` returns a
+``[B, I]`` matrix where the N retrieved items get ``ranker score + offset``
+(the offset puts every retrieved item above every other item) and all others
+keep their retrieval score: a true item outside the retrieved N can never enter
+the top N, so for every cutoff ``K <= N`` it is a miss, exactly as in serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import tensorflow as tf
+import tf_keras as keras
+
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.data.vocab import NUM_RESERVED
+from tfrec.models.ranking import LSTMRanker
+
+Features = Mapping[str, tf.Tensor]
+
+
+class RetrievalScorer(tf.Module):
+    """Scores every item for a history with a query tower and an item tower.
+
+    ``scores[b, i] = query_tower(features)[b, L - 1] . item_tower(i)``.
+
+    Args:
+        query_tower: Layer ``{"history": [B, L], "user": [B]} -> [B, L, D]`` (causal).
+        item_tower: Layer with ``all_items() -> [I, D]``.
+        max_history: The history length L the query tower was trained with; longer
+            histories are cut to their most recent L items.
+        name: Module name.
+    """
+
+    def __init__(
+        self,
+        query_tower: keras.layers.Layer,
+        item_tower: keras.layers.Layer,
+        max_history: int,
+        name: str = "retrieval_scorer",
+    ):
+        super().__init__(name=name)
+        if max_history < 1:
+            raise ValueError(f"RetrievalScorer: max_history={max_history}; expected >= 1")
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.max_history = max_history
+
+    @property
+    def num_items(self) -> int:
+        """Item vocabulary size I."""
+        return int(self.item_tower.num_items)
+
+    def __call__(self, features: Features) -> tf.Tensor:
+        """Returns ``[B, I]`` retrieval scores of every item index (0/1 included)."""
+        history = tf.cast(features["history"], tf.int32)[:, -self.max_history :]  # [B, L]
+        query_features = {"history": history}
+        if "user" in features:
+            query_features["user"] = tf.cast(features["user"], tf.int32)
+        query = self.query_tower(query_features, training=False)[:, -1, :]  # [B, D]
+        items = self.item_tower.all_items()  # [I, D]
+        return tf.matmul(query, items, transpose_b=True)  # [B, I]
+
+
+def history_mask(history: tf.Tensor, num_items: int) -> tf.Tensor:
+    """Marks ``[B, I]`` (bool) True at the item indices that occur in ``history`` ``[B, L]``."""
+    history = tf.cast(history, tf.int32)
+    rows = tf.broadcast_to(tf.range(tf.shape(history)[0])[:, None], tf.shape(history))
+    indices = tf.stack([rows, history], axis=-1)  # [B, L, 2]
+    counts = tf.scatter_nd(indices, tf.ones_like(history), [tf.shape(history)[0], num_items])
+    return counts > 0
+
+
+class TwoStageRecommender(tf.Module):
+    """Retrieve top-N with a :class:`RetrievalScorer`, re-rank them with an LSTMRanker.
+
+    Args:
+        retrieval: Stage-1 scorer.
+        ranker: Stage-2 ranker (same item vocabulary as the retrieval model).
+        num_candidates: N, the retrieved items re-scored by the ranker.
+        ranker_history: History length the ranker sees (its ``max_history``).
+        name: Module name.
+
+    Raises:
+        ValueError: ``num_candidates < 1`` or a vocabulary size mismatch.
+    """
+
+    def __init__(
+        self,
+        retrieval: RetrievalScorer,
+        ranker: LSTMRanker,
+        num_candidates: int = 100,
+        ranker_history: int | None = None,
+        name: str = "two_stage",
+    ):
+        super().__init__(name=name)
+        if num_candidates < 1:
+            raise ValueError(f"TwoStageRecommender: num_candidates={num_candidates}; expected >= 1")
+        if retrieval.num_items != ranker.spec.num_items:
+            raise ValueError(
+                f"TwoStageRecommender: retrieval has {retrieval.num_items} item indices but the "
+                f"ranker has {ranker.spec.num_items}; both must use the same item vocabulary"
+            )
+        self.retrieval = retrieval
+        self.ranker = ranker
+        self.num_items = retrieval.num_items
+        self.num_candidates = min(num_candidates, self.num_items - NUM_RESERVED)
+        self.ranker_history = ranker_history or ranker.config.max_history
+
+    def retrieve(
+        self, features: Features, exclude: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Stage 1: the top-N items that are neither reserved nor excluded.
+
+        Args:
+            features: ``history`` ``[B, L]`` and optional ``user`` ``[B]``.
+            exclude: bool ``[B, I]`` items to skip; None = the items in ``history``.
+
+        Returns:
+            ``(scores [B, I] with excluded items at -inf, items [B, N], valid [B, N])``;
+            ``valid`` is False where fewer than N items were left.
+        """
+        scores = self.retrieval(features)  # [B, I]
+        if exclude is None:
+            exclude = history_mask(features["history"], self.num_items)
+        reserved = tf.range(self.num_items) < NUM_RESERVED  # [I]
+        blocked = tf.logical_or(exclude, reserved[None, :])
+        scores = tf.where(blocked, tf.fill(tf.shape(scores), -float("inf")), scores)
+        top_scores, items = tf.math.top_k(scores, k=self.num_candidates)  # [B, N]
+        return scores, items, top_scores > -float("inf")
+
+    def rerank(self, features: Features, items: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+        """Stage 2: ranker scores ``[B, N]`` of ``items``, -inf where not ``valid``."""
+        ranker_features = {
+            key: value[:, -self.ranker_history :] if key.startswith("history") else value
+            for key, value in features.items()
+            if key in ("history", "history_rating", "history_log_dt", "user")
+        }
+        ranker_features["candidates"] = items
+        scores = self.ranker(ranker_features, training=False)  # [B, N]
+        return tf.where(valid, scores, tf.fill(tf.shape(scores), -float("inf")))
+
+    def recommend(
+        self, features: Features, k: int | tf.Tensor, exclude: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top-``k`` items by ranker score among the retrieved N.
+
+        Args:
+            features: Ranker/retrieval features.
+            k: Number of items (``<= N``).
+            exclude: See :meth:`retrieve`.
+
+        Returns:
+            ``(items [B, k], scores [B, k])``, best first; -inf scores mark slots
+            that could not be filled.
+        """
+        _, items, valid = self.retrieve(features, exclude)
+        scores = self.rerank(features, items, valid)  # [B, N]
+        top_scores, order = tf.math.top_k(scores, k=k)  # [B, k]
+        return tf.gather(items, order, batch_dims=1), top_scores
+
+    def score_matrix(self, features: Features, exclude: tf.Tensor | None = None) -> tf.Tensor:
+        """Full ``[B, I]`` scores that rank the re-ranked N first (see module docstring)."""
+        retrieval_scores, items, valid = self.retrieve(features, exclude)  # [B, I], [B, N]
+        ranker_scores = tf.cast(self.rerank(features, items, valid), tf.float64)  # [B, N]
+        retrieval_scores = tf.cast(retrieval_scores, tf.float64)
+        finite = tf.math.is_finite(retrieval_scores)
+        floor = tf.reduce_max(
+            tf.where(finite, retrieval_scores, tf.fill(tf.shape(retrieval_scores), -1e30)),
+            axis=1,
+            keepdims=True,
+        )  # [B, 1] best retrieval score
+        low = tf.reduce_min(
+            tf.where(valid, ranker_scores, tf.fill(tf.shape(ranker_scores), 1e30)),
+            axis=1,
+            keepdims=True,
+        )  # [B, 1] worst re-ranked score
+        lifted = ranker_scores - low + floor + 1.0  # every retrieved item > every other item
+        lifted = tf.where(valid, lifted, tf.fill(tf.shape(lifted), -float("inf")))
+        rows = tf.broadcast_to(tf.range(tf.shape(items)[0])[:, None], tf.shape(items))
+        indices = tf.stack([rows, items], axis=-1)  # [B, N, 2]
+        return tf.tensor_scatter_nd_update(retrieval_scores, indices, lifted)

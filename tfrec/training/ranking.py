@@ -1,0 +1,595 @@
+"""Train, evaluate, save and load the LSTM ranker; evaluate the two-stage pipeline.
+
+Used by the CLI, benchmarks and notebooks::
+
+    trained = train_ranker(split, RankingConfig(objective="rating"), model_dir="runs/r1")
+    metrics = evaluate_ranker(trained, split)                 # rmse/mae or auc/ndcg@K
+    both = evaluate_two_stage(trained, retrieval_scorer, split)  # retrieval vs two-stage
+
+``split`` is a :class:`tfrec.data.splits.Split` (anything with ``train``,
+``valid`` (may be None) and ``test`` :class:`~tfrec.data.interactions.Interactions`).
+
+Examples (see :mod:`tfrec.data.ranking_examples`): training examples are the
+train events with their history from train; validation examples are the
+``valid`` events with history from train (or, without a ``valid`` split, a
+seeded ``validation_fraction`` of the training examples held out from
+training); test examples are the ``test`` events with history from train +
+valid. Next-item training lists are the true item plus ``num_negatives``
+negatives re-sampled every epoch (seeded); evaluation lists are the true item
+plus ``eval_negatives`` uniform negatives drawn once with ``seed``. The true item
+is the **last** column of a list, so a model that ties everything gets no
+credit from the tie order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.config import atomic_write_text
+from tfrec.data.interactions import Interactions
+from tfrec.data.negatives import hard_negative_pool, sample_negatives
+from tfrec.data.ranking_examples import RankingExamples, build_ranking_examples, concat_interactions
+from tfrec.data.vocab import IdVocabulary
+from tfrec.evaluation import evaluate_full_ranking, list_ndcg, mae, mean_list_auc, rmse
+from tfrec.layers.towers import ItemFeatureTables, ItemTower, build_item_feature_tables
+from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
+from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+
+logger = logging.getLogger(__name__)
+
+FEATURE_KEYS = ("user", "history", "history_rating", "history_log_dt")
+
+
+class SplitLike(Protocol):
+    """What the training functions read from a split."""
+
+    train: Interactions
+    valid: Interactions | None
+    test: Interactions
+
+
+@dataclasses.dataclass
+class TrainedRanker:
+    """A trained ranker with everything needed to evaluate, save or export it.
+
+    Attributes:
+        model: The Keras model.
+        config: Its hyper-parameters.
+        spec: Vocabulary sizes and signal scales.
+        user_vocab: User vocabulary (index = model user input).
+        item_vocab: Item vocabulary (index = model item input).
+        tables: Item content tables (None when content features are off).
+        history: Keras training history (per-epoch logs).
+    """
+
+    model: LSTMRanker
+    config: RankingConfig
+    spec: RankerDataSpec
+    user_vocab: IdVocabulary
+    item_vocab: IdVocabulary
+    tables: ItemFeatureTables | None
+    history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+
+
+def build_vocabularies(split: SplitLike) -> tuple[IdVocabulary, IdVocabulary]:
+    """User and item vocabularies of a split: train ids first, then the rest.
+
+    Items of the item table (cold-start items with content) and of valid/test
+    are included so that they get content vectors; users only from train
+    (unknown users map to OOV).
+    """
+    users = IdVocabulary.from_ids(split.train.frame["user_id"], name="user")
+    item_ids = [split.train.frame["item_id"]]
+    if split.train.items is not None:
+        item_ids.append(split.train.items["item_id"].astype(str))
+    for part in (split.valid, split.test):
+        if part is not None:
+            item_ids.append(part.frame["item_id"])
+    items = IdVocabulary.from_ids(
+        (i for column in item_ids for i in column.astype(str)), name="item"
+    )
+    return users, items
+
+
+def data_spec(
+    train: Interactions, user_vocab: IdVocabulary, item_vocab: IdVocabulary
+) -> RankerDataSpec:
+    """Sizes and signal statistics of the training data."""
+    ratings = train.frame["rating"].to_numpy(dtype=np.float64)
+    ratings = ratings[np.isfinite(ratings)]
+    has_ratings = bool(train.has_ratings and ratings.size)
+    examples = build_ranking_examples(train, user_vocab, item_vocab, 1)
+    log_dt = examples.history_log_dt[:, 0][examples.history[:, 0] > 0].astype(np.float64)
+    return RankerDataSpec(
+        num_users=user_vocab.size,
+        num_items=item_vocab.size,
+        rating_mean=float(ratings.mean()) if has_ratings else 0.0,
+        use_rating_signal=has_ratings,
+        use_time_signal=bool(train.has_timestamps and log_dt.size),
+        rating_scale=float(max(ratings.std(), 1e-3)) if has_ratings else 1.0,
+        log_dt_mean=float(log_dt.mean()) if log_dt.size else 0.0,
+        log_dt_scale=float(max(log_dt.std(), 1e-3)) if log_dt.size else 1.0,
+    )
+
+
+def build_ranker(
+    config: RankingConfig, spec: RankerDataSpec, tables: ItemFeatureTables | None = None
+) -> LSTMRanker:
+    """Creates an (untrained) LSTMRanker with the shared ItemTower."""
+    tower = ItemTower(
+        spec.num_items,
+        config.embedding_dim,
+        genre_table=tables.genres if tables is not None else None,
+        title_table=tables.titles if tables is not None else None,
+        title_vocab_size=tables.title_vocab_size if tables is not None else 0,
+        l2=config.l2,
+        name="item_tower",
+    )
+    return LSTMRanker(config, spec, item_tower=tower)
+
+
+def _rating_features(examples: RankingExamples) -> dict[str, np.ndarray]:
+    features = examples.features()
+    features["candidates"] = examples.item[:, None]  # [N, 1]
+    features["labels"] = np.nan_to_num(examples.rating, nan=0.0)[:, None].astype(np.float32)
+    return features
+
+
+def _list_features(examples: RankingExamples, negatives: np.ndarray) -> dict[str, np.ndarray]:
+    """Candidate lists ``[negatives..., positive]`` with 0/1 labels."""
+    features = examples.features()
+    features["candidates"] = np.concatenate([negatives, examples.item[:, None]], axis=1)
+    labels = np.zeros(features["candidates"].shape, np.float32)
+    labels[:, -1] = 1.0
+    features["labels"] = labels
+    return features
+
+
+def eval_lists(
+    examples: RankingExamples, num_items: int, num_negatives: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Fixed evaluation lists: the true item (last) plus uniform negatives (seeded)."""
+    rng = np.random.default_rng([seed, 7])
+    negatives = sample_negatives("uniform", examples.item, num_negatives, num_items, rng)
+    return _list_features(examples, negatives)
+
+
+def _dataset(features: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
+    return tf.data.Dataset.from_tensor_slices(features).batch(batch_size).prefetch(2)
+
+
+class _ListBatches:
+    """Generator of shuffled next-item training batches, negatives re-drawn each epoch."""
+
+    def __init__(
+        self,
+        examples: RankingExamples,
+        config: RankingConfig,
+        num_items: int,
+        popularity: np.ndarray | None,
+        pool: np.ndarray | None,
+    ):
+        self.examples = examples
+        self.config = config
+        self.num_items = num_items
+        self.popularity = popularity
+        self.pool = pool
+        self.epoch = 0
+
+    def __call__(self) -> Iterator[dict[str, np.ndarray]]:
+        rng = np.random.default_rng([self.config.seed, self.epoch])
+        self.epoch += 1
+        ex = self.examples
+        negatives = sample_negatives(
+            self.config.negative_sampling,
+            ex.item,
+            self.config.num_negatives,
+            self.num_items,
+            rng,
+            popularity=self.popularity,
+            pool=self.pool,
+        )
+        order = rng.permutation(len(ex))
+        for start in range(0, len(ex), self.config.batch_size):
+            rows = order[start : start + self.config.batch_size]
+            yield _list_features(ex.take(rows), negatives[rows])
+
+    def dataset(self) -> tf.data.Dataset:
+        """The generator as a ``tf.data.Dataset`` (one pass = one epoch)."""
+        length = self.examples.max_history
+        count = self.config.num_negatives + 1
+        signature = {
+            "user": tf.TensorSpec([None], tf.int32),
+            "history": tf.TensorSpec([None, length], tf.int32),
+            "history_rating": tf.TensorSpec([None, length], tf.float32),
+            "history_log_dt": tf.TensorSpec([None, length], tf.float32),
+            "candidates": tf.TensorSpec([None, count], tf.int32),
+            "labels": tf.TensorSpec([None, count], tf.float32),
+        }
+        return tf.data.Dataset.from_generator(self, output_signature=signature).prefetch(2)
+
+
+def _callbacks(
+    config: RankingConfig, model_dir: Path | None, extra: Sequence[keras.callbacks.Callback]
+) -> tuple[list[keras.callbacks.Callback], str]:
+    monitor = "val_rmse" if config.objective == "rating" else f"val_ndcg@{config.ndcg_k}"
+    mode = "min" if config.objective == "rating" else "max"
+    callbacks: list[keras.callbacks.Callback] = [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            mode=mode,
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
+        )
+    ]
+    if model_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(model_dir / "logs")))
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(model_dir / "checkpoints" / "best"),
+                monitor=monitor,
+                mode=mode,
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        )
+    callbacks.extend(extra)
+    return callbacks, monitor
+
+
+def _split_validation(
+    examples: RankingExamples, fraction: float, seed: int
+) -> tuple[RankingExamples, RankingExamples]:
+    rng = np.random.default_rng([seed, 11])
+    held = rng.random(len(examples)) < fraction
+    return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
+
+
+def train_ranker(
+    split: SplitLike,
+    config: RankingConfig,
+    *,
+    user_vocab: IdVocabulary | None = None,
+    item_vocab: IdVocabulary | None = None,
+    retrieval: RetrievalScorer | None = None,
+    model_dir: str | os.PathLike[str] | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 0,
+) -> TrainedRanker:
+    """Trains an LSTMRanker on ``split.train`` with early stopping on validation.
+
+    Args:
+        split: The data split.
+        config: Hyper-parameters (``objective`` picks rating or next-item).
+        user_vocab: User vocabulary (default :func:`build_vocabularies`).
+        item_vocab: Item vocabulary; pass the retrieval model's to combine them.
+        retrieval: Retrieval scorer, required for ``negative_sampling="hard"``.
+        model_dir: If given: TensorBoard logs, best checkpoint, and the saved
+            ranker (:func:`save_ranker`) are written there.
+        callbacks: Extra Keras callbacks (e.g. a progress logger).
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The trained ranker (best validation weights restored).
+
+    Raises:
+        ValueError: A rating objective on data without ratings, hard negatives
+            without a retrieval scorer, or no training example.
+    """
+    if config.objective == "rating" and not split.train.has_ratings:
+        raise ValueError(
+            f"objective='rating' needs ratings, but {split.train.name} has none; "
+            "use objective='next_item'"
+        )
+    if config.negative_sampling == "hard" and config.objective == "next_item" and retrieval is None:
+        raise ValueError("negative_sampling='hard' needs a retrieval scorer (retrieval=...)")
+    if user_vocab is None or item_vocab is None:
+        default_users, default_items = build_vocabularies(split)
+        user_vocab = user_vocab or default_users
+        item_vocab = item_vocab or default_items
+    keras.utils.set_random_seed(config.seed)
+    spec = data_spec(split.train, user_vocab, item_vocab)
+    if not config.use_event_signals:
+        spec = dataclasses.replace(spec, use_rating_signal=False, use_time_signal=False)
+    items_table = split.train.items
+    tables = (
+        build_item_feature_tables(items_table, item_vocab)
+        if config.use_item_features and items_table is not None
+        else None
+    )
+    min_history = config.min_history if config.objective == "next_item" else 0
+    train = build_ranking_examples(
+        split.train, user_vocab, item_vocab, config.max_history, min_history=min_history
+    )
+    if split.valid is not None and len(split.valid):
+        valid = build_ranking_examples(
+            split.valid, user_vocab, item_vocab, config.max_history, context=split.train
+        )
+    else:
+        train, valid = _split_validation(train, config.validation_fraction, config.seed)
+    if len(train) == 0 or len(valid) == 0:
+        raise ValueError(
+            f"{split.train.name}: {len(train)} training / {len(valid)} validation examples; "
+            "need at least one of each"
+        )
+    model = build_ranker(config, spec, tables)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+
+    if config.objective == "rating":
+        rng = np.random.default_rng([config.seed, 3])
+        train = train.take(rng.permutation(len(train)))
+        train_ds = tf.data.Dataset.from_tensor_slices(_rating_features(train))
+        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
+        train_ds = train_ds.batch(config.batch_size).prefetch(2)
+        valid_ds = _dataset(_rating_features(valid), config.batch_size)
+    else:
+        popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
+        pool = None
+        if config.negative_sampling == "hard":
+            if retrieval is None:
+                raise ValueError("negative_sampling='hard' needs a retrieval scorer")
+            pool = hard_negative_pool(
+                _numpy_scorer(retrieval),
+                train.history,
+                train.user,
+                train.item,
+                pool_size=config.hard_pool_size,
+            )
+        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
+        valid_lists = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
+        valid_ds = _dataset(valid_lists, config.batch_size)
+
+    out_dir = Path(model_dir) if model_dir is not None else None
+    cbs, monitor = _callbacks(config, out_dir, callbacks)
+    logger.info(
+        "training ranker (%s): %d train / %d valid examples, monitor %s",
+        config.objective,
+        len(train),
+        len(valid),
+        monitor,
+    )
+    fit = model.fit(
+        train_ds, validation_data=valid_ds, epochs=config.epochs, callbacks=cbs, verbose=verbose
+    )
+    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    trained = TrainedRanker(model, config, spec, user_vocab, item_vocab, tables, history)
+    if out_dir is not None:
+        save_ranker(trained, out_dir)
+    return trained
+
+
+def _numpy_scorer(retrieval: RetrievalScorer) -> Any:
+    def score(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
+        return retrieval({"history": histories, "user": users}).numpy()
+
+    return score
+
+
+def predict_scores(
+    model: LSTMRanker, features: dict[str, np.ndarray], batch_size: int = 1024
+) -> np.ndarray:
+    """Ranker scores ``[N, C]`` for numpy features (batched, inference mode)."""
+    keys = [*FEATURE_KEYS, "candidates"]
+    inputs = {k: features[k] for k in keys if k in features}
+    out = []
+    score = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
+    for start in range(0, len(inputs["candidates"]), batch_size):
+        out.append(score({k: v[start : start + batch_size] for k, v in inputs.items()}).numpy())
+    return np.concatenate(out, axis=0)
+
+
+def test_examples(
+    trained: TrainedRanker, split: SplitLike, max_history: int | None = None
+) -> RankingExamples:
+    """Examples of ``split.test`` with history from train (+ valid)."""
+    context = split.train
+    if split.valid is not None and len(split.valid):
+        context = concat_interactions([split.train, split.valid])
+    return build_ranking_examples(
+        split.test,
+        trained.user_vocab,
+        trained.item_vocab,
+        max_history or trained.config.max_history,
+        context=context,
+    )
+
+
+def evaluate_ranker(trained: TrainedRanker, split: SplitLike) -> dict[str, float]:
+    """Test metrics of the ranker alone.
+
+    Rating objective: ``rmse`` and ``mae`` of predictions clipped to the
+    training rating range. Next-item objective: ``auc`` (mean per-list AUC) and
+    ``ndcg@K`` of the evaluation lists (true item + ``eval_negatives`` uniform
+    negatives).
+
+    Returns:
+        Metrics plus ``examples`` (the number of test examples).
+    """
+    examples = test_examples(trained, split)
+    config = trained.config
+    if config.objective == "rating":
+        features = _rating_features(examples)
+        known = np.isfinite(examples.rating)
+        ratings = split.train.frame["rating"].to_numpy(dtype=np.float64)
+        low, high = np.nanmin(ratings), np.nanmax(ratings)
+        predicted = predict_scores(trained.model, features)[:, 0].clip(low, high)
+        return {
+            "rmse": rmse(examples.rating[known], predicted[known]),
+            "mae": mae(examples.rating[known], predicted[known]),
+            "examples": float(known.sum()),
+        }
+    lists = eval_lists(examples, trained.spec.num_items, config.eval_negatives, config.seed)
+    scores = predict_scores(trained.model, lists)
+    return {
+        "auc": mean_list_auc(lists["labels"], scores),
+        f"ndcg@{config.ndcg_k}": list_ndcg(lists["labels"], scores, config.ndcg_k),
+        "examples": float(len(examples)),
+    }
+
+
+def evaluate_two_stage(
+    trained: TrainedRanker,
+    retrieval: RetrievalScorer,
+    split: SplitLike,
+    *,
+    num_candidates: int | None = None,
+    ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
+    batch_size: int = 256,
+) -> dict[str, dict[str, float]]:
+    """Full-ranking metrics of retrieval alone and of retrieval -> ranker, same examples.
+
+    Both rank the whole catalogue minus the user's train (+ valid) history (the
+    evaluation module's exclusion); the two-stage ranking is
+    :meth:`TwoStageRecommender.score_matrix`, so a true item outside the
+    retrieved N is a miss for every ``K <= N``.
+
+    Args:
+        trained: The ranker (its item vocabulary must be the retrieval model's).
+        retrieval: Stage-1 scorer.
+        split: The split; queries are the ``test`` events.
+        num_candidates: N (default ``trained.config.num_candidates``).
+        ks: Cutoffs.
+        batch_size: Queries per batch.
+
+    Returns:
+        ``{"retrieval": {...}, "two_stage": {...}}`` with the evaluation module's keys.
+    """
+    pipeline = TwoStageRecommender(
+        retrieval,
+        trained.model,
+        num_candidates=num_candidates or trained.config.num_candidates,
+        ranker_history=trained.config.max_history,
+    )
+    length = max(trained.config.max_history, retrieval.max_history)
+    examples = test_examples(trained, split, max_history=length)
+    features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
+    seen = examples.seen_items()
+    relevant = [np.array([i]) for i in examples.item]
+    num_items = trained.spec.num_items
+
+    def batch(rows: np.ndarray) -> tuple[dict[str, np.ndarray], tf.Tensor]:
+        batch_features = {k: v[rows] for k, v in features.items()}
+        mask = np.zeros((len(rows), num_items), dtype=bool)
+        for j, row in enumerate(rows):
+            mask[j, seen[row]] = True
+        return batch_features, tf.constant(mask)
+
+    @tf.function(reduce_retracing=True)
+    def retrieval_scores(f: dict[str, tf.Tensor]) -> tf.Tensor:
+        return retrieval(f)
+
+    @tf.function(reduce_retracing=True)
+    def two_stage_scores(f: dict[str, tf.Tensor], exclude: tf.Tensor) -> tf.Tensor:
+        return pipeline.score_matrix(f, exclude=exclude)
+
+    def retrieval_fn(rows: np.ndarray) -> np.ndarray:
+        return retrieval_scores(batch(rows)[0]).numpy()
+
+    def two_stage_fn(rows: np.ndarray) -> np.ndarray:
+        f, exclude = batch(rows)
+        return two_stage_scores(f, exclude).numpy()
+
+    ids = np.arange(len(examples))
+    common = {"ks": ks, "batch_size": batch_size}
+    return {
+        "retrieval": evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common),
+        "two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common),
+    }
+
+
+def save_ranker(trained: TrainedRanker, model_dir: str | os.PathLike[str]) -> None:
+    """Writes config, data spec, vocabularies, item tables, weights and history."""
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trained.config.save(out / "config.json")
+    trained.spec.save(out / "data_spec.json")
+    trained.user_vocab.save(out / "user_vocab.txt")
+    trained.item_vocab.save(out / "item_vocab.txt")
+    if trained.tables is not None:
+        _save_tables(trained.tables, out / "item_features.npz")
+    trained.model.save_weights(str(out / "weights" / "ranker"))
+    atomic_write_text(out / "history.json", json.dumps(trained.history, indent=2) + "\n")
+
+
+def load_ranker(model_dir: str | os.PathLike[str]) -> TrainedRanker:
+    """Restores a ranker written by :func:`save_ranker`.
+
+    Raises:
+        FileNotFoundError: A file of the model directory is missing.
+    """
+    src = Path(model_dir)
+    config = RankingConfig.load(src / "config.json")
+    spec = RankerDataSpec.load(src / "data_spec.json")
+    tables = (
+        _load_tables(src / "item_features.npz") if (src / "item_features.npz").exists() else None
+    )
+    model = build_ranker(config, spec, tables)
+    model.load_weights(str(src / "weights" / "ranker")).expect_partial()
+    history_path = src / "history.json"
+    history = json.loads(history_path.read_text()) if history_path.exists() else {}
+    return TrainedRanker(
+        model,
+        config,
+        spec,
+        IdVocabulary.load(src / "user_vocab.txt", name="user"),
+        IdVocabulary.load(src / "item_vocab.txt", name="item"),
+        tables,
+        history,
+    )
+
+
+def _save_tables(tables: ItemFeatureTables, path: Path) -> None:
+    arrays: dict[str, Any] = {
+        "genre_names": np.array(tables.genre_names, dtype=str),
+        "title_vocabulary": np.array(tables.title_vocabulary, dtype=str),
+    }
+    if tables.genres is not None:
+        arrays["genres"] = tables.genres
+    if tables.titles is not None:
+        arrays["titles"] = tables.titles
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_tables(path: Path) -> ItemFeatureTables:
+    with np.load(path) as data:
+        return ItemFeatureTables(
+            genres=data.get("genres"),
+            genre_names=[str(g) for g in data["genre_names"]],
+            titles=data.get("titles"),
+            title_vocabulary=[str(t) for t in data["title_vocabulary"]],
+        )
+
+
+def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Writes metrics as pretty JSON, atomically."""
+    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+__all__ = [
+    "TrainedRanker",
+    "build_ranker",
+    "build_vocabularies",
+    "data_spec",
+    "eval_lists",
+    "evaluate_ranker",
+    "evaluate_two_stage",
+    "load_ranker",
+    "predict_scores",
+    "save_ranker",
+    "test_examples",
+    "train_ranker",
+    "write_metrics",
+]
