@@ -3,10 +3,11 @@
 Everything here is TensorFlow ops in item-index space, so the same code serves
 offline evaluation and the combined SavedModel (:mod:`tfrec.export.ranking`).
 
-Stage 1 scores every catalogue item with a :class:`RetrievalScorer` (query vector
-of the user's history dotted with every item vector), removes padding, OOV and
-excluded (already seen) items, and keeps the top ``N``. Stage 2 scores those N
-with the :class:`~tfrec.models.ranking.LSTMRanker` and orders them by its score.
+Stage 1 scores every catalogue item with a :class:`RetrievalScorer` (the
+two-tower model's query vector of the history dotted with every item vector),
+removes padding, OOV and excluded (already seen) items, and keeps the top
+``N``. Stage 2 scores those N with the :class:`~tfrec.models.ranking.LSTMRanker`
+and orders them by its score.
 
 For full-ranking evaluation :meth:`TwoStageRecommender.score_matrix` returns a
 ``[B, I]`` matrix where the N retrieved items get ``ranker score + offset``
@@ -20,56 +21,45 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import tensorflow as tf
-import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.vocab import NUM_RESERVED
 from tfrec.models.ranking import LSTMRanker
+from tfrec.models.retrieval import TwoTowerModel
 
 Features = Mapping[str, tf.Tensor]
 
 
 class RetrievalScorer(tf.Module):
-    """Scores every item for a history with a query tower and an item tower.
+    """Stage 1: scores every item for a history with a trained two-tower model.
 
-    ``scores[b, i] = query_tower(features)[b, L - 1] . item_tower(i)``.
+    Uses the model's own inference path, ``query_embeddings(user, history)``
+    (OOV/padding compacted, query at the most recent item) dotted with
+    ``candidate_embeddings()``.
 
     Args:
-        query_tower: Layer ``{"history": [B, L], "user": [B]} -> [B, L, D]`` (causal).
-        item_tower: Layer with ``all_items() -> [I, D]``.
-        max_history: The history length L the query tower was trained with; longer
-            histories are cut to their most recent L items.
+        model: A trained :class:`~tfrec.models.retrieval.TwoTowerModel`.
         name: Module name.
     """
 
-    def __init__(
-        self,
-        query_tower: keras.layers.Layer,
-        item_tower: keras.layers.Layer,
-        max_history: int,
-        name: str = "retrieval_scorer",
-    ):
+    def __init__(self, model: TwoTowerModel, name: str = "retrieval_scorer"):
         super().__init__(name=name)
-        if max_history < 1:
-            raise ValueError(f"RetrievalScorer: max_history={max_history}; expected >= 1")
-        self.query_tower = query_tower
-        self.item_tower = item_tower
-        self.max_history = max_history
-
-    @property
-    def num_items(self) -> int:
-        """Item vocabulary size I."""
-        return int(self.item_tower.num_items)
+        self.model = model
+        self.max_history = int(model.config.max_history)
+        self.num_items = int(model.num_items)
 
     def __call__(self, features: Features) -> tf.Tensor:
-        """Returns ``[B, I]`` retrieval scores of every item index (0/1 included)."""
+        """Returns ``[B, I]`` scores of every item index (0/1 are -inf).
+
+        Args:
+            features: ``history`` int ``[B, L]`` (cut to the model's most recent
+                ``max_history`` items) and optional ``user`` int ``[B]``.
+        """
         history = tf.cast(features["history"], tf.int32)[:, -self.max_history :]  # [B, L]
-        query_features = {"history": history}
-        if "user" in features:
-            query_features["user"] = tf.cast(features["user"], tf.int32)
-        query = self.query_tower(query_features, training=False)[:, -1, :]  # [B, D]
-        items = self.item_tower.all_items()  # [I, D]
-        return tf.matmul(query, items, transpose_b=True)  # [B, I]
+        user = features.get("user")
+        if user is None:
+            user = tf.ones(tf.shape(history)[:1], tf.int32)  # unknown user
+        return self.model.score(tf.cast(user, tf.int32), history)  # [B, I]
 
 
 def history_mask(history: tf.Tensor, num_items: int) -> tf.Tensor:

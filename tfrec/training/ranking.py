@@ -6,8 +6,8 @@ Used by the CLI, benchmarks and notebooks::
     metrics = evaluate_ranker(trained, split)                 # rmse/mae or auc/ndcg@K
     both = evaluate_two_stage(trained, retrieval_scorer, split)  # retrieval vs two-stage
 
-``split`` is a :class:`tfrec.data.splits.Split` (anything with ``train``,
-``valid`` (may be None) and ``test`` :class:`~tfrec.data.interactions.Interactions`).
+``split`` is a :class:`tfrec.data.splits.Split` (``train``, ``valid`` (may be
+None) and ``test`` :class:`~tfrec.data.interactions.Interactions`).
 
 Examples (see :mod:`tfrec.data.ranking_examples`): training examples are the
 train events with their history from train; validation examples are the
@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -40,23 +40,17 @@ from tfrec.config import atomic_write_text
 from tfrec.data.interactions import Interactions
 from tfrec.data.negatives import hard_negative_pool, sample_negatives
 from tfrec.data.ranking_examples import RankingExamples, build_ranking_examples, concat_interactions
+from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
 from tfrec.evaluation import evaluate_full_ranking, list_ndcg, mae, mean_list_auc, rmse
 from tfrec.layers.towers import ItemFeatureTables, ItemTower, build_item_feature_tables
 from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.training.strategy import get_strategy
 
 logger = logging.getLogger(__name__)
 
 FEATURE_KEYS = ("user", "history", "history_rating", "history_log_dt")
-
-
-class SplitLike(Protocol):
-    """What the training functions read from a split."""
-
-    train: Interactions
-    valid: Interactions | None
-    test: Interactions
 
 
 @dataclasses.dataclass
@@ -82,7 +76,7 @@ class TrainedRanker:
     history: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
-def build_vocabularies(split: SplitLike) -> tuple[IdVocabulary, IdVocabulary]:
+def build_vocabularies(split: Split) -> tuple[IdVocabulary, IdVocabulary]:
     """User and item vocabularies of a split: train ids first, then the rest.
 
     Items of the item table (cold-start items with content) and of valid/test
@@ -256,8 +250,43 @@ def _split_validation(
     return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
 
 
+def _datasets(
+    config: RankingConfig,
+    spec: RankerDataSpec,
+    train: RankingExamples,
+    valid: RankingExamples,
+    retrieval: RetrievalScorer | None,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Training (shuffled; next-item negatives re-drawn per epoch) and validation datasets."""
+    if config.objective == "rating":
+        rng = np.random.default_rng([config.seed, 3])
+        train = train.take(rng.permutation(len(train)))
+        train_ds = tf.data.Dataset.from_tensor_slices(_rating_features(train))
+        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
+        train_ds = train_ds.batch(config.batch_size).prefetch(2)
+        valid_ds = _dataset(_rating_features(valid), config.batch_size)
+    else:
+        popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
+        pool = None
+        if config.negative_sampling == "hard":
+            if retrieval is None:
+                raise ValueError("negative_sampling='hard' needs a retrieval scorer")
+            pool = hard_negative_pool(
+                _numpy_scorer(retrieval),
+                train.history,
+                train.user,
+                train.item,
+                pool_size=config.hard_pool_size,
+            )
+        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
+        valid_lists = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
+        valid_ds = _dataset(valid_lists, config.batch_size)
+
+    return train_ds, valid_ds
+
+
 def train_ranker(
-    split: SplitLike,
+    split: Split,
     config: RankingConfig,
     *,
     user_vocab: IdVocabulary | None = None,
@@ -323,32 +352,11 @@ def train_ranker(
             f"{split.train.name}: {len(train)} training / {len(valid)} validation examples; "
             "need at least one of each"
         )
-    model = build_ranker(config, spec, tables)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    with get_strategy().scope():
+        model = build_ranker(config, spec, tables)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
 
-    if config.objective == "rating":
-        rng = np.random.default_rng([config.seed, 3])
-        train = train.take(rng.permutation(len(train)))
-        train_ds = tf.data.Dataset.from_tensor_slices(_rating_features(train))
-        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
-        train_ds = train_ds.batch(config.batch_size).prefetch(2)
-        valid_ds = _dataset(_rating_features(valid), config.batch_size)
-    else:
-        popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
-        pool = None
-        if config.negative_sampling == "hard":
-            if retrieval is None:
-                raise ValueError("negative_sampling='hard' needs a retrieval scorer")
-            pool = hard_negative_pool(
-                _numpy_scorer(retrieval),
-                train.history,
-                train.user,
-                train.item,
-                pool_size=config.hard_pool_size,
-            )
-        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
-        valid_lists = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
-        valid_ds = _dataset(valid_lists, config.batch_size)
+    train_ds, valid_ds = _datasets(config, spec, train, valid, retrieval)
 
     out_dir = Path(model_dir) if model_dir is not None else None
     cbs, monitor = _callbacks(config, out_dir, callbacks)
@@ -390,7 +398,7 @@ def predict_scores(
 
 
 def test_examples(
-    trained: TrainedRanker, split: SplitLike, max_history: int | None = None
+    trained: TrainedRanker, split: Split, max_history: int | None = None
 ) -> RankingExamples:
     """Examples of ``split.test`` with history from train (+ valid)."""
     context = split.train
@@ -405,7 +413,7 @@ def test_examples(
     )
 
 
-def evaluate_ranker(trained: TrainedRanker, split: SplitLike) -> dict[str, float]:
+def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
     """Test metrics of the ranker alone.
 
     Rating objective: ``rmse`` and ``mae`` of predictions clipped to the
@@ -441,7 +449,7 @@ def evaluate_ranker(trained: TrainedRanker, split: SplitLike) -> dict[str, float
 def evaluate_two_stage(
     trained: TrainedRanker,
     retrieval: RetrievalScorer,
-    split: SplitLike,
+    split: Split,
     *,
     num_candidates: int | None = None,
     ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
