@@ -1,0 +1,233 @@
+"""``tfrec serve``: serve exported models over TF Serving's gRPC (and REST) API.
+
+Flags carry ``tensorflow_model_server``'s names, so the same invocation starts
+either backend: the real binary when it is on PATH (``--backend auto``) or
+when ``--backend tfserving`` is given, else tfrec's local server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfrec.serving.model_config import BatchingConfig, MonitoringSettings
+
+log = logging.getLogger(__name__)
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve exported models (TF Serving gRPC/REST API)",
+        description=(
+            "Serve models in the TF Serving layout <base>/<model>/<version>/. Uses the real "
+            "tensorflow_model_server when it is on PATH (or --backend tfserving), else tfrec's "
+            "local TF-Serving-compatible server. Give one model source: --model_config_file, "
+            "--export_dir (every model folder in it) or --model_base_path (+ --model_name)."
+        ),
+    )
+    add = parser.add_argument
+    add(
+        "--backend",
+        choices=("auto", "local", "tfserving"),
+        default="auto",
+        help="auto: tensorflow_model_server if on PATH, else local (default: auto)",
+    )
+    add("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    add("--rest_api_port", type=int, default=0, help="REST port, 0 = off (typical: 8501)")
+    add(
+        "--host",
+        default="127.0.0.1",
+        help="local backend: interface to bind (default 127.0.0.1; 0.0.0.0 in containers)",
+    )
+    add("--model_name", default="default", help="model name for --model_base_path")
+    add("--model_base_path", help="folder holding the model's integer version folders")
+    add("--model_config_file", help="models.config (ModelServerConfig text proto)")
+    add(
+        "--model_config_file_poll_wait_seconds",
+        type=int,
+        default=0,
+        help="re-read --model_config_file every N s (0 = never)",
+    )
+    add("--export_dir", help="tfrec export base: serve every <export_dir>/<model>/ folder")
+    add(
+        "--config_dir",
+        help="with --export_dir: where to write models.config etc. (default: a temp dir)",
+    )
+    add(
+        "--enable_batching",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent requests server-side",
+    )
+    add("--batching_parameters_file", help="BatchingParameters text proto")
+    add("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on REST port)")
+    add(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="scan for new/removed versions every N s (0 = once at start; default 1)",
+    )
+    add(
+        "--max_num_load_retries",
+        type=int,
+        default=None,
+        help="retries of a version that fails to load (default 5)",
+    )
+    add("--grpc_max_threads", type=int, default=None, help="gRPC threads (local default 16)")
+    add(
+        "--grpc_max_message_bytes",
+        type=int,
+        default=None,
+        help="largest request accepted; bigger get RESOURCE_EXHAUSTED (local default 64 MiB)",
+    )
+    add(
+        "--tensorflow_intra_op_parallelism",
+        type=int,
+        default=0,
+        help="threads per op (0 = TensorFlow's default)",
+    )
+    add(
+        "--tensorflow_inter_op_parallelism",
+        type=int,
+        default=0,
+        help="ops run in parallel (0 = TensorFlow's default)",
+    )
+    add(
+        "--dry_run",
+        action="store_true",
+        help="write the configs, print the tensorflow_model_server command, and exit",
+    )
+
+
+def _sources(args: argparse.Namespace) -> None:
+    given = [n for n in ("model_config_file", "export_dir", "model_base_path") if getattr(args, n)]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of --model_config_file, --export_dir, --model_base_path "
+            f"(got {['--' + n for n in given] or 'none'})"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``tfrec serve``; returns the exit code (0 after SIGTERM/SIGINT)."""
+    from tfrec.serving import model_config as mc  # noqa: PLC0415
+    from tfrec.serving.tfserving import (  # noqa: PLC0415
+        TfServingFlags,
+        find_binary,
+        run_tfserving,
+        tfserving_command,
+    )
+
+    _sources(args)
+    binary = find_binary()
+    backend = args.backend
+    if backend == "auto":
+        backend = "tfserving" if binary else "local"
+    if backend == "tfserving" and binary is None and not args.dry_run:
+        raise ValueError(
+            "--backend tfserving: tensorflow_model_server is not on PATH (install it from the "
+            "tensorflow/serving image or Google's apt repository, see serving/README.md), "
+            "or use --backend local"
+        )
+    batching = (
+        mc.load_batching_parameters(args.batching_parameters_file)
+        if args.batching_parameters_file
+        else None
+    )
+    monitoring = (
+        mc.load_monitoring_config(args.monitoring_config_file)
+        if args.monitoring_config_file
+        else None
+    )
+    config_file = args.model_config_file
+    if args.export_dir:
+        models = mc.discover_models(args.export_dir)
+        out_dir = args.config_dir or tempfile.mkdtemp(prefix="tfrec-serving-")
+        paths = mc.write_serving_configs(out_dir, models, batching, monitoring)
+        log.info("wrote %s", paths.models_config)
+        config_file = str(paths.models_config)
+        args.batching_parameters_file = str(paths.batching_parameters)
+        if args.rest_api_port and not args.monitoring_config_file:
+            args.monitoring_config_file = str(paths.monitoring_config)
+            monitoring = mc.load_monitoring_config(paths.monitoring_config)
+    if backend == "tfserving" or args.dry_run:
+        flags = TfServingFlags(
+            port=args.port,
+            rest_api_port=args.rest_api_port,
+            model_name=args.model_name,
+            model_base_path=args.model_base_path,
+            model_config_file=config_file,
+            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+            enable_batching=args.enable_batching,
+            batching_parameters_file=args.batching_parameters_file,
+            monitoring_config_file=args.monitoring_config_file,
+            file_system_poll_wait_seconds=max(1, round(args.file_system_poll_wait_seconds))
+            if args.file_system_poll_wait_seconds
+            else 0,
+            max_num_load_retries=args.max_num_load_retries,
+            grpc_max_threads=args.grpc_max_threads,
+            grpc_max_message_bytes=args.grpc_max_message_bytes,
+            tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+            tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        )
+        argv = tfserving_command(flags, binary or "tensorflow_model_server")
+        if args.dry_run:
+            print(" ".join(argv))
+            return 0
+        return run_tfserving(argv)
+    return _run_local(args, config_file, batching, monitoring)
+
+
+def _run_local(
+    args: argparse.Namespace,
+    config_file: str | None,
+    batching: BatchingConfig | None,
+    monitoring: MonitoringSettings | None,
+) -> int:
+    from tfrec.serving.model_config import ModelEntry  # noqa: PLC0415
+    from tfrec.serving.server import (  # noqa: PLC0415
+        ModelServer,
+        ServerOptions,
+        configure_tf_threads,
+        serve_until_signal,
+    )
+
+    configure_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        rest_api_port=args.rest_api_port,
+        enable_batching=args.enable_batching,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        monitoring=monitoring,
+    )
+    for name in ("grpc_max_threads", "grpc_max_message_bytes", "max_num_load_retries"):
+        if getattr(args, name) is not None:
+            setattr(options, name, getattr(args, name))
+    if batching is not None:
+        options.batching = batching
+    models = None
+    if not config_file:
+        models = [ModelEntry(name=args.model_name, base_path=str(Path(args.model_base_path)))]
+    server = ModelServer(models=models, options=options, model_config_file=config_file)
+    return serve_until_signal(server)

@@ -1,0 +1,262 @@
+"""Server-side batching of concurrent requests (TF Serving's batching session).
+
+Requests for the same (model, version, signature) wait in a queue until either
+``max_batch_size`` rows are queued or the oldest has waited
+``batch_timeout_micros``; a worker thread then concatenates their inputs along
+dimension 0, runs the model once, and splits every output back along
+dimension 0. Like TF Serving:
+
+* only signatures whose inputs and outputs all have a batch dimension are
+  batched (the caller checks :attr:`SignatureInfo.batchable`);
+* with ``pad_variable_length_inputs`` differing non-batch dimensions are padded
+  at the end with the dtype's zero (``b""`` for strings, 0 for numbers); without
+  it only requests with identical shapes are merged;
+* ``allowed_batch_sizes`` pads a merged batch up to the next allowed size by
+  repeating its first row (those outputs are dropped);
+* a full queue answers UNAVAILABLE.
+
+Unlike TF Serving, when a merged batch fails (e.g. one request has ``k = 0``)
+each request is re-run alone so only the faulty one gets the error, and a
+request larger than ``max_batch_size`` runs alone instead of being rejected.
+Outputs keep the merged batch's non-batch shape: e.g. a retrieval request with
+``k=5`` batched with one with ``k=10`` gets 10 columns, best first (the client
+truncates to ``k``).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future
+
+import grpc
+import numpy as np
+
+from tfrec.serving.errors import ServingError
+from tfrec.serving.model_config import BatchingConfig
+
+log = logging.getLogger(__name__)
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Mapping[str, np.ndarray]], Arrays]
+
+
+@dataclasses.dataclass
+class _Task:
+    inputs: Mapping[str, np.ndarray]
+    size: int
+    enqueued: float
+    future: Future
+
+
+@dataclasses.dataclass
+class _Queue:
+    run_fn: RunFn
+    tasks: collections.deque[_Task] = dataclasses.field(default_factory=collections.deque)
+    rows: int = 0
+
+
+def batch_size_of(inputs: Mapping[str, np.ndarray]) -> int | None:
+    """The common leading dimension of all inputs, or None if they disagree or are scalars."""
+    sizes = {a.shape[0] if a.ndim else None for a in inputs.values()}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _pad_value(dtype: np.dtype) -> object:
+    return b"" if dtype.kind == "O" else dtype.type(0)
+
+
+def merge_inputs(parts: list[Mapping[str, np.ndarray]], total_rows: int) -> Arrays:
+    """Concatenates inputs along dim 0, padding smaller non-batch dims at the end.
+
+    Args:
+        parts: Per-request inputs (same names and ranks).
+        total_rows: Rows of the result (>= the sum of the parts; extra rows
+            repeat the first row, for ``allowed_batch_sizes``).
+
+    Returns:
+        Name -> merged array ``[total_rows, max dims...]``.
+    """
+    merged = {}
+    for name in parts[0]:
+        arrays = [p[name] for p in parts]
+        inner = tuple(max(dims) for dims in zip(*(a.shape[1:] for a in arrays), strict=True))
+        out = np.full((total_rows, *inner), _pad_value(arrays[0].dtype), dtype=arrays[0].dtype)
+        offset = 0
+        for array in arrays:
+            region = (
+                slice(offset, offset + array.shape[0]),
+                *(slice(0, d) for d in array.shape[1:]),
+            )
+            out[region] = array
+            offset += array.shape[0]
+        if offset < total_rows and offset > 0:
+            out[offset:] = out[0]
+        merged[name] = out
+    return merged
+
+
+class BatchScheduler:
+    """Merges concurrent requests per key and runs them on worker threads.
+
+    Args:
+        config: Batching parameters.
+    """
+
+    def __init__(self, config: BatchingConfig):
+        self.config = config
+        self._timeout = config.batch_timeout_micros / 1e6
+        self._max_rows = config.max_batch_size
+        self._queue_rows = config.max_batch_size * config.max_enqueued_batches
+        self._cond = threading.Condition()
+        self._queues: dict[Hashable, _Queue] = {}
+        self._closing = False
+        self.batches_run = 0
+        self.tasks_run = 0
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"tfrec-batch-{i}", daemon=True)
+            for i in range(config.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key: Hashable, run_fn: RunFn, inputs: Mapping[str, np.ndarray]) -> Future:
+        """Queues a request; the future resolves to its outputs (or a ServingError).
+
+        Args:
+            key: Requests with the same key may be merged (model, version, signature).
+            run_fn: Runs the model on merged inputs.
+            inputs: Validated inputs sharing one leading dimension.
+
+        Raises:
+            ServingError: UNAVAILABLE when shutting down or the queue is full;
+                INVALID_ARGUMENT if the inputs do not share a batch dimension.
+        """
+        size = batch_size_of(inputs)
+        if size is None:
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "batching needs every input to have the same leading (batch) dimension, got "
+                + str({name: list(a.shape) for name, a in inputs.items()}),
+            )
+        task = _Task(inputs=inputs, size=size, enqueued=time.monotonic(), future=Future())
+        with self._cond:
+            if self._closing:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+            queue = self._queues.setdefault(key, _Queue(run_fn=run_fn))
+            if queue.rows + size > self._queue_rows and queue.tasks:
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "The batch scheduling queue to which this task was submitted is full "
+                    f"({queue.rows} rows queued, limit max_batch_size * max_enqueued_batches "
+                    f"= {self._queue_rows})",
+                )
+            queue.run_fn = run_fn
+            queue.tasks.append(task)
+            queue.rows += size
+            self._cond.notify()
+        return task.future
+
+    def run(self, key: Hashable, run_fn: RunFn, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Like :meth:`submit` but waits for the outputs (raises the request's ServingError)."""
+        return self.submit(key, run_fn, inputs).result()
+
+    def stop(self) -> None:
+        """Runs everything still queued right away, then stops the workers."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+    # ------------------------------------------------------------------------ workers
+
+    def _take(self, queue: _Queue) -> list[_Task]:
+        """Pops a batch of compatible tasks from the front of ``queue`` (lock held)."""
+        head = queue.tasks[0]
+        shapes = {n: a.shape[1:] for n, a in head.inputs.items()}
+        batch, rows, keep = [], 0, collections.deque()
+        while queue.tasks:
+            task = queue.tasks.popleft()
+            same = all(task.inputs[n].shape[1:] == s for n, s in shapes.items())
+            compatible = self.config.pad_variable_length_inputs or same
+            if not batch or (compatible and rows + task.size <= self._max_rows):
+                batch.append(task)
+                rows += task.size
+            else:
+                keep.append(task)
+        queue.tasks = keep
+        queue.rows -= rows
+        return batch
+
+    def _next(self) -> tuple[RunFn, list[_Task]] | float | None:
+        """A due batch, else seconds until one is due (None: nothing queued)."""
+        now, wait, due, due_key = time.monotonic(), None, None, None
+        for key, queue in self._queues.items():
+            if not queue.tasks:
+                continue
+            deadline = queue.tasks[0].enqueued + self._timeout
+            if self._closing or queue.rows >= self._max_rows or deadline <= now:
+                if due is None or queue.tasks[0].enqueued < due.tasks[0].enqueued:
+                    due, due_key = queue, key
+            else:
+                wait = deadline - now if wait is None else min(wait, deadline - now)
+        if due is not None:
+            run_fn, batch = due.run_fn, self._take(due)
+            if not due.tasks:  # drop idle queues (they pin unloaded servables)
+                del self._queues[due_key]
+            return run_fn, batch
+        return wait
+
+    def _worker(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    found = self._next()
+                    if isinstance(found, tuple):
+                        break
+                    if found is None and self._closing:
+                        return
+                    self._cond.wait(timeout=found)
+            self._execute(*found)
+
+    def _execute(self, run_fn: RunFn, tasks: list[_Task]) -> None:
+        rows = sum(t.size for t in tasks)
+        padded = next((s for s in self.config.allowed_batch_sizes if s >= rows), rows)
+        with self._cond:
+            self.batches_run += 1
+            self.tasks_run += len(tasks)
+        try:
+            if len(tasks) == 1 and padded == rows:
+                outputs = run_fn(tasks[0].inputs)
+                tasks[0].future.set_result(outputs)
+                return
+            outputs = run_fn(merge_inputs([t.inputs for t in tasks], padded))
+            bad = [n for n, a in outputs.items() if a.ndim == 0 or a.shape[0] != padded]
+            if bad:
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL,
+                    f"batched outputs {bad} do not have the batch size {padded} as dimension 0",
+                )
+        except ServingError as err:
+            if len(tasks) == 1:
+                tasks[0].future.set_exception(err)
+                return
+            log.debug("merged batch of %d failed (%s); re-running requests alone", len(tasks), err)
+            for task in tasks:
+                self._execute(run_fn, [task])
+            return
+        except BaseException as err:  # never lose a request
+            for task in tasks:
+                if not task.future.done():
+                    task.future.set_exception(err)
+            return
+        offset = 0
+        for task in tasks:
+            part = {n: a[offset : offset + task.size] for n, a in outputs.items()}
+            task.future.set_result(part)
+            offset += task.size

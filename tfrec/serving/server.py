@@ -1,0 +1,262 @@
+"""tfrec's local TF-Serving-compatible model server.
+
+``tensorflow_model_server`` cannot be installed everywhere (it is not on PyPI),
+so for development, tests and the demo tfrec ships this server: it reads the
+same TF Serving layout and ``models.config``, speaks TF Serving's exact gRPC API
+(``PredictionService``, ``ModelService``) and optionally its REST API, so
+:class:`~tfrec.serving.client.RecommenderClient` works unchanged against both.
+
+Example:
+    >>> models = [ModelEntry(name="retrieval", base_path="/exports/retrieval")]
+    >>> with ModelServer(models, ServerOptions(port=0)).start() as server:
+    ...     print(server.port)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from tfrec.config import JsonConfig
+from tfrec.serving.batching import BatchScheduler
+from tfrec.serving.core import ServingCore
+from tfrec.serving.grpc_services import add_services
+from tfrec.serving.manager import LoadFn, ModelManager, load_servable
+from tfrec.serving.metrics import Metrics
+from tfrec.serving.model_config import (
+    BatchingConfig,
+    ModelEntry,
+    MonitoringSettings,
+    load_model_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ServerOptions(JsonConfig):
+    """Local server settings (names follow ``tensorflow_model_server`` flags).
+
+    Args:
+        host: Interface to bind (TF Serving binds all; the local server
+            defaults to loopback, use ``0.0.0.0`` in a container).
+        port: gRPC port (0 = pick a free one; see :attr:`ModelServer.port`).
+        rest_api_port: REST port (0 = no REST API).
+        grpc_max_threads: Threads handling RPCs concurrently.
+        grpc_max_message_bytes: Largest request accepted; bigger ones get
+            RESOURCE_EXHAUSTED.
+        enable_batching: Merge concurrent requests (see :mod:`tfrec.serving.batching`).
+        batching: Batching parameters used when ``enable_batching``.
+        file_system_poll_wait_seconds: Period of the scan for new/removed
+            versions (0 = scan once at start).
+        model_config_file_poll_wait_seconds: Period of re-reading the
+            ``--model_config_file`` (0 = never).
+        monitoring: Prometheus endpoint on the REST port, or None.
+        shutdown_grace_seconds: How long in-flight requests may take on shutdown.
+        max_num_load_retries: Extra load attempts for a failing version.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8500
+    rest_api_port: int = 0
+    grpc_max_threads: int = 16
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    enable_batching: bool = False
+    batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
+    file_system_poll_wait_seconds: float = 1.0
+    model_config_file_poll_wait_seconds: float = 0.0
+    monitoring: MonitoringSettings | None = None
+    shutdown_grace_seconds: float = 30.0
+    max_num_load_retries: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("port", "rest_api_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name}={getattr(self, name)}: expected 0..65535")
+        if self.grpc_max_threads < 1 or self.grpc_max_message_bytes < 1:
+            raise ValueError(
+                f"grpc_max_threads={self.grpc_max_threads}, grpc_max_message_bytes="
+                f"{self.grpc_max_message_bytes}: expected >= 1"
+            )
+
+
+def configure_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """Sets TensorFlow's thread pools (0 = TensorFlow's default); call before serving."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+
+
+class ModelServer:
+    """gRPC (+ optional REST) server over a :class:`ModelManager`.
+
+    Args:
+        models: Models to serve (ignored if ``model_config_file`` is given).
+        options: Server settings.
+        model_config_file: A ``models.config`` to read (and re-read every
+            ``model_config_file_poll_wait_seconds``).
+        load_fn: Loader of one version (tests inject failures through it).
+    """
+
+    def __init__(
+        self,
+        models: list[ModelEntry] | None = None,
+        options: ServerOptions | None = None,
+        model_config_file: str | os.PathLike[str] | None = None,
+        load_fn: LoadFn = load_servable,
+    ):
+        self.options = options or ServerOptions()
+        self._config_file = Path(model_config_file) if model_config_file else None
+        self._config_mtime = 0.0
+        if self._config_file is not None:
+            self._config_mtime = self._config_file.stat().st_mtime
+            models = load_model_config(self._config_file)
+        if not models:
+            raise ValueError("ModelServer: give models or a model_config_file")
+        self.manager = ModelManager(
+            models, load_fn=load_fn, max_load_attempts=1 + self.options.max_num_load_retries
+        )
+        self.metrics = Metrics()
+        self.batcher: BatchScheduler | None = None
+        self.core: ServingCore | None = None
+        self._grpc: grpc.Server | None = None
+        self._rest: Any = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+        self.port = 0
+        self.rest_port = 0
+
+    def start(self) -> ModelServer:
+        """Loads the models, then starts the gRPC (and REST) endpoints.
+
+        Returns:
+            self (the bound ports are in :attr:`port` and :attr:`rest_port`).
+
+        Raises:
+            OSError: A port cannot be bound.
+        """
+        opts = self.options
+        self.manager.start(opts.file_system_poll_wait_seconds)
+        self.batcher = BatchScheduler(opts.batching) if opts.enable_batching else None
+        self.core = ServingCore(self.manager, self.batcher, self.metrics)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(opts.grpc_max_threads, thread_name_prefix="tfrec-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", opts.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        add_services(self._grpc, self.core)
+        address = f"{opts.host}:{opts.port}"
+        try:
+            self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError as err:
+            self.port = 0
+            reason = str(err)
+        else:
+            reason = "address in use or not available"
+        if not self.port:
+            self.manager.stop()
+            raise OSError(f"cannot bind the gRPC port {address}: {reason}")
+        self._grpc.start()
+        if opts.rest_api_port:
+            from tfrec.serving.rest import RestServer  # noqa: PLC0415
+
+            self._rest = RestServer(self.core, opts.host, opts.rest_api_port, opts.monitoring)
+            self._rest.start()
+            self.rest_port = self._rest.port
+        if self._config_file is not None and opts.model_config_file_poll_wait_seconds > 0:
+            threading.Thread(
+                target=self._watch_config, args=(self._config_file,), daemon=True
+            ).start()
+        log.info(
+            "serving %s on gRPC %s:%d%s",
+            sorted(self.manager.models),
+            opts.host,
+            self.port,
+            f", REST :{self.rest_port}" if self.rest_port else "",
+        )
+        return self
+
+    def _watch_config(self, path: Path) -> None:
+        while not self._stopped.wait(self.options.model_config_file_poll_wait_seconds):
+            try:
+                mtime = path.stat().st_mtime
+                if mtime != self._config_mtime:
+                    self._config_mtime = mtime
+                    self.manager.set_models(load_model_config(path))
+                    self.manager.poll()
+                    log.info("reloaded %s", path)
+            except (OSError, ValueError) as err:
+                log.error("cannot reload %s, keeping the current models: %s", path, err)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stops accepting requests, finishes in-flight ones, then releases everything.
+
+        Args:
+            grace: Seconds in-flight requests may still take (default
+                ``options.shutdown_grace_seconds``).
+        """
+        with self._stop_lock:
+            if self._stopping:
+                self._stopped.wait()
+                return
+            self._stopping = True
+        grace = self.options.shutdown_grace_seconds if grace is None else grace
+        log.info("shutting down (grace %.1f s)", grace)
+        done = self._grpc.stop(grace) if self._grpc is not None else None
+        if self._rest is not None:
+            self._rest.stop()
+        if self.batcher is not None:
+            self.batcher.stop()  # runs what is queued right away
+        if done is not None:
+            done.wait()
+        self.manager.stop()
+        self._stopped.set()
+        log.info("server stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Blocks until :meth:`stop` finished; returns False on timeout."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> ModelServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(grace=1.0)
+
+
+def serve_until_signal(server: ModelServer) -> int:
+    """Starts ``server`` and serves until SIGTERM/SIGINT, then shuts down gracefully.
+
+    Returns:
+        0 after a clean shutdown.
+    """
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        threading.Thread(target=server.stop, name="tfrec-shutdown").start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        while not server.wait(timeout=1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
