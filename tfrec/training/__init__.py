@@ -1,0 +1,1 @@
+"""Training machinery: devices/precision, callbacks, and the experiment runners."""

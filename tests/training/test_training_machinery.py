@@ -1,0 +1,117 @@
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from tfrec.training.callbacks import (
+    MetricEarlyStopping,
+    ProgressLogger,
+    make_checkpoint_callback,
+    make_tensorboard_callback,
+)
+from tfrec.training.strategy import configure_precision, get_strategy
+
+
+def _tiny_model() -> keras.Model:
+    model = keras.Sequential([keras.layers.Dense(1, input_shape=(2,))])
+    model.compile(keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def _data():
+    x = np.ones((8, 2), np.float32)
+    return tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4)
+
+
+def test_get_strategy_on_cpu_is_default(caplog):
+    caplog.set_level(logging.INFO, logger="tfrec.training.strategy")
+    strategy = get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert "default strategy on CPU" in caplog.text
+
+
+def test_configure_precision_on_cpu():
+    try:
+        assert configure_precision(True) == "mixed_bfloat16"
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        assert configure_precision(False) == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_early_stopping_stops_and_restores_best_weights(caplog):
+    caplog.set_level(logging.INFO, logger="tfrec.training.callbacks")
+    model = _tiny_model()
+    # ndcg@10 per epoch: 0.1, 0.3 (best, epoch 2), 0.2, 0.25 -> patience 2 stops after epoch 4.
+    values = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])
+    snapshots = []
+
+    def evaluate():
+        snapshots.append(model.get_weights())
+        return {"ndcg@10": next(values), "hr@10": 0.5}
+
+    stopper = MetricEarlyStopping(evaluate, monitor="ndcg@10", patience=2)
+    history = model.fit(_data(), epochs=10, verbose=0, callbacks=[stopper])
+    assert len(history.history["loss"]) == 4
+    assert stopper.best_epoch == 1 and stopper.best_value == 0.3
+    assert stopper.stopped_epoch == 3
+    assert history.history["val_ndcg@10"] == [0.1, 0.3, 0.2, 0.25]
+    for restored, best in zip(model.get_weights(), snapshots[1], strict=True):
+        np.testing.assert_array_equal(restored, best)
+    assert not np.array_equal(snapshots[1][0], snapshots[3][0])  # weights did change
+    assert "early stopping after epoch 4" in caplog.text
+
+
+def test_early_stopping_min_mode_and_missing_monitor():
+    model = _tiny_model()
+    values = iter([3.0, 2.0, 1.0])
+    stopper = MetricEarlyStopping(lambda: {"loss": next(values)}, monitor="loss", mode="min")
+    model.fit(_data(), epochs=3, verbose=0, callbacks=[stopper])
+    assert stopper.best_epoch == 2 and stopper.stopped_epoch == -1
+    bad = MetricEarlyStopping(lambda: {"hr@10": 0.1}, monitor="ndcg@10")
+    with pytest.raises(ValueError, match=r"monitor='ndcg@10' is not among .*'hr@10'"):
+        model.fit(_data(), epochs=1, verbose=0, callbacks=[bad])
+    with pytest.raises(ValueError, match="patience=0"):
+        MetricEarlyStopping(dict, patience=0)
+
+
+def test_progress_logger(caplog):
+    caplog.set_level(logging.INFO, logger="tfrec.training.callbacks")
+    progress = ProgressLogger(every_seconds=1e-6, examples_per_step=4)
+    _tiny_model().fit(_data(), epochs=2, verbose=0, callbacks=[progress])
+    assert "epoch 2 step 2: loss=" in caplog.text
+    assert "examples/s" in caplog.text
+    assert "epoch 2/2 done: 2 steps" in caplog.text
+    assert len(progress.epoch_seconds) == 2
+
+
+def test_checkpoint_callbacks(tmp_path):
+    model = _tiny_model()
+    values = iter([0.1, 0.3, 0.2])
+    stopper = MetricEarlyStopping(lambda: {"ndcg@10": next(values)}, patience=5)
+    best = make_checkpoint_callback(tmp_path, monitor="val_ndcg@10")
+    model.fit(_data(), epochs=3, verbose=0, callbacks=[stopper, best])
+    # Only the best epoch (2) was saved: loading it gives the weights MetricEarlyStopping kept.
+    clone = _tiny_model()
+    clone.load_weights(str(tmp_path / "checkpoints" / "best"))
+    for loaded, kept in zip(clone.get_weights(), stopper._best_weights, strict=True):
+        np.testing.assert_array_equal(loaded, kept)
+    every = make_checkpoint_callback(tmp_path / "b")
+    model.fit(_data(), epochs=2, verbose=0, callbacks=[every])
+    assert (tmp_path / "b" / "checkpoints" / "epoch-002.index").is_file()
+
+
+def test_tensorboard_callback_without_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        make_tensorboard_callback(tmp_path)
+
+
+def test_tensorboard_callback_writes_events(tmp_path):
+    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed")
+    board = make_tensorboard_callback(tmp_path)
+    _tiny_model().fit(_data(), epochs=1, verbose=0, callbacks=[board])
+    assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))

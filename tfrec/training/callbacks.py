@@ -1,0 +1,304 @@
+"""Keras callbacks for training runs: validation-metric early stopping, progress log, outputs.
+
+Order matters: put :class:`MetricEarlyStopping` before callbacks that read its
+``val_*`` entries (ModelCheckpoint with ``monitor="val_ndcg@10"``, TensorBoard,
+:class:`ProgressLogger`), because Keras calls them in list order with one shared
+``logs`` dict.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tf_keras as keras
+
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+
+logger = logging.getLogger(__name__)
+
+
+def _format(metrics: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+
+
+class MetricEarlyStopping(keras.callbacks.Callback):
+    """Runs a validation evaluation after each epoch, stops early, restores the best weights.
+
+    Args:
+        evaluate_fn: Called with no arguments after every epoch; returns metric
+            name -> value (e.g. a closure running the full-ranking evaluation
+            on the validation split: ``{"ndcg@10": 0.05, "hr@10": 0.09}``).
+        monitor: Key of ``evaluate_fn``'s result that decides the best epoch.
+        patience: Stop after this many epochs without improvement.
+        mode: ``"max"`` (higher is better) or ``"min"``.
+        min_delta: Smallest change that counts as an improvement.
+        restore_best_weights: At the end of training, load the weights of the
+            best epoch (kept in memory).
+        log_prefix: The metrics are also added to the epoch ``logs`` as
+            ``log_prefix + name`` (seen by History, TensorBoard, ModelCheckpoint).
+
+    Attributes:
+        best_value: Best monitored value so far (None before the first epoch).
+        best_epoch: 0-based epoch of ``best_value`` (-1 before the first epoch).
+        best_metrics: All metrics of the best epoch.
+        history: The metrics of every epoch, in order.
+        stopped_epoch: Epoch at which training was stopped early (-1 if it was not).
+
+    Raises:
+        ValueError: Bad ``patience``/``mode``; at epoch end, ``monitor`` missing
+            from the evaluation result or not a finite number.
+    """
+
+    def __init__(
+        self,
+        evaluate_fn: Callable[[], Mapping[str, float]],
+        monitor: str = "ndcg@10",
+        *,
+        patience: int = 5,
+        mode: str = "max",
+        min_delta: float = 0.0,
+        restore_best_weights: bool = True,
+        log_prefix: str = "val_",
+    ):
+        super().__init__()
+        if patience < 1:
+            raise ValueError(f"MetricEarlyStopping: patience={patience}; expected >= 1")
+        if mode not in ("max", "min"):
+            raise ValueError(f"MetricEarlyStopping: mode={mode!r}; expected 'max' or 'min'")
+        if min_delta < 0:
+            raise ValueError(f"MetricEarlyStopping: min_delta={min_delta}; expected >= 0")
+        self.evaluate_fn = evaluate_fn
+        self.monitor = monitor
+        self.patience = patience
+        self.mode = mode
+        self.min_delta = min_delta
+        self.restore_best_weights = restore_best_weights
+        self.log_prefix = log_prefix
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best_value: float | None = None
+        self.best_epoch = -1
+        self.best_metrics: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+        self.stopped_epoch = -1
+        self._wait = 0
+        self._best_weights: list[np.ndarray] | None = None
+        self._last_epoch = -1
+
+    def _improved(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        if self.mode == "max":
+            return value > self.best_value + self.min_delta
+        return value < self.best_value - self.min_delta
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Forgets the state of a previous ``fit``."""
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Evaluates, records, and decides whether to stop."""
+        started = time.perf_counter()
+        metrics = {str(k): float(v) for k, v in self.evaluate_fn().items()}
+        seconds = time.perf_counter() - started
+        if self.monitor not in metrics:
+            raise ValueError(
+                f"MetricEarlyStopping: monitor={self.monitor!r} is not among the evaluation "
+                f"metrics {sorted(metrics)}"
+            )
+        value = metrics[self.monitor]
+        if not math.isfinite(value):
+            raise ValueError(f"MetricEarlyStopping: {self.monitor}={value} at epoch {epoch + 1}")
+        self.history.append(metrics)
+        self._last_epoch = epoch
+        if logs is not None:
+            logs.update({self.log_prefix + k: v for k, v in metrics.items()})
+        if self._improved(value):
+            self.best_value, self.best_epoch, self.best_metrics = value, epoch, metrics
+            self._wait = 0
+            if self.restore_best_weights:
+                self._best_weights = self.model.get_weights()
+        else:
+            self._wait += 1
+        logger.info(
+            "epoch %d validation (%.1fs): %s | best %s=%.4f at epoch %d",
+            epoch + 1,
+            seconds,
+            _format(metrics),
+            self.monitor,
+            self.best_value,
+            self.best_epoch + 1,
+        )
+        if self._wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            logger.info(
+                "early stopping after epoch %d: no %s improvement for %d epochs",
+                epoch + 1,
+                self.monitor,
+                self.patience,
+            )
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Restores the best weights when the last epoch was not the best."""
+        if (
+            self.restore_best_weights
+            and self._best_weights is not None
+            and self.best_epoch != self._last_epoch
+        ):
+            self.model.set_weights(self._best_weights)
+            logger.info(
+                "restored the weights of epoch %d (%s=%.4f)",
+                self.best_epoch + 1,
+                self.monitor,
+                self.best_value,
+            )
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """Logs a progress line every ``every_seconds`` and a summary per epoch.
+
+    Meant for non-interactive runs (CI, nohup, Kubernetes jobs) where Keras's
+    progress bar is unreadable: use with ``fit(..., verbose=0)``.
+
+    Args:
+        every_seconds: Minimum seconds between two progress lines within an epoch.
+        examples_per_step: Batch size, to report examples/s (None: steps/s only).
+        log: Logger to write to (default: this module's).
+
+    Raises:
+        ValueError: ``every_seconds <= 0`` or ``examples_per_step < 1``.
+    """
+
+    def __init__(
+        self,
+        every_seconds: float = 60.0,
+        examples_per_step: int | None = None,
+        log: logging.Logger | None = None,
+    ):
+        super().__init__()
+        if every_seconds <= 0:
+            raise ValueError(f"ProgressLogger: every_seconds={every_seconds}; expected > 0")
+        if examples_per_step is not None and examples_per_step < 1:
+            raise ValueError(
+                f"ProgressLogger: examples_per_step={examples_per_step}; expected >= 1"
+            )
+        self.every_seconds = every_seconds
+        self.examples_per_step = examples_per_step
+        self.log = log or logger
+        self._epoch = 0
+        self._epoch_start = 0.0
+        self._last_log = 0.0
+        self._steps = 0
+        self._train_seconds = 0.0
+        self.epoch_seconds: list[float] = []
+
+    def _rate(self, steps: int, seconds: float) -> str:
+        seconds = max(seconds, 1e-9)
+        if self.examples_per_step:
+            return f"{steps * self.examples_per_step / seconds:.0f} examples/s"
+        return f"{steps / seconds:.2f} steps/s"
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Starts the epoch clock."""
+        self._epoch = epoch
+        self._epoch_start = self._last_log = time.perf_counter()
+        self._steps = 0
+        self._train_seconds = 0.0
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Logs a progress line when ``every_seconds`` have passed."""
+        self._steps += 1
+        now = time.perf_counter()
+        self._train_seconds = now - self._epoch_start
+        if now - self._last_log >= self.every_seconds:
+            self._last_log = now
+            loss = (logs or {}).get("loss")
+            self.log.info(
+                "epoch %d step %d: loss=%s, %s",
+                self._epoch + 1,
+                self._steps,
+                "n/a" if loss is None else f"{float(loss):.4f}",
+                self._rate(self._steps, self._train_seconds),
+            )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Logs the epoch summary (training time excludes callbacks after the last step)."""
+        total = time.perf_counter() - self._epoch_start
+        self.epoch_seconds.append(self._train_seconds)
+        scalars = {
+            k: float(v)
+            for k, v in (logs or {}).items()
+            if isinstance(v, (int, float, np.floating, np.integer))
+        }
+        self.log.info(
+            "epoch %d/%s done: %d steps, train %.1fs (%s), total %.1fs | %s",
+            epoch + 1,
+            self.params.get("epochs", "?"),
+            self._steps,
+            self._train_seconds,
+            self._rate(self._steps, self._train_seconds),
+            total,
+            _format(scalars),
+        )
+
+
+def make_checkpoint_callback(
+    output_dir: str | os.PathLike[str],
+    monitor: str | None = None,
+    mode: str = "max",
+) -> keras.callbacks.ModelCheckpoint:
+    """Weights checkpoints under ``<output_dir>/checkpoints/``.
+
+    Args:
+        output_dir: Run output directory.
+        monitor: With a logged metric (e.g. ``"val_ndcg@10"`` from
+            :class:`MetricEarlyStopping`), keep only the best epoch in
+            ``checkpoints/best``; without, write ``checkpoints/epoch-NNN`` every epoch.
+        mode: ``"max"`` or ``"min"`` for ``monitor``.
+
+    Returns:
+        A ``ModelCheckpoint`` saving TF-format weights (``model.load_weights(path)``).
+    """
+    directory = Path(output_dir) / "checkpoints"
+    directory.mkdir(parents=True, exist_ok=True)
+    if monitor is None:
+        return keras.callbacks.ModelCheckpoint(
+            str(directory / "epoch-{epoch:03d}"), save_weights_only=True
+        )
+    return keras.callbacks.ModelCheckpoint(
+        str(directory / "best"),
+        monitor=monitor,
+        mode=mode,
+        save_best_only=True,
+        save_weights_only=True,
+    )
+
+
+def make_tensorboard_callback(output_dir: str | os.PathLike[str]) -> keras.callbacks.TensorBoard:
+    """TensorBoard event files under ``<output_dir>/tensorboard/`` (per-epoch scalars).
+
+    Raises:
+        ImportError: The ``tensorboard`` package (which writes the summaries) is
+            not installed.
+    """
+    if importlib.util.find_spec("tensorboard") is None:
+        raise ImportError(
+            "make_tensorboard_callback needs the 'tensorboard' package, which is not "
+            "installed; install it (pip install tensorboard) or run without TensorBoard"
+        )
+    return keras.callbacks.TensorBoard(
+        log_dir=str(Path(output_dir) / "tensorboard"),
+        update_freq="epoch",
+        write_graph=False,
+        profile_batch=0,
+    )
