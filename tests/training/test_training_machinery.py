@@ -11,6 +11,7 @@ from tfrec.training.callbacks import (
     ProgressLogger,
     make_checkpoint_callback,
     make_tensorboard_callback,
+    output_callbacks,
 )
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -99,9 +100,13 @@ def test_checkpoint_callbacks(tmp_path):
     clone.load_weights(str(tmp_path / "checkpoints" / "best"))
     for loaded, kept in zip(clone.get_weights(), stopper._best_weights, strict=True):
         np.testing.assert_array_equal(loaded, kept)
-    every = make_checkpoint_callback(tmp_path / "b")
-    model.fit(_data(), epochs=2, verbose=0, callbacks=[every])
-    assert (tmp_path / "b" / "checkpoints" / "epoch-002.index").is_file()
+    callbacks = output_callbacks(tmp_path / "b")
+    assert isinstance(callbacks[0], keras.callbacks.ModelCheckpoint)
+    model.fit(_data(), epochs=2, verbose=0, callbacks=callbacks)
+    clone = _tiny_model()
+    clone.load_weights(str(tmp_path / "b" / "checkpoints" / "last"))
+    for loaded, final in zip(clone.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(loaded, final)
 
 
 def test_tensorboard_callback_without_package(tmp_path, monkeypatch):

@@ -263,7 +263,7 @@ def make_checkpoint_callback(
         output_dir: Run output directory.
         monitor: With a logged metric (e.g. ``"val_ndcg@10"`` from
             :class:`MetricEarlyStopping`), keep only the best epoch in
-            ``checkpoints/best``; without, write ``checkpoints/epoch-NNN`` every epoch.
+            ``checkpoints/best``; without, overwrite ``checkpoints/last`` every epoch.
         mode: ``"max"`` or ``"min"`` for ``monitor``.
 
     Returns:
@@ -272,9 +272,7 @@ def make_checkpoint_callback(
     directory = Path(output_dir) / "checkpoints"
     directory.mkdir(parents=True, exist_ok=True)
     if monitor is None:
-        return keras.callbacks.ModelCheckpoint(
-            str(directory / "epoch-{epoch:03d}"), save_weights_only=True
-        )
+        return keras.callbacks.ModelCheckpoint(str(directory / "last"), save_weights_only=True)
     return keras.callbacks.ModelCheckpoint(
         str(directory / "best"),
         monitor=monitor,
@@ -302,3 +300,26 @@ def make_tensorboard_callback(output_dir: str | os.PathLike[str]) -> keras.callb
         write_graph=False,
         profile_batch=0,
     )
+
+
+def output_callbacks(
+    output_dir: str | os.PathLike[str], monitor: str | None = None, mode: str = "max"
+) -> list[keras.callbacks.Callback]:
+    """The checkpoint callback plus TensorBoard when the package is installed.
+
+    Args:
+        output_dir: Run output directory (``checkpoints/``, ``tensorboard/``).
+        monitor: See :func:`make_checkpoint_callback`.
+        mode: See :func:`make_checkpoint_callback`.
+
+    Returns:
+        Callbacks to append after :class:`MetricEarlyStopping`.
+    """
+    callbacks: list[keras.callbacks.Callback] = [
+        make_checkpoint_callback(output_dir, monitor=monitor, mode=mode)
+    ]
+    if importlib.util.find_spec("tensorboard") is None:
+        logger.warning("tensorboard is not installed: no TensorBoard logs in %s", output_dir)
+    else:
+        callbacks.append(make_tensorboard_callback(output_dir))
+    return callbacks
