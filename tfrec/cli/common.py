@@ -1,0 +1,137 @@
+"""Argument groups shared by several subcommands (data selection, model overrides)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DATASET_CHOICES = ("ml-100k", "ml-latest-small", "beauty", "beauty-bert4rec", "csv", "synthetic")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--dataset``, ``--data-dir``, ``--download`` and the csv options."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--dataset",
+        choices=DATASET_CHOICES,
+        help=(
+            "ml-100k / ml-latest-small (MovieLens, GroupLens licence), beauty (Amazon Beauty, "
+            "S3-Rec release), beauty-bert4rec, csv (your own file, see --path), synthetic "
+            "(generated, no files needed)"
+        ),
+    )
+    group.add_argument(
+        "--data-dir",
+        help="folder holding the dataset files (default: $TFREC_DATA_DIR, else ~/.cache/tfrec)",
+    )
+    group.add_argument(
+        "--download",
+        action="store_true",
+        help="download MovieLens from GroupLens when missing (sha256-checked)",
+    )
+    group.add_argument(
+        "--split",
+        choices=("leave_one_out", "temporal", "random"),
+        help="split protocol (default: the dataset's preset)",
+    )
+    group.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
+    group.add_argument("--seed", type=int, help="seed of the split and of training")
+    csv = parser.add_argument_group("csv dataset (--dataset csv)")
+    csv.add_argument("--path", help="interactions file: .csv, .tsv or .parquet")
+    csv.add_argument("--items-path", help="optional item features file (item id, title, genres)")
+    csv.add_argument("--user-col", help="user id column (default user_id)")
+    csv.add_argument("--item-col", help="item id column (default item_id)")
+    csv.add_argument("--time-col", help="timestamp column (optional)")
+    csv.add_argument("--rating-col", help="rating column (optional)")
+
+
+def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """DataConfig fields given on the command line (None = not given)."""
+    names = {
+        "data_dir": args.data_dir,
+        "split": args.split,
+        "min_rating": args.min_rating,
+        "seed": args.seed,
+        "path": args.path,
+        "items_path": args.items_path,
+        "user_col": args.user_col,
+        "item_col": args.item_col,
+        "time_col": args.time_col,
+        "rating_col": args.rating_col,
+    }
+    out = {k: v for k, v in names.items() if v is not None}
+    if args.download:
+        out["download"] = True
+    return out
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """Returns a copy of a dataclass config with ``overrides`` applied (validated)."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"{type(config).__name__}: unknown field(s) {unknown}")
+    merged = {**config.to_dict(), **overrides}
+    return type(config).from_dict(merged)
+
+
+def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
+    """Parses ``--set key=value`` pairs (values as JSON, else as strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {pair!r}: expected key=value, e.g. --set dropout=0.3")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def resolve_export_dir(path: str | Path) -> Path:
+    """Accepts a version dir, a model dir (latest version) or a ``tfrec train`` output dir.
+
+    Raises:
+        FileNotFoundError: No ``saved_model.pb`` under ``path``.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    for model_dir in (path, *sorted(p for p in (path / "export").glob("*") if p.is_dir())):
+        versions = sorted(
+            (int(p.name), p)
+            for p in model_dir.glob("*")
+            if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        )
+        if versions:
+            return versions[-1][1]
+    raise FileNotFoundError(
+        f"no SavedModel under {path}: expected <dir>/saved_model.pb, <dir>/<version>/"
+        "saved_model.pb, or a `tfrec train` output dir with export/<name>/<version>/"
+    )
+
+
+def experiment_kind(model_dir: str | Path) -> str:
+    """The ``kind`` recorded in ``<model_dir>/config.json`` (``retrieval``, ``ranking``, ...).
+
+    Raises:
+        FileNotFoundError: No config.json (not a ``tfrec train`` output directory).
+        ValueError: config.json is not a JSON object.
+    """
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: expected the output directory of `tfrec train`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return str(data.get("kind", "retrieval"))

@@ -1,0 +1,74 @@
+"""``tfrec evaluate``: re-evaluate a trained model directory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tfrec.cli.common import apply_overrides, experiment_kind
+from tfrec.config import atomic_write_text
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``evaluate`` subcommand."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="re-evaluate a trained model (full ranking, optional sampled protocol)",
+        description=(
+            "Reload a `tfrec train` output directory (config, vocabularies, weights; the data "
+            "is reloaded with the saved config) and compute test metrics with full ranking over "
+            "the whole catalogue. Results are printed and merged into OUT/metrics.json."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model-dir", required=True, help="output directory of `tfrec train`")
+    parser.add_argument("--data-dir", help="override the data directory saved in config.json")
+    parser.add_argument(
+        "--part", choices=("test", "valid"), default="test", help="which split part to score"
+    )
+    parser.add_argument(
+        "--no-mask-history",
+        action="store_true",
+        help="do not remove each user's already-seen items from the ranking",
+    )
+    parser.add_argument(
+        "--sampled-negatives",
+        type=int,
+        default=0,
+        help="also report the sampled protocol with N negatives per user (0 = off)",
+    )
+    parser.add_argument(
+        "--sampling", choices=("uniform", "popularity"), default="uniform", help="negatives"
+    )
+    parser.add_argument("--ks", default="1,5,10,20,50,100", help="comma-separated cutoffs K")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``tfrec evaluate``."""
+    model_dir = Path(args.model_dir)
+    if experiment_kind(model_dir) != "retrieval":
+        from tfrec.cli.train_ranking import evaluate_ranking_dir  # noqa: PLC0415
+
+        return evaluate_ranking_dir(args)
+    from tfrec.training.retrieval import RetrievalExperiment  # noqa: PLC0415
+
+    try:
+        ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    except ValueError as err:
+        raise ValueError(f"--ks {args.ks!r}: expected comma-separated integers") from err
+    experiment = RetrievalExperiment.from_dir(model_dir, data_dir=args.data_dir)
+    experiment.config.evaluation = apply_overrides(
+        experiment.config.evaluation,
+        {
+            "ks": ks,
+            "mask_history": not args.no_mask_history,
+            "sampled_negatives": args.sampled_negatives,
+            "sampled_strategy": args.sampling,
+        },
+    )
+    metrics = experiment.evaluate_part(args.part)
+    merged = {**experiment.metrics, **metrics}
+    atomic_write_text(model_dir / "metrics.json", json.dumps(merged, indent=2, sort_keys=True))
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
+    return 0
