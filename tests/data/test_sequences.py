@@ -11,6 +11,7 @@ import pytest
 from tfrec.data.interactions import Interactions
 from tfrec.data.sequences import (
     UserSequences,
+    heldout_examples,
     history_matrix,
     retrieval_examples,
     seen_items,
@@ -149,3 +150,32 @@ def test_history_matrix_and_seen_items():
     assert [s.tolist() for s in seen] == [[2, 5], [7]]
     with pytest.raises(ValueError, match="max_len must be >= 1, got 0"):
         history_matrix(lists, 0)
+
+
+def test_heldout_examples_use_context_history():
+    # context: u -> [2, 3, 4] (times 0, 5, 6; ratings 1, 2, 3); held-out: u -> [7, 8], v -> [9]
+    # v has no context: all-padding history. L = 2:
+    # rows: (u, [3, 4] -> 7), (u, [3, 4] -> 8), (v, [0, 0] -> 9)
+    context = UserSequences(
+        user_ids=["u"],
+        users=np.array([2], np.int32),
+        items=[np.array([2, 3, 4], np.int32)],
+        ratings=[np.array([1, 2, 3], np.float32)],
+        timestamps=[np.array([0, 5, 6])],
+    )
+    heldout = UserSequences(
+        user_ids=["u", "v"],
+        users=np.array([2, 1], np.int32),
+        items=[np.array([7, 8], np.int32), np.array([9], np.int32)],
+        ratings=[np.zeros(2, np.float32), np.zeros(1, np.float32)],
+        timestamps=[np.array([7, 8]), np.array([3])],
+    )
+    ex = heldout_examples(context, heldout, max_len=2, extras=True)
+    np.testing.assert_array_equal(ex["user"], [2, 2, 1])
+    np.testing.assert_array_equal(ex["history"], [[3, 4], [3, 4], [0, 0]])
+    np.testing.assert_array_equal(ex["target"], [[0, 7], [0, 8], [0, 9]])
+    np.testing.assert_array_equal(ex["history_rating"], [[2, 3], [2, 3], [0, 0]])
+    # gaps of context events 3 and 4: 5 - 0 = 5 and 6 - 5 = 1
+    np.testing.assert_allclose(
+        ex["history_dt"], [[math.log1p(5), math.log1p(1)]] * 2 + [[0, 0]], rtol=1e-6
+    )

@@ -230,3 +230,45 @@ def download_and_extract(
         part.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def locate(
+    name: str,
+    subdir: str,
+    filename: str,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    download: bool = False,
+    how_to_get: str = "",
+) -> Path:
+    """Finds a dataset file; when missing and allowed, downloads the dataset first.
+
+    Args:
+        name: Dataset name; names in :data:`DOWNLOADS` can be downloaded.
+        subdir: The dataset's folder in the shared layout.
+        filename: File to find.
+        data_dir: Explicit data directory (else env var, else the cache).
+        download: Download a missing downloadable dataset.
+        how_to_get: Advice for the error when ``name`` is not downloadable.
+
+    Returns:
+        The file's path.
+
+    Raises:
+        DatasetNotFoundError: Missing (and not downloaded); the message says
+            where it looked and how to get the file.
+        ChecksumError: A download did not match its pinned sha256.
+    """
+    if name in DOWNLOADS:
+        root = resolve_data_dir(data_dir)
+        how_to_get = (
+            f"Get it with --download (download=True), which fetches {DOWNLOADS[name].url} "
+            f"into {root}, or download that zip yourself and unzip it into {root}."
+        )
+    try:
+        return find_dataset_file(name, filename, subdir, data_dir, how_to_get)
+    except DatasetNotFoundError:
+        if not download or name not in DOWNLOADS:
+            raise
+    download_and_extract(DOWNLOADS[name], data_dir)
+    return find_dataset_file(name, filename, subdir, data_dir, how_to_get)

@@ -201,3 +201,31 @@ class Interactions:
                 f"interaction; lower the thresholds"
             )
         return out
+
+    def clean(self, min_user: int = 0, min_item: int = 0) -> Interactions:
+        """The loaders' cleaning policy: drop exact duplicates, then k-core filter.
+
+        Also notes interactions whose item is missing from the item table, and
+        logs the number of catalogue items without interactions and a summary.
+
+        Args:
+            min_user: k-core threshold for users (0 = off).
+            min_item: k-core threshold for items (0 = off).
+
+        Returns:
+            The cleaned interactions (see :meth:`drop_exact_duplicates` and
+            :meth:`filter_min_interactions`).
+        """
+        out = self.drop_exact_duplicates().filter_min_interactions(min_user, min_item)
+        if out.items is not None:
+            known = set(out.items["item_id"])
+            unknown = int((~out.frame["item_id"].isin(known)).sum())
+            if unknown:
+                out.add_note(
+                    f"{unknown:,} interaction(s) refer to items absent from the item table"
+                )
+            cold = len(known - set(out.frame["item_id"]))
+            if cold:
+                logger.info("%s: %d catalogue item(s) have no interactions", out.name, cold)
+        logger.info("loaded %s", out.summary())
+        return out

@@ -50,12 +50,14 @@ import pandas as pd
 
 from tfrec.data import download as dl
 from tfrec.data.interactions import DataError, Interactions
+from tfrec.data.movielens import load_movielens_100k, load_movielens_latest_small
 from tfrec.data.parsing import (
     Field,
-    line_of_row,
+    check_unique_ids,
     read_headerless,
     read_parquet_columns,
     read_with_header,
+    split_genres,
 )
 
 logger = logging.getLogger(__name__)
@@ -72,246 +74,6 @@ _BERT4REC_HINT = (
     "repository (github.com/FeiSun/BERT4Rec) as amazon-beauty-bert4rec/beauty.txt "
     "in the data directory."
 )
-
-
-def _grouplens_hint(name: str, root: Path) -> str:
-    info = dl.DOWNLOADS[name]
-    return (
-        f"Get it with --download (download=True), which fetches {info.url} into {root}, "
-        f"or download that zip yourself and unzip it into {root}."
-    )
-
-
-def _locate(
-    name: str, subdir: str, filename: str, data_dir: PathLike | None, download: bool
-) -> Path:
-    """Finds a dataset file, downloading the dataset first when allowed and missing."""
-    root = dl.resolve_data_dir(data_dir)
-    if name in dl.DOWNLOADS:
-        hint = _grouplens_hint(name, root)
-    else:
-        hint = _S3REC_HINT if subdir == "amazon-beauty-s3rec" else _BERT4REC_HINT
-    try:
-        return dl.find_dataset_file(name, filename, subdir, data_dir, hint)
-    except dl.DatasetNotFoundError:
-        if not download or name not in dl.DOWNLOADS:
-            raise
-    dl.download_and_extract(dl.DOWNLOADS[name], data_dir)
-    return dl.find_dataset_file(name, filename, subdir, data_dir, hint)
-
-
-def _finish(interactions: Interactions, min_user: int, min_item: int) -> Interactions:
-    """Applies the duplicate policy and the optional k-core filter, then logs a summary."""
-    out = interactions.drop_exact_duplicates().filter_min_interactions(min_user, min_item)
-    if out.items is not None:
-        known = set(out.items["item_id"])
-        unknown = int((~out.frame["item_id"].isin(known)).sum())
-        if unknown:
-            out.add_note(f"{unknown:,} interaction(s) refer to items absent from the item table")
-        cold = len(known - set(out.frame["item_id"]))
-        if cold:
-            logger.info("%s: %d catalogue item(s) have no interactions", out.name, cold)
-    logger.info("loaded %s", out.summary())
-    return out
-
-
-def _check_flags(path: Path, frame: pd.DataFrame, columns: list[str], first_col: int) -> None:
-    values = frame[columns].astype(str).apply(lambda c: c.str.strip())
-    bad = ~values.isin(["0", "1"]).to_numpy()
-    if bad.any():
-        row, col = (int(x[0]) for x in np.nonzero(bad))
-        line = line_of_row(path, row, "|", encoding="latin-1")
-        raise DataError(
-            f"{path}: line {line}, column {first_col + col + 1}: got {values.iat[row, col]!r}; "
-            f"expected a genre flag 0 or 1"
-        )
-
-
-def _read_ml100k_genres(path: Path) -> list[str]:
-    frame = read_headerless(
-        path, [Field("name", "id", "genre name"), Field("index", "int", "genre index")], "|"
-    )
-    frame = frame.sort_values("index", kind="stable")
-    expected = list(range(len(frame)))
-    if frame["index"].tolist() != expected:
-        raise DataError(
-            f"{path}: genre indices {frame['index'].tolist()} are not 0..{len(frame) - 1}; "
-            f"expected one 'name|index' line per index"
-        )
-    return frame["name"].tolist()
-
-
-def _read_ml100k_items(path: Path, genres: list[str]) -> pd.DataFrame:
-    fields = [Field("item_id", "int_id", "movie id")]
-    raw = read_headerless(path, fields, "|", encoding="latin-1", extra_columns=4 + len(genres))
-    flag_cols = [f"extra{4 + i}" for i in range(len(genres))]
-    _check_flags(path, raw, flag_cols, first_col=5)
-    flags = raw[flag_cols].astype(str).apply(lambda c: c.str.strip()).to_numpy() == "1"
-    names = np.asarray(genres, dtype=object)
-    return pd.DataFrame(
-        {
-            "item_id": raw["item_id"].astype(str),
-            "title": raw["extra0"].astype(str).str.strip(),
-            "genres": [list(names[row]) for row in flags],
-            "release_date": raw["extra1"].astype(str).str.strip(),
-        }
-    )
-
-
-def _read_ml100k_users(path: Path) -> pd.DataFrame:
-    fields = [
-        Field("user_id", "int_id", "user id"),
-        Field("age", "int", "age"),
-        Field("gender", "id", "gender"),
-        Field("occupation", "id", "occupation"),
-    ]
-    users = read_headerless(path, fields, "|", encoding="latin-1", extra_columns=1)
-    users = users.rename(columns={"extra0": "zip"})
-    users["zip"] = users["zip"].astype(str).str.strip()
-    return users
-
-
-def load_movielens_100k(
-    data_dir: PathLike | None = None,
-    download: bool = False,
-    *,
-    min_user_interactions: int = 0,
-    min_item_interactions: int = 0,
-) -> Interactions:
-    """Loads MovieLens 100K (``u.data`` + ``u.item``/``u.genre`` + ``u.user``).
-
-    ``u.data`` is required; ``u.item`` (with ``u.genre``) and ``u.user`` are read
-    from the same folder when present. Items get their title, genre names from
-    ``u.genre`` (e.g. ``["Animation", "Children's", "Comedy"]``) and release date.
-
-    Args:
-        data_dir: Data directory (else ``$TFREC_DATA_DIR``, else the cache).
-        download: Fetch the GroupLens zip (sha256-checked) when missing.
-        min_user_interactions: k-core threshold for users (0 = off).
-        min_item_interactions: k-core threshold for items (0 = off).
-
-    Returns:
-        Interactions with real ratings (1..5) and unix timestamps.
-
-    Raises:
-        DatasetNotFoundError: ``u.data`` not found (or ``u.genre`` missing
-            beside ``u.item``).
-        DataError: Malformed content (file, line, column, expectation).
-    """
-    data_path = _locate("ml-100k", "ml-100k", "u.data", data_dir, download)
-    fields = [
-        Field("user_id", "int_id", "user id"),
-        Field("item_id", "int_id", "item id"),
-        Field("rating", "number", "rating"),
-        Field("timestamp", "int", "unix timestamp"),
-    ]
-    frame = read_headerless(data_path, fields, "\t")
-    folder = data_path.parent
-    items = None
-    if (folder / "u.item").is_file():
-        genre_path = folder / "u.genre"
-        if not genre_path.is_file():
-            raise dl.DatasetNotFoundError(
-                f"ml-100k: {genre_path} not found; it names the genre columns of "
-                f"{folder / 'u.item'} (both come in the GroupLens ml-100k.zip)"
-            )
-        items = _read_ml100k_items(folder / "u.item", _read_ml100k_genres(genre_path))
-    else:
-        logger.warning("ml-100k: %s not found; loading without item features", folder / "u.item")
-    users = _read_ml100k_users(folder / "u.user") if (folder / "u.user").is_file() else None
-    inter = Interactions.from_frame(
-        frame, items=items, name="ml-100k", has_timestamps=True, users=users
-    )
-    return _finish(inter, min_user_interactions, min_item_interactions)
-
-
-def _split_genres(values: pd.Series, sep: str, none_marker: str = "") -> list[list[str]]:
-    out = []
-    for value in values.astype(str):
-        text = value.strip()
-        if not text or text == none_marker:
-            out.append([])
-        else:
-            out.append([g.strip() for g in text.split(sep) if g.strip()])
-    return out
-
-
-def load_movielens_latest_small(
-    data_dir: PathLike | None = None,
-    download: bool = False,
-    *,
-    min_user_interactions: int = 0,
-    min_item_interactions: int = 0,
-) -> Interactions:
-    """Loads MovieLens latest-small (``ratings.csv`` + ``movies.csv``).
-
-    Ratings are 0.5..5.0 in half stars. ``movies.csv`` (read when present beside
-    ``ratings.csv``) gives every catalogue movie, also unrated ones.
-
-    Args:
-        data_dir: Data directory (else ``$TFREC_DATA_DIR``, else the cache).
-        download: Fetch the GroupLens zip (sha256-checked) when missing.
-        min_user_interactions: k-core threshold for users (0 = off).
-        min_item_interactions: k-core threshold for items (0 = off).
-
-    Returns:
-        Interactions with ratings, unix timestamps and an item table.
-
-    Raises:
-        DatasetNotFoundError: ``ratings.csv`` not found.
-        DataError: Malformed content (file, line, column, expectation).
-    """
-    path = _locate("ml-latest-small", "ml-latest-small", "ratings.csv", data_dir, download)
-    fields = [
-        Field("userId", "int_id", "user id"),
-        Field("movieId", "int_id", "movie id"),
-        Field("rating", "number", "rating"),
-        Field("timestamp", "int", "unix timestamp"),
-    ]
-    frame = read_with_header(path, fields).rename(
-        columns={"userId": "user_id", "movieId": "item_id"}
-    )
-    items = None
-    movies_path = path.parent / "movies.csv"
-    if movies_path.is_file():
-        movies = read_with_header(
-            movies_path, [Field("movieId", "int_id", "movie id")], keep=("title", "genres")
-        )
-        for column in ("title", "genres"):
-            if column not in movies.columns:
-                raise DataError(f"{movies_path}: line 1 (header): missing column '{column}'")
-        items = pd.DataFrame(
-            {
-                "item_id": movies["movieId"].astype(str),
-                "title": movies["title"].astype(str).str.strip(),
-                "genres": _split_genres(movies["genres"], "|", "(no genres listed)"),
-            }
-        )
-        _check_unique_items(movies_path, items, sep=",", quoted=True, header=True)
-    else:
-        logger.warning("ml-latest-small: %s not found; loading without item features", movies_path)
-    inter = Interactions.from_frame(frame, items=items, name="ml-latest-small", has_timestamps=True)
-    return _finish(inter, min_user_interactions, min_item_interactions)
-
-
-def _check_unique_items(
-    path: Path, items: pd.DataFrame, sep: str | None, *, quoted: bool, header: bool
-) -> None:
-    dup = items["item_id"].duplicated().to_numpy()
-    if dup.any():
-        row = int(np.argmax(dup))
-        item = items["item_id"].iloc[row]
-        first = int(np.argmax((items["item_id"] == item).to_numpy()))
-        if path.suffix.lower() in (".parquet", ".pq"):
-            where, before = f"row {row + 1}", f"row {first + 1}"
-        else:
-            kw = {"quoted": quoted, "header": header}
-            where = f"line {line_of_row(path, row, sep, **kw)}"
-            before = f"line {line_of_row(path, first, sep, **kw)}"
-        raise DataError(
-            f"{path}: {where}: item id {item!r} already appeared at {before}; "
-            f"expected one row per item"
-        )
 
 
 def load_beauty_s3rec(
@@ -341,7 +103,14 @@ def load_beauty_s3rec(
         DatasetNotFoundError: ``Beauty.txt`` not found.
         DataError: A line without items, a non-integer id, or an empty file.
     """
-    path = _locate("beauty", "amazon-beauty-s3rec", "Beauty.txt", data_dir, download)
+    path = dl.locate(
+        "beauty",
+        "amazon-beauty-s3rec",
+        "Beauty.txt",
+        data_dir,
+        download=download,
+        how_to_get=_S3REC_HINT,
+    )
     users: list[str] = []
     items: list[str] = []
     lengths: list[int] = []
@@ -374,7 +143,7 @@ def load_beauty_s3rec(
     repeated = len(users) - len(set(users))
     if repeated:
         inter.add_note(f"{repeated:,} user line(s) repeat an earlier user; sequences concatenated")
-    return _finish(inter, min_user_interactions, min_item_interactions)
+    return inter.clean(min_user_interactions, min_item_interactions)
 
 
 def load_beauty_bert4rec(
@@ -403,13 +172,20 @@ def load_beauty_bert4rec(
         DatasetNotFoundError: ``beauty.txt`` not found.
         DataError: Not exactly two integer fields on a line, or an empty file.
     """
-    path = _locate("beauty-bert4rec", "amazon-beauty-bert4rec", "beauty.txt", data_dir, download)
+    path = dl.locate(
+        "beauty-bert4rec",
+        "amazon-beauty-bert4rec",
+        "beauty.txt",
+        data_dir,
+        download=download,
+        how_to_get=_BERT4REC_HINT,
+    )
     fields = [Field("user_id", "int_id", "user id"), Field("item_id", "int_id", "item id")]
     frame = read_headerless(path, fields, None)
     inter = Interactions.from_frame(
         frame, name="beauty-bert4rec", has_ratings=False, has_timestamps=False
     )
-    return _finish(inter, min_user_interactions, min_item_interactions)
+    return inter.clean(min_user_interactions, min_item_interactions)
 
 
 def _read_table(
@@ -495,12 +271,12 @@ def load_interactions_file(
         items = pd.DataFrame({"item_id": table[id_col].astype(str)})
         items["title"] = table[title_col].fillna("").astype(str).str.strip() if title_col else ""
         items["genres"] = (
-            _split_genres(table[genres_col].fillna(""), genres_sep)
+            split_genres(table[genres_col].fillna(""), genres_sep)
             if genres_col
             else [[] for _ in range(len(items))]
         )
         text_sep = sep or ("\t" if items_path.suffix.lower() == ".tsv" else ",")
-        _check_unique_items(items_path, items, text_sep, quoted=True, header=True)
+        check_unique_ids(items_path, items["item_id"], text_sep, quoted=True, header=True)
     inter = Interactions.from_frame(
         frame,
         items=items,
@@ -508,7 +284,7 @@ def load_interactions_file(
         has_ratings=bool(rating_col),
         has_timestamps=bool(time_col),
     )
-    return _finish(inter, min_user_interactions, min_item_interactions)
+    return inter.clean(min_user_interactions, min_item_interactions)
 
 
 def _load_synthetic(**kwargs: Any) -> Interactions:
@@ -516,7 +292,7 @@ def _load_synthetic(**kwargs: Any) -> Interactions:
 
     min_user = kwargs.pop("min_user_interactions", 0)
     min_item = kwargs.pop("min_item_interactions", 0)
-    return _finish(make_synthetic(**kwargs), min_user, min_item)
+    return make_synthetic(**kwargs).clean(min_user, min_item)
 
 
 @dataclasses.dataclass(frozen=True)

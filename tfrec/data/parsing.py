@@ -434,3 +434,39 @@ def line_of_row(
         if i == row:
             return line
     raise ValueError(f"{path}: has no data row {row}")
+
+
+def split_genres(values: pd.Series, sep: str, none_marker: str = "") -> list[list[str]]:
+    """Splits ``sep``-joined genre strings into lists; ``""``/``none_marker`` -> ``[]``."""
+    out = []
+    for value in values.astype(str):
+        text = value.strip()
+        if not text or text == none_marker:
+            out.append([])
+        else:
+            out.append([g.strip() for g in text.split(sep) if g.strip()])
+    return out
+
+
+def check_unique_ids(
+    path: Path, ids: pd.Series, sep: str | None, *, quoted: bool, header: bool
+) -> None:
+    """Raises a DataError at the first id that repeats an earlier row's id.
+
+    The message names both lines (rows, for Parquet files).
+    """
+    dup = ids.duplicated().to_numpy()
+    if not dup.any():
+        return
+    row = int(np.argmax(dup))
+    item = ids.iloc[row]
+    first = int(np.argmax((ids == item).to_numpy()))
+    if path.suffix.lower() in (".parquet", ".pq"):
+        where, before = f"row {row + 1}", f"row {first + 1}"
+    else:
+        kw = {"quoted": quoted, "header": header}
+        where = f"line {line_of_row(path, row, sep, **kw)}"
+        before = f"line {line_of_row(path, first, sep, **kw)}"
+    raise DataError(
+        f"{path}: {where}: item id {item!r} already appeared at {before}; expected one row per item"
+    )

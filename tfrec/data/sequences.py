@@ -192,6 +192,61 @@ def retrieval_examples(
     return out
 
 
+def heldout_examples(
+    context: UserSequences, heldout: UserSequences, max_len: int, *, extras: bool = False
+) -> dict[str, np.ndarray]:
+    """Evaluation rows: one per held-out event, with the user's context as history.
+
+    Every held-out event of a user shares the same history: the last
+    ``max_len`` items of that user's ``context`` sequence (what a model may see,
+    e.g. train, or train + valid for test). ``target`` is 0 except column
+    ``L - 1``, which holds the held-out item, as in ``mode="last"``. Users
+    absent from ``context`` get an all-padding history (kept, not dropped).
+
+    Args:
+        context: Sequences the model may condition on.
+        heldout: Sequences of the held-out part (same vocabularies).
+        max_len: ``L`` (>= 1).
+        extras: Also return ``history_rating`` and ``history_dt`` (see
+            :func:`retrieval_examples`), computed on the context events.
+
+    Returns:
+        ``user`` int32 ``[N]``, ``history`` and ``target`` int32 ``[N, L]`` (and
+        the extras), N = number of held-out events, in ``heldout`` order.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    position = {u: i for i, u in enumerate(context.user_ids)}
+    empty_i = np.zeros(0, dtype=np.int32)
+    rows = [position.get(u, -1) for u in heldout.user_ids]
+    counts = heldout.lengths()
+
+    def context_matrix(arrays: Sequence[np.ndarray], dtype: type) -> np.ndarray:
+        lists = [arrays[r] if r >= 0 else empty_i for r in rows]
+        out = np.zeros((len(lists), max_len), dtype=dtype)
+        for i, seq in enumerate(lists):
+            tail = np.asarray(seq[-max_len:], dtype=dtype)
+            if len(tail):
+                out[i, max_len - len(tail) :] = tail
+        return np.repeat(out, counts, axis=0)
+
+    target = np.zeros((int(counts.sum()), max_len), dtype=np.int32)
+    target[:, -1] = _flatten(heldout.items, np.int32)
+    out = {
+        "user": np.repeat(heldout.users, counts).astype(np.int32),
+        "history": context_matrix(context.items, np.int32),
+        "target": target,
+    }
+    if extras:
+        lengths = context.lengths()
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        gaps = np.split(_log_gaps(context.timestamps, starts), np.cumsum(lengths)[:-1])
+        ratings = [np.nan_to_num(r, nan=0.0) for r in context.ratings]
+        out["history_rating"] = context_matrix(ratings, np.float32)
+        out["history_dt"] = context_matrix(gaps, np.float32)
+    return out
+
+
 def _as_lists(seqs_or_lists: UserSequences | Sequence[Sequence[int]]) -> list[np.ndarray]:
     if isinstance(seqs_or_lists, UserSequences):
         return list(seqs_or_lists.items)
