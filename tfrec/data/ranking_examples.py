@@ -196,18 +196,3 @@ def build_ranking_examples(
     if min_history > 0:
         examples = examples.take(np.flatnonzero(end - start >= min_history))
     return examples
-
-
-def concat_interactions(parts: list[Interactions]) -> Interactions:
-    """Concatenates interaction logs (e.g. ``train`` + ``valid`` as test context).
-
-    Args:
-        parts: Non-empty list; item tables and flags are taken from the first.
-
-    Returns:
-        One time-sorted :class:`Interactions`.
-    """
-    if not parts:
-        raise ValueError("concat_interactions: expected at least one Interactions")
-    frame = pd.concat([p.frame for p in parts], ignore_index=True)
-    return parts[0].with_frame(_time_sorted(frame))

@@ -39,13 +39,21 @@ import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import atomic_write_text
 from tfrec.data.interactions import Interactions
 from tfrec.data.negatives import hard_negative_pool, sample_negatives
-from tfrec.data.ranking_examples import RankingExamples, build_ranking_examples, concat_interactions
+from tfrec.data.ranking_examples import RankingExamples, build_ranking_examples
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
 from tfrec.evaluation import evaluate_full_ranking, list_ndcg, mae, mean_list_auc, rmse
 from tfrec.layers.towers import ItemFeatureTables, ItemTower, build_item_feature_tables
 from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.training.callbacks import (
+    MetricEarlyStopping,
+    ProgressLogger,
+    make_checkpoint_callback,
+    make_tensorboard_callback,
+)
+from tfrec.training.experiment import build_vocabularies as dataset_vocabularies
+from tfrec.training.experiment import concat_parts
 from tfrec.training.strategy import get_strategy
 
 logger = logging.getLogger(__name__)
@@ -77,23 +85,13 @@ class TrainedRanker:
 
 
 def build_vocabularies(split: Split) -> tuple[IdVocabulary, IdVocabulary]:
-    """User and item vocabularies of a split: train ids first, then the rest.
+    """User and item vocabularies over all parts of ``split`` and its item table.
 
-    Items of the item table (cold-start items with content) and of valid/test
-    are included so that they get content vectors; users only from train
-    (unknown users map to OOV).
+    Same construction as the retrieval runner
+    (:func:`tfrec.training.experiment.build_vocabularies`), so a ranker and a
+    retrieval model trained on the same data share item indices.
     """
-    users = IdVocabulary.from_ids(split.train.frame["user_id"], name="user")
-    item_ids = [split.train.frame["item_id"]]
-    if split.train.items is not None:
-        item_ids.append(split.train.items["item_id"].astype(str))
-    for part in (split.valid, split.test):
-        if part is not None:
-            item_ids.append(part.frame["item_id"])
-    items = IdVocabulary.from_ids(
-        (i for column in item_ids for i in column.astype(str)), name="item"
-    )
-    return users, items
+    return dataset_vocabularies(concat_parts(split.train, split.valid, split.test))
 
 
 def data_spec(
@@ -159,10 +157,6 @@ def eval_lists(
     return _list_features(examples, negatives)
 
 
-def _dataset(features: dict[str, np.ndarray], batch_size: int) -> tf.data.Dataset:
-    return tf.data.Dataset.from_tensor_slices(features).batch(batch_size).prefetch(2)
-
-
 class _ListBatches:
     """Generator of shuffled next-item training batches, negatives re-drawn each epoch."""
 
@@ -214,32 +208,44 @@ class _ListBatches:
         return tf.data.Dataset.from_generator(self, output_signature=signature).prefetch(2)
 
 
+def validation_metrics(
+    model: LSTMRanker, config: RankingConfig, features: dict[str, np.ndarray]
+) -> dict[str, float]:
+    """Validation metrics from the evaluation module (``rmse``/``mae`` or ``auc``/``ndcg@K``)."""
+    scores = predict_scores(model, features, batch_size=max(config.batch_size, 1024))
+    labels = features["labels"]
+    if config.objective == "rating":
+        return {"rmse": rmse(labels, scores), "mae": mae(labels, scores)}
+    return {
+        "auc": mean_list_auc(labels, scores),
+        f"ndcg@{config.ndcg_k}": list_ndcg(labels, scores, config.ndcg_k),
+    }
+
+
 def _callbacks(
-    config: RankingConfig, model_dir: Path | None, extra: Sequence[keras.callbacks.Callback]
-) -> tuple[list[keras.callbacks.Callback], str]:
-    monitor = "val_rmse" if config.objective == "rating" else f"val_ndcg@{config.ndcg_k}"
+    model: LSTMRanker,
+    config: RankingConfig,
+    valid_features: dict[str, np.ndarray],
+    model_dir: Path | None,
+    extra: Sequence[keras.callbacks.Callback],
+) -> list[keras.callbacks.Callback]:
+    """Early stopping on a validation metric (+ checkpoints, TensorBoard, progress)."""
+    monitor = "rmse" if config.objective == "rating" else f"ndcg@{config.ndcg_k}"
     mode = "min" if config.objective == "rating" else "max"
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
+        MetricEarlyStopping(
+            lambda: validation_metrics(model, config, valid_features),
             monitor=monitor,
-            mode=mode,
             patience=config.early_stopping_patience,
-            restore_best_weights=True,
-        )
+            mode=mode,
+        ),
+        ProgressLogger(examples_per_step=config.batch_size),
     ]
     if model_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(model_dir / "logs")))
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                str(model_dir / "checkpoints" / "best"),
-                monitor=monitor,
-                mode=mode,
-                save_best_only=True,
-                save_weights_only=True,
-            )
-        )
+        callbacks.append(make_checkpoint_callback(model_dir, monitor=f"val_{monitor}", mode=mode))
+        callbacks.append(make_tensorboard_callback(model_dir))
     callbacks.extend(extra)
-    return callbacks, monitor
+    return callbacks
 
 
 def _split_validation(
@@ -256,15 +262,15 @@ def _datasets(
     train: RankingExamples,
     valid: RankingExamples,
     retrieval: RetrievalScorer | None,
-) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Training (shuffled; next-item negatives re-drawn per epoch) and validation datasets."""
+) -> tuple[tf.data.Dataset, dict[str, np.ndarray]]:
+    """Training dataset (shuffled; next-item negatives re-drawn per epoch), validation features."""
     if config.objective == "rating":
         rng = np.random.default_rng([config.seed, 3])
         train = train.take(rng.permutation(len(train)))
         train_ds = tf.data.Dataset.from_tensor_slices(_rating_features(train))
         train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
         train_ds = train_ds.batch(config.batch_size).prefetch(2)
-        valid_ds = _dataset(_rating_features(valid), config.batch_size)
+        valid_features = _rating_features(valid)
     else:
         popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
         pool = None
@@ -279,10 +285,8 @@ def _datasets(
                 pool_size=config.hard_pool_size,
             )
         train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
-        valid_lists = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
-        valid_ds = _dataset(valid_lists, config.batch_size)
-
-    return train_ds, valid_ds
+        valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
+    return train_ds, valid_features
 
 
 def train_ranker(
@@ -356,21 +360,21 @@ def train_ranker(
         model = build_ranker(config, spec, tables)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
 
-    train_ds, valid_ds = _datasets(config, spec, train, valid, retrieval)
+    train_ds, valid_features = _datasets(config, spec, train, valid, retrieval)
 
     out_dir = Path(model_dir) if model_dir is not None else None
-    cbs, monitor = _callbacks(config, out_dir, callbacks)
+    cbs = _callbacks(model, config, valid_features, out_dir, callbacks)
     logger.info(
-        "training ranker (%s): %d train / %d valid examples, monitor %s",
+        "training ranker (%s): %d train / %d valid examples",
         config.objective,
         len(train),
         len(valid),
-        monitor,
     )
-    fit = model.fit(
-        train_ds, validation_data=valid_ds, epochs=config.epochs, callbacks=cbs, verbose=verbose
-    )
-    history = {key: [float(v) for v in values] for key, values in fit.history.items()}
+    fit = model.fit(train_ds, epochs=config.epochs, callbacks=cbs, verbose=verbose)
+    skipped = () if config.objective == "rating" else ("auc", f"ndcg@{config.ndcg_k}")
+    history = {  # list metrics are not computed in training steps (only on validation)
+        key: [float(v) for v in values] for key, values in fit.history.items() if key not in skipped
+    }
     trained = TrainedRanker(model, config, spec, user_vocab, item_vocab, tables, history)
     if out_dir is not None:
         save_ranker(trained, out_dir)
@@ -403,7 +407,7 @@ def test_examples(
     """Examples of ``split.test`` with history from train (+ valid)."""
     context = split.train
     if split.valid is not None and len(split.valid):
-        context = concat_interactions([split.train, split.valid])
+        context = concat_parts(split.train, split.valid)
     return build_ranking_examples(
         split.test,
         trained.user_vocab,
