@@ -1,1 +1,1 @@
-"""Command-line interface: ``tfrec train | evaluate | export | recommend | prepare | serve | demo``."""
+"""Command-line interface: ``tfrec train|evaluate|export|recommend|prepare|serve|demo``."""

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_export:
         path = experiment.export(output_dir / "export")
         print(f"export: {path}")
-    keys = [k for k in metrics if k.startswith("test/") and ("@10" in k or k.endswith("mrr"))]
+    keys = [k for k in metrics if k.startswith("test/") and k.endswith(("@10", "mrr"))]
     print(json.dumps({k: round(metrics[k], 4) for k in keys}, indent=2))
     print(f"wrote {output_dir / 'config.json'} and {output_dir / 'metrics.json'}")
     return 0

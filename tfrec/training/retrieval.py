@@ -182,6 +182,7 @@ class RetrievalExperiment:
                 optimizer=make_optimizer(config.model), jit_compile=config.model.jit_compile
             )
         self._queries: dict[str, EvalQueries] = {}
+        self._score_graph = None
         self.history: dict[str, list[float]] = {}
         self.metrics: dict[str, float] = {}
         self.train_seconds = 0.0
@@ -248,20 +249,23 @@ class RetrievalExperiment:
         return self._queries[part]
 
     def _score_fn(self, queries: EvalQueries):
-        candidates = self.model.candidate_embeddings()
-        max_len = self.config.model.max_history
-
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None, max_len], tf.int32),
-            ]
-        )
-        def score(user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
-            return self.model.score(user, history, candidates=candidates)
+        """``rows [b] -> scores [b, I]`` over ``queries`` (one traced graph per experiment)."""
+        if self._score_graph is None:
+            max_len = self.config.model.max_history
+            self._score_graph = tf.function(
+                lambda user, history, candidates: self.model.score(
+                    user, history, candidates=candidates
+                ),
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32),  # user [B]
+                    tf.TensorSpec([None, max_len], tf.int32),  # history [B, L]
+                    tf.TensorSpec([None, None], tf.float32),  # candidates [I, D]
+                ],
+            )
+        candidates = self.model.candidate_embeddings()  # [I, D], once per evaluation
 
         def score_fn(rows: np.ndarray) -> np.ndarray:
-            return score(queries.users[rows], queries.history[rows]).numpy()
+            return self._score_graph(queries.users[rows], queries.history[rows], candidates).numpy()
 
         return score_fn
 
@@ -324,11 +328,7 @@ class RetrievalExperiment:
             callbacks.insert(
                 0,
                 MetricEarlyStopping(
-                    lambda: {
-                        key.split("/", 1)[1]: value
-                        for key, value in self.evaluate_part("valid", log_every_s=60).items()
-                        if key.startswith("valid/")
-                    },
+                    self._validation_metrics,
                     monitor=cfg.monitor,
                     patience=cfg.patience,
                     restore_best_weights=True,
@@ -351,6 +351,12 @@ class RetrievalExperiment:
         self.train_seconds += time.perf_counter() - start
         self.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
         return self.history
+
+    def _validation_metrics(self) -> dict[str, float]:
+        """The few validation metrics logged after each epoch (monitor included)."""
+        metrics = self.evaluate_part("valid", log_every_s=60)
+        keep = {self.config.model.monitor, "ndcg@10", "hr@10", "recall@10", "mrr"}
+        return {key[len("valid/") :]: value for key, value in metrics.items() if key[6:] in keep}
 
     def evaluate(self) -> dict[str, float]:
         """Test metrics (plus validation ones when a validation part exists)."""
