@@ -110,6 +110,7 @@ class ServingCore:
         response = get_model_status_pb2.GetModelStatusResponse()
         for record in self.manager.status(spec.name, version):
             row = response.model_version_status.add(version=record.version, state=record.state)
+            row.status.SetInParent()  # TF Serving always sends a status (OK when no error)
             if record.error:
                 row.status.error_code = 2  # tensorflow.error.UNKNOWN; the message says why
                 row.status.error_message = record.error

@@ -130,7 +130,7 @@ class RestServer:
         self._httpd.daemon_threads = True
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="tfrec-rest", daemon=True
+            target=self._httpd.serve_forever, args=(0.05,), name="tfrec-rest", daemon=True
         )
 
     def start(self) -> None:
