@@ -113,7 +113,7 @@ class RetrievalExperimentConfig(JsonConfig):
             **data_kwargs: Further :class:`DataConfig` fields (``data_dir``, ...).
         """
         if dataset not in PRESETS:
-            raise ValueError(f"dataset={dataset!r}; expected one of {sorted(PRESETS)}")
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(PRESETS)}")
         data, model, evaluation = PRESETS[dataset]
         return cls(
             data=DataConfig(dataset=dataset, **{**data, **data_kwargs}),
