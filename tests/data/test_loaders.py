@@ -147,7 +147,7 @@ def test_generic_csv_with_datetime_strings_and_items(tmp_path):
 
 def test_generic_csv_without_time_uses_row_order(tmp_path):
     path = tmp_path / "e.tsv"
-    path.write_text("u\ti\nx\t3\nx\t1\ny\t2\n")
+    path.write_text("u\t i \nx\t3\nx\t1\ny\t2\n")  # header names are stripped
     inter = load_interactions_file(path, "u", "i")
     assert inter.frame["item_id"].tolist() == ["3", "1", "2"]
     assert inter.frame["timestamp"].tolist() == [0, 1, 0]

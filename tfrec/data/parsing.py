@@ -333,6 +333,7 @@ def read_with_header(
         )
     converted, bad_row, kinds = None, -1, {f.column: str(f.kind) for f in fields}
     if frame is not None:
+        frame.columns = [str(c).strip() for c in frame.columns]  # "a, b" headers
         converted, bad_row, kinds = _convert(frame, fields)
     if frame is None or bad_row >= 0:
         positions = [(header.index(f.column), f, kinds[f.column]) for f in fields]
