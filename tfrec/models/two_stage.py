@@ -24,6 +24,7 @@ import tensorflow as tf
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.vocab import NUM_RESERVED
+from tfrec.layers.towers import compact_history
 from tfrec.models.ranking import LSTMRanker
 from tfrec.models.retrieval import TwoTowerModel
 
@@ -35,7 +36,8 @@ class RetrievalScorer(tf.Module):
 
     Uses the model's own inference path, ``query_embeddings(user, history)``
     (OOV/padding compacted, query at the most recent item) dotted with
-    ``candidate_embeddings()``.
+    ``candidate_embeddings()``, which are computed once here (a snapshot: build
+    the scorer after training).
 
     Args:
         model: A trained :class:`~tfrec.models.retrieval.TwoTowerModel`.
@@ -47,19 +49,24 @@ class RetrievalScorer(tf.Module):
         self.model = model
         self.max_history = int(model.config.max_history)
         self.num_items = int(model.num_items)
+        self.candidates = tf.Variable(
+            model.candidate_embeddings(), trainable=False, name="candidate_embeddings"
+        )  # [I, D]
 
     def __call__(self, features: Features) -> tf.Tensor:
         """Returns ``[B, I]`` scores of every item index (0/1 are -inf).
 
         Args:
-            features: ``history`` int ``[B, L]`` (cut to the model's most recent
-                ``max_history`` items) and optional ``user`` int ``[B]``.
+            features: ``history`` int ``[B, L]`` (OOV dropped, cut to the model's
+                most recent ``max_history`` items) and the user index of the
+                retrieval model's vocabulary, ``retrieval_user`` (else ``user``) ``[B]``.
         """
-        history = tf.cast(features["history"], tf.int32)[:, -self.max_history :]  # [B, L]
-        user = features.get("user")
+        history = compact_history(tf.cast(features["history"], tf.int32))
+        history = history[:, -self.max_history :]  # [B, <= L]
+        user = features.get("retrieval_user", features.get("user"))
         if user is None:
             user = tf.ones(tf.shape(history)[:1], tf.int32)  # unknown user
-        return self.model.score(tf.cast(user, tf.int32), history)  # [B, I]
+        return self.model.score(tf.cast(user, tf.int32), history, self.candidates)  # [B, I]
 
 
 def history_mask(history: tf.Tensor, num_items: int) -> tf.Tensor:
@@ -125,7 +132,7 @@ class TwoStageRecommender(tf.Module):
             exclude = history_mask(features["history"], self.num_items)
         reserved = tf.range(self.num_items) < NUM_RESERVED  # [I]
         blocked = tf.logical_or(exclude, reserved[None, :])
-        scores = tf.where(blocked, tf.fill(tf.shape(scores), -float("inf")), scores)
+        scores = tf.where(blocked, tf.constant(-float("inf"), scores.dtype), scores)
         top_scores, items = tf.math.top_k(scores, k=self.num_candidates)  # [B, N]
         return scores, items, top_scores > -float("inf")
 
@@ -134,11 +141,11 @@ class TwoStageRecommender(tf.Module):
         ranker_features = {
             key: value[:, -self.ranker_history :] if key.startswith("history") else value
             for key, value in features.items()
-            if key in ("history", "history_rating", "history_log_dt", "user")
+            if key in ("history", "history_rating", "history_log_dt", "user")  # not retrieval_user
         }
         ranker_features["candidates"] = items
         scores = self.ranker(ranker_features, training=False)  # [B, N]
-        return tf.where(valid, scores, tf.fill(tf.shape(scores), -float("inf")))
+        return tf.where(valid, scores, tf.constant(-float("inf"), scores.dtype))
 
     def recommend(
         self, features: Features, k: int | tf.Tensor, exclude: tf.Tensor | None = None
@@ -160,23 +167,21 @@ class TwoStageRecommender(tf.Module):
         return tf.gather(items, order, batch_dims=1), top_scores
 
     def score_matrix(self, features: Features, exclude: tf.Tensor | None = None) -> tf.Tensor:
-        """Full ``[B, I]`` scores that rank the re-ranked N first (see module docstring)."""
+        """Full float64 ``[B, I]`` scores ranking the re-ranked N first (see module docstring)."""
         retrieval_scores, items, valid = self.retrieve(features, exclude)  # [B, I], [B, N]
         ranker_scores = tf.cast(self.rerank(features, items, valid), tf.float64)  # [B, N]
         retrieval_scores = tf.cast(retrieval_scores, tf.float64)
         finite = tf.math.is_finite(retrieval_scores)
         floor = tf.reduce_max(
-            tf.where(finite, retrieval_scores, tf.fill(tf.shape(retrieval_scores), -1e30)),
+            tf.where(finite, retrieval_scores, tf.constant(-1e30, tf.float64)),
             axis=1,
             keepdims=True,
         )  # [B, 1] best retrieval score
         low = tf.reduce_min(
-            tf.where(valid, ranker_scores, tf.fill(tf.shape(ranker_scores), 1e30)),
-            axis=1,
-            keepdims=True,
+            tf.where(valid, ranker_scores, tf.constant(1e30, tf.float64)), axis=1, keepdims=True
         )  # [B, 1] worst re-ranked score
         lifted = ranker_scores - low + floor + 1.0  # every retrieved item > every other item
-        lifted = tf.where(valid, lifted, tf.fill(tf.shape(lifted), -float("inf")))
+        lifted = tf.where(valid, lifted, tf.constant(-float("inf"), tf.float64))
         rows = tf.broadcast_to(tf.range(tf.shape(items)[0])[:, None], tf.shape(items))
         indices = tf.stack([rows, items], axis=-1)  # [B, N, 2]
         return tf.tensor_scatter_nd_update(retrieval_scores, indices, lifted)

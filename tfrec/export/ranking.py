@@ -1,0 +1,326 @@
+"""Ranking SavedModel and combined (retrieve -> rank) recommender SavedModel for TF Serving.
+
+Ranking ``serving_default``:
+
+* inputs ``history`` string ``[B, L]`` (oldest first, ``""`` = padding, unknown
+  ids ignored), ``candidates`` string ``[B, C]``, ``user_id`` string ``[B]``
+  (``""``/unknown = out-of-vocabulary user);
+* output ``scores`` float32 ``[B, C]`` (predicted rating or logit). A ``""``
+  candidate gets ``-inf``; an unknown candidate id is scored with the
+  out-of-vocabulary item vector (no error).
+
+Event signals (ratings, time gaps) are not inputs: the history is scored with
+its signals hidden, a state the ranker is trained on (``signal_dropout``).
+
+Combined recommender ``serving_default``: the retrieval contract (``user_id``
+``[B]``, ``history`` ``[B, L]``, ``k`` int32 ``[B]`` -> ``item_ids`` string
+``[B, K]``, ``scores`` float32 ``[B, K]``, ``K = max(k)``). Inside: the
+retrieval model scores the catalogue, history items are excluded, the top
+``N = num_candidates`` are re-scored by the ranker and the best K returned
+(scores are ranker scores). Slots that cannot be filled hold ``""`` / ``-inf``.
+
+Mismatched batch sizes, ``k < 1`` or ``k > N`` raise ``InvalidArgumentError``
+inside the graph (gRPC ``INVALID_ARGUMENT``). Both SavedModels load with
+TensorFlow alone (no tfrec import). Versions are written atomically through
+:mod:`tfrec.export.layout` and never overwritten; ``assets.extra/`` holds
+``tfrec_config.json``, the vocabularies and the caller's files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec._version import __version__
+from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.layout import ASSETS_EXTRA, staged_version, write_assets_extra
+from tfrec.export.retrieval import (
+    CONFIG_FILE,
+    ITEM_VOCAB_FILE,
+    SIGNATURE_NAME,
+    USER_VOCAB_FILE,
+    _extra_files,
+    _lookup,
+)
+from tfrec.layers.towers import compact_history
+from tfrec.models.retrieval import TwoTowerModel
+from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.training.ranking import TrainedRanker
+
+logger = logging.getLogger(__name__)
+
+RETRIEVAL_USER_VOCAB_FILE = "retrieval_user_vocab.txt"
+
+
+class RankingServingModule(tf.Module):
+    """The exported ranking graph: string lookups + the ranker.
+
+    Args:
+        trained: The trained ranker with its vocabularies.
+    """
+
+    def __init__(self, trained: TrainedRanker):
+        super().__init__(name="ranking_serving")
+        self.ranker = trained.model
+        self.max_history = trained.config.max_history
+        self.user_lookup = _lookup(trained.user_vocab, "user_lookup")
+        self.item_lookup = _lookup(trained.item_vocab, "item_lookup")
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([None, None], tf.string, name="candidates"),
+            tf.TensorSpec([None], tf.string, name="user_id"),
+        ]
+    )
+    def serve(
+        self, history: tf.Tensor, candidates: tf.Tensor, user_id: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """Scores the candidates; see the module docstring for the contract."""
+        batch = tf.shape(user_id)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(history)[0], batch, message="history must have one row per user_id"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(candidates)[0], batch, message="candidates must have one row per user_id"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
+            items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]
+            cands = tf.cast(self.item_lookup(candidates), tf.int32)  # [B, C]
+        recent = compact_history(items)[:, -self.max_history :]  # [B, <= L]
+        scores = self.ranker(
+            {"user": users, "history": recent, "candidates": cands}, training=False
+        )  # [B, C]
+        scores = tf.where(cands == 0, tf.constant(-float("inf"), scores.dtype), scores)
+        return {"scores": tf.cast(scores, tf.float32)}
+
+
+class RecommenderServingModule(tf.Module):
+    """The exported two-stage graph: lookups, retrieval top-N, ranker, top-K.
+
+    Args:
+        retrieval_model: The trained two-tower model.
+        retrieval_user_vocab: The user vocabulary of the retrieval model.
+        item_vocab: The item vocabulary shared by both models.
+        trained: The trained ranker (same item vocabulary).
+        num_candidates: N, retrieved items re-scored by the ranker.
+
+    Raises:
+        ValueError: Item vocabularies that differ or do not match the models.
+    """
+
+    def __init__(
+        self,
+        retrieval_model: TwoTowerModel,
+        retrieval_user_vocab: IdVocabulary,
+        item_vocab: IdVocabulary,
+        trained: TrainedRanker,
+        num_candidates: int,
+    ):
+        super().__init__(name="recommender_serving")
+        if item_vocab.tokens != trained.item_vocab.tokens:
+            raise ValueError(
+                "item_vocab differs from the ranker's item vocabulary: the retrieval model and "
+                "the ranker must be trained with the same item vocabulary"
+            )
+        if item_vocab.size != retrieval_model.num_items:
+            raise ValueError(
+                f"item_vocab has {item_vocab.size} indices but the retrieval model has "
+                f"num_items={retrieval_model.num_items}"
+            )
+        if retrieval_user_vocab.size != retrieval_model.num_users:
+            raise ValueError(
+                f"retrieval_user_vocab has {retrieval_user_vocab.size} indices but the retrieval "
+                f"model has num_users={retrieval_model.num_users}"
+            )
+        self.pipeline = TwoStageRecommender(
+            RetrievalScorer(retrieval_model),
+            trained.model,
+            num_candidates=num_candidates,
+            ranker_history=trained.config.max_history,
+        )
+        self.num_candidates = self.pipeline.num_candidates
+        self.retrieval_user_lookup = _lookup(retrieval_user_vocab, "retrieval_user_lookup")
+        self.user_lookup = _lookup(trained.user_vocab, "user_lookup")
+        self.item_lookup = _lookup(item_vocab, "item_lookup")
+        self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None, None], tf.string, name="history"),
+            tf.TensorSpec([None], tf.int32, name="k"),
+        ]
+    )
+    def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Top-K re-ranked items per user; see the module docstring for the contract."""
+        batch = tf.shape(user_id)[0]
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(history)[0], batch, message="history must have one row per user_id"
+            ),
+            tf.debugging.assert_equal(
+                tf.shape(k)[0], batch, message="k must have one value per user_id"
+            ),
+            tf.debugging.assert_greater_equal(k, 1, message="k must be >= 1"),
+            tf.debugging.assert_less_equal(
+                k,
+                self.num_candidates,
+                message=f"k must be <= {self.num_candidates} (the retrieved candidates N)",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            features = {
+                "user": tf.cast(self.user_lookup(user_id), tf.int32),  # [B]
+                "retrieval_user": tf.cast(self.retrieval_user_lookup(user_id), tf.int32),
+                "history": compact_history(tf.cast(self.item_lookup(history), tf.int32)),
+            }
+        top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
+        items, scores = self.pipeline.recommend(features, top)  # [B, K]
+        ids = tf.gather(self._item_tokens, items)
+        ids = tf.where(tf.math.is_inf(scores), tf.constant("", tf.string), ids)
+        return {"item_ids": ids, "scores": tf.cast(scores, tf.float32)}
+
+
+def _config_json(info: dict[str, Any]) -> str:
+    return json.dumps({"tfrec_version": __version__, **info}, indent=2, sort_keys=True) + "\n"
+
+
+def _ranker_info(trained: TrainedRanker) -> dict[str, Any]:
+    return {
+        "ranking_config": trained.config.to_dict(),
+        "ranker_data_spec": trained.spec.to_dict(),
+        "num_users": trained.spec.num_users,
+        "num_items": trained.spec.num_items,
+        "user_vocab": USER_VOCAB_FILE,
+        "item_vocab": ITEM_VOCAB_FILE,
+    }
+
+
+def export_ranking(
+    trained: TrainedRanker,
+    base_dir: str | os.PathLike[str],
+    *,
+    model_name: str = "ranking",
+    version: int | None = None,
+    assets_extra: Mapping[str, bytes] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Exports the ranking SavedModel as ``<base_dir>/<model_name>/<version>/``.
+
+    Args:
+        trained: The trained ranker.
+        base_dir: TF Serving base directory.
+        model_name: Model directory name.
+        version: Integer version, or None for the next free one.
+        assets_extra: Binary files for ``assets.extra/`` (e.g. warmup requests).
+        extra_files: Text files for ``assets.extra/`` (e.g. ``metrics.json``).
+
+    Returns:
+        The final version directory.
+
+    Raises:
+        ValueError: Bad name, version or extra file name.
+        FileExistsError: The version already exists (never overwritten).
+    """
+    module = RankingServingModule(trained)
+    info = {
+        "model_type": "ranking",
+        "signature": SIGNATURE_NAME,
+        "inputs": {
+            "history": "string [B, L]",
+            "candidates": "string [B, C]",
+            "user_id": "string [B]",
+        },
+        "outputs": {"scores": "float32 [B, C]"},
+        **_ranker_info(trained),
+    }
+    files = _extra_files(_config_json(info), assets_extra, extra_files)
+    with staged_version(base_dir, model_name, version) as staged:
+        tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
+        directory = write_assets_extra(staged.path, files)
+        trained.user_vocab.save(directory / USER_VOCAB_FILE)
+        trained.item_vocab.save(directory / ITEM_VOCAB_FILE)
+    logger.info(
+        "exported ranking model to %s (%s/ %s)", staged.final_path, ASSETS_EXTRA, CONFIG_FILE
+    )
+    return staged.final_path
+
+
+def export_recommender(
+    retrieval_model: TwoTowerModel,
+    retrieval_user_vocab: IdVocabulary,
+    item_vocab: IdVocabulary,
+    trained: TrainedRanker,
+    base_dir: str | os.PathLike[str],
+    *,
+    model_name: str = "recommender",
+    version: int | None = None,
+    num_candidates: int | None = None,
+    assets_extra: Mapping[str, bytes] | None = None,
+    extra_files: Mapping[str, str] | None = None,
+) -> Path:
+    """Exports the combined retrieve -> rank SavedModel (retrieval signature).
+
+    Args:
+        retrieval_model: The trained two-tower model.
+        retrieval_user_vocab: Its user vocabulary.
+        item_vocab: The item vocabulary of both models.
+        trained: The trained ranker.
+        base_dir: TF Serving base directory.
+        model_name: Model directory name.
+        version: Integer version, or None for the next free one.
+        num_candidates: N (default ``trained.config.num_candidates``).
+        assets_extra: Binary files for ``assets.extra/``.
+        extra_files: Text files for ``assets.extra/``.
+
+    Returns:
+        The final version directory.
+
+    Raises:
+        ValueError: Vocabularies that do not match, bad name/version/file names.
+        FileExistsError: The version already exists (never overwritten).
+    """
+    module = RecommenderServingModule(
+        retrieval_model,
+        retrieval_user_vocab,
+        item_vocab,
+        trained,
+        num_candidates or trained.config.num_candidates,
+    )
+    info = {
+        "model_type": "recommender",
+        "signature": SIGNATURE_NAME,
+        "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
+        "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
+        "num_candidates": module.num_candidates,
+        "num_real_items": item_vocab.size - NUM_RESERVED,
+        "retrieval_config": retrieval_model.config.to_dict(),
+        "retrieval_user_vocab": RETRIEVAL_USER_VOCAB_FILE,
+        **_ranker_info(trained),
+    }
+    files = _extra_files(_config_json(info), assets_extra, extra_files)
+    if RETRIEVAL_USER_VOCAB_FILE in files:
+        raise ValueError(f"{RETRIEVAL_USER_VOCAB_FILE!r} is written by the exporter")
+    with staged_version(base_dir, model_name, version) as staged:
+        tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
+        directory = write_assets_extra(staged.path, files)
+        trained.user_vocab.save(directory / USER_VOCAB_FILE)
+        item_vocab.save(directory / ITEM_VOCAB_FILE)
+        retrieval_user_vocab.save(directory / RETRIEVAL_USER_VOCAB_FILE)
+    logger.info(
+        "exported recommender (retrieval top-%d -> ranker) to %s",
+        module.num_candidates,
+        staged.final_path,
+    )
+    return staged.final_path
