@@ -1,0 +1,1 @@
+"""SavedModel exports for TF Serving: directory layout, retrieval, ranking, warmup."""

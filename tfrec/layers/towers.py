@@ -270,6 +270,7 @@ def compact_history(history: tf.Tensor) -> tf.Tensor:
     Returns:
         ``[B, L]`` left-padded indices with no OOV entries.
     """
+    history = tf.cast(history, tf.int32)
     history = tf.where(history == OOV_INDEX, tf.zeros_like(history), history)
     real = tf.cast(history > 0, tf.int32)  # [B, L]
     order = tf.argsort(real, axis=1, stable=True)  # padding first, real items in order
@@ -367,6 +368,22 @@ class QueryTower(keras.layers.Layer):
             user = self._users(tf.cast(features["user"], tf.int32))  # [B, D]
             outputs += tf.cast(user, outputs.dtype)[:, tf.newaxis, :]
         return outputs
+
+    def final_query(self, user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+        """Inference query: the output after the most recent real history item.
+
+        OOV entries are treated as padding and padding is moved left first
+        (:func:`compact_history`), so right-padded or partly unknown histories work.
+
+        Args:
+            user: int ``[B]`` user indices (ignored without the user embedding).
+            history: int ``[B, L]`` item indices, oldest first.
+
+        Returns:
+            ``[B, D]`` float32 query vectors.
+        """
+        features = {"user": tf.cast(user, tf.int32), "history": compact_history(history)}
+        return tf.cast(self(features, training=False)[:, -1, :], tf.float32)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the layer config with the item tower and encoder serialised."""

@@ -316,8 +316,9 @@ class TwoTowerModel(TfrecModel):
     def query_embeddings(self, user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
         """Query vectors for inference.
 
-        OOV history entries are treated as padding and padding is moved left
-        first, so the query is the encoder output after the most recent real item.
+        OOV history entries are treated as padding, padding is moved left and
+        only the ``max_history`` most recent items are kept, so the query is the
+        encoder output after the most recent real item.
 
         Args:
             user: int ``[B]`` user indices (ignored without the user embedding).
@@ -326,11 +327,8 @@ class TwoTowerModel(TfrecModel):
         Returns:
             ``[B, D]`` float32 query vectors.
         """
-        history = compact_history(tf.cast(history, tf.int32))
-        outputs = self.query_tower(
-            {"user": tf.cast(user, tf.int32), "history": history}, training=False
-        )  # [B, L, D]
-        return tf.cast(outputs[:, -1, :], tf.float32)
+        recent = compact_history(history)[:, -self.config.max_history :]  # [B, <= max_history]
+        return self.query_tower.final_query(user, recent)
 
     def candidate_embeddings(self) -> tf.Tensor:
         """Returns ``[I, D]`` float32 vectors of every item index (rows 0/1 included)."""

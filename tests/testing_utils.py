@@ -1,0 +1,233 @@
+"""Shared model-test harness (cf. Merlin's ``testing_utils.model_test``).
+
+``model_test`` fits a model for one step on tiny data, exports it, and checks that
+the SavedModel, loaded in a FRESH Python process that never imports tfrec, returns
+the same top-K item ids (identical) and scores (allclose) as the eager model.
+Several exports can be checked in one subprocess with :func:`check_in_fresh_process`
+to pay the TensorFlow import once.
+
+Usage from a test (``tests/`` is on ``sys.path`` under pytest's rootdir conftest)::
+
+    from testing_utils import model_test, tiny_vocabs, tiny_batch
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from tfrec.data.vocab import IdVocabulary
+from tfrec.export.retrieval import export_retrieval
+from tfrec.models.retrieval import TwoTowerModel, make_optimizer
+
+NUM_USERS = 6  # vocabulary sizes 8 (users) and 10 (items: 8 real) with padding + OOV
+NUM_ITEMS = 8
+
+
+def tiny_vocabs() -> tuple[IdVocabulary, IdVocabulary]:
+    """User vocab ``u0..u5`` (indices 2..7) and item vocab ``i0..i7`` (indices 2..9)."""
+    users = IdVocabulary([f"u{i}" for i in range(NUM_USERS)], name="user")
+    items = IdVocabulary([f"i{i}" for i in range(NUM_ITEMS)], name="item")
+    return users, items
+
+
+def tiny_batch(length: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch of the model input contract: 6 users, left-padded histories, all positions."""
+    rng = np.random.default_rng(seed)
+    rows = NUM_USERS
+    history = np.zeros((rows, length), np.int32)
+    target = np.zeros((rows, length), np.int32)
+    for row in range(rows):
+        size = 1 + row % length
+        seq = rng.choice(np.arange(2, 2 + NUM_ITEMS), size=size + 1, replace=False)
+        history[row, length - size :] = seq[:-1]
+        target[row, length - size :] = seq[1:]
+    users = np.arange(2, 2 + rows, dtype=np.int32)
+    return {"user": users, "history": history, "target": target}
+
+
+def serving_inputs() -> dict[str, np.ndarray]:
+    """String requests covering padding, right padding, unknown ids and an empty history."""
+    return {
+        "user_id": np.array(["u0", "u3", "nobody", "", "u5"], dtype=object),
+        "history": np.array(
+            [
+                ["", "i1", "i2", "i3"],  # left padded
+                ["i4", "i0", "", ""],  # right padded
+                ["i7", "unknown-item", "i2", ""],  # unknown id in the middle
+                ["", "", "", ""],  # empty history, empty user id
+                ["i1", "i1", "i6", "i5"],  # repeated item
+            ],
+            dtype=object,
+        ),
+        "k": np.array([3, 5, 8, 1, 2], dtype=np.int32),
+    }
+
+
+@dataclasses.dataclass
+class ExportCase:
+    """One exported model and the eager model's answers to ``inputs``."""
+
+    name: str
+    export_dir: Path
+    inputs: dict[str, np.ndarray]
+    expected_ids: np.ndarray  # [B, K] str
+    expected_scores: np.ndarray  # [B, K] float32
+
+
+def fit_one_step(model: TwoTowerModel, batch: dict[str, np.ndarray]) -> float:
+    """Compiles the model and runs one optimisation step; returns the loss."""
+    model.compile(make_optimizer(model.config))
+    logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
+    return float(logs["loss"][0])
+
+
+def eager_top_k(
+    model: TwoTowerModel,
+    user_vocab: IdVocabulary,
+    item_vocab: IdVocabulary,
+    inputs: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference top-K computed with the in-memory model and numpy.
+
+    Scores come from ``model.score``; history items, padding and OOV are
+    excluded; slots that cannot be filled get ``""`` and ``-inf``.
+    """
+    users = user_vocab.lookup(inputs["user_id"])
+    history = item_vocab.lookup(inputs["history"])
+    scores = model.score(tf.constant(users), tf.constant(history)).numpy()  # [B, I]
+    rows = np.arange(len(users))[:, None]
+    scores[rows, history] = -np.inf
+    scores[:, :2] = -np.inf
+    top = int(inputs["k"].max())
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+    values = np.take_along_axis(scores, order, axis=1)
+    tokens = np.array(item_vocab.all_tokens(), dtype=object)
+    ids = np.where(np.isneginf(values), "", tokens[order]).astype(object)
+    return ids, values.astype(np.float32)
+
+
+def export_case(
+    name: str,
+    model: TwoTowerModel,
+    user_vocab: IdVocabulary,
+    item_vocab: IdVocabulary,
+    base_dir: Path,
+    *,
+    inputs: dict[str, np.ndarray] | None = None,
+) -> ExportCase:
+    """Exports ``model`` under ``base_dir/name`` and records the eager answers."""
+    inputs = serving_inputs() if inputs is None else inputs
+    export_dir = export_retrieval(model, user_vocab, item_vocab, base_dir, model_name=name)
+    ids, scores = eager_top_k(model, user_vocab, item_vocab, inputs)
+    return ExportCase(name, export_dir, inputs, ids, scores)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    jobs = json.loads(sys.argv[1])
+    for job in jobs:
+        data = np.load(job["inputs"], allow_pickle=True)
+        loaded = tf.saved_model.load(job["export_dir"])
+        serve = loaded.signatures["serving_default"]
+        out = serve(
+            user_id=tf.constant(data["user_id"].astype(str)),
+            history=tf.constant(data["history"].astype(str)),
+            k=tf.constant(data["k"], tf.int32),
+        )
+        np.savez(
+            job["outputs"],
+            item_ids=out["item_ids"].numpy().astype(str),
+            scores=out["scores"].numpy(),
+        )
+    assert "tfrec" not in sys.modules, "the serving check must not import tfrec"
+    print("checked", len(jobs), "exports")
+    """
+)
+
+
+def check_in_fresh_process(cases: Sequence[ExportCase], work_dir: Path) -> None:
+    """Loads every export in ONE new Python process (no tfrec) and compares outputs.
+
+    Raises:
+        AssertionError: The subprocess failed, imported tfrec, or an output differs
+            (item ids must be identical, scores allclose).
+    """
+    jobs = []
+    for i, case in enumerate(cases):
+        inputs_file = work_dir / f"inputs-{i}.npz"
+        np.savez(inputs_file, **case.inputs)
+        jobs.append(
+            {
+                "export_dir": str(case.export_dir),
+                "inputs": str(inputs_file),
+                "outputs": str(work_dir / f"outputs-{i}.npz"),
+            }
+        )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    result = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(jobs)],
+        cwd=work_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"fresh-process check failed:\n{result.stderr[-4000:]}"
+    for case, job in zip(cases, jobs, strict=True):
+        served = np.load(job["outputs"])
+        np.testing.assert_array_equal(
+            served["item_ids"], case.expected_ids.astype(str), err_msg=f"{case.name}: item_ids"
+        )
+        np.testing.assert_allclose(
+            served["scores"],
+            case.expected_scores,
+            rtol=1e-5,
+            atol=1e-6,
+            err_msg=f"{case.name}: scores",
+        )
+
+
+def model_test(
+    model: TwoTowerModel,
+    tmp_path: Path,
+    name: str = "retrieval",
+    batch: dict[str, np.ndarray] | None = None,
+    fresh_process: bool = True,
+) -> ExportCase:
+    """Fit one step, export, (optionally) reload in a fresh process and compare.
+
+    Args:
+        model: A TwoTowerModel built for :func:`tiny_vocabs` sizes.
+        tmp_path: Scratch directory (exports go to ``tmp_path / "models"``).
+        name: Model name of the export.
+        batch: Training batch (default :func:`tiny_batch`).
+        fresh_process: Check the export in a subprocess now; pass False to
+            collect cases and check them together with :func:`check_in_fresh_process`.
+
+    Returns:
+        The :class:`ExportCase`.
+    """
+    user_vocab, item_vocab = tiny_vocabs()
+    batch = tiny_batch(model.config.max_history) if batch is None else batch
+    loss = fit_one_step(model, batch)
+    assert np.isfinite(loss), f"{name}: training loss {loss}"
+    case = export_case(name, model, user_vocab, item_vocab, tmp_path / "models")
+    if fresh_process:
+        check_in_fresh_process([case], tmp_path)
+    return case
