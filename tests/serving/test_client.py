@@ -78,10 +78,10 @@ def test_invalid_argument_is_not_retried(export_dir, start_server, sleeps) -> No
         RecommenderClient(f"127.0.0.1:{server.port}", "retrieval", max_retries=3) as c,
         pytest.raises(InvalidArgumentError) as err,
     ):
-        c.recommend(user_ids=["u"], k=0)
+        c.recommend(user_ids=["u"], k=7)  # catalogue has 6 items
     assert isinstance(err.value, ServingError)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "k must be > 0" in err.value.details
+    assert "k must be <= the catalogue size" in err.value.details
     assert sleeps == []
     assert server.metrics.count(api="Predict") == 1  # exactly one attempt reached the server
 
@@ -121,6 +121,8 @@ def test_argument_validation() -> None:
             c.recommend()
         with pytest.raises(ValueError, match="2 user_ids but 1 histories"):
             c.recommend(user_ids=["a", "b"], histories=[["x"]])
+        with pytest.raises(ValueError, match="k=0, expected >= 1"):
+            c.recommend(user_ids=["u"], k=0)
         with pytest.raises(ValueError, match="not one string"):
             c.recommend(user_ids="abc")
         with pytest.raises(ValueError, match="expected equal sizes"):

@@ -13,6 +13,7 @@ from tfrec.serving.model_config import (
     BatchingConfig,
     ModelEntry,
     MonitoringSettings,
+    batching_parameters_text,
     discover_models,
     load_batching_parameters,
     load_model_config,
@@ -161,3 +162,25 @@ def test_discover_models_lists_model_folders_with_versions(tmp_path: Path) -> No
     ]
     with pytest.raises(ValueError, match=r"no <model_name>/<version>/saved_model\.pb"):
         discover_models(tmp_path / "empty")
+
+
+def test_committed_example_configs_are_generated_and_parse() -> None:
+    config_dir = Path(__file__).resolve().parents[2] / "serving" / "config"
+    models = [
+        ModelEntry("retrieval", "/models/retrieval"),
+        ModelEntry("ranking", "/models/ranking"),
+        ModelEntry(
+            "recommender",
+            "/models/recommender",
+            version_policy="specific",
+            versions=[1, 2],
+            version_labels={"stable": 1, "canary": 2},
+        ),
+    ]
+    batching = BatchingConfig(max_batch_size=64, batch_timeout_micros=2000, num_batch_threads=4)
+    assert (config_dir / "models.config").read_text() == models_config_text(models)
+    assert load_model_config(config_dir / "models.config") == models
+    assert (config_dir / "batching_parameters.txt").read_text() == batching_parameters_text(
+        batching
+    )
+    assert load_monitoring_config(config_dir / "monitoring.config") == MonitoringSettings()

@@ -295,17 +295,19 @@ class RecommenderClient:
             user_ids: ``[B]`` user ids (default ``""`` = unknown user).
             histories: ``[B]`` item-id lists, oldest first; ragged lists are
                 left-padded with ``""`` (default: empty history).
-            k: Items per user (the server rejects k <= 0 or > catalogue).
+            k: Items per user, >= 1 (the server rejects k > catalogue).
 
         Returns:
             ``item_ids`` ``[B, k]`` (str) and ``scores`` ``[B, k]`` (float32).
 
         Raises:
-            ValueError: Neither input given, or their batch sizes differ.
+            ValueError: Neither input given, batch sizes differ, or k < 1.
             ServingError: The RPC failed.
         """
         if user_ids is None and histories is None:
             raise ValueError("recommend: give user_ids, histories or both")
+        if int(k) < 1:  # checked here too: on TF Serving a bad k fails its whole batch
+            raise ValueError(f"recommend: k={k}, expected >= 1")
         if isinstance(user_ids, (str, bytes)):
             raise ValueError(f"user_ids={user_ids!r}: expected a sequence of ids, not one string")
         size = len(user_ids) if user_ids is not None else len(histories)  # type: ignore[arg-type]
