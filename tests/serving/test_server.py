@@ -273,3 +273,22 @@ def test_reload_config_request_and_config_file(export_dir, start_server, tmp_pat
         stub.HandleReloadConfigRequest(bad, timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
+
+
+def test_model_config_file_is_re_read_while_serving(export_dir, start_server, tmp_path) -> None:
+    paths = write_serving_configs(tmp_path / "cfg", entries(export_dir))
+    server = start_server(
+        model_config_file=paths.models_config, model_config_file_poll_wait_seconds=0.1
+    )
+    with client(server, "ranking") as c:
+        assert [s.state for s in c.status()] == ["AVAILABLE"]
+        # drop "ranking" from the file: the server unloads it without a restart
+        write_serving_configs(tmp_path / "cfg", entries(export_dir)[:1])
+        wait_for(lambda: "ranking" not in server.manager.models)
+        with pytest.raises(NotFoundError):
+            c.status()
+        # a broken edit is logged and ignored: the current models keep serving
+        paths.models_config.write_text("model_config_list { this is not a proto }")
+        time.sleep(0.5)
+    with client(server) as c:
+        assert c.recommend(user_ids=["u"], k=1).item_ids.tolist() == [["a"]]

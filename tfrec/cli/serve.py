@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,9 +160,14 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     config_file = args.model_config_file
+    temp_dir = None
     if args.export_dir:
         models = mc.discover_models(args.export_dir)
-        out_dir = args.config_dir or tempfile.mkdtemp(prefix="tfrec-serving-")
+        out_dir = args.config_dir
+        if not out_dir:
+            out_dir = tempfile.mkdtemp(prefix="tfrec-serving-")
+            if not args.dry_run:  # a dry run prints paths inside it: keep it
+                temp_dir = out_dir
         paths = mc.write_serving_configs(out_dir, models, batching, monitoring)
         log.info("wrote %s", paths.models_config)
         config_file = str(paths.models_config)
@@ -193,8 +199,13 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(" ".join(argv))
             return 0
-        return run_tfserving(argv)
-    return _run_local(args, config_file, batching, monitoring)
+    try:
+        if backend == "tfserving":
+            return run_tfserving(argv)
+        return _run_local(args, config_file, batching, monitoring)
+    finally:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _run_local(
