@@ -41,59 +41,67 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         raise
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Checks/converts one JSON value against a type hint."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except (TypeError, ValueError) as err:
-                errors.append(str(err))
-        raise ValueError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+#: JSON scalar checks: type -> (accepts(value), what was expected, converter).
+_SCALARS: dict[type, tuple[Any, str, Any]] = {
+    float: (
+        lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+        "a number",
+        float,
+    ),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", int),
+    bool: (lambda v: isinstance(v, bool), "true/false", bool),
+    str: (lambda v: isinstance(v, str), "a string", str),
+}
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], hint: Any, where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, where)
+        except (TypeError, ValueError) as err:
+            errors.append(str(err))
+    raise ValueError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
+
+
+def _coerce_container(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object, got {value!r}")
         inner = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(v, inner, f"{where}.{k}") for k, v in value.items()}
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+    inner = args[0] if args else Any
+    items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Checks/converts one JSON value against a type hint (``where`` names the field)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, args, hint, where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple, dict):
+        return _coerce_container(value, origin, args, where)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object for {hint.__name__}, got {value!r}")
         return hint.from_dict(value, _where=where)  # type: ignore[attr-defined]
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
+    if hint in _SCALARS:
+        accepts, expected, convert = _SCALARS[hint]
+        if not accepts(value):
+            raise ValueError(f"{where}: expected {expected}, got {value!r}")
+        return convert(value)
     return value
 
 
@@ -131,7 +139,9 @@ class JsonConfig:
             raise ValueError(
                 f"{where}: unknown field(s) {unknown}; expected some of {sorted(fields)}"
             )
-        kwargs = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+        kwargs = {
+            name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()
+        }
         return cls(**kwargs)
 
     @classmethod

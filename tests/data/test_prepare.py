@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from tfrec.data.config import DataConfig
 from tfrec.data.pipeline import PrepareConfig, load_prepared, prepare, tfrecord_dataset
 from tfrec.data.synthetic import make_synthetic
 from tfrec.data.vocab import IdVocabulary
@@ -26,13 +27,15 @@ def test_prepare_leave_one_out_by_hand(tmp_path):
     path, items = write_tiny_csv(tmp_path)
     out = tmp_path / "prepared"
     config = PrepareConfig(
-        dataset="csv",
-        path=str(path),
-        items_path=str(items),
-        title_col="title",
-        user_col="u",
-        item_col="i",
-        time_col="t",
+        data=DataConfig(
+            dataset="csv",
+            path=str(path),
+            items_path=str(items),
+            title_col="title",
+            user_col="u",
+            item_col="i",
+            time_col="t",
+        ),
         output_dir=str(out),
         max_len=3,
         num_shards=2,
@@ -82,13 +85,15 @@ def test_prepare_refuses_existing_output_and_overwrites_on_request(tmp_path):
     out.mkdir()
     (out / "old.txt").write_text("x")
     config = PrepareConfig(
-        dataset="synthetic", synthetic_users=12, synthetic_items=10, output_dir=str(out), max_len=4
+        data=DataConfig(dataset="synthetic", synthetic_users=12, synthetic_items=10),
+        output_dir=str(out),
+        max_len=4,
     )
     with pytest.raises(ValueError, match="already exists; pass --overwrite"):
         prepare(config)
     assert (out / "old.txt").exists()
     config.overwrite = True
-    config.split = "random"
+    config.data.split = "random"
     result = prepare(config)
     assert not (out / "old.txt").exists()
     assert result.protocol == "random_per_user"
@@ -99,7 +104,9 @@ def test_prepare_refuses_existing_output_and_overwrites_on_request(tmp_path):
 
 def test_prepare_failure_leaves_nothing(tmp_path):
     out = tmp_path / "p"
-    config = PrepareConfig(dataset="csv", path=str(tmp_path / "missing.csv"), output_dir=str(out))
+    config = PrepareConfig(
+        data=DataConfig(dataset="csv", path=str(tmp_path / "missing.csv")), output_dir=str(out)
+    )
     with pytest.raises(FileNotFoundError):
         prepare(config)
     assert list(tmp_path.iterdir()) == []
@@ -107,10 +114,10 @@ def test_prepare_failure_leaves_nothing(tmp_path):
 
 def test_prepare_config_validation_and_json_round_trip():
     with pytest.raises(ValueError, match="split='kfold'; expected one of"):
-        PrepareConfig(split="kfold")
+        DataConfig(split="kfold")
     with pytest.raises(ValueError, match="max_len=0; expected >= 1"):
         PrepareConfig(max_len=0)
-    config = PrepareConfig(dataset="beauty", mode="last", max_len=20)
+    config = PrepareConfig(data=DataConfig(dataset="beauty"), mode="last", max_len=20)
     assert PrepareConfig.from_json(config.to_json()) == config
     with pytest.raises(ValueError, match="path is required"):
-        prepare(PrepareConfig(dataset="csv", output_dir="x"))
+        prepare(PrepareConfig(data=DataConfig(dataset="csv"), output_dir="x"))

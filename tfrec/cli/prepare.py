@@ -37,18 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec prepare``."""
+    from tfrec.data.config import DataConfig  # noqa: PLC0415
     from tfrec.data.preparation import PrepareConfig, prepare  # noqa: PLC0415
 
     if args.dataset is None:
         raise ValueError("--dataset is required")
     config = PrepareConfig(
-        dataset=args.dataset,
+        data=DataConfig(dataset=args.dataset, **data_overrides(args)),
         output_dir=args.output_dir,
         max_len=args.max_len,
         mode=args.mode,
         num_shards=args.num_shards,
         overwrite=args.overwrite,
-        **data_overrides(args),
     )
     result = prepare(config)
     print(

@@ -229,3 +229,19 @@ class Interactions:
                 logger.info("%s: %d catalogue item(s) have no interactions", out.name, cold)
         logger.info("loaded %s", out.summary())
         return out
+
+
+def concat_interactions(*parts: Interactions | None) -> Interactions:
+    """Concatenates logs (e.g. split parts; None skipped) into one chronological log.
+
+    The result keeps the first part's items, name and flags, and is sorted by
+    ``(user_id, timestamp)`` with a stable sort (earlier parts first on ties).
+
+    Raises:
+        ValueError: No part given.
+    """
+    present = [p for p in parts if p is not None]
+    if not present:
+        raise ValueError("concat_interactions: expected at least one Interactions, got none")
+    frame = pd.concat([p.frame for p in present], ignore_index=True)
+    return present[0].with_frame(frame.sort_values(["user_id", "timestamp"], kind="stable"))

@@ -29,12 +29,11 @@ import pandas as pd
 import tensorflow as tf
 
 from tfrec.config import JsonConfig
-from tfrec.data.interactions import Interactions
-from tfrec.data.loaders import load_dataset
+from tfrec.data.config import DataConfig
+from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.pipeline import tfrecord_dataset, write_tfrecords
 from tfrec.data.sequences import heldout_examples, retrieval_examples, user_sequences
-from tfrec.data.splits import Split, leave_one_out, random_split_per_user, temporal_split
-from tfrec.data.vocab import IdVocabulary
+from tfrec.data.vocab import IdVocabulary, build_vocabularies
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +45,8 @@ class PrepareConfig(JsonConfig):
     """Settings of ``tfrec prepare`` (saved as ``prepare_config.json`` in the output).
 
     Attributes:
-        dataset: A name from :data:`tfrec.data.loaders.DATASETS`.
+        data: Which dataset and split (the same :class:`DataConfig` training uses).
         output_dir: Directory to create (written atomically).
-        data_dir: Where dataset files are (else ``$TFREC_DATA_DIR``, else the cache).
-        download: Fetch a missing MovieLens dataset (sha256-checked).
-        path: ``csv`` only: the interactions file (CSV/TSV/Parquet).
-        items_path: ``csv`` only: optional item-features file.
-        user_col: ``csv`` only: user id column.
-        item_col: ``csv`` only: item id column.
-        time_col: ``csv`` only: optional timestamp column.
-        rating_col: ``csv`` only: optional rating column.
-        title_col: ``csv`` only: optional title column of ``items_path``.
-        genres_col: ``csv`` only: optional genres column of ``items_path``.
-        genres_sep: ``csv`` only: separator inside ``genres_col``.
-        min_user_interactions: k-core threshold for users (0 = off).
-        min_item_interactions: k-core threshold for items (0 = off).
-        split: ``leave_one_out``, ``temporal`` (global time cut) or ``random``
-            (per-user stratified).
-        test_fraction: ``temporal``: share of the latest rows for test.
-        valid_fraction: ``leave_one_out``: hold out a validation item per user
-            when > 0; ``temporal``: share of rows before the test cut;
-            ``random``: per-user validation share.
-        train_ratio: ``random``: per-user train share.
-        seed: Seed of the random split (and of ``synthetic``).
-        synthetic_users: ``synthetic`` only: number of users.
-        synthetic_items: ``synthetic`` only: number of items.
         max_len: History length L of the examples.
         mode: Training examples: ``all`` (SASRec windows) or ``last``.
         extras: Add ``history_rating`` and ``history_dt`` (for the ranker).
@@ -78,28 +54,8 @@ class PrepareConfig(JsonConfig):
         overwrite: Replace an existing ``output_dir``.
     """
 
-    dataset: str = "ml-100k"
+    data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(dataset="ml-100k"))
     output_dir: str = ""
-    data_dir: str | None = None
-    download: bool = False
-    path: str | None = None
-    items_path: str | None = None
-    user_col: str = "user_id"
-    item_col: str = "item_id"
-    time_col: str | None = None
-    rating_col: str | None = None
-    title_col: str | None = None
-    genres_col: str | None = None
-    genres_sep: str = "|"
-    min_user_interactions: int = 0
-    min_item_interactions: int = 0
-    split: Literal["leave_one_out", "temporal", "random"] = "leave_one_out"
-    test_fraction: float = 0.2
-    valid_fraction: float = 0.1
-    train_ratio: float = 0.75
-    seed: int = 42
-    synthetic_users: int = 200
-    synthetic_items: int = 60
     max_len: int = 50
     mode: Literal["all", "last"] = "all"
     extras: bool = True
@@ -107,47 +63,11 @@ class PrepareConfig(JsonConfig):
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.split not in SPLIT_CHOICES:
-            raise ValueError(f"PrepareConfig.split={self.split!r}; expected one of {SPLIT_CHOICES}")
         if self.mode not in ("all", "last"):
             raise ValueError(f"PrepareConfig.mode={self.mode!r}; expected 'all' or 'last'")
         for name in ("max_len", "num_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrepareConfig.{name}={getattr(self, name)}; expected >= 1")
-
-    def load_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`~tfrec.data.loaders.load_dataset`."""
-        kwargs: dict[str, Any] = {
-            "min_user_interactions": self.min_user_interactions,
-            "min_item_interactions": self.min_item_interactions,
-        }
-        if self.dataset == "csv":
-            if not self.path:
-                raise ValueError("PrepareConfig.path is required for dataset 'csv'")
-            kwargs.update(
-                path=self.path,
-                user_col=self.user_col,
-                item_col=self.item_col,
-                time_col=self.time_col,
-                rating_col=self.rating_col,
-                items_path=self.items_path,
-                title_col=self.title_col,
-                genres_col=self.genres_col,
-                genres_sep=self.genres_sep,
-            )
-        elif self.dataset == "synthetic":
-            kwargs.update(
-                num_users=self.synthetic_users, num_items=self.synthetic_items, seed=self.seed
-            )
-        return kwargs
-
-    def make_split(self, data: Interactions) -> Split:
-        """Splits ``data`` with the configured protocol."""
-        if self.split == "leave_one_out":
-            return leave_one_out(data, validation=self.valid_fraction > 0)
-        if self.split == "temporal":
-            return temporal_split(data, self.test_fraction, self.valid_fraction)
-        return random_split_per_user(data, self.train_ratio, self.valid_fraction, self.seed)
 
 
 @dataclasses.dataclass
@@ -177,11 +97,6 @@ class PrepareResult(JsonConfig):
     user_vocab_size: int
     item_vocab_size: int
     notes: list[str]
-
-
-def _concat(parts: list[Interactions]) -> Interactions:
-    frame = pd.concat([p.frame for p in parts], ignore_index=True)
-    return parts[0].with_frame(frame.sort_values(["user_id", "timestamp"], kind="stable"))
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
@@ -215,15 +130,10 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     out = Path(config.output_dir)
     if out.exists() and not config.overwrite:
         raise ValueError(f"{out} already exists; pass --overwrite to replace it")
-    logger.info("prepare: loading %s", config.dataset)
-    data = load_dataset(
-        config.dataset, data_dir=config.data_dir, download=config.download, **config.load_kwargs()
-    )
-    split = config.make_split(data)
-    logger.info("prepare: %s", split.summary())
-    user_vocab = IdVocabulary.from_ids(data.frame["user_id"], name="user")
-    catalogue = [] if data.items is None else list(data.items["item_id"].astype(str))
-    item_vocab = IdVocabulary.from_ids([*data.frame["item_id"], *catalogue], name="item")
+    logger.info("prepare: loading %s", config.data.dataset)
+    data = config.data.load()
+    split = config.data.make_split(data)
+    user_vocab, item_vocab = build_vocabularies(data)
     parts = split.parts()
     seqs = {name: user_sequences(part, user_vocab, item_vocab) for name, part in parts.items()}
     examples = {
@@ -235,7 +145,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         examples["valid"] = heldout_examples(
             seqs["train"], seqs["valid"], config.max_len, extras=config.extras
         )
-    context = _concat([split.train, split.valid]) if split.valid is not None else split.train
+    context = concat_interactions(split.train, split.valid)
     context_seqs = user_sequences(context, user_vocab, item_vocab)
     examples["test"] = heldout_examples(
         context_seqs, seqs["test"], config.max_len, extras=config.extras

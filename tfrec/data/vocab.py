@@ -11,10 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from tfrec.config import atomic_write_text
+
+if TYPE_CHECKING:
+    from tfrec.data.interactions import Interactions
 
 PAD_TOKEN = ""
 OOV_TOKEN = "[UNK]"
@@ -112,3 +116,23 @@ class IdVocabulary:
 
     def __repr__(self) -> str:
         return f"IdVocabulary(name={self.name!r}, known={len(self.tokens)})"
+
+
+def build_vocabularies(data: Interactions) -> tuple[IdVocabulary, IdVocabulary]:
+    """User and item vocabularies over a whole dataset and its item catalogue.
+
+    The catalogue is known at training time, so every item, including those only
+    in the item table (cold-start items), gets an index and is ranked. Ids are
+    indexed in order of first appearance: interactions first, then catalogue-only items.
+
+    Args:
+        data: The full (unsplit) dataset.
+
+    Returns:
+        ``(user_vocab, item_vocab)``.
+    """
+    user_vocab = IdVocabulary.from_ids(data.frame["user_id"], name="user")
+    item_ids = list(data.frame["item_id"])
+    if data.items is not None:
+        item_ids += list(data.items["item_id"].astype(str))
+    return user_vocab, IdVocabulary.from_ids(item_ids, name="item")
