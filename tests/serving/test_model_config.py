@@ -184,3 +184,20 @@ def test_committed_example_configs_are_generated_and_parse() -> None:
         batching
     )
     assert load_monitoring_config(config_dir / "monitoring.config") == MonitoringSettings()
+
+
+def test_server_options_round_trip_through_json() -> None:
+    from tfrec.serving.server import ServerOptions
+
+    options = ServerOptions(
+        port=0,
+        rest_api_port=8501,
+        enable_batching=True,
+        batching=BatchingConfig(max_batch_size=4, allowed_batch_sizes=[2, 4]),
+        monitoring=MonitoringSettings(prometheus_path="/metrics"),
+    )
+    assert ServerOptions.from_json(options.to_json()) == options
+    with pytest.raises(ValueError, match="port=70000"):
+        ServerOptions(port=70000)
+    with pytest.raises(ValueError, match="prometheus_path='metrics'"):
+        MonitoringSettings(prometheus_path="metrics")

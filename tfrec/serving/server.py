@@ -171,6 +171,8 @@ class ModelServer:
             reason = "address in use or not available"
         if not self.port:
             self.manager.stop()
+            if self.batcher is not None:
+                self.batcher.stop()
             raise OSError(f"cannot bind the gRPC port {address}: {reason}")
         self._grpc.start()
         if opts.rest_api_port:
