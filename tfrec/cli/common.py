@@ -96,25 +96,44 @@ def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def resolve_export_dir(path: str | Path) -> Path:
-    """Accepts a version dir, a model dir (latest version) or a ``tfrec train`` output dir.
+    """Finds the SavedModel to load under ``path``.
+
+    Accepts a version dir (holding ``saved_model.pb``), a model dir (its latest
+    integer version), a TF Serving base dir holding one model dir, or a
+    ``tfrec train`` output dir (``export/<name>/<version>/``).
 
     Raises:
-        FileNotFoundError: No ``saved_model.pb`` under ``path``.
+        FileNotFoundError: No SavedModel found.
+        ValueError: Several models found (the message lists them).
     """
     path = Path(path)
     if (path / "saved_model.pb").is_file():
         return path
-    for model_dir in (path, *sorted(p for p in (path / "export").glob("*") if p.is_dir())):
-        versions = sorted(
+
+    def latest(model_dir: Path) -> Path | None:
+        versions = [
             (int(p.name), p)
-            for p in model_dir.glob("*")
+            for p in model_dir.iterdir()
             if p.name.isdigit() and (p / "saved_model.pb").is_file()
-        )
-        if versions:
-            return versions[-1][1]
+        ]
+        return max(versions)[1] if versions else None
+
+    if path.is_dir() and (found := latest(path)) is not None:
+        return found
+    for base in (path, path / "export"):
+        if not base.is_dir():
+            continue
+        models = {m.name: v for m in sorted(base.iterdir()) if m.is_dir() and (v := latest(m))}
+        if len(models) == 1:
+            return next(iter(models.values()))
+        if len(models) > 1:
+            raise ValueError(
+                f"{base} holds several models {sorted(models)}; pass one of them, "
+                f"e.g. {base / sorted(models)[0]}"
+            )
     raise FileNotFoundError(
-        f"no SavedModel under {path}: expected <dir>/saved_model.pb, <dir>/<version>/"
-        "saved_model.pb, or a `tfrec train` output dir with export/<name>/<version>/"
+        f"no SavedModel under {path}: expected <dir>/saved_model.pb, <dir>/<version>/, "
+        "<base>/<name>/<version>/ or a `tfrec train` output dir with export/<name>/<version>/"
     )
 
 
