@@ -111,3 +111,49 @@ def test_recommend_json_and_argument_errors(trained, capsys):
     )
     assert code == 2
     assert "--history given 1 times but 2 queries" in capsys.readouterr().err
+
+
+def test_train_streams_from_prepared_tfrecords(tmp_path, capsys):
+    prepared = tmp_path / "prepared"
+    code = main(
+        ["prepare", "--dataset", "synthetic", "--output-dir", str(prepared), "--max-len", "20"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--prepared",
+            str(prepared),
+            "--output-dir",
+            str(out),
+            "--epochs",
+            "1",
+            "--max-history",
+            "20",
+            "--encoder",
+            "mean",
+            "--no-export",
+        ]
+    )
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["prepared_dir"] == str(prepared)
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the prepared split is used: one test query per user of the prepared test part
+    test_users = summary["rows"]["test"]  # leave-one-out: one test row per user
+    assert metrics["test/users"] == test_users
+    code = main(
+        [
+            "train",
+            "--prepared",
+            str(prepared),
+            "--output-dir",
+            str(tmp_path / "bad"),
+            "--max-history",
+            "7",
+        ]
+    )
+    assert code == 2
+    assert "histories of length 20 but model.max_history=7" in capsys.readouterr().err

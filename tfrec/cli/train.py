@@ -56,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", help="a config.json from an earlier run to start from (flags override it)"
     )
+    parser.add_argument(
+        "--prepared",
+        metavar="DIR",
+        help=(
+            "train from the sharded TFRecords of a `tfrec prepare` directory (streamed, for data "
+            "larger than memory); its split and vocabularies are used"
+        ),
+    )
     model = parser.add_argument_group("model (defaults: the dataset's preset)")
     model.add_argument(
         "--encoder",
@@ -90,6 +98,12 @@ def _retrieval_config(args: argparse.Namespace):
         config = RetrievalExperimentConfig.load(args.config)
         if args.dataset is not None:
             config.data = apply_overrides(config.data, {"dataset": args.dataset})
+    elif args.dataset is None and args.prepared:
+        from tfrec.data.preparation import PrepareConfig  # noqa: PLC0415
+
+        prepared = PrepareConfig.load(Path(args.prepared) / "prepare_config.json")
+        config = RetrievalExperimentConfig.for_dataset(prepared.data.dataset)
+        config.data = prepared.data
     elif args.dataset is None:
         raise ValueError("--dataset is required (or --config with a saved config.json)")
     else:
@@ -103,6 +117,8 @@ def _retrieval_config(args: argparse.Namespace):
     if args.seed is not None:
         model_overrides["seed"] = args.seed
     config.data = apply_overrides(config.data, data_overrides(args))
+    if args.prepared:
+        config.prepared_dir = str(args.prepared)
     config.model = apply_overrides(config.model, model_overrides)
     if args.sampled_negatives is not None:
         config.evaluation = apply_overrides(

@@ -95,6 +95,10 @@ class RetrievalExperimentConfig(JsonConfig):
         model: Two-tower hyper-parameters (including optimisation settings).
         evaluation: Metrics protocol.
         model_name: Name of the export under the TF Serving base directory.
+        prepared_dir: Train from the sharded TFRecords of a ``tfrec prepare``
+            directory (streaming, for data larger than memory) instead of
+            building examples in memory; its split and vocabularies are used and
+            ``data`` is ignored.
         kind: Always ``"retrieval"`` (lets tools tell experiment types apart).
     """
 
@@ -102,6 +106,7 @@ class RetrievalExperimentConfig(JsonConfig):
     model: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     model_name: str = "retrieval"
+    prepared_dir: str | None = None
     kind: str = "retrieval"
 
     @classmethod
@@ -146,9 +151,13 @@ class RetrievalExperiment:
     ) -> None:
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.data = data if data is not None else config.data.load()
-        self.split = split if split is not None else config.data.make_split(self.data)
-        self.user_vocab, self.item_vocab = build_vocabularies(self.data)
+        self.prepared = None
+        if config.prepared_dir is not None:
+            self._load_prepared(config.prepared_dir)
+        else:
+            self.data = data if data is not None else config.data.load()
+            self.split = split if split is not None else config.data.make_split(self.data)
+            self.user_vocab, self.item_vocab = build_vocabularies(self.data)
         self.item_features: ItemFeatureTables | None = None
         if config.model.use_item_features and self.data.items is not None:
             self.item_features = build_item_feature_tables(
@@ -157,17 +166,25 @@ class RetrievalExperiment:
         self.strategy = get_strategy()
         configure_precision(config.model.mixed_precision)
         self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
-        self.examples = retrieval_examples(
-            self.train_seqs, config.model.max_history, mode=config.model.training_positions
-        )
-        if len(self.examples["user"]) == 0:
+        self.examples: dict[str, np.ndarray] | None = None
+        if self.prepared is None:
+            self.examples = retrieval_examples(
+                self.train_seqs, config.model.max_history, mode=config.model.training_positions
+            )
+            num_examples = len(self.examples["user"])
+        else:
+            num_examples = self.prepared.summary.examples.get("train", 0)
+        if num_examples == 0:
             raise ValueError(
                 f"dataset {self.data.name!r}: no training examples (every user has fewer "
                 "than 2 training interactions)"
             )
-        counts = np.bincount(
-            self.examples["target"].ravel(), minlength=self.item_vocab.size
-        ).astype(np.float64)
+        self.num_examples = num_examples
+        # Every item after a user's first train item is a target, in both modes.
+        targets = [items[1:] for items in self.train_seqs.items if len(items) > 1]
+        counts = np.bincount(np.concatenate(targets), minlength=self.item_vocab.size).astype(
+            np.float64
+        )
         counts[:2] = 0.0
         self.item_counts = counts
         with self.strategy.scope():
@@ -186,6 +203,37 @@ class RetrievalExperiment:
         self.history: dict[str, list[float]] = {}
         self.metrics: dict[str, float] = {}
         self.train_seconds = 0.0
+
+    def _load_prepared(self, directory: str) -> None:
+        """Uses a ``tfrec prepare`` directory: its split, vocabularies and item table."""
+        from tfrec.data.preparation import load_prepared  # noqa: PLC0415
+
+        prepared = load_prepared(directory)
+        if prepared.config.max_len != self.config.model.max_history:
+            raise ValueError(
+                f"prepared_dir {directory} has histories of length {prepared.config.max_len} "
+                f"but model.max_history={self.config.model.max_history}; use the same value "
+                "(tfrec prepare --max-len / tfrec train --max-history)"
+            )
+        parts = prepared.parts
+        self.prepared = prepared
+        self.split = Split(
+            train=parts["train"],
+            valid=parts.get("valid"),
+            test=parts["test"],
+            protocol=prepared.summary.protocol,
+        )
+        self.data = concat_parts(*parts.values())
+        self.user_vocab, self.item_vocab = prepared.user_vocab, prepared.item_vocab
+
+    def _train_dataset(self) -> tf.data.Dataset:
+        cfg = self.config.model
+        if self.prepared is not None:
+            keys = ("user", "history", "target")
+            return self.prepared.dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed).map(
+                lambda f: {k: f[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE
+            )
+        return make_dataset(self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, data_dir: str | None = None) -> RetrievalExperiment:
@@ -320,9 +368,7 @@ class RetrievalExperiment:
         """
         cfg = self.config.model
         epochs = cfg.epochs if epochs is None else epochs
-        dataset = make_dataset(
-            self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed
-        )
+        dataset = self._train_dataset()
         callbacks: list[tf.keras.callbacks.Callback] = [ProgressLogger()]
         if self.split.valid is not None and len(self.split.valid) > 0:
             callbacks.insert(
@@ -341,7 +387,7 @@ class RetrievalExperiment:
         logger.info(
             "training %s on %d examples (%d users), batch %d, up to %d epochs",
             cfg.encoder,
-            len(self.examples["user"]),
+            self.num_examples,
             len(self.train_seqs),
             cfg.batch_size,
             epochs,
