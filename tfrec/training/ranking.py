@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ from tfrec.training.strategy import get_strategy
 logger = logging.getLogger(__name__)
 
 FEATURE_KEYS = ("user", "history", "history_rating", "history_log_dt")
+_SCORE_FUNCTIONS: weakref.WeakKeyDictionary[LSTMRanker, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclasses.dataclass
@@ -395,13 +397,16 @@ def predict_scores(
     keys = [*FEATURE_KEYS, "candidates"]
     inputs = {k: features[k] for k in keys if k in features}
     out = []
-    score = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
+    score = _SCORE_FUNCTIONS.get(model)
+    if score is None:  # one traced function per model, reused by every call
+        score = tf.function(lambda f: model(f, training=False), reduce_retracing=True)
+        _SCORE_FUNCTIONS[model] = score
     for start in range(0, len(inputs["candidates"]), batch_size):
         out.append(score({k: v[start : start + batch_size] for k, v in inputs.items()}).numpy())
     return np.concatenate(out, axis=0)
 
 
-def test_examples(
+def evaluation_examples(
     trained: TrainedRanker, split: Split, max_history: int | None = None
 ) -> RankingExamples:
     """Examples of ``split.test`` with history from train (+ valid)."""
@@ -428,7 +433,7 @@ def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
     Returns:
         Metrics plus ``examples`` (the number of test examples).
     """
-    examples = test_examples(trained, split)
+    examples = evaluation_examples(trained, split)
     config = trained.config
     if config.objective == "rating":
         features = _rating_features(examples)
@@ -484,7 +489,7 @@ def evaluate_two_stage(
         ranker_history=trained.config.max_history,
     )
     length = max(trained.config.max_history, retrieval.max_history)
-    examples = test_examples(trained, split, max_history=length)
+    examples = evaluation_examples(trained, split, max_history=length)
     features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
     seen = examples.seen_items()
     relevant = [np.array([i]) for i in examples.item]
@@ -598,10 +603,10 @@ __all__ = [
     "eval_lists",
     "evaluate_ranker",
     "evaluate_two_stage",
+    "evaluation_examples",
     "load_ranker",
     "predict_scores",
     "save_ranker",
-    "test_examples",
     "train_ranker",
     "write_metrics",
 ]
