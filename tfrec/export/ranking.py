@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec._version import __version__
@@ -192,6 +193,16 @@ class RecommenderServingModule(tf.Module):
         return {"item_ids": ids, "scores": tf.cast(scores, tf.float32)}
 
 
+def _save(module: tf.Module, path: Path) -> None:
+    """``tf.saved_model.save`` with the serving signature only.
+
+    Keras would otherwise also trace every layer's ``call`` for Keras-side
+    reloading (4-5x slower); the signature graph is self-contained without them.
+    """
+    with keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serve})
+
+
 def _config_json(info: dict[str, Any]) -> str:
     return json.dumps({"tfrec_version": __version__, **info}, indent=2, sort_keys=True) + "\n"
 
@@ -247,7 +258,7 @@ def export_ranking(
     }
     files = _extra_files(_config_json(info), assets_extra, extra_files)
     with staged_version(base_dir, model_name, version) as staged:
-        tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
+        _save(module, staged.path)
         directory = write_assets_extra(staged.path, files)
         trained.user_vocab.save(directory / USER_VOCAB_FILE)
         trained.item_vocab.save(directory / ITEM_VOCAB_FILE)
@@ -313,7 +324,7 @@ def export_recommender(
     if RETRIEVAL_USER_VOCAB_FILE in files:
         raise ValueError(f"{RETRIEVAL_USER_VOCAB_FILE!r} is written by the exporter")
     with staged_version(base_dir, model_name, version) as staged:
-        tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
+        _save(module, staged.path)
         directory = write_assets_extra(staged.path, files)
         trained.user_vocab.save(directory / USER_VOCAB_FILE)
         item_vocab.save(directory / ITEM_VOCAB_FILE)
