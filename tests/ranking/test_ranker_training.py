@@ -141,3 +141,8 @@ def test_two_stage_score_matrix_ranks_retrieved_items_first():
     both = evaluate_two_stage(trained, scorer, split, num_candidates=3, ks=(3,))
     assert both["two_stage"]["hr@3"] == both["retrieval"]["hr@3"]
     assert both["two_stage"]["users"] == both["retrieval"]["users"] == 6
+    # Translating user ids through the (here identical) retrieval vocabulary changes nothing.
+    same = evaluate_two_stage(
+        trained, scorer, split, num_candidates=3, ks=(3,), retrieval_user_vocab=users
+    )
+    assert same == both

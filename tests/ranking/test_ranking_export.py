@@ -46,9 +46,7 @@ RECOMMENDER_INPUTS = {
 
 
 def _data() -> Interactions:
-    rows = [
-        (f"u{u}", f"i{(u + t) % 8}", 100 * t, np.nan) for u in range(6) for t in range(5)
-    ]
+    rows = [(f"u{u}", f"i{(u + t) % 8}", 100 * t, np.nan) for u in range(6) for t in range(5)]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
     return Interactions.from_frame(frame, has_timestamps=True)
 
@@ -170,9 +168,10 @@ def test_exports_reload_in_a_fresh_process_with_the_same_outputs(models, tmp_pat
         config = json.loads((extra / "tfrec_config.json").read_text())
         assert config["ranking_config"]["num_candidates"] == NUM_CANDIDATES
         assert (extra / "item_vocab.txt").read_text().split() == trained.item_vocab.tokens
-    assert json.loads((ranking_dir / "assets.extra" / "tfrec_config.json").read_text())[
-        "model_type"
-    ] == "ranking"
+    assert (
+        json.loads((ranking_dir / "assets.extra" / "tfrec_config.json").read_text())["model_type"]
+        == "ranking"
+    )
     assert (ranking_dir / "assets.extra" / "metrics.json").read_text() == "{}\n"
     assert (recommender_dir / "assets.extra" / "retrieval_user_vocab.txt").is_file()
 

@@ -461,6 +461,7 @@ def evaluate_two_stage(
     split: Split,
     *,
     num_candidates: int | None = None,
+    retrieval_user_vocab: IdVocabulary | None = None,
     ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
     batch_size: int = 256,
 ) -> dict[str, dict[str, float]]:
@@ -476,6 +477,8 @@ def evaluate_two_stage(
         retrieval: Stage-1 scorer.
         split: The split; queries are the ``test`` events.
         num_candidates: N (default ``trained.config.num_candidates``).
+        retrieval_user_vocab: The retrieval model's user vocabulary when it differs
+            from the ranker's (user indices are translated through the ids).
         ks: Cutoffs.
         batch_size: Queries per batch.
 
@@ -491,6 +494,9 @@ def evaluate_two_stage(
     length = max(trained.config.max_history, retrieval.max_history)
     examples = evaluation_examples(trained, split, max_history=length)
     features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
+    if retrieval_user_vocab is not None:
+        tokens = np.array(trained.user_vocab.all_tokens(), dtype=object)[examples.user]
+        features["retrieval_user"] = retrieval_user_vocab.lookup(tokens)
     seen = examples.seen_items()
     relevant = [np.array([i]) for i in examples.item]
     num_items = trained.spec.num_items
