@@ -79,6 +79,12 @@ def test_hard_negative_pool_excludes_positive_history_and_reserved():
         score_fn, np.array([[0, 8]]), np.array([2]), np.array([9]), pool_size=3
     )
     np.testing.assert_array_equal(pool, [[7, 6, 5]])
+    # The user's other items (here 7 and 5) can be excluded as well.
+    narrower = hard_negative_pool(
+        score_fn, np.array([[0, 8]]), np.array([2]), np.array([9]), pool_size=3,
+        exclude=[np.array([7, 5])],
+    )  # fmt: skip
+    np.testing.assert_array_equal(narrower, [[6, 4, 3]])
     negatives = sample_negatives(
         "hard", np.array([9]), 2, VOCAB, np.random.default_rng(0), pool=pool
     )

@@ -36,6 +36,8 @@ def test_training_examples_use_earlier_events_only(train):
     # gap of y after x = 10 s -> log1p(10); x is a's first event -> 0.
     np.testing.assert_allclose(ex.history_log_dt[2], [0.0, np.log1p(10.0)], rtol=1e-6)
     assert [s.tolist() for s in ex.seen_items()] == [[], [2], [2, 3], [], [2]]
+    # All of the user's items (past and future), e.g. to keep them out of hard negatives.
+    assert [s.tolist() for s in ex.user_items()] == [[2, 3, 4]] * 3 + [[2, 4]] * 2
 
 
 def test_test_examples_take_history_from_context(train):
@@ -56,6 +58,7 @@ def test_test_examples_take_history_from_context(train):
     np.testing.assert_array_equal(ex.history, [[2, 3], [0, 0], [0, 0]])
     np.testing.assert_array_equal(ex.user, [2, 3, 1])
     np.testing.assert_array_equal(ex.item, [1, 3, 2])
+    assert [s.tolist() for s in ex.user_items()] == [[2, 3, 4], [2, 4], []]
 
 
 def test_min_history_drops_short_examples(train):

@@ -16,7 +16,7 @@ a given ``numpy.random.Generator`` state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -171,12 +171,14 @@ def hard_negative_pool(
     positives: np.ndarray,
     *,
     pool_size: int,
+    exclude: Sequence[np.ndarray] | None = None,
     batch_size: int = 1024,
 ) -> np.ndarray:
     """Top-``pool_size`` items of a retrieval model per example, excluding the positive.
 
-    Padding, OOV, the positive and the example's history items are excluded, so a
-    hard negative is an item the retrieval stage would really propose.
+    Padding, OOV, the positive, the example's history items and ``exclude`` (e.g.
+    the user's later items, which are positives of other examples) are removed,
+    so a hard negative is an item the retrieval stage would really propose.
 
     Args:
         score_fn: ``(histories [b, L], users [b]) -> scores [b, vocab_size]``.
@@ -184,6 +186,7 @@ def hard_negative_pool(
         users: int ``[N]`` user index per example.
         positives: int ``[N]`` positive item per example.
         pool_size: Items kept per example.
+        exclude: Optional per-example arrays of further item indices to remove.
         batch_size: Examples scored at once.
 
     Returns:
@@ -196,6 +199,10 @@ def hard_negative_pool(
     histories = np.asarray(histories)
     users = np.asarray(users)
     positives = np.asarray(positives)
+    if exclude is not None and len(exclude) != len(positives):
+        raise ValueError(
+            f"hard_negative_pool: exclude has {len(exclude)} rows for {len(positives)} positives"
+        )
     if not len(histories) == len(users) == len(positives):
         raise ValueError(
             f"hard_negative_pool: histories ({len(histories)}), users ({len(users)}) and "
@@ -215,6 +222,9 @@ def hard_negative_pool(
         scores[:, :NUM_RESERVED] = -np.inf
         scores[rows, histories[start:stop]] = -np.inf
         scores[rows[:, 0], positives[start:stop]] = -np.inf
+        if exclude is not None:
+            for row, items in enumerate(exclude[start:stop]):
+                scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
         top = np.argpartition(-scores, pool_size - 1, axis=1)[:, :pool_size]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(top, order, axis=1)

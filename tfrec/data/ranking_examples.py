@@ -43,6 +43,7 @@ class RankingExamples:
             ``n``'s full history (used to exclude seen items in evaluation).
         start: int64 ``[N]`` first context row of the example's user.
         end: int64 ``[N]`` one past the last context row before the target.
+        user_end: int64 ``[N]`` one past the last context row of the example's user.
     """
 
     user: np.ndarray
@@ -54,6 +55,7 @@ class RankingExamples:
     context_items: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    user_end: np.ndarray
 
     def __len__(self) -> int:
         return len(self.item)
@@ -75,6 +77,7 @@ class RankingExamples:
             rating=self.rating[index],
             start=self.start[index],
             end=self.end[index],
+            user_end=self.user_end[index],
         )
 
     def seen_items(self, rows: np.ndarray | slice | None = None) -> list[np.ndarray]:
@@ -83,6 +86,10 @@ class RankingExamples:
         if rows is not None:
             starts, ends = starts[rows], ends[rows]
         return [self.context_items[s:e] for s, e in zip(starts, ends, strict=True)]
+
+    def user_items(self) -> list[np.ndarray]:
+        """Every context item of each example's user (past and future), for exclusions."""
+        return [self.context_items[s:e] for s, e in zip(self.start, self.user_end, strict=True)]
 
     def features(self) -> dict[str, np.ndarray]:
         """Model features without candidates: user, history and event signals."""
@@ -102,6 +109,15 @@ def _user_starts(codes: np.ndarray) -> np.ndarray:
     """Index of the first row of each row's user block (``codes`` grouped)."""
     first = np.r_[True, codes[1:] != codes[:-1]]
     return np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
+
+
+def _user_block_ends(codes: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """One past the last row of the user block that begins at each ``start``."""
+    if not len(codes):
+        return start.copy()
+    block_starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    block_stops = np.r_[block_starts[1:], len(codes)].astype(np.int64)
+    return block_stops[np.searchsorted(block_starts, start, side="right") - 1]
 
 
 def build_ranking_examples(
@@ -169,6 +185,10 @@ def build_ranking_examples(
         end[unknown] = 0
         start[unknown] = 0
 
+    user_end = _user_block_ends(codes, start)
+    if context is not None:
+        user_end = np.where(unknown, 0, user_end)  # users without context: empty
+
     # [N, L] gather of the last L context rows before `end`.
     idx = end[:, None] - max_history + np.arange(max_history)[None, :]
     valid = idx >= start[:, None]
@@ -192,6 +212,7 @@ def build_ranking_examples(
         context_items=ctx_items[: len(ctx)].astype(np.int32),
         start=start,
         end=end,
+        user_end=user_end.astype(np.int64),
     )
     if min_history > 0:
         examples = examples.take(np.flatnonzero(end - start >= min_history))

@@ -285,6 +285,7 @@ def _datasets(
                 train.user,
                 train.item,
                 pool_size=config.hard_pool_size,
+                exclude=train.user_items(),  # the user's other items are positives, not negatives
             )
         train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
         valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
