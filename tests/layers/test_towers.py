@@ -12,6 +12,7 @@ from tfrec.layers.towers import (
     QueryTower,
     build_item_feature_tables,
     compact_history,
+    trim_leading_padding,
 )
 
 
@@ -182,3 +183,17 @@ def test_build_item_feature_tables_equal_length_genre_lists():
     tables = build_item_feature_tables(items, vocab)
     np.testing.assert_array_equal(tables.genres, [[0, 0], [0, 0], [1, 0], [0, 1]])
     assert tables.titles is None
+
+
+def test_trim_leading_padding():
+    features = {
+        "user": tf.constant([2, 3]),
+        "history": tf.constant([[0, 0, 0, 2, 3], [0, 0, 4, 5, 6]]),
+        "target": tf.constant([[0, 0, 0, 3, 7], [0, 0, 5, 6, 8]]),
+    }
+    out = trim_leading_padding(features)
+    np.testing.assert_array_equal(out["history"].numpy(), [[0, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(out["target"].numpy(), [[0, 3, 7], [5, 6, 8]])
+    np.testing.assert_array_equal(out["user"].numpy(), [2, 3])
+    empty = trim_leading_padding({"history": tf.zeros((2, 3), tf.int32)})
+    assert empty["history"].shape == (2, 3)

@@ -165,3 +165,22 @@ def test_mixed_precision_keeps_loss_and_scores_float32(mixed_bfloat16, loss):
     logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"][0])
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)
+
+
+@pytest.mark.parametrize("encoder", ["transformer", "gru"])
+def test_loss_does_not_depend_on_left_padding(encoder):
+    config = RetrievalConfig(embedding_dim=4, encoder=encoder, max_history=6, num_heads=2)
+    model = TwoTowerModel(config, num_users=4, num_items=8)
+    short = {
+        "user": tf.constant([2, 3]),
+        "history": tf.constant([[0, 2, 3], [4, 5, 6]]),
+        "target": tf.constant([[0, 3, 4], [5, 6, 7]]),
+    }
+    padded = {
+        "user": short["user"],
+        "history": tf.pad(short["history"], [[0, 0], [3, 0]]),
+        "target": tf.pad(short["target"], [[0, 0], [3, 0]]),
+    }
+    np.testing.assert_allclose(
+        model.compute_loss(short).numpy(), model.compute_loss(padded).numpy(), rtol=1e-6
+    )

@@ -228,22 +228,40 @@ class ItemTower(keras.layers.Layer):
         """
         item_ids = tf.cast(item_ids, tf.int32)
         vectors = self._ids(item_ids)  # [..., D]
+        if self.uses_content_features:
+            vectors += self._content(item_ids, vectors.dtype)
+        return vectors
+
+    def _content(self, item_ids: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        """Sum of the genre projection and the mean title-token embedding, ``[..., D]``."""
+        parts = []
         if self._genres is not None:
             genres = tf.gather(self._genre_weights, item_ids)  # [..., G]
-            vectors += tf.cast(self._genres(genres), vectors.dtype)
+            parts.append(tf.cast(self._genres(genres), dtype))
         if self._titles is not None:
             tokens = tf.gather(self._title_weights, item_ids)  # [..., T]
-            token_mask = tf.cast(tokens > 0, vectors.dtype)[..., tf.newaxis]  # [..., T, 1]
-            token_vectors = self._titles(tokens) * token_mask  # [..., T, D]
+            token_mask = tf.cast(tokens > 0, dtype)[..., tf.newaxis]  # [..., T, 1]
+            token_vectors = tf.cast(self._titles(tokens), dtype) * token_mask  # [..., T, D]
             count = tf.maximum(
                 tf.reduce_sum(token_mask, axis=-2), tf.ones_like(token_mask[..., 0, :])
             )
-            vectors += tf.reduce_sum(token_vectors, axis=-2) / count
-        return vectors
+            parts.append(tf.reduce_sum(token_vectors, axis=-2) / count)
+        return tf.add_n(parts)
 
     def all_items(self) -> tf.Tensor:
-        """Returns the vectors of every item index, ``[I, D]`` (rows 0/1 included)."""
-        return self(tf.range(self.num_items))
+        """Returns the vectors of every item index, ``[I, D]`` (rows 0/1 included).
+
+        The id part is the embedding table itself rather than a gather of every
+        row, so its gradient is dense (a full-catalogue softmax touches every row
+        anyway, and dense Adam updates are several times faster than sparse ones).
+        """
+        if not self.built:
+            self(tf.zeros([1], tf.int32))
+        # tf.identity reads the variable: callers get a snapshot, never the variable.
+        vectors = tf.identity(tf.cast(self._ids.embeddings, self._ids.compute_dtype))  # [I, D]
+        if self.uses_content_features:
+            vectors = vectors + self._content(tf.range(self.num_items), vectors.dtype)
+        return vectors
 
     def get_config(self) -> dict[str, Any]:
         """Returns the layer config; the tables are included as nested lists."""
@@ -275,6 +293,27 @@ def compact_history(history: tf.Tensor) -> tf.Tensor:
     real = tf.cast(history > 0, tf.int32)  # [B, L]
     order = tf.argsort(real, axis=1, stable=True)  # padding first, real items in order
     return tf.gather(history, order, batch_dims=1)
+
+
+def trim_leading_padding(
+    features: Mapping[str, tf.Tensor], keys: tuple[str, ...] = ("history", "target", "context")
+) -> dict[str, tf.Tensor]:
+    """Drops the leading columns that are padding in every row of ``features["history"]``.
+
+    The encoders are padding-invariant, so this changes no output at a real
+    position; it only saves compute when a batch holds short histories (e.g.
+    batches grouped by history length).
+
+    Args:
+        features: ``"history"`` ``[B, L]`` plus other features.
+        keys: The per-position features (``[B, L, ...]``) to cut with it.
+
+    Returns:
+        A new dict with those features cut to ``[B, L']``; the others unchanged.
+    """
+    real_columns = tf.reduce_any(features["history"] > 0, axis=0)  # [L]
+    first = tf.argmax(tf.cast(real_columns, tf.int32), output_type=tf.int32)  # 0 if none
+    return {name: value[:, first:] if name in keys else value for name, value in features.items()}
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -373,7 +412,8 @@ class QueryTower(keras.layers.Layer):
         """Inference query: the output after the most recent real history item.
 
         OOV entries are treated as padding and padding is moved left first
-        (:func:`compact_history`), so right-padded or partly unknown histories work.
+        (:func:`compact_history`), so right-padded or partly unknown histories work;
+        columns that are padding in every row are skipped (:func:`trim_leading_padding`).
 
         Args:
             user: int ``[B]`` user indices (ignored without the user embedding).
@@ -383,6 +423,7 @@ class QueryTower(keras.layers.Layer):
             ``[B, D]`` float32 query vectors.
         """
         features = {"user": tf.cast(user, tf.int32), "history": compact_history(history)}
+        features = trim_leading_padding(features)
         return tf.cast(self(features, training=False)[:, -1, :], tf.float32)
 
     def get_config(self) -> dict[str, Any]:

@@ -27,7 +27,13 @@ import tf_keras as keras
 from tfrec.config import JsonConfig
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
 from tfrec.layers.encoders import ENCODERS, get_encoder
-from tfrec.layers.towers import ItemFeatureTables, ItemTower, QueryTower, compact_history
+from tfrec.layers.towers import (
+    ItemFeatureTables,
+    ItemTower,
+    QueryTower,
+    compact_history,
+    trim_leading_padding,
+)
 from tfrec.models.base import TfrecModel
 from tfrec.tasks.retrieval import LOSSES, RetrievalTask
 
@@ -287,7 +293,8 @@ class TwoTowerModel(TfrecModel):
 
         Queries are taken at every position with a real target (``target > 1``)
         and a real history item, so "all positions" and "last item" examples
-        both work; padding positions cost nothing in the softmax.
+        both work; padding positions cost nothing in the softmax, and columns
+        that are padding in every row of the batch are skipped by the encoder.
 
         Args:
             features: ``"user"`` [B], ``"history"`` [B, L], ``"target"`` [B, L]
@@ -297,6 +304,7 @@ class TwoTowerModel(TfrecModel):
         Returns:
             Scalar float32 loss.
         """
+        features = trim_leading_padding(features)  # [B, L'] with L' <= L
         history = tf.cast(features["history"], tf.int32)  # [B, L]
         target = tf.cast(features["target"], tf.int32)  # [B, L]
         queries = self.query_tower(features, training=training)  # [B, L, D]
