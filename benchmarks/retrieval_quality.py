@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _report
+from tfrec.cli.common import apply_overrides, parse_set_options
 
 NAME = "retrieval_quality"
 DATASETS = ("beauty", "ml-100k")
@@ -129,7 +130,6 @@ def build_config(args: argparse.Namespace) -> Any:
     ``--set``). ``--quick`` swaps in tiny synthetic data and a tiny model but
     keeps the preset's split and evaluation protocol.
     """
-    from tfrec.cli.common import apply_overrides, parse_set_options
     from tfrec.training.retrieval import RetrievalExperimentConfig
 
     config = RetrievalExperimentConfig.for_dataset(args.dataset)
@@ -145,6 +145,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.epochs is not None:
         model["epochs"] = args.epochs
     model.update(parse_set_options(args.set))
+    data.update(parse_set_options(args.set_data))
     config.data = apply_overrides(config.data, data)
     config.model = apply_overrides(config.model, model)
     return config
@@ -318,6 +319,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="model config override (tuning)"
     )
+    parser.add_argument(
+        "--set-data", action="append", metavar="KEY=VALUE", help="data config override (tuning)"
+    )
     parser.add_argument("--tag", help="suffix of the report name (tuning runs)")
     parser.add_argument(
         "--quick", action="store_true", help="tiny synthetic smoke run (seconds; for tests)"
@@ -339,11 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = build_config(args)
     overrides = {k: v for k, v in (("encoder", args.encoder), ("epochs", args.epochs)) if v}
     overrides.update(dict(pair.split("=", 1) for pair in args.set or []))
+    overrides.update({f"data.{k}": v for k, v in parse_set_options(args.set_data).items()})
     with tempfile.TemporaryDirectory(prefix="tfrec-quality-") as tmp:
         work_dir = Path(args.work_dir) if args.work_dir else Path(tmp)
         run = run_experiment(config, work_dir)
     # The acceptance is about the preset's defaults; --epochs only caps them.
-    unmodified = not args.quick and not args.set and args.encoder in (None, "transformer")
+    unmodified = not (args.quick or args.set or args.set_data) and args.encoder in (
+        None,
+        "transformer",
+    )
     results = {
         "dataset": args.dataset,
         "quick": bool(args.quick),

@@ -59,7 +59,17 @@ logger = logging.getLogger(__name__)
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "beauty": (
         {"split": "leave_one_out"},
-        {"encoder": "transformer", "max_history": 50, "loss": "full", "embedding_dim": 64},
+        {
+            "encoder": "transformer",
+            "max_history": 50,
+            "loss": "full",
+            "embedding_dim": 64,
+            "batch_size": 128,
+            "learning_rate": 2e-3,
+            "dropout": 0.3,
+            "epochs": 11,
+            "patience": 3,
+        },
         {"report_unmasked": True},
     ),
     "beauty-bert4rec": (
