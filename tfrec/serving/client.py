@@ -172,6 +172,12 @@ def _spec(info: Any) -> TensorSpec:
     return TensorSpec(dtype=dtype, shape=dims)
 
 
+def _is_loopback(target: str) -> bool:
+    """Whether ``host:port`` names this machine (127.0.0.0/8, localhost, [::1])."""
+    host = target.rsplit(":", 1)[0].strip("[]") if ":" in target else target
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class RecommenderClient:
     """Typed client for one model on a TF Serving gRPC endpoint.
 
@@ -230,6 +236,8 @@ class RecommenderClient:
                 ("grpc.initial_reconnect_backoff_ms", 100),
                 ("grpc.min_reconnect_backoff_ms", 100),
                 ("grpc.max_reconnect_backoff_ms", 2000),
+                # http(s)_proxy must not capture loopback traffic to a local server
+                ("grpc.enable_http_proxy", 0 if _is_loopback(target) else 1),
             ],
         )
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
