@@ -1,3 +1,10 @@
+"""Client helpers that need no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfrec.serving.client import _is_loopback
 
 
 @pytest.mark.parametrize(
@@ -12,6 +19,4 @@
     ],
 )
 def test_loopback_targets_bypass_http_proxies(target, loopback):
-    from tfrec.serving.client import _is_loopback
-
     assert _is_loopback(target) is loopback
