@@ -1,0 +1,228 @@
+"""The two measured parts of the retrieval speed benchmark, each run in its own process.
+
+* :func:`run_tutorial`: the TFRS basic-retrieval tutorial recipe, replayed.
+* :func:`run_tfrec`: tfrec's ID-only :class:`~tfrec.models.retrieval.TwoTowerModel`.
+
+TensorFlow is imported inside the functions, so the parent process that only
+launches the parts stays light.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from benchmarks import _report
+from benchmarks._retrieval_pairs import (
+    PairData,
+    Settings,
+    decode_strings,
+    epoch_timer,
+    throughput,
+    top_k_accuracy,
+    tutorial_split,
+)
+
+
+def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
+    """Replays the TFRS basic-retrieval tutorial and measures it (see module doc)."""
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+    import tf_keras as keras
+
+    import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow)
+
+    s = settings
+    with _report.Timer() as build:
+        tf.random.set_seed(s.seed)
+        ratings = tf.data.Dataset.from_tensor_slices(
+            {"movie_title": data.titles, "user_id": data.users}
+        )
+        movies = tf.data.Dataset.from_tensor_slices(data.catalogue)
+        shuffled = ratings.shuffle(s.shuffle_buffer, seed=s.seed, reshuffle_each_iteration=False)
+        train = shuffled.take(s.num_train)
+        test = shuffled.skip(s.num_train).take(s.num_test)
+        unique_movie_titles = np.unique(data.catalogue)
+        unique_user_ids = np.unique(data.users)
+        user_model = keras.Sequential(
+            [
+                keras.layers.StringLookup(vocabulary=unique_user_ids, mask_token=None),
+                keras.layers.Embedding(len(unique_user_ids) + 1, s.embedding_dim),
+            ]
+        )
+        movie_model = keras.Sequential(
+            [
+                keras.layers.StringLookup(vocabulary=unique_movie_titles, mask_token=None),
+                keras.layers.Embedding(len(unique_movie_titles) + 1, s.embedding_dim),
+            ]
+        )
+        task = tfrs.tasks.Retrieval(
+            metrics=tfrs.metrics.FactorizedTopK(
+                candidates=movies.batch(s.candidate_batch).map(movie_model)
+            )
+        )
+
+        class MovielensModel(tfrs.Model):
+            def __init__(self) -> None:
+                super().__init__()
+                self.movie_model = movie_model
+                self.user_model = user_model
+                self.task = task
+
+            def compute_loss(self, features: Any, training: bool = False) -> tf.Tensor:
+                user_embeddings = self.user_model(features["user_id"])
+                positive_movie_embeddings = self.movie_model(features["movie_title"])
+                return self.task(user_embeddings, positive_movie_embeddings)
+
+        model = MovielensModel()
+        model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=s.learning_rate))
+        cached_train = train.shuffle(s.shuffle_buffer).batch(s.batch_size).cache()
+        cached_test = test.batch(s.eval_batch_size).cache()
+
+    timer = epoch_timer()
+    with _report.Timer() as fit:
+        model.fit(cached_train, epochs=s.epochs, callbacks=[timer], verbose=0)
+    with _report.Timer() as evaluate:
+        metrics = model.evaluate(cached_test, return_dict=True, verbose=0)
+    tfrs_top_k = float(metrics[f"factorized_top_k/top_{s.top_k}_categorical_accuracy"])
+
+    # The same metric in numpy over the same test pairs and candidate rows.
+    test_pairs = next(test.batch(1 << 20).as_numpy_iterator())
+    query = user_model(test_pairs["user_id"]).numpy()
+    true_candidates = movie_model(test_pairs["movie_title"]).numpy()
+    candidates = movie_model(tf.constant(data.catalogue)).numpy()
+    numpy_top_k = top_k_accuracy(query, true_candidates, candidates, s.top_k)
+
+    # The tfrec part reads rows by tutorial_split; check they are the tutorial's pairs.
+    train_idx, test_idx = tutorial_split(
+        len(data.users), s.num_train, s.num_test, s.seed, s.shuffle_buffer
+    )
+    train_pairs = next(train.batch(1 << 20).as_numpy_iterator())
+    split_matches = all(
+        np.array_equal(decode_strings(pairs[key]), column[idx])
+        for pairs, idx in ((train_pairs, train_idx), (test_pairs, test_idx))
+        for key, column in (("user_id", data.users), ("movie_title", data.titles))
+    )
+    return {
+        "model": "TFRS basic_retrieval tutorial recipe",
+        "settings": dataclasses.asdict(s),
+        "num_train": s.num_train,
+        "num_test": len(test_pairs["user_id"]),
+        "num_users": len(unique_user_ids),
+        "num_titles": len(unique_movie_titles),
+        "num_candidates": len(data.catalogue),
+        "build_s": round(build.seconds, 3),
+        "fit_wall_s": round(fit.seconds, 3),
+        "eval_s": round(evaluate.seconds, 3),
+        **throughput(s.num_train, timer.seconds),
+        "top_k": s.top_k,
+        "top_k_accuracy": numpy_top_k,
+        "tfrs_top_k_accuracy": tfrs_top_k,
+        "metric_abs_diff_numpy_vs_tfrs": abs(numpy_top_k - tfrs_top_k),
+        "split_matches_tutorial_shuffle": split_matches,
+    }
+
+
+#: The ID-only two-tower as a RetrievalConfig: user-embedding query, item-id
+#: candidates, no content features. The model's query tower always encodes a
+#: history, so each example gets a one-item history holding a reserved extra item
+#: index (never a target, not an evaluated candidate; with ``loss="full"`` one
+#: extra negative of the training softmax); with the weight-free mean encoder its
+#: vector is one learned constant c, so the score is (u + c) . v = u . v + c . v,
+#: a matrix factorisation with a learned item-popularity term.
+TFREC_BASE: dict[str, Any] = {
+    "embedding_dim": 32,
+    "encoder": "mean",
+    "max_history": 1,
+    "use_user_embedding": True,
+    "use_item_features": False,
+    "dropout": 0.0,
+    "training_positions": "last",
+    "logq_correction": False,
+    "loss": "full",
+    "optimizer": "adam",
+    "learning_rate": 0.01,
+    "batch_size": 1024,
+    "epochs": 5,
+    "seed": 42,
+}
+TFREC_QUICK: dict[str, Any] = {"embedding_dim": 4, "batch_size": 64, "epochs": 2}
+
+
+def tfrec_config(quick: bool, overrides: dict[str, Any]) -> Any:
+    """The tfrec model's RetrievalConfig: :data:`TFREC_BASE` (+ quick sizes) + overrides."""
+    from tfrec.cli.common import apply_overrides
+    from tfrec.models.retrieval import RetrievalConfig
+
+    base = {**TFREC_BASE, **(TFREC_QUICK if quick else {})}
+    return apply_overrides(RetrievalConfig(**base), overrides)
+
+
+def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]:
+    """Trains tfrec's ID-only TwoTowerModel on the tutorial split and measures it.
+
+    Args:
+        data: The pairs (same as the tutorial part).
+        settings: Split sizes, seed and ``top_k`` (the tutorial's).
+        config: The :class:`~tfrec.models.retrieval.RetrievalConfig` to train.
+
+    Returns:
+        Timings, throughput, accuracy and the config.
+    """
+    import tensorflow as tf
+
+    import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow)
+    from tfrec.data.pipeline import make_dataset
+    from tfrec.data.vocab import IdVocabulary
+    from tfrec.models.retrieval import TwoTowerModel, make_optimizer
+
+    s = settings
+    with _report.Timer() as build:
+        train_idx, test_idx = tutorial_split(
+            len(data.users), s.num_train, s.num_test, s.seed, s.shuffle_buffer
+        )
+        # Same vocabularies as the tutorial: every user id, every catalogue title.
+        user_vocab = IdVocabulary(np.unique(data.users).tolist(), name="user")
+        item_vocab = IdVocabulary(np.unique(data.catalogue).tolist(), name="item")
+        query_token = item_vocab.size  # the reserved one-item history (see TFREC_BASE)
+
+        def features(rows: np.ndarray) -> dict[str, np.ndarray]:
+            items = item_vocab.lookup(data.titles[rows]).astype(np.int32)
+            return {
+                "user": user_vocab.lookup(data.users[rows]).astype(np.int32),  # [N]
+                "history": np.full((len(rows), 1), query_token, np.int32),  # [N, 1]
+                "target": items[:, None],  # [N, 1]
+            }
+
+        train = features(train_idx)
+        test = features(test_idx)
+        tf.random.set_seed(config.seed)
+        model = TwoTowerModel(config, num_users=user_vocab.size, num_items=item_vocab.size + 1)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
+        dataset = make_dataset(train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+
+    timer = epoch_timer()
+    with _report.Timer() as fit:
+        model.fit(dataset, epochs=config.epochs, callbacks=[timer], verbose=0)
+    with _report.Timer() as evaluate:
+        query = model.query_embeddings(test["user"], test["history"]).numpy()  # [N, D]
+        vectors = model.candidate_embeddings().numpy()  # [I + 1, D]
+        catalogue = vectors[item_vocab.lookup(data.catalogue)]  # [M, D]
+        accuracy = top_k_accuracy(query, vectors[test["target"][:, 0]], catalogue, s.top_k)
+    return {
+        "model": "tfrec TwoTowerModel, ID-only (user embedding query, item-id candidates)",
+        "config": config.to_dict(),
+        "num_train": len(train_idx),
+        "num_test": len(test_idx),
+        "num_users": user_vocab.size,
+        "num_items": item_vocab.size,
+        "num_candidates": len(data.catalogue),
+        "build_s": round(build.seconds, 3),
+        "fit_wall_s": round(fit.seconds, 3),
+        "eval_s": round(evaluate.seconds, 3),
+        **throughput(len(train_idx), timer.seconds),
+        "top_k": s.top_k,
+        "top_k_accuracy": accuracy,
+    }
