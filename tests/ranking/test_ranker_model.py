@@ -6,14 +6,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from tfrec.evaluation import list_ndcg, mean_list_auc
+from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower
-from tfrec.models.ranking import (
-    CandidateAttention,
-    EventSignals,
-    LSTMRanker,
-    RankerDataSpec,
-    RankingConfig,
-)
+from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
 from tfrec.tasks.ranking import ListAUC, ListNDCG, RankingTask
 
 VOCAB = 10

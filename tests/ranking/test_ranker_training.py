@@ -13,12 +13,12 @@ from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
 from tfrec.training.ranking import (
     build_vocabularies,
     evaluate_ranker,
-    evaluate_two_stage,
     evaluation_examples,
     load_ranker,
     predict_scores,
     train_ranker,
 )
+from tfrec.training.two_stage import evaluate_two_stage
 
 NUM_ITEMS = 8  # item vocabulary of 10 with padding and OOV
 

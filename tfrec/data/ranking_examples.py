@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tfrec.data.interactions import DataError, Interactions
+from tfrec.data.negatives import sample_negatives
 from tfrec.data.vocab import IdVocabulary
 
 
@@ -217,3 +218,30 @@ def build_ranking_examples(
     if min_history > 0:
         examples = examples.take(np.flatnonzero(end - start >= min_history))
     return examples
+
+
+def rating_features(examples: RankingExamples) -> dict[str, np.ndarray]:
+    """Rating-objective features: one candidate (the rated item), label = its rating."""
+    features = examples.features()
+    features["candidates"] = examples.item[:, None]  # [N, 1]
+    features["labels"] = np.nan_to_num(examples.rating, nan=0.0)[:, None].astype(np.float32)
+    return features
+
+
+def list_features(examples: RankingExamples, negatives: np.ndarray) -> dict[str, np.ndarray]:
+    """Candidate lists ``[negatives..., positive]`` with 0/1 labels."""
+    features = examples.features()
+    features["candidates"] = np.concatenate([negatives, examples.item[:, None]], axis=1)
+    labels = np.zeros(features["candidates"].shape, np.float32)
+    labels[:, -1] = 1.0
+    features["labels"] = labels
+    return features
+
+
+def eval_lists(
+    examples: RankingExamples, num_items: int, num_negatives: int, seed: int
+) -> dict[str, np.ndarray]:
+    """Fixed evaluation lists: the true item (last) plus uniform negatives (seeded)."""
+    rng = np.random.default_rng([seed, 7])
+    negatives = sample_negatives("uniform", examples.item, num_negatives, num_items, rng)
+    return list_features(examples, negatives)

@@ -4,7 +4,7 @@ Used by the CLI, benchmarks and notebooks::
 
     trained = train_ranker(split, RankingConfig(objective="rating"), model_dir="runs/r1")
     metrics = evaluate_ranker(trained, split)                 # rmse/mae or auc/ndcg@K
-    both = evaluate_two_stage(trained, retrieval_scorer, split)  # retrieval vs two-stage
+    both = evaluate_two_stage(trained, retrieval_scorer, split)  # tfrec.training.two_stage
 
 ``split`` is a :class:`tfrec.data.splits.Split` (``train``, ``valid`` (may be
 None) and ``test`` :class:`~tfrec.data.interactions.Interactions`).
@@ -40,13 +40,19 @@ import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import atomic_write_text
 from tfrec.data.interactions import Interactions
 from tfrec.data.negatives import hard_negative_pool, sample_negatives
-from tfrec.data.ranking_examples import RankingExamples, build_ranking_examples
+from tfrec.data.ranking_examples import (
+    RankingExamples,
+    build_ranking_examples,
+    eval_lists,
+    list_features,
+    rating_features,
+)
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
-from tfrec.evaluation import evaluate_full_ranking, list_ndcg, mae, mean_list_auc, rmse
+from tfrec.evaluation import list_ndcg, mae, mean_list_auc, rmse
 from tfrec.layers.towers import ItemFeatureTables, ItemTower, build_item_feature_tables
 from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
-from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.models.two_stage import RetrievalScorer
 from tfrec.training.callbacks import (
     MetricEarlyStopping,
     ProgressLogger,
@@ -133,32 +139,6 @@ def build_ranker(
     return LSTMRanker(config, spec, item_tower=tower)
 
 
-def _rating_features(examples: RankingExamples) -> dict[str, np.ndarray]:
-    features = examples.features()
-    features["candidates"] = examples.item[:, None]  # [N, 1]
-    features["labels"] = np.nan_to_num(examples.rating, nan=0.0)[:, None].astype(np.float32)
-    return features
-
-
-def _list_features(examples: RankingExamples, negatives: np.ndarray) -> dict[str, np.ndarray]:
-    """Candidate lists ``[negatives..., positive]`` with 0/1 labels."""
-    features = examples.features()
-    features["candidates"] = np.concatenate([negatives, examples.item[:, None]], axis=1)
-    labels = np.zeros(features["candidates"].shape, np.float32)
-    labels[:, -1] = 1.0
-    features["labels"] = labels
-    return features
-
-
-def eval_lists(
-    examples: RankingExamples, num_items: int, num_negatives: int, seed: int
-) -> dict[str, np.ndarray]:
-    """Fixed evaluation lists: the true item (last) plus uniform negatives (seeded)."""
-    rng = np.random.default_rng([seed, 7])
-    negatives = sample_negatives("uniform", examples.item, num_negatives, num_items, rng)
-    return _list_features(examples, negatives)
-
-
 class _ListBatches:
     """Generator of shuffled next-item training batches, negatives re-drawn each epoch."""
 
@@ -193,7 +173,7 @@ class _ListBatches:
         order = rng.permutation(len(ex))
         for start in range(0, len(ex), self.config.batch_size):
             rows = order[start : start + self.config.batch_size]
-            yield _list_features(ex.take(rows), negatives[rows])
+            yield list_features(ex.take(rows), negatives[rows])
 
     def dataset(self) -> tf.data.Dataset:
         """The generator as a ``tf.data.Dataset`` (one pass = one epoch)."""
@@ -269,10 +249,10 @@ def _datasets(
     if config.objective == "rating":
         rng = np.random.default_rng([config.seed, 3])
         train = train.take(rng.permutation(len(train)))
-        train_ds = tf.data.Dataset.from_tensor_slices(_rating_features(train))
+        train_ds = tf.data.Dataset.from_tensor_slices(rating_features(train))
         train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
         train_ds = train_ds.batch(config.batch_size).prefetch(2)
-        valid_features = _rating_features(valid)
+        valid_features = rating_features(valid)
     else:
         popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
         pool = None
@@ -437,7 +417,7 @@ def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
     examples = evaluation_examples(trained, split)
     config = trained.config
     if config.objective == "rating":
-        features = _rating_features(examples)
+        features = rating_features(examples)
         known = np.isfinite(examples.rating)
         ratings = split.train.frame["rating"].to_numpy(dtype=np.float64)
         low, high = np.nanmin(ratings), np.nanmax(ratings)
@@ -453,82 +433,6 @@ def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
         "auc": mean_list_auc(lists["labels"], scores),
         f"ndcg@{config.ndcg_k}": list_ndcg(lists["labels"], scores, config.ndcg_k),
         "examples": float(len(examples)),
-    }
-
-
-def evaluate_two_stage(
-    trained: TrainedRanker,
-    retrieval: RetrievalScorer,
-    split: Split,
-    *,
-    num_candidates: int | None = None,
-    retrieval_user_vocab: IdVocabulary | None = None,
-    ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
-    batch_size: int = 256,
-) -> dict[str, dict[str, float]]:
-    """Full-ranking metrics of retrieval alone and of retrieval -> ranker, same examples.
-
-    Both rank the whole catalogue minus the user's train (+ valid) history (the
-    evaluation module's exclusion); the two-stage ranking is
-    :meth:`TwoStageRecommender.score_matrix`, so a true item outside the
-    retrieved N is a miss for every ``K <= N``.
-
-    Args:
-        trained: The ranker (its item vocabulary must be the retrieval model's).
-        retrieval: Stage-1 scorer.
-        split: The split; queries are the ``test`` events.
-        num_candidates: N (default ``trained.config.num_candidates``).
-        retrieval_user_vocab: The retrieval model's user vocabulary when it differs
-            from the ranker's (user indices are translated through the ids).
-        ks: Cutoffs.
-        batch_size: Queries per batch.
-
-    Returns:
-        ``{"retrieval": {...}, "two_stage": {...}}`` with the evaluation module's keys.
-    """
-    pipeline = TwoStageRecommender(
-        retrieval,
-        trained.model,
-        num_candidates=num_candidates or trained.config.num_candidates,
-        ranker_history=trained.config.max_history,
-    )
-    length = max(trained.config.max_history, retrieval.max_history)
-    examples = evaluation_examples(trained, split, max_history=length)
-    features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
-    if retrieval_user_vocab is not None:
-        tokens = np.array(trained.user_vocab.all_tokens(), dtype=object)[examples.user]
-        features["retrieval_user"] = retrieval_user_vocab.lookup(tokens)
-    seen = examples.seen_items()
-    relevant = [np.array([i]) for i in examples.item]
-    num_items = trained.spec.num_items
-
-    def batch(rows: np.ndarray) -> tuple[dict[str, np.ndarray], tf.Tensor]:
-        batch_features = {k: v[rows] for k, v in features.items()}
-        mask = np.zeros((len(rows), num_items), dtype=bool)
-        for j, row in enumerate(rows):
-            mask[j, seen[row]] = True
-        return batch_features, tf.constant(mask)
-
-    @tf.function(reduce_retracing=True)
-    def retrieval_scores(f: dict[str, tf.Tensor]) -> tf.Tensor:
-        return retrieval(f)
-
-    @tf.function(reduce_retracing=True)
-    def two_stage_scores(f: dict[str, tf.Tensor], exclude: tf.Tensor) -> tf.Tensor:
-        return pipeline.score_matrix(f, exclude=exclude)
-
-    def retrieval_fn(rows: np.ndarray) -> np.ndarray:
-        return retrieval_scores(batch(rows)[0]).numpy()
-
-    def two_stage_fn(rows: np.ndarray) -> np.ndarray:
-        f, exclude = batch(rows)
-        return two_stage_scores(f, exclude).numpy()
-
-    ids = np.arange(len(examples))
-    common = {"ks": ks, "batch_size": batch_size}
-    return {
-        "retrieval": evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common),
-        "two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common),
     }
 
 
@@ -600,20 +504,3 @@ def _load_tables(path: Path) -> ItemFeatureTables:
 def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Writes metrics as pretty JSON, atomically."""
     atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-
-
-__all__ = [
-    "TrainedRanker",
-    "build_ranker",
-    "build_vocabularies",
-    "data_spec",
-    "eval_lists",
-    "evaluate_ranker",
-    "evaluate_two_stage",
-    "evaluation_examples",
-    "load_ranker",
-    "predict_scores",
-    "save_ranker",
-    "train_ranker",
-    "write_metrics",
-]
