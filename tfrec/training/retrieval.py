@@ -67,7 +67,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
             "batch_size": 128,
             "learning_rate": 2e-3,
             "dropout": 0.3,
-            "epochs": 11,
+            "epochs": 18,
             "patience": 3,
         },
         {"report_unmasked": True},
