@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="retries of a version that fails to load (default 5)",
     )
-    add("--grpc_max_threads", type=int, default=None, help="gRPC threads (local default 16)")
+    add("--grpc_max_threads", type=int, default=None, help="gRPC threads (local default 64)")
     add(
         "--grpc_max_message_bytes",
         type=int,

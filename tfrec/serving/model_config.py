@@ -97,6 +97,14 @@ class ModelEntry(JsonConfig):
 class BatchingConfig(JsonConfig):
     """Server-side batching (TF Serving's ``BatchingParameters``).
 
+    The defaults suit tfrec's local (Python) server on CPU: no timeout (TF
+    Serving's default too) and one batch thread, so while a batch runs the next
+    requests queue up and form the next batch by themselves, and TensorFlow's
+    intra-op threads use the cores inside each batch. Measured with
+    ``benchmarks/serving_load.py`` (see its report): with the previous defaults
+    (2 threads, 2 ms timeout) merged batches averaged 4.6 requests at 32
+    concurrent clients, with these 14.
+
     Args:
         max_batch_size: Largest merged batch (sum of the requests' batch sizes).
         batch_timeout_micros: How long the first queued request waits for others.
@@ -109,8 +117,8 @@ class BatchingConfig(JsonConfig):
     """
 
     max_batch_size: int = 32
-    batch_timeout_micros: int = 2000
-    num_batch_threads: int = 2
+    batch_timeout_micros: int = 0
+    num_batch_threads: int = 1
     max_enqueued_batches: int = 100
     pad_variable_length_inputs: bool = True
     allowed_batch_sizes: list[int] = dataclasses.field(default_factory=list)

@@ -51,7 +51,10 @@ class ServerOptions(JsonConfig):
             defaults to loopback, use ``0.0.0.0`` in a container).
         port: gRPC port (0 = pick a free one; see :attr:`ModelServer.port`).
         rest_api_port: REST port (0 = no REST API).
-        grpc_max_threads: Threads handling RPCs concurrently.
+        grpc_max_threads: Threads handling RPCs concurrently. With batching a
+            request waiting for its batch holds a thread, so at most this many
+            requests can be queued: keep it above ``max_batch_size *
+            num_batch_threads`` (threads are only created when needed).
         grpc_max_message_bytes: Largest request accepted; bigger ones get
             RESOURCE_EXHAUSTED.
         enable_batching: Merge concurrent requests (see :mod:`tfrec.serving.batching`).
@@ -68,7 +71,7 @@ class ServerOptions(JsonConfig):
     host: str = "127.0.0.1"
     port: int = 8500
     rest_api_port: int = 0
-    grpc_max_threads: int = 16
+    grpc_max_threads: int = 64
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     enable_batching: bool = False
     batching: BatchingConfig = dataclasses.field(default_factory=BatchingConfig)
@@ -151,6 +154,14 @@ class ModelServer:
         opts = self.options
         self.manager.start(opts.file_system_poll_wait_seconds)
         self.batcher = BatchScheduler(opts.batching) if opts.enable_batching else None
+        full = opts.batching.max_batch_size * opts.batching.num_batch_threads
+        if self.batcher is not None and opts.grpc_max_threads < full:
+            log.warning(
+                "grpc_max_threads=%d < max_batch_size * num_batch_threads = %d: batches can "
+                "never fill (a request waiting for its batch holds a gRPC thread)",
+                opts.grpc_max_threads,
+                full,
+            )
         self.core = ServingCore(self.manager, self.batcher, self.metrics)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(opts.grpc_max_threads, thread_name_prefix="tfrec-grpc"),
