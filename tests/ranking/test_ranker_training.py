@@ -146,3 +146,13 @@ def test_two_stage_score_matrix_ranks_retrieved_items_first():
         trained, scorer, split, num_candidates=3, ks=(3,), retrieval_user_vocab=users
     )
     assert same == both
+
+    # Hard negatives come from this retrieval model (top-3 pool, positive excluded).
+    hard = train_ranker(
+        split,
+        _tiny("next_item", epochs=1, negative_sampling="hard", hard_pool_size=3),
+        user_vocab=users,
+        item_vocab=items,
+        retrieval=scorer,
+    )
+    assert np.isfinite(hard.history["loss"]).all()

@@ -222,6 +222,7 @@ def test_bad_requests_raise_invalid_argument(models, tmp_path):
         rec(user_id=tf.constant(["u0"]), history=history, k=tf.constant([1, 2]))
 
 
+@pytest.mark.slow  # the module fixture trains a ranker
 def test_recommender_needs_the_same_item_vocabulary(models, tmp_path):
     trained, retrieval, users = models
     other = IdVocabulary([f"x{i}" for i in range(8)], name="item")
