@@ -19,11 +19,16 @@ How it measures:
   ``""`` to 50, k = 10.
 * The server is a ``tfrec serve --backend local`` subprocess on 127.0.0.1,
   always stopped with SIGTERM at the end (killed if it does not exit).
-* Load clients are separate Python processes (``--worker``) that import only
-  grpc and send pre-serialized PredictRequest bytes (responses are checked to
-  be non-empty, not parsed), so the client's CPU per request is as small as
-  Python allows; each process runs several closed-loop threads. Every client
-  stops at ``max_requests`` or ``duration`` seconds, whichever comes first.
+* Load clients are separate Python processes (:mod:`benchmarks._load_clients`)
+  that import only grpc and send pre-serialized PredictRequest bytes (responses
+  are checked to be non-empty, not parsed), so the client's CPU per request is
+  as small as Python allows; each process runs several closed-loop threads.
+  Every client stops at ``max_requests`` or ``duration`` seconds, whichever
+  comes first.
+* Both servers (batching off and on) run side by side; each concurrency is
+  measured in ``rounds`` alternating off/on cells (off, on, on, off, ...) and
+  the rounds are pooled, so drifting load from other jobs on the machine hits
+  both alike.
 * The overhead ratio is measured separately, interleaving one in-process call
   (numpy in -> ``signatures["serving_default"]`` -> numpy out) and one
   :class:`~tfrec.serving.client.RecommenderClient.predict` call (numpy in ->
@@ -31,14 +36,13 @@ How it measures:
 
 Run from the repository root::
 
-    python -m benchmarks.serving_load                    # full run (~3 minutes)
+    python -m benchmarks.serving_load                    # full run (~4 minutes)
     python -m benchmarks.serving_load --quick --output /tmp/bench   # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import json
 import os
@@ -47,7 +51,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,12 +60,12 @@ import numpy as np
 
 import tfrec  # noqa: F401  (light: sets the Keras-2 guard before any TensorFlow import)
 from benchmarks import _report
+from benchmarks._load_clients import percentiles_ms, run_load, summarize
 
 NAME = "serving_load"
 MODEL_NAME = "retrieval"
 OVERHEAD_TARGET = 2.0
 SPEEDUP_TARGET = 1.5
-PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
 @dataclasses.dataclass
@@ -79,7 +82,8 @@ class Settings:
     distinct_requests: int = 512
     concurrencies: tuple[int, ...] = (1, 8, 32)
     threads_per_process: int = 8
-    duration_s: float = 12.0
+    duration_s: float = 6.0
+    rounds: int = 3
     max_requests_per_client: int = 20_000
     overhead_requests: int = 300
     timeout_s: float = 10.0
@@ -96,165 +100,11 @@ QUICK = Settings(
     distinct_requests=16,
     concurrencies=(1, 4),
     threads_per_process=2,
-    duration_s=0.6,
+    duration_s=0.5,
+    rounds=1,
     max_requests_per_client=200,
     overhead_requests=20,
 )
-
-
-def percentiles_ms(seconds: Sequence[float]) -> dict[str, float | None]:
-    """p50/p95/p99/mean of latencies in seconds, returned in milliseconds."""
-    if not seconds:
-        return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "mean_ms": None}
-    ms = np.asarray(seconds, np.float64) * 1e3
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {
-        "p50_ms": round(float(p50), 3),
-        "p95_ms": round(float(p95), 3),
-        "p99_ms": round(float(p99), 3),
-        "mean_ms": round(float(ms.mean()), 3),
-    }
-
-
-# ----------------------------------------------------------------------- client worker
-
-
-def client_loop(
-    call: Any, payloads: list[bytes], offset: int, job: dict[str, Any], out: dict[str, Any]
-) -> None:
-    """One closed-loop client: send, wait for the answer, repeat until a bound is hit."""
-    import grpc
-
-    latencies, errors, ends = out["latencies"], out["errors"], out["ends"]
-    stop_at = job["start_at"] + job["duration_s"]
-    for n in range(job["max_requests"]):
-        if time.time() >= stop_at:
-            break
-        payload = payloads[(offset + n) % len(payloads)]
-        start = time.perf_counter()
-        try:
-            response = call(payload, timeout=job["timeout_s"])
-        except grpc.RpcError as err:
-            errors.append(err.code().name)
-            continue
-        latencies.append(time.perf_counter() - start)
-        ends.append(time.time())
-        if not response:
-            errors.append("EMPTY_RESPONSE")
-
-
-def run_clients(job: dict[str, Any], payloads: list[bytes], threads: int, first: int) -> dict:
-    """Runs ``threads`` closed-loop clients in this process; returns their raw results."""
-    import grpc
-
-    channel = grpc.insecure_channel(job["target"])
-    call = channel.unary_unary(PREDICT)  # bytes in, bytes out: no client-side protobuf
-    for payload in payloads[:2]:  # connect and warm up before the timed window
-        call(payload, timeout=job["timeout_s"])
-    out: dict[str, Any] = {"latencies": [], "errors": [], "ends": []}
-    wait = job["start_at"] - time.time()
-    if wait > 0:
-        time.sleep(wait)
-    cpu0 = os.times()
-    workers = [
-        threading.Thread(target=client_loop, args=(call, payloads, first + i * 7, job, out))
-        for i in range(threads)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    cpu1 = os.times()
-    channel.close()
-    out["cpu_s"] = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    return out
-
-
-def worker_main() -> int:
-    """``--worker``: read a job (JSON) on stdin, print ``ready``, read the start time, run."""
-    job = json.loads(sys.stdin.readline())
-    payloads = [base64.b64decode(p) for p in job["payloads"]]
-    print("ready", flush=True)
-    job["start_at"] = float(sys.stdin.readline())
-    out = run_clients(job, payloads, job["threads"], job["first"])
-    print(json.dumps(out), flush=True)
-    return 0
-
-
-def run_load(
-    target: str, payloads: list[bytes], concurrency: int, s: Settings, server_pid: int
-) -> dict[str, Any]:
-    """One closed-loop load cell with clients spread over worker processes."""
-    procs_n = max(1, -(-concurrency // s.threads_per_process))
-    counts = [concurrency // procs_n + (i < concurrency % procs_n) for i in range(procs_n)]
-    encoded = [base64.b64encode(p).decode("ascii") for p in payloads]
-    procs = []
-    try:
-        for i, threads in enumerate(counts):
-            job = {
-                "target": target,
-                "threads": threads,
-                "first": i * 101,
-                "duration_s": s.duration_s,
-                "max_requests": s.max_requests_per_client,
-                "timeout_s": s.timeout_s,
-                "payloads": encoded,
-            }
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.serving_load", "--worker"],
-                cwd=_report.REPO_ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.flush()
-            procs.append(proc)
-        for proc in procs:
-            if proc.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"load client exited early (code {proc.wait(10)})")
-        server_cpu0 = _proc_cpu_seconds(server_pid)
-        start_at = time.time() + 0.3
-        for proc in procs:
-            proc.stdin.write(f"{start_at}\n")
-            proc.stdin.flush()
-        results = []
-        for proc in procs:
-            line, _ = proc.communicate(timeout=s.duration_s + s.timeout_s + 60)
-            results.append(json.loads(line))
-        server_cpu = _proc_cpu_seconds(server_pid) - server_cpu0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    latencies = [x for r in results for x in r["latencies"]]
-    errors = [e for r in results for e in r["errors"]]
-    last_end = max([x for r in results for x in r["ends"]], default=start_at)
-    window = max(last_end - start_at, 1e-9)
-    return {
-        "concurrency": concurrency,
-        "client_processes": procs_n,
-        "requests": len(latencies),
-        "errors": len(errors),
-        "error_codes": sorted(set(errors)),
-        "window_s": round(window, 3),
-        "requests_per_s": round(len(latencies) / window, 2),
-        **percentiles_ms(latencies),
-        "client_cpu_ms_per_request": round(
-            1e3 * sum(r["cpu_s"] for r in results) / max(len(latencies), 1), 3
-        ),
-        "server_cpu_ms_per_request": round(1e3 * server_cpu / max(len(latencies), 1), 3),
-    }
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its reaped children (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------- model, requests
@@ -348,6 +198,7 @@ class Server:
         if batching_file is not None:
             command += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
         self.command = command
+        self.facts: dict[str, Any] = {}
         self.log_path = log_path
         self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115  (closed in stop)
         self.started = time.perf_counter()
@@ -419,47 +270,59 @@ def measure_overhead(
     }
 
 
-def serve_and_load(
-    export_dir: Path, batching: Any, requests: list, s: Settings, signature: Any
-) -> dict[str, Any]:
-    """Starts a server, measures startup, (overhead,) then every concurrency; always stops it."""
+def start_server(export_dir: Path, batching: Any, requests: list, s: Settings) -> Server:
+    """Starts ``tfrec serve``, waits for AVAILABLE and a first answer; records the times."""
     from tfrec.serving.client import RecommenderClient
     from tfrec.serving.model_config import batching_parameters_text
 
-    work = export_dir.parent
     label = "on" if batching is not None else "off"
     batching_file = None
     if batching is not None:
-        batching_file = work / "batching_parameters.txt"
+        batching_file = export_dir.parent / "batching_parameters.txt"
         batching_file.write_text(batching_parameters_text(batching), encoding="utf-8")
-    server = Server(export_dir, work / f"server_batching_{label}.log", batching_file)
-    result: dict[str, Any] = {"batching": label, "server_command": server.command}
-    try:
-        result["start_to_available_s"] = round(server.wait_available(s.startup_timeout_s), 3)
-        with RecommenderClient(server.target, MODEL_NAME, timeout=s.timeout_s) as client:
-            start = time.perf_counter()
-            client.predict(requests[0])
-            result["first_answer_latency_s"] = round(time.perf_counter() - start, 4)
-        result["start_to_first_answer_s"] = round(time.perf_counter() - server.started, 3)
-        if batching is None:
-            result["overhead"] = measure_overhead(
-                signature, server.target, requests, s.overhead_requests
-            )
-        payloads = serialize(requests)
-        result["load"] = [
-            run_load(server.target, payloads, c, s, server.proc.pid) for c in s.concurrencies
-        ]
-    finally:
-        result["server_exit_code"] = server.stop()
-    return result
+    server = Server(export_dir, export_dir.parent / f"server_batching_{label}.log", batching_file)
+    server.facts = {"batching": label, "server_command": server.command}
+    server.facts["start_to_available_s"] = round(server.wait_available(s.startup_timeout_s), 3)
+    with RecommenderClient(server.target, MODEL_NAME, timeout=s.timeout_s) as client:
+        start = time.perf_counter()
+        client.predict(requests[0])
+        server.facts["first_answer_latency_s"] = round(time.perf_counter() - start, 4)
+    server.facts["start_to_first_answer_s"] = round(time.perf_counter() - server.started, 3)
+    return server
+
+
+def load_rounds(servers: dict[str, Server], payloads: list[bytes], s: Settings) -> dict:
+    """Every concurrency, alternating off/on cells over ``s.rounds`` rounds (drift cancels)."""
+    cells: dict[str, dict[int, list]] = {label: {} for label in servers}
+    for concurrency in s.concurrencies:
+        for round_index in range(s.rounds):
+            order = ["off", "on"] if round_index % 2 == 0 else ["on", "off"]
+            for label in order:
+                server = servers[label]
+                cell = run_load(server.target, payloads, concurrency, s, server.proc.pid)
+                cells[label].setdefault(concurrency, []).append(cell)
+                print(
+                    f"batching {label} c={concurrency} round {round_index}: "
+                    f"{len(cell['latencies']) / cell['window_s']:.1f} req/s",
+                    flush=True,
+                )
+    return {
+        label: [summarize(c, by_c[c]) for c in s.concurrencies] for label, by_c in cells.items()
+    }
 
 
 def acceptance(overhead: dict, off: list[dict], on: list[dict]) -> dict[str, Any]:
-    """The issue's two checks (plus: no errors)."""
+    """The issue's two checks (plus: no errors); the speed-up pools all rounds."""
     top = max(row["concurrency"] for row in off)
-    rps_off = next(r["requests_per_s"] for r in off if r["concurrency"] == top)
-    rps_on = next(r["requests_per_s"] for r in on if r["concurrency"] == top)
-    speedup = round(rps_on / rps_off, 3)
+    row_off = next(r for r in off if r["concurrency"] == top)
+    row_on = next(r for r in on if r["concurrency"] == top)
+    speedup = round(row_on["requests_per_s"] / row_off["requests_per_s"], 3)
+    by_round = [
+        round(b / a, 3)
+        for a, b in zip(
+            row_off["requests_per_s_by_round"], row_on["requests_per_s_by_round"], strict=True
+        )
+    ]
     errors = sum(r["errors"] for r in off + on)
     checks = {
         "overhead_ratio_c1": {
@@ -469,6 +332,7 @@ def acceptance(overhead: dict, off: list[dict], on: list[dict]) -> dict[str, Any
         },
         f"batching_speedup_c{top}": {
             "value": speedup,
+            "by_round": by_round,
             "target": f">= {SPEEDUP_TARGET}",
             "ok": speedup >= SPEEDUP_TARGET,
         },
@@ -477,35 +341,28 @@ def acceptance(overhead: dict, off: list[dict], on: list[dict]) -> dict[str, Any
     return {"checks": checks, "passed": all(c["ok"] for c in checks.values())}
 
 
+LOAD_COLUMNS = {
+    "concurrency": "concurrency",
+    "client_processes": "client procs",
+    "requests": "requests",
+    "errors": "errors",
+    "requests_per_s": "req/s",
+    "requests_per_s_by_round": "req/s by round",
+    "p50_ms": "p50 ms",
+    "p95_ms": "p95 ms",
+    "p99_ms": "p99 ms",
+    "server_cpu_ms_per_request": "server CPU ms/req",
+    "client_cpu_ms_per_request": "client CPU ms/req",
+}
+
+
 def render(results: dict[str, Any]) -> str:
-    rows = []
-    for run in results["runs"]:
-        for r in run["load"]:
-            rows.append(
-                [
-                    run["batching"],
-                    *(r[key] for key in ("concurrency", "client_processes", "requests", "errors")),
-                    *(r[key] for key in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms")),
-                    r["server_cpu_ms_per_request"],
-                    r["client_cpu_ms_per_request"],
-                ]
-            )
-    load = _report.markdown_table(
-        [
-            "batching",
-            "concurrency",
-            "client procs",
-            "requests",
-            "errors",
-            "req/s",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "server CPU ms/req",
-            "client CPU ms/req",
-        ],
-        rows,
-    )
+    rows = [
+        [label, *(row[key] for key in LOAD_COLUMNS)]
+        for label in ("off", "on")
+        for row in results["load"][label]
+    ]
+    load = _report.markdown_table(["batching", *LOAD_COLUMNS.values()], rows)
     o = results["overhead"]
     overhead = _report.markdown_table(
         ["path (batch 1, interleaved)", "requests", "p50 ms", "p95 ms", "p99 ms"],
@@ -518,19 +375,18 @@ def render(results: dict[str, Any]) -> str:
         ["batching", "start -> AVAILABLE s", "start -> first answer s", "first answer latency s"],
         [
             [
-                r["batching"],
-                r["start_to_available_s"],
-                r["start_to_first_answer_s"],
-                r["first_answer_latency_s"],
+                label,
+                *(f[key] for key in ("start_to_available_s", "start_to_first_answer_s")),
+                f["first_answer_latency_s"],
             ]
-            for r in results["runs"]
+            for label, f in results["servers"].items()
         ],
     )
     checks = _report.markdown_table(
         ["check", "measured", "target", "ok"],
         [[k, v["value"], v["target"], v["ok"]] for k, v in results["acceptance"]["checks"].items()],
     )
-    m = results["model"]
+    m, s = results["model"], results["settings"]
     quick = ""
     if results["quick"]:
         quick = "**QUICK smoke run: tiny model, not the acceptance shape.**\n\n"
@@ -540,7 +396,10 @@ def render(results: dict[str, Any]) -> str:
         f"`tf.saved_model.load` {m['saved_model_load_s']} s. Batching parameters (on): "
         f"`{json.dumps(results['batching_parameters'])}`. Load average start "
         f"{results['load_start']}, end {results['load_end']}.\n\n"
-        f"## Closed-loop load\n\n{load}\n## Serving overhead (concurrency 1)\n\n{overhead}\n"
+        f"## Closed-loop load\n\nEach cell: {s['rounds']} rounds x {s['duration_s']} s, "
+        "off/on alternating, pooled; clients are processes of "
+        f"{s['threads_per_process']} threads sending pre-serialized requests.\n\n{load}\n"
+        f"## Serving overhead (concurrency 1)\n\n{overhead}\n"
         f"## Startup\n\n{startup}\n## Acceptance: "
         f"{'PASS' if results['acceptance']['passed'] else 'FAIL'}\n\n{checks}"
     )
@@ -554,42 +413,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny model, a few seconds")
     parser.add_argument("--output", help="report directory (default benchmarks/results)")
-    parser.add_argument("--duration", type=float, help="seconds per load cell")
+    parser.add_argument("--duration", type=float, help="seconds per load cell and round")
+    parser.add_argument("--rounds", type=int, help="off/on rounds per concurrency")
     parser.add_argument("--threads-per-process", type=int, help="client threads per process")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.worker:
-        return worker_main()
-    s = dataclasses.replace(QUICK if args.quick else Settings())
-    if args.duration:
-        s.duration_s = args.duration
-    if args.threads_per_process:
-        s.threads_per_process = args.threads_per_process
-    facts = _report.machine_facts()
+def measure(work: Path, s: Settings) -> dict[str, Any]:
+    """Builds the model, starts both servers, measures; the servers are always stopped."""
     import tensorflow as tf
 
     from tfrec.serving.model_config import BatchingConfig
 
+    users, items, build_s = build_export(work / "export", s)
+    requests = make_requests(users, items, s)
+    start = time.perf_counter()
+    loaded = tf.saved_model.load(str(work / "export" / MODEL_NAME / "1"))
+    load_s = time.perf_counter() - start
+    signature = loaded.signatures["serving_default"]
     batching = BatchingConfig()
-    with tempfile.TemporaryDirectory(prefix="tfrec-serving-load-") as tmp:
-        work = Path(tmp)
-        users, items, build_s = build_export(work / "export", s)
-        requests = make_requests(users, items, s)
-        start = time.perf_counter()
-        loaded = tf.saved_model.load(str(work / "export" / MODEL_NAME / "1"))
-        load_s = time.perf_counter() - start
-        signature = loaded.signatures["serving_default"]
-        runs = [
-            serve_and_load(work / "export", None, requests, s, signature),
-            serve_and_load(work / "export", batching, requests, s, signature),
-        ]
-    results = {
-        "quick": args.quick,
-        "settings": dataclasses.asdict(s),
+    servers: dict[str, Server] = {}
+    try:
+        servers["off"] = start_server(work / "export", None, requests, s)
+        servers["on"] = start_server(work / "export", batching, requests, s)
+        overhead = measure_overhead(signature, servers["off"].target, requests, s.overhead_requests)
+        load = load_rounds(servers, serialize(requests), s)
+    finally:
+        for server in servers.values():
+            server.facts["server_exit_code"] = server.stop()
+    return {
         "model": {
             "num_items": s.num_items,
             "embedding_dim": s.embedding_dim,
@@ -600,12 +452,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             "saved_model_load_s": round(load_s, 3),
         },
         "batching_parameters": batching.to_dict(),
-        "overhead": runs[0]["overhead"],
-        "runs": runs,
+        "servers": {label: server.facts for label, server in servers.items()},
+        "overhead": overhead,
+        "load": load,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    s = dataclasses.replace(QUICK if args.quick else Settings())
+    for flag, field in (("duration", "duration_s"), ("rounds", "rounds")):
+        if getattr(args, flag):
+            setattr(s, field, getattr(args, flag))
+    if args.threads_per_process:
+        s.threads_per_process = args.threads_per_process
+    facts = _report.machine_facts()
+    with tempfile.TemporaryDirectory(prefix="tfrec-serving-load-") as tmp:
+        measured = measure(Path(tmp), s)
+    results = {
+        "quick": args.quick,
+        "settings": dataclasses.asdict(s),
+        **measured,
         "load_start": facts["load_average"],
         "load_end": [round(x, 2) for x in os.getloadavg()],
     }
-    results["acceptance"] = acceptance(results["overhead"], runs[0]["load"], runs[1]["load"])
+    results["acceptance"] = acceptance(
+        results["overhead"], results["load"]["off"], results["load"]["on"]
+    )
     markdown = render(results)
     paths = _report.write_report(NAME, results, markdown, facts=facts, output_dir=args.output)
     print(markdown)
