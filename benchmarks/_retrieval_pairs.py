@@ -210,7 +210,12 @@ def top_k_accuracy(
 
 
 def epoch_timer() -> Any:
-    """A tf-keras callback recording each epoch's wall seconds in ``.seconds``."""
+    """A tf-keras callback recording each epoch's seconds.
+
+    ``.seconds`` holds wall seconds (``time.perf_counter``) and ``.cpu_seconds``
+    the CPU seconds of the whole process, all threads (``time.process_time``),
+    which other processes competing for the cores inflate much less.
+    """
     import time
 
     import tf_keras as keras
@@ -219,32 +224,40 @@ def epoch_timer() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.seconds: list[float] = []
-            self._start = 0.0
+            self.cpu_seconds: list[float] = []
+            self._start = (0.0, 0.0)
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._start = time.perf_counter()
+            self._start = (time.perf_counter(), time.process_time())
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
+            self.seconds.append(time.perf_counter() - self._start[0])
+            self.cpu_seconds.append(time.process_time() - self._start[1])
 
     return EpochTimer()
 
 
-def throughput(num_train: int, epoch_seconds: Sequence[float]) -> dict[str, Any]:
-    """Training throughput from per-epoch wall times.
+def throughput(
+    num_train: int,
+    epoch_seconds: Sequence[float],
+    epoch_cpu_seconds: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Training throughput from per-epoch times.
 
     Args:
         num_train: Training examples per epoch.
         epoch_seconds: Wall seconds of each epoch, in order.
+        epoch_cpu_seconds: Process CPU seconds of each epoch (optional).
 
     Returns:
         ``examples_per_s`` over epochs 2.. (None with a single epoch),
         ``examples_per_s_all_epochs`` (first epoch included), ``first_epoch_s``,
-        ``epoch_seconds``, ``timed_epochs``.
+        ``epoch_seconds``, ``timed_epochs``; with CPU times also
+        ``epoch_cpu_seconds`` and ``examples_per_cpu_s`` (epochs 2..).
     """
     seconds = [float(s) for s in epoch_seconds]
     timed = seconds[1:]
-    return {
+    out: dict[str, Any] = {
         "epoch_seconds": [round(s, 4) for s in seconds],
         "first_epoch_s": round(seconds[0], 4) if seconds else None,
         "timed_epochs": len(timed),
@@ -253,6 +266,14 @@ def throughput(num_train: int, epoch_seconds: Sequence[float]) -> dict[str, Any]
             round(num_train * len(seconds) / sum(seconds), 1) if seconds else None
         ),
     }
+    if epoch_cpu_seconds is not None:
+        cpu = [float(s) for s in epoch_cpu_seconds]
+        out["epoch_cpu_seconds"] = [round(s, 4) for s in cpu]
+        timed_cpu = sum(cpu[1:])
+        out["examples_per_cpu_s"] = (
+            round(num_train * len(cpu[1:]) / timed_cpu, 1) if timed_cpu > 0 else None
+        )
+    return out
 
 
 def decode_strings(values: np.ndarray) -> np.ndarray:

@@ -116,7 +116,7 @@ def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
         "build_s": round(build.seconds, 3),
         "fit_wall_s": round(fit.seconds, 3),
         "eval_s": round(evaluate.seconds, 3),
-        **throughput(s.num_train, timer.seconds),
+        **throughput(s.num_train, timer.seconds, timer.cpu_seconds),
         "top_k": s.top_k,
         "top_k_accuracy": numpy_top_k,
         "tfrs_top_k_accuracy": tfrs_top_k,
@@ -222,7 +222,7 @@ def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]
         "build_s": round(build.seconds, 3),
         "fit_wall_s": round(fit.seconds, 3),
         "eval_s": round(evaluate.seconds, 3),
-        **throughput(len(train_idx), timer.seconds),
+        **throughput(len(train_idx), timer.seconds, timer.cpu_seconds),
         "top_k": s.top_k,
         "top_k_accuracy": accuracy,
     }

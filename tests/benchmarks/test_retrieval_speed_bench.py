@@ -98,6 +98,9 @@ def test_throughput_excludes_first_epoch():
     assert out["examples_per_s_all_epochs"] == 33.3
     assert out["first_epoch_s"] == 5.0
     assert out["timed_epochs"] == 2
+    assert "examples_per_cpu_s" not in out
+    # CPU seconds [9, 2, 2]: epochs 2-3 -> 200 / 4 = 50 examples per CPU-second.
+    assert pairs.throughput(100, [5.0, 1.0, 3.0], [9.0, 2.0, 2.0])["examples_per_cpu_s"] == 50.0
     assert pairs.throughput(100, [2.0])["examples_per_s"] is None
 
 
@@ -115,6 +118,7 @@ def test_summarize_speedup_and_verdict():
         return {
             "examples_per_s": examples_per_s,
             "examples_per_s_all_epochs": examples_per_s / 2,
+            "examples_per_cpu_s": examples_per_s / 4,
             "top_k_accuracy": accuracy,
             "fit_wall_s": fit,
             "peak_rss_mb": 100.0,
@@ -127,6 +131,7 @@ def test_summarize_speedup_and_verdict():
     summary = retrieval_speed.summarize(runs)
     # Medians: tutorial 200/s, tfrec 2000/s -> 10x; accuracy +0.10; fit 40 s / 10 s = 4x.
     assert summary["speedup"] == 10.0
+    assert summary["cpu_speedup"] == 10.0
     assert summary["accuracy_delta"] == pytest.approx(0.10)
     assert summary["fit_wall_ratio"] == 4.0
     assert summary["accepted"] is True
