@@ -25,7 +25,7 @@ import pandas as pd
 
 from tfrec.data.interactions import DataError, Interactions
 from tfrec.data.negatives import sample_negatives
-from tfrec.data.vocab import IdVocabulary
+from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
 
 
 @dataclasses.dataclass
@@ -241,7 +241,12 @@ def list_features(examples: RankingExamples, negatives: np.ndarray) -> dict[str,
 def eval_lists(
     examples: RankingExamples, num_items: int, num_negatives: int, seed: int
 ) -> dict[str, np.ndarray]:
-    """Fixed evaluation lists: the true item (last) plus uniform negatives (seeded)."""
+    """Fixed evaluation lists: the true item (last) plus uniform negatives (seeded).
+
+    Examples whose true item is out of the vocabulary (index 1) cannot be listed
+    and are left out.
+    """
+    examples = examples.take(np.flatnonzero(examples.item >= NUM_RESERVED))
     rng = np.random.default_rng([seed, 7])
     negatives = sample_negatives("uniform", examples.item, num_negatives, num_items, rng)
     return list_features(examples, negatives)

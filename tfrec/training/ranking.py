@@ -432,7 +432,7 @@ def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
     return {
         "auc": mean_list_auc(lists["labels"], scores),
         f"ndcg@{config.ndcg_k}": list_ndcg(lists["labels"], scores, config.ndcg_k),
-        "examples": float(len(examples)),
+        "examples": float(len(lists["labels"])),
     }
 
 
