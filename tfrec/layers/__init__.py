@@ -13,6 +13,7 @@ from tfrec.layers.towers import (
     QueryTower,
     build_item_feature_tables,
     compact_history,
+    trim_leading_padding,
 )
 
 __all__ = [
@@ -26,4 +27,5 @@ __all__ = [
     "build_item_feature_tables",
     "compact_history",
     "get_encoder",
+    "trim_leading_padding",
 ]
