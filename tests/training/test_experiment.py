@@ -79,3 +79,18 @@ def test_concat_parts_is_chronological_per_user():
     b = _log([("u1", "y", 1)])
     merged = concat_parts(a, None, b)
     assert merged.frame["item_id"].tolist() == ["y", "x"]
+
+
+def test_validation_sample_is_seeded_and_keeps_rows_aligned():
+    vocab = IdVocabulary([f"i{i}" for i in range(6)], name="item")
+    users = IdVocabulary([f"u{i}" for i in range(5)], name="user")
+    context = _log([(f"u{u}", f"i{u}", 1) for u in range(5)])
+    part = _log([(f"u{u}", f"i{u + 1}", 2) for u in range(5)])
+    q = eval_queries(context, part, users, vocab, max_len=2)
+    assert q.sample(0, seed=1) is q and q.sample(9, seed=1) is q  # 0 / >= size: everyone
+    a, b = q.sample(3, seed=1), q.sample(3, seed=1)
+    assert a.user_ids == b.user_ids and len(a) == 3
+    for row, user in enumerate(a.user_ids):  # user u<n> saw i<n> and must find i<n+1>
+        n = int(user[1:])
+        assert a.history[row, -1] == vocab.lookup([f"i{n}"])[0]
+        assert a.relevant[row].tolist() == [vocab.lookup([f"i{n + 1}"])[0]]

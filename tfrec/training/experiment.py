@@ -46,6 +46,9 @@ class EvalConfig(JsonConfig):
             negatives per user (``<part>_sampled/``).
         sampled_strategy: ``uniform`` or ``popularity`` negatives.
         batch_size: Users scored per batch.
+        valid_max_users: Score at most this many validation users (a seeded
+            random sample) in the per-epoch early-stopping evaluation; 0 = all.
+            Test metrics always use every user.
     """
 
     ks: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_KS))
@@ -54,6 +57,7 @@ class EvalConfig(JsonConfig):
     sampled_negatives: int = 0
     sampled_strategy: Literal["uniform", "popularity"] = "uniform"
     batch_size: int = 512
+    valid_max_users: int = 0
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -64,6 +68,10 @@ class EvalConfig(JsonConfig):
             )
         if self.batch_size < 1:
             raise ValueError(f"EvalConfig.batch_size={self.batch_size}; expected >= 1")
+        if self.valid_max_users < 0:
+            raise ValueError(
+                f"EvalConfig.valid_max_users={self.valid_max_users}; expected >= 0 (0 = all)"
+            )
 
 
 @dataclasses.dataclass
@@ -86,6 +94,19 @@ class EvalQueries:
 
     def __len__(self) -> int:
         return len(self.user_ids)
+
+    def sample(self, max_users: int, seed: int) -> EvalQueries:
+        """A seeded random subset of at most ``max_users`` queries (order kept)."""
+        if max_users <= 0 or max_users >= len(self):
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self), max_users, replace=False))
+        return EvalQueries(
+            user_ids=[self.user_ids[r] for r in rows],
+            users=self.users[rows],
+            history=self.history[rows],
+            relevant=[self.relevant[r] for r in rows],
+            seen=[self.seen[r] for r in rows],
+        )
 
 
 def eval_queries(

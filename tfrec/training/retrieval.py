@@ -301,9 +301,14 @@ class RetrievalExperiment:
                 context, held = concat_parts(split.train, split.valid), split.test
             else:
                 raise ValueError(f"part={part!r}; expected 'valid' or 'test'")
-            self._queries[part] = eval_queries(
+            queries = eval_queries(
                 context, held, self.user_vocab, self.item_vocab, self.config.model.max_history
             )
+            if part == "valid":
+                queries = queries.sample(
+                    self.config.evaluation.valid_max_users, self.config.data.seed
+                )
+            self._queries[part] = queries
         return self._queries[part]
 
     def _score_fn(self, queries: EvalQueries):
