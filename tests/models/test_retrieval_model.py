@@ -184,3 +184,22 @@ def test_loss_does_not_depend_on_left_padding(encoder):
     np.testing.assert_allclose(
         model.compute_loss(short).numpy(), model.compute_loss(padded).numpy(), rtol=1e-6
     )
+
+
+def test_epoch_loss_is_the_mean_over_batches():
+    # Batch 1 (all positions) = 1.003204 and batch 2 (last item) = log 2 = 0.693147, as
+    # hand-computed above; with a negligible learning rate the epoch loss is their mean.
+    model = _mean_model()
+    history = tf.constant([[0, 2, 3]])
+    batches = [
+        {"user": tf.constant([2]), "history": history, "target": tf.constant([[0, 3, 2]])},
+        {"user": tf.constant([2]), "history": history, "target": tf.constant([[0, 0, 2]])},
+    ]
+    dataset = tf.data.Dataset.from_tensors(batches[0]).concatenate(
+        tf.data.Dataset.from_tensors(batches[1])
+    )
+    model.compile(keras.optimizers.SGD(1e-9))
+    logs = model.fit(dataset, epochs=1, verbose=0).history
+    expected = ((math.log1p(math.e) + math.log(2)) / 2 + math.log(2)) / 2  # 0.848176
+    np.testing.assert_allclose(logs["loss"][0], expected, rtol=1e-5)
+    assert logs["regularization_loss"][0] == 0.0

@@ -23,8 +23,19 @@ class TfrecModel(tfrs.models.Model):
       gradients do not underflow;
     * divides the gradient loss by the number of replicas, because
       ``MirroredStrategy`` sums the replicas' gradients;
-    * reports ``loss`` / ``regularization_loss`` / ``total_loss`` in float32.
+    * reports ``loss`` / ``regularization_loss`` / ``total_loss`` in float32 as
+      running means over the epoch (the TFRS step reports the last batch only).
+
+    Args:
+        **kwargs: Passed to ``tfrs.models.Model`` (e.g. ``name``).
     """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._loss_means = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "regularization_loss", "total_loss")
+        }
 
     def _loss_terms(self, inputs: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         loss = tf.cast(self.compute_loss(inputs, training=training), tf.float32)
@@ -33,11 +44,14 @@ class TfrecModel(tfrs.models.Model):
         return loss, regularization_loss
 
     def _logs(self, loss: tf.Tensor, regularization_loss: tf.Tensor) -> dict[str, tf.Tensor]:
-        logs = {metric.name: metric.result() for metric in self.metrics}
-        logs["loss"] = loss
-        logs["regularization_loss"] = regularization_loss
-        logs["total_loss"] = loss + regularization_loss
-        return logs
+        values = {
+            "loss": loss,
+            "regularization_loss": regularization_loss,
+            "total_loss": loss + regularization_loss,
+        }
+        for name, value in values.items():
+            self._loss_means[name].update_state(value)
+        return {metric.name: metric.result() for metric in self.metrics}
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
         """One optimisation step on a batch (called by ``fit``)."""
