@@ -82,8 +82,12 @@ def merge_inputs(parts: list[Mapping[str, np.ndarray]], total_rows: int) -> Arra
         Name -> merged array ``[total_rows, max dims...]``.
     """
     merged = {}
+    rows = sum(next(iter(p.values())).shape[0] for p in parts)
     for name in parts[0]:
         arrays = [p[name] for p in parts]
+        if rows == total_rows and len({(a.shape[1:], a.dtype) for a in arrays}) == 1:
+            merged[name] = np.concatenate(arrays)  # same inner shape: no padding needed
+            continue
         inner = tuple(max(dims) for dims in zip(*(a.shape[1:] for a in arrays), strict=True))
         out = np.full((total_rows, *inner), _pad_value(arrays[0].dtype), dtype=arrays[0].dtype)
         offset = 0
