@@ -18,7 +18,7 @@ from tfrec.training.ranking import (
     predict_scores,
     train_ranker,
 )
-from tfrec.training.two_stage import evaluate_two_stage
+from tfrec.training.two_stage import evaluate_two_stage, tune_retrieval_weight
 
 NUM_ITEMS = 8  # item vocabulary of 10 with padding and OOV
 
@@ -135,6 +135,15 @@ def test_two_stage_score_matrix_ranks_retrieved_items_first():
     assert np.isneginf(full[[0, 1, 2, 3]]).all()
     items_k, _ = pipeline.recommend(features, 2)
     np.testing.assert_array_equal(items_k.numpy()[0], top3[np.argsort(-ranker)[:2]])
+    # Score fusion: a dominant retrieval weight gives back the retrieval order.
+    fused = TwoStageRecommender(scorer, trained.model, num_candidates=3, retrieval_weight=1e6)
+    np.testing.assert_array_equal(
+        np.argsort(-fused.score_matrix(features).numpy()[0], kind="stable")[:3], top3
+    )
+    best, table = tune_retrieval_weight(
+        trained, scorer, split, weights=(1.0, 0.0), metric="hr@3", max_queries=None
+    )
+    assert set(table) == {0.0, 1.0} and best == max(table, key=lambda w: (table[w], -w))
 
     # Evaluated with the same protocol: N = 3 retrieved, so at K >= 3 both agree
     # on hits (re-ranking only reorders the same 3 items).

@@ -17,7 +17,8 @@ Combined recommender ``serving_default``: the retrieval contract (``user_id``
 ``[B, K]``, ``scores`` float32 ``[B, K]``, ``K = max(k)``). Inside: the
 retrieval model scores the catalogue, history items are excluded, the top
 ``N = num_candidates`` are re-scored by the ranker and the best K returned
-(scores are ranker scores). Slots that cannot be filled hold ``""`` / ``-inf``.
+(scores are ranker scores, plus ``retrieval_weight`` * retrieval score when
+the ranker config sets one). Slots that cannot be filled hold ``""`` / ``-inf``.
 
 Mismatched batch sizes, ``k < 1`` or ``k > N`` raise ``InvalidArgumentError``
 inside the graph (gRPC ``INVALID_ARGUMENT``). Both SavedModels load with
@@ -149,6 +150,7 @@ class RecommenderServingModule(tf.Module):
             trained.model,
             num_candidates=num_candidates,
             ranker_history=trained.config.max_history,
+            retrieval_weight=trained.config.retrieval_weight,
         )
         self.num_candidates = self.pipeline.num_candidates
         self.retrieval_user_lookup = _lookup(retrieval_user_vocab, "retrieval_user_lookup")

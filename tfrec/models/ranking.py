@@ -81,6 +81,9 @@ class RankingConfig(JsonConfig):
         min_history: Drop training examples with fewer history events (next_item).
         ndcg_k: Cutoff of the list NDCG metric.
         num_candidates: Retrieval top-N re-ranked by the two-stage pipeline.
+        retrieval_weight: Two-stage final score = ranker score + this * retrieval
+            score (0 = ranker only); pick it on validation
+            (:func:`tfrec.training.two_stage.tune_retrieval_weight`).
         seed: Random seed (weights, shuffling, negatives).
     """
 
@@ -112,6 +115,7 @@ class RankingConfig(JsonConfig):
     min_history: int = 1
     ndcg_k: int = 10
     num_candidates: int = 100
+    retrieval_weight: float = 0.0
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -154,12 +158,12 @@ class RankingConfig(JsonConfig):
                 "RankingConfig.validation_fraction: expected 0 < fraction < 1, "
                 f"got {self.validation_fraction!r}"
             )
-        if not self.l2 >= 0.0:
-            raise ValueError(f"RankingConfig.l2: expected >= 0, got {self.l2!r}")
-        if not self.learning_rate > 0.0:
-            raise ValueError(
-                f"RankingConfig.learning_rate: expected > 0, got {self.learning_rate!r}"
-            )
+        for name in ("retrieval_weight", "l2", "learning_rate"):
+            value = getattr(self, name)
+            low_ok = value > 0.0 if name == "learning_rate" else value >= 0.0
+            if not low_ok:
+                bound = "> 0" if name == "learning_rate" else ">= 0"
+                raise ValueError(f"RankingConfig.{name}: expected {bound}, got {value!r}")
         if self.negative_sampling == "hard" and self.hard_pool_size < self.num_negatives:
             raise ValueError(
                 f"RankingConfig.hard_pool_size: {self.hard_pool_size} is smaller than "

@@ -86,10 +86,12 @@ class TwoStageRecommender(tf.Module):
         ranker: Stage-2 ranker (same item vocabulary as the retrieval model).
         num_candidates: N, the retrieved items re-scored by the ranker.
         ranker_history: History length the ranker sees (its ``max_history``).
+        retrieval_weight: Final score of a retrieved item = ranker score +
+            ``retrieval_weight`` * retrieval score (score fusion; 0 = ranker only).
         name: Module name.
 
     Raises:
-        ValueError: ``num_candidates < 1`` or a vocabulary size mismatch.
+        ValueError: ``num_candidates < 1``, a negative weight or a vocabulary size mismatch.
     """
 
     def __init__(
@@ -97,12 +99,18 @@ class TwoStageRecommender(tf.Module):
         retrieval: RetrievalScorer,
         ranker: LSTMRanker,
         num_candidates: int = 100,
+        *,
         ranker_history: int | None = None,
+        retrieval_weight: float = 0.0,
         name: str = "two_stage",
     ):
         super().__init__(name=name)
         if num_candidates < 1:
             raise ValueError(f"TwoStageRecommender: num_candidates={num_candidates}; expected >= 1")
+        if not retrieval_weight >= 0:
+            raise ValueError(
+                f"TwoStageRecommender: retrieval_weight={retrieval_weight}; expected >= 0"
+            )
         if retrieval.num_items != ranker.spec.num_items:
             raise ValueError(
                 f"TwoStageRecommender: retrieval has {retrieval.num_items} item indices but the "
@@ -113,6 +121,7 @@ class TwoStageRecommender(tf.Module):
         self.num_items = retrieval.num_items
         self.num_candidates = min(num_candidates, self.num_items - NUM_RESERVED)
         self.ranker_history = ranker_history or ranker.config.max_history
+        self.retrieval_weight = float(retrieval_weight)
 
     def retrieve(
         self, features: Features, exclude: tf.Tensor | None = None
@@ -136,8 +145,24 @@ class TwoStageRecommender(tf.Module):
         top_scores, items = tf.math.top_k(scores, k=self.num_candidates)  # [B, N]
         return scores, items, top_scores > -float("inf")
 
-    def rerank(self, features: Features, items: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-        """Stage 2: ranker scores ``[B, N]`` of ``items``, -inf where not ``valid``."""
+    def rerank(
+        self,
+        features: Features,
+        items: tf.Tensor,
+        valid: tf.Tensor,
+        retrieval_scores: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Stage 2: final scores ``[B, N]`` of ``items``, -inf where not ``valid``.
+
+        Args:
+            features: Ranker features.
+            items: ``[B, N]`` retrieved item indices.
+            valid: bool ``[B, N]``.
+            retrieval_scores: ``[B, I]`` stage-1 scores, needed when ``retrieval_weight > 0``.
+
+        Returns:
+            Ranker score (+ ``retrieval_weight`` * retrieval score) per item.
+        """
         ranker_features = {
             key: value[:, -self.ranker_history :] if key.startswith("history") else value
             for key, value in features.items()
@@ -145,6 +170,10 @@ class TwoStageRecommender(tf.Module):
         }
         ranker_features["candidates"] = items
         scores = self.ranker(ranker_features, training=False)  # [B, N]
+        if self.retrieval_weight and retrieval_scores is not None:
+            stage1 = tf.gather(retrieval_scores, items, batch_dims=1)  # [B, N]
+            stage1 = tf.where(valid, stage1, tf.zeros_like(stage1))
+            scores = scores + tf.cast(self.retrieval_weight * stage1, scores.dtype)
         return tf.where(valid, scores, tf.constant(-float("inf"), scores.dtype))
 
     def recommend(
@@ -161,15 +190,16 @@ class TwoStageRecommender(tf.Module):
             ``(items [B, k], scores [B, k])``, best first; -inf scores mark slots
             that could not be filled.
         """
-        _, items, valid = self.retrieve(features, exclude)
-        scores = self.rerank(features, items, valid)  # [B, N]
+        retrieval_scores, items, valid = self.retrieve(features, exclude)
+        scores = self.rerank(features, items, valid, retrieval_scores)  # [B, N]
         top_scores, order = tf.math.top_k(scores, k=k)  # [B, k]
         return tf.gather(items, order, batch_dims=1), top_scores
 
     def score_matrix(self, features: Features, exclude: tf.Tensor | None = None) -> tf.Tensor:
         """Full float64 ``[B, I]`` scores ranking the re-ranked N first (see module docstring)."""
         retrieval_scores, items, valid = self.retrieve(features, exclude)  # [B, I], [B, N]
-        ranker_scores = tf.cast(self.rerank(features, items, valid), tf.float64)  # [B, N]
+        ranker_scores = self.rerank(features, items, valid, retrieval_scores)  # [B, N]
+        ranker_scores = tf.cast(ranker_scores, tf.float64)
         retrieval_scores = tf.cast(retrieval_scores, tf.float64)
         finite = tf.math.is_finite(retrieval_scores)
         floor = tf.reduce_max(

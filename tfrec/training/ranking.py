@@ -388,14 +388,26 @@ def predict_scores(
 
 
 def evaluation_examples(
-    trained: TrainedRanker, split: Split, max_history: int | None = None
+    trained: TrainedRanker, split: Split, max_history: int | None = None, part: str = "test"
 ) -> RankingExamples:
-    """Examples of ``split.test`` with history from train (+ valid)."""
+    """Examples of ``split.test`` (history from train + valid) or ``split.valid`` (from train).
+
+    Raises:
+        ValueError: ``part`` is not ``"test"``/``"valid"``, or the split has no valid part.
+    """
+    if part not in ("test", "valid"):
+        raise ValueError(f"part={part!r}; expected 'test' or 'valid'")
     context = split.train
-    if split.valid is not None and len(split.valid):
-        context = concat_parts(split.train, split.valid)
+    if part == "valid":
+        if split.valid is None or not len(split.valid):
+            raise ValueError(f"part='valid' but the {split.protocol} split has no validation part")
+        events = split.valid
+    else:
+        events = split.test
+        if split.valid is not None and len(split.valid):
+            context = concat_parts(split.train, split.valid)
     return build_ranking_examples(
-        split.test,
+        events,
         trained.user_vocab,
         trained.item_vocab,
         max_history or trained.config.max_history,

@@ -20,39 +20,53 @@ def evaluate_two_stage(
     retrieval: RetrievalScorer,
     split: Split,
     *,
+    part: str = "test",
     num_candidates: int | None = None,
+    retrieval_weight: float | None = None,
     retrieval_user_vocab: IdVocabulary | None = None,
     ks: Sequence[int] = (1, 5, 10, 20, 50, 100),
     batch_size: int = 256,
+    include_retrieval: bool = True,
+    max_queries: int | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Full-ranking metrics of retrieval alone and of retrieval -> ranker, same examples.
+    """Full-ranking metrics of retrieval alone and of retrieval -> ranker, same queries.
 
-    Both rank the whole catalogue minus the user's train (+ valid) history (the
-    evaluation module's exclusion); the two-stage ranking is
+    Both rank the whole catalogue minus the user's known history (the evaluation
+    module's exclusion); the two-stage ranking is
     :meth:`TwoStageRecommender.score_matrix`, so a true item outside the
     retrieved N is a miss for every ``K <= N``.
 
     Args:
         trained: The ranker (its item vocabulary must be the retrieval model's).
         retrieval: Stage-1 scorer.
-        split: The split; queries are the ``test`` events.
+        split: The split.
+        part: ``"test"`` (history = train + valid) or ``"valid"`` (history = train).
         num_candidates: N (default ``trained.config.num_candidates``).
+        retrieval_weight: Score fusion weight (default ``trained.config.retrieval_weight``).
         retrieval_user_vocab: The retrieval model's user vocabulary when it differs
             from the ranker's (user indices are translated through the ids).
         ks: Cutoffs.
         batch_size: Queries per batch.
+        include_retrieval: Also evaluate retrieval alone.
+        max_queries: Evaluate a seeded random subset of at most this many queries.
 
     Returns:
-        ``{"retrieval": {...}, "two_stage": {...}}`` with the evaluation module's keys.
+        ``{"retrieval": {...}, "two_stage": {...}}`` with the evaluation module's keys
+        (``"retrieval"`` only with ``include_retrieval``).
     """
+    weight = trained.config.retrieval_weight if retrieval_weight is None else retrieval_weight
     pipeline = TwoStageRecommender(
         retrieval,
         trained.model,
         num_candidates=num_candidates or trained.config.num_candidates,
         ranker_history=trained.config.max_history,
+        retrieval_weight=weight,
     )
     length = max(trained.config.max_history, retrieval.max_history)
-    examples = evaluation_examples(trained, split, max_history=length)
+    examples = evaluation_examples(trained, split, max_history=length, part=part)
+    if max_queries is not None and len(examples) > max_queries:
+        rng = np.random.default_rng([trained.config.seed, 13])
+        examples = examples.take(np.sort(rng.choice(len(examples), max_queries, replace=False)))
     features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
     if retrieval_user_vocab is not None:
         tokens = np.array(trained.user_vocab.all_tokens(), dtype=object)[examples.user]
@@ -85,7 +99,53 @@ def evaluate_two_stage(
 
     ids = np.arange(len(examples))
     common = {"ks": ks, "batch_size": batch_size}
-    return {
-        "retrieval": evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common),
-        "two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common),
-    }
+    out = {"two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common)}
+    if include_retrieval:
+        out["retrieval"] = evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common)
+    return out
+
+
+def tune_retrieval_weight(
+    trained: TrainedRanker,
+    retrieval: RetrievalScorer,
+    split: Split,
+    *,
+    weights: Sequence[float] = (0.0, 0.1, 0.3, 1.0, 3.0),
+    metric: str = "ndcg@10",
+    max_queries: int | None = 5000,
+    retrieval_user_vocab: IdVocabulary | None = None,
+) -> tuple[float, dict[float, float]]:
+    """Picks the score-fusion weight with the best validation ``metric``.
+
+    Sets nothing: pass the result to ``dataclasses.replace(trained.config,
+    retrieval_weight=...)`` (it is then used by :func:`evaluate_two_stage` and
+    the combined export).
+
+    Args:
+        trained: The ranker.
+        retrieval: Stage-1 scorer.
+        split: The split; its ``valid`` part is evaluated (never ``test``).
+        weights: Candidate weights (>= 0).
+        metric: A key of the full-ranking metrics, e.g. ``"ndcg@10"``.
+        max_queries: Validation queries used (seeded subset; None = all).
+        retrieval_user_vocab: See :func:`evaluate_two_stage`.
+
+    Returns:
+        ``(best weight, {weight: validation metric})``; ties keep the smaller weight.
+
+    Raises:
+        ValueError: No weights, or the split has no validation part.
+    """
+    if not weights:
+        raise ValueError("weights: expected at least one candidate weight")
+    k = int(metric.split("@")[1]) if "@" in metric else 10
+    table: dict[float, float] = {}
+    for weight in sorted(float(w) for w in weights):
+        result = evaluate_two_stage(
+            trained, retrieval, split, part="valid", retrieval_weight=weight,
+            retrieval_user_vocab=retrieval_user_vocab, ks=(k,), include_retrieval=False,
+            max_queries=max_queries,
+        )  # fmt: skip
+        table[weight] = result["two_stage"][metric]
+    best = max(table, key=lambda w: (table[w], -w))
+    return best, table
