@@ -1,0 +1,68 @@
+"""``tfrec train --model ranking|pipeline`` and the commands that reuse their output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tfrec.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    code = main(
+        ["train", "--model", "pipeline", "--dataset", "synthetic", "--output-dir", str(out),
+         "--epochs", "2", "--encoder", "mean"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_pipeline_reports_retrieval_only_and_two_stage_on_the_same_queries(pipeline_run):
+    metrics = json.loads((pipeline_run / "metrics.json").read_text())
+    for stage in ("test_retrieval", "test_two_stage"):
+        assert 0.0 <= metrics[f"{stage}/ndcg@10"] <= 1.0
+    # both stages are scored over the same users (300 synthetic users, leave-one-out)
+    assert metrics["test_retrieval/users"] == metrics["test_two_stage/users"] == 300
+    # two-stage ranks only retrieval's top-N (N = 30 for synthetic): its HR@50 is the share
+    # of true items inside that top-30, so it cannot exceed retrieval's own HR@50
+    assert metrics["test_two_stage/hr@50"] <= metrics["test_retrieval/hr@50"]
+    assert 0.5 <= metrics["test_ranker/auc"] <= 1.0
+    assert "test/ndcg@10" not in metrics  # no ambiguous keys in a pipeline run
+    config = json.loads((pipeline_run / "config.json").read_text())
+    assert config["kind"] == "pipeline" and config["retrieval"]["encoder"] == "mean"
+    exports = sorted(p.name for p in (pipeline_run / "export").iterdir())
+    assert exports == ["ranking", "recommender", "retrieval"]
+
+
+def test_recommend_through_the_combined_recommender(pipeline_run, capsys):
+    export = pipeline_run / "export" / "recommender"
+    assert main(["recommend", "--export", str(export), "--history", "i1,i2", "-k", "5"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6 and lines[1].split()[0] == "1."
+    assert all("Item" in line for line in lines[1:])  # titles travel with the export
+
+
+def test_export_kinds_from_a_pipeline_dir(pipeline_run, tmp_path, capsys):
+    base = tmp_path / "serving"
+    for kind in ("ranking", "recommender", "retrieval"):
+        args = ["export", "--model-dir", str(pipeline_run), "--export-dir", str(base)]
+        assert main([*args, "--kind", kind]) == 0
+    assert sorted(p.name for p in base.iterdir()) == ["ranking", "recommender", "retrieval"]
+
+
+def test_ranking_only_run_on_ratings_reports_rmse(tmp_path):
+    out = tmp_path / "ranker"
+    code = main(
+        ["train", "--model", "ranking", "--dataset", "synthetic", "--output-dir", str(out),
+         "--epochs", "2", "--no-export"]
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # synthetic ratings are 1..5: an RMSE above 4 would mean predictions off the scale
+    assert 0.0 < metrics["test/rmse"] < 4.0
+    assert metrics["test/mae"] <= metrics["test/rmse"]
