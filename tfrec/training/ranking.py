@@ -449,10 +449,16 @@ def evaluate_ranker(trained: TrainedRanker, split: Split) -> dict[str, float]:
 
 
 def save_ranker(trained: TrainedRanker, model_dir: str | os.PathLike[str]) -> None:
-    """Writes config, data spec, vocabularies, item tables, weights and history."""
+    """Writes the ranker into ``model_dir``.
+
+    Files: ``ranking_config.json``, ``data_spec.json``, ``user_vocab.txt``,
+    ``item_vocab.txt``, ``item_features.npz`` (with content tables),
+    ``weights/ranker*`` and ``history.json`` (``config.json`` is left to the
+    caller's experiment config).
+    """
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trained.config.save(out / "config.json")
+    trained.config.save(out / "ranking_config.json")
     trained.spec.save(out / "data_spec.json")
     trained.user_vocab.save(out / "user_vocab.txt")
     trained.item_vocab.save(out / "item_vocab.txt")
@@ -469,7 +475,7 @@ def load_ranker(model_dir: str | os.PathLike[str]) -> TrainedRanker:
         FileNotFoundError: A file of the model directory is missing.
     """
     src = Path(model_dir)
-    config = RankingConfig.load(src / "config.json")
+    config = RankingConfig.load(src / "ranking_config.json")
     spec = RankerDataSpec.load(src / "data_spec.json")
     tables = (
         _load_tables(src / "item_features.npz") if (src / "item_features.npz").exists() else None
