@@ -61,8 +61,8 @@ QUICK: dict[str, Any] = {
 
 def _read_fold_file(path: Path, items: Any) -> Any:
     """One ``u{k}.base``/``u{k}.test`` file (``u.data`` format) as Interactions."""
-    from tfrec.data.interactions import Interactions  # noqa: PLC0415
-    from tfrec.data.parsing import Field, read_headerless  # noqa: PLC0415
+    from tfrec.data.interactions import Interactions
+    from tfrec.data.parsing import Field, read_headerless
 
     fields = [
         Field("user_id", "int_id", "user id"),
@@ -80,8 +80,8 @@ def movielens_folds(data_dir: Path, folds: Sequence[int]) -> list[tuple[str, Any
     Raises:
         FileNotFoundError: A fold file is missing.
     """
-    from tfrec.data.movielens import load_movielens_100k  # noqa: PLC0415
-    from tfrec.data.splits import Split  # noqa: PLC0415
+    from tfrec.data.movielens import load_movielens_100k
+    from tfrec.data.splits import Split
 
     folder = data_dir / "ml-100k"
     items = load_movielens_100k(folder).items
@@ -100,8 +100,8 @@ def movielens_folds(data_dir: Path, folds: Sequence[int]) -> list[tuple[str, Any
 
 def synthetic_folds(count: int) -> list[tuple[str, Any]]:
     """Tiny synthetic stand-ins for the folds (``--quick``)."""
-    from tfrec.data.splits import random_split_per_user  # noqa: PLC0415
-    from tfrec.data.synthetic import make_synthetic  # noqa: PLC0415
+    from tfrec.data.splits import random_split_per_user
+    from tfrec.data.synthetic import make_synthetic
 
     data = make_synthetic(num_users=30, num_items=12, max_len=8, seed=0)
     return [(f"s{k}", random_split_per_user(data, 0.8, seed=k)) for k in range(1, count + 1)]
@@ -115,8 +115,8 @@ def run_fold(split: Any, config: Any, model_dir: Path | None = None) -> dict[str
         config: Ranker hyper-parameters.
         model_dir: Where to save the trained ranker (None = not saved).
     """
-    from tfrec.data.vocab import build_vocabularies  # noqa: PLC0415
-    from tfrec.training.ranking import evaluate_ranker, train_ranker  # noqa: PLC0415
+    from tfrec.data.vocab import build_vocabularies
+    from tfrec.training.ranking import evaluate_ranker, train_ranker
 
     # Vocabularies from the base file + the u.item catalogue (never the test ratings).
     user_vocab, item_vocab = build_vocabularies(split.train)
@@ -240,8 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the folds and writes the report after each; returns the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from tfrec.data.download import resolve_data_dir  # noqa: PLC0415
-    from tfrec.models.ranking import RankingConfig  # noqa: PLC0415
+    from tfrec.data.download import resolve_data_dir
+    from tfrec.models.ranking import RankingConfig
 
     facts = _report.machine_facts()
     overrides = parse_set_options(args.set)
