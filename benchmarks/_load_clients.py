@@ -1,4 +1,7 @@
-"""Closed-loop gRPC load clients for ``benchmarks/serving_load.py``.
+"""Load-test harness for ``benchmarks/serving_load.py``: server process and closed-loop clients.
+
+:class:`Server` runs ``tfrec serve`` as a subprocess on a free loopback port
+and stops it with SIGTERM. :func:`run_load` runs one closed-loop cell.
 
 Each client process (``python -m benchmarks._load_clients``) imports only grpc
 and numpy: it reads a job (JSON line) on stdin, connects and warms up, prints
@@ -12,6 +15,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +30,59 @@ import numpy as np
 from benchmarks import _report
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
+
+
+class Server:
+    """A ``tfrec serve`` subprocess; ``stop()`` sends SIGTERM (then kills after 30 s)."""
+
+    def __init__(self, export_dir: Path, log_path: Path, batching_file: Path | None):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.target = f"127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "tfrec.cli.main", "serve", "--backend", "local"]
+        command += ["--export_dir", str(export_dir), "--port", str(self.port)]
+        command += ["--file_system_poll_wait_seconds", "0"]
+        if batching_file is not None:
+            command += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
+        self.command = command
+        self.facts: dict[str, Any] = {}
+        self.log_path = log_path
+        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115  (closed in stop)
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_available(self, model_name: str, timeout: float) -> float:
+        """Seconds from process start until GetModelStatus reports ``model_name`` AVAILABLE."""
+        from tfrec.serving.client import RecommenderClient, ServingError
+
+        deadline = self.started + timeout
+        with RecommenderClient(self.target, model_name, timeout=2.0, max_retries=0) as client:
+            while time.perf_counter() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
+                try:
+                    if any(v.state == "AVAILABLE" for v in client.status()):
+                        return time.perf_counter() - self.started
+                except ServingError:
+                    pass
+                time.sleep(0.05)
+        raise RuntimeError(f"server not AVAILABLE after {timeout} s: {self.tail()}")
+
+    def tail(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
 
 
 def percentiles_ms(seconds: Sequence[float]) -> dict[str, float | None]:

@@ -49,9 +49,6 @@ import argparse
 import dataclasses
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,7 +60,7 @@ import numpy as np
 
 import tfrec  # noqa: F401  (light: sets the Keras-2 guard before any TensorFlow import)
 from benchmarks import _report
-from benchmarks._load_clients import percentiles_ms, run_load, summarize
+from benchmarks._load_clients import Server, percentiles_ms, run_load, summarize
 
 NAME = "serving_load"
 MODEL_NAME = "retrieval"
@@ -202,62 +199,6 @@ def serialize(requests: list[dict[str, np.ndarray]]) -> list[bytes]:
     return out
 
 
-# --------------------------------------------------------------------------- the server
-
-
-class Server:
-    """A ``tfrec serve`` subprocess; ``stop()`` sends SIGTERM (then kills after 30 s)."""
-
-    def __init__(self, export_dir: Path, log_path: Path, batching_file: Path | None):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.target = f"127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "tfrec.cli.main", "serve", "--backend", "local"]
-        command += ["--export_dir", str(export_dir), "--port", str(self.port)]
-        command += ["--file_system_poll_wait_seconds", "0"]
-        if batching_file is not None:
-            command += ["--enable_batching", "--batching_parameters_file", str(batching_file)]
-        self.command = command
-        self.facts: dict[str, Any] = {}
-        self.log_path = log_path
-        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115  (closed in stop)
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_available(self, timeout: float) -> float:
-        """Seconds from process start until GetModelStatus reports AVAILABLE."""
-        from tfrec.serving.client import RecommenderClient, ServingError
-
-        deadline = self.started + timeout
-        with RecommenderClient(self.target, MODEL_NAME, timeout=2.0, max_retries=0) as client:
-            while time.perf_counter() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
-                try:
-                    if any(v.state == "AVAILABLE" for v in client.status()):
-                        return time.perf_counter() - self.started
-                except ServingError:
-                    pass
-                time.sleep(0.05)
-        raise RuntimeError(f"server not AVAILABLE after {timeout} s: {self.tail()}")
-
-    def tail(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")[-2000:]
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-
 # ------------------------------------------------------------------------- measurements
 
 
@@ -303,7 +244,9 @@ def start_server(export_dir: Path, batching: Any, requests: list, s: Settings) -
         batching_file.write_text(batching_parameters_text(batching), encoding="utf-8")
     server = Server(export_dir, export_dir.parent / f"server_batching_{label}.log", batching_file)
     server.facts = {"batching": label, "server_command": server.command}
-    server.facts["start_to_available_s"] = round(server.wait_available(s.startup_timeout_s), 3)
+    server.facts["start_to_available_s"] = round(
+        server.wait_available(MODEL_NAME, s.startup_timeout_s), 3
+    )
     with RecommenderClient(server.target, MODEL_NAME, timeout=s.timeout_s) as client:
         start = time.perf_counter()
         client.predict(requests[-1])  # not one of the warmup requests
@@ -422,7 +365,31 @@ def render(results: dict[str, Any]) -> str:
         f"{s['threads_per_process']} threads sending pre-serialized requests.\n\n{load}\n"
         f"## Serving overhead (concurrency 1)\n\n{overhead}\n"
         f"## Startup\n\n{startup}\n## Acceptance: "
-        f"{'PASS' if results['acceptance']['passed'] else 'FAIL'}\n\n{checks}"
+        f"{'PASS' if results['acceptance']['passed'] else 'FAIL'}\n\n{checks}\n{notes(results)}"
+    )
+
+
+def notes(results: dict[str, Any]) -> str:
+    """How to read the numbers (computed from this run)."""
+    off, on = results["load"]["off"][-1], results["load"]["on"][-1]
+    client = max(r["client_cpu_ms_per_request"] for rows in results["load"].values() for r in rows)
+    cpu_ratio = off["server_cpu_ms_per_request"] / max(on["server_cpu_ms_per_request"], 1e-9)
+    return (
+        "## Notes\n\n"
+        f"- Server CPU per request is the load-independent view: at concurrency "
+        f"{off['concurrency']} batching cuts it from {off['server_cpu_ms_per_request']} to "
+        f"{on['server_cpu_ms_per_request']} ms ({cpu_ratio:.2f}x). Requests/s also depend on "
+        "the CPU share the server gets on a shared machine (load average above); the "
+        "speed-up's per-round values are in the JSON (`acceptance.checks`).\n"
+        f"- Clients cost at most {client} ms CPU per request (pre-serialized bytes, responses "
+        "not parsed), a fraction of the server's, so they do not dominate the 2 cores.\n"
+        "- Overhead ratio: in-process = numpy inputs -> `tf.constant` -> "
+        '`signatures["serving_default"]` -> `.numpy()`; gRPC = `RecommenderClient.predict` '
+        "with the same numpy inputs (request proto, loopback RPC, server, response decode); "
+        "one of each per request, interleaved.\n"
+        "- Start -> AVAILABLE includes process start, the Python/TensorFlow import, the "
+        f"SavedModel load and replaying {NUM_WARMUP} warmup requests; the first answer comes "
+        "after that.\n"
     )
 
 
