@@ -27,6 +27,8 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import tempfile
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -464,7 +466,14 @@ def save_ranker(trained: TrainedRanker, model_dir: str | os.PathLike[str]) -> No
     trained.item_vocab.save(out / "item_vocab.txt")
     if trained.tables is not None:
         _save_tables(trained.tables, out / "item_features.npz")
-    trained.model.save_weights(str(out / "weights" / "ranker"))
+    staging = Path(tempfile.mkdtemp(prefix=".weights-", dir=out))  # complete weights or none
+    try:
+        trained.model.save_weights(str(staging / "ranker"))
+        if (out / "weights").exists():
+            shutil.rmtree(out / "weights")
+        os.replace(staging, out / "weights")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     atomic_write_text(out / "history.json", json.dumps(trained.history, indent=2) + "\n")
 
 
