@@ -367,8 +367,10 @@ def train_ranker(
 
 
 def _numpy_scorer(retrieval: RetrievalScorer) -> Any:
+    graph = tf.function(retrieval.__call__, reduce_retracing=True)  # traced once
+
     def score(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
-        return retrieval({"history": histories, "user": users}).numpy()
+        return graph({"history": histories, "user": users}).numpy()
 
     return score
 
