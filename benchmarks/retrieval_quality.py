@@ -299,10 +299,13 @@ NOTES: dict[str, list[str]] = {
         "them with the `test_unmasked` row.",
     ],
     "ml-100k": [
-        "Random 75/25 split per user (seed 42); the preset's validation slice for early "
-        "stopping is carved from the 75% train part (DataConfig.valid_fraction x 0.75 of each "
-        "user's interactions), so the model trains on less than the 75%; at test time the "
-        "validation items are part of the history (masked and encoded).",
+        "Random 75/25 split per user (seed 42), like microsoft/recommenders' "
+        "python_stratified_split (same protocol, not the same rows). A validation share "
+        "(DataConfig.valid_fraction of each user's interactions) is carved from the 75% "
+        "train part, so with valid_fraction > 0 the model trains on less than 75%; with "
+        "valid_fraction = 0 it trains on the full 75% for a fixed number of epochs (no early "
+        "stopping). Test items are always the same 25%; at test time the validation items "
+        "are part of the history (encoded and masked).",
         "microsoft/recommenders numbers are from their benchmark table (their own split "
         "code and models), given for orientation.",
     ],
