@@ -78,8 +78,14 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
         {"report_unmasked": True},
     ),
     "ml-100k": (
-        {"split": "random", "train_ratio": 0.75},
-        {"encoder": "mean", "use_user_embedding": True, "max_history": 200},
+        {"split": "random", "train_ratio": 0.75, "valid_fraction": 0.05},
+        {
+            "encoder": "mean",
+            "use_user_embedding": True,
+            "max_history": 200,
+            "batch_size": 32,
+            "l2": 1e-4,
+        },
         {"ks": [1, 5, 10, 20, 50, 100]},
     ),
     "ml-latest-small": (
