@@ -103,3 +103,23 @@ def test_bad_arguments_name_the_problem():
         sample_negatives("popularity", np.array([2]), 1, VOCAB, rng)
     with pytest.raises(ValueError, match="contains the example's positive"):
         sample_negatives("hard", np.array([2]), 1, VOCAB, rng, pool=np.array([[2, 3]]))
+
+
+def test_hard_fraction_mixes_pool_and_uniform_negatives():
+    from tfrec.models.ranking import RankingConfig
+    from tfrec.training.ranking_data import draw_negatives
+
+    # 4 negatives, hard_fraction 0.5: columns 0-1 come from the pool {8, 9},
+    # columns 2-3 are uniform over the known items except the positive 2.
+    config = RankingConfig(
+        objective="next_item", negative_sampling="hard", num_negatives=4, hard_pool_size=4,
+        hard_fraction=0.5,
+    )  # fmt: skip
+    positives = np.full(500, 2)
+    pool = np.tile([8, 9, 0, 0], (500, 1))
+    negatives = draw_negatives(
+        config, positives, VOCAB, np.random.default_rng(0), popularity=None, pool=pool
+    )
+    assert negatives.shape == (500, 4)
+    assert set(np.unique(negatives[:, :2])) == {8, 9}
+    assert set(np.unique(negatives[:, 2:])) == set(range(3, 10))

@@ -55,6 +55,9 @@ class RankingConfig(JsonConfig):
         negative_sampling: ``"uniform"``, ``"popularity"`` or ``"hard"`` (top
             items of a retrieval model, excluding the positive).
         hard_pool_size: Size of the retrieval top-N pool hard negatives are drawn from.
+        hard_fraction: ``"hard"`` only: share of each list's negatives drawn from the
+            pool, the rest uniform (hard-only lists can teach "anything the retrieval
+            model likes is negative").
         eval_negatives: Negatives per list in next-item list evaluation (uniform).
         embedding_dim: Item/user embedding size D.
         lstm_units: LSTM size H.
@@ -92,6 +95,7 @@ class RankingConfig(JsonConfig):
     num_negatives: int = 20
     negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
     hard_pool_size: int = 100
+    hard_fraction: float = 1.0
     eval_negatives: int = 100
     embedding_dim: int = 32
     lstm_units: int = 64
@@ -149,15 +153,7 @@ class RankingConfig(JsonConfig):
                 f"RankingConfig.mlp_layers: expected a non-empty list of integers >= 1, "
                 f"got {self.mlp_layers!r}"
             )
-        for name in ("dropout", "signal_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"RankingConfig.{name}: expected 0 <= {name} < 1, got {value!r}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ValueError(
-                "RankingConfig.validation_fraction: expected 0 < fraction < 1, "
-                f"got {self.validation_fraction!r}"
-            )
+        self._check_fractions()
         for name in ("retrieval_weight", "l2", "learning_rate"):
             value = getattr(self, name)
             low_ok = value > 0.0 if name == "learning_rate" else value >= 0.0
@@ -169,6 +165,21 @@ class RankingConfig(JsonConfig):
                 f"RankingConfig.hard_pool_size: {self.hard_pool_size} is smaller than "
                 f"num_negatives={self.num_negatives}"
             )
+
+    def _check_fractions(self) -> None:
+        """Rates and shares: (name, excludes 0, excludes 1)."""
+        for name, open_low, open_high in (
+            ("dropout", False, True),
+            ("signal_dropout", False, True),
+            ("hard_fraction", False, False),
+            ("validation_fraction", True, True),
+        ):
+            value = getattr(self, name)
+            low_ok = value > 0.0 if open_low else value >= 0.0
+            high_ok = value < 1.0 if open_high else value <= 1.0
+            if not (low_ok and high_ok):
+                text = f"0 {'<' if open_low else '<='} {name} {'<' if open_high else '<='} 1"
+                raise ValueError(f"RankingConfig.{name}: expected {text}, got {value!r}")
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,10 @@ import tf_keras as keras
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import atomic_write_text
 from tfrec.data.interactions import Interactions
-from tfrec.data.negatives import hard_negative_pool, sample_negatives
 from tfrec.data.ranking_examples import (
     RankingExamples,
     build_ranking_examples,
     eval_lists,
-    list_features,
     rating_features,
 )
 from tfrec.data.splits import Split
@@ -63,6 +61,7 @@ from tfrec.training.callbacks import (
 )
 from tfrec.training.experiment import build_vocabularies as dataset_vocabularies
 from tfrec.training.experiment import concat_parts
+from tfrec.training.ranking_data import ranker_datasets, split_validation
 from tfrec.training.strategy import get_strategy
 
 logger = logging.getLogger(__name__)
@@ -141,57 +140,6 @@ def build_ranker(
     return LSTMRanker(config, spec, item_tower=tower)
 
 
-class _ListBatches:
-    """Generator of shuffled next-item training batches, negatives re-drawn each epoch."""
-
-    def __init__(
-        self,
-        examples: RankingExamples,
-        config: RankingConfig,
-        num_items: int,
-        popularity: np.ndarray | None,
-        pool: np.ndarray | None,
-    ):
-        self.examples = examples
-        self.config = config
-        self.num_items = num_items
-        self.popularity = popularity
-        self.pool = pool
-        self.epoch = 0
-
-    def __call__(self) -> Iterator[dict[str, np.ndarray]]:
-        rng = np.random.default_rng([self.config.seed, self.epoch])
-        self.epoch += 1
-        ex = self.examples
-        negatives = sample_negatives(
-            self.config.negative_sampling,
-            ex.item,
-            self.config.num_negatives,
-            self.num_items,
-            rng,
-            popularity=self.popularity,
-            pool=self.pool,
-        )
-        order = rng.permutation(len(ex))
-        for start in range(0, len(ex), self.config.batch_size):
-            rows = order[start : start + self.config.batch_size]
-            yield list_features(ex.take(rows), negatives[rows])
-
-    def dataset(self) -> tf.data.Dataset:
-        """The generator as a ``tf.data.Dataset`` (one pass = one epoch)."""
-        length = self.examples.max_history
-        count = self.config.num_negatives + 1
-        signature = {
-            "user": tf.TensorSpec([None], tf.int32),
-            "history": tf.TensorSpec([None, length], tf.int32),
-            "history_rating": tf.TensorSpec([None, length], tf.float32),
-            "history_log_dt": tf.TensorSpec([None, length], tf.float32),
-            "candidates": tf.TensorSpec([None, count], tf.int32),
-            "labels": tf.TensorSpec([None, count], tf.float32),
-        }
-        return tf.data.Dataset.from_generator(self, output_signature=signature).prefetch(2)
-
-
 def validation_metrics(
     model: LSTMRanker, config: RankingConfig, features: dict[str, np.ndarray]
 ) -> dict[str, float]:
@@ -230,48 +178,6 @@ def _callbacks(
         callbacks.append(make_tensorboard_callback(model_dir))
     callbacks.extend(extra)
     return callbacks
-
-
-def _split_validation(
-    examples: RankingExamples, fraction: float, seed: int
-) -> tuple[RankingExamples, RankingExamples]:
-    rng = np.random.default_rng([seed, 11])
-    held = rng.random(len(examples)) < fraction
-    return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
-
-
-def _datasets(
-    config: RankingConfig,
-    spec: RankerDataSpec,
-    train: RankingExamples,
-    valid: RankingExamples,
-    retrieval: RetrievalScorer | None,
-) -> tuple[tf.data.Dataset, dict[str, np.ndarray]]:
-    """Training dataset (shuffled; next-item negatives re-drawn per epoch), validation features."""
-    if config.objective == "rating":
-        rng = np.random.default_rng([config.seed, 3])
-        train = train.take(rng.permutation(len(train)))
-        train_ds = tf.data.Dataset.from_tensor_slices(rating_features(train))
-        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
-        train_ds = train_ds.batch(config.batch_size).prefetch(2)
-        valid_features = rating_features(valid)
-    else:
-        popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
-        pool = None
-        if config.negative_sampling == "hard":
-            if retrieval is None:
-                raise ValueError("negative_sampling='hard' needs a retrieval scorer")
-            pool = hard_negative_pool(
-                _numpy_scorer(retrieval),
-                train.history,
-                train.user,
-                train.item,
-                pool_size=config.hard_pool_size,
-                exclude=train.user_items(),  # the user's other items are positives, not negatives
-            )
-        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
-        valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
-    return train_ds, valid_features
 
 
 def train_ranker(
@@ -335,7 +241,7 @@ def train_ranker(
             split.valid, user_vocab, item_vocab, config.max_history, context=split.train
         )
     else:
-        train, valid = _split_validation(train, config.validation_fraction, config.seed)
+        train, valid = split_validation(train, config.validation_fraction, config.seed)
     if len(train) == 0 or len(valid) == 0:
         raise ValueError(
             f"{split.train.name}: {len(train)} training / {len(valid)} validation examples; "
@@ -345,7 +251,7 @@ def train_ranker(
         model = build_ranker(config, spec, tables)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
 
-    train_ds, valid_features = _datasets(config, spec, train, valid, retrieval)
+    train_ds, valid_features = ranker_datasets(config, spec, train, valid, retrieval)
 
     out_dir = Path(model_dir) if model_dir is not None else None
     cbs = _callbacks(model, config, valid_features, out_dir, callbacks)
@@ -364,15 +270,6 @@ def train_ranker(
     if out_dir is not None:
         save_ranker(trained, out_dir)
     return trained
-
-
-def _numpy_scorer(retrieval: RetrievalScorer) -> Any:
-    graph = tf.function(retrieval.__call__, reduce_retracing=True)  # traced once
-
-    def score(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
-        return graph({"history": histories, "user": users}).numpy()
-
-    return score
 
 
 def predict_scores(

@@ -1,0 +1,158 @@
+"""Training inputs of the ranker: shuffled datasets, per-epoch negatives, validation lists."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.data.negatives import hard_negative_pool, sample_negatives
+from tfrec.data.ranking_examples import (
+    RankingExamples,
+    eval_lists,
+    list_features,
+    rating_features,
+)
+from tfrec.data.vocab import NUM_RESERVED
+from tfrec.models.ranking import RankerDataSpec, RankingConfig
+from tfrec.models.two_stage import RetrievalScorer
+
+
+def draw_negatives(
+    config: RankingConfig,
+    positives: np.ndarray,
+    num_items: int,
+    rng: np.random.Generator,
+    *,
+    popularity: np.ndarray | None,
+    pool: np.ndarray | None,
+) -> np.ndarray:
+    """``num_negatives`` per example; ``"hard"`` mixes in uniform ones per ``hard_fraction``."""
+    total = config.num_negatives
+    num_hard = round(total * config.hard_fraction) if config.negative_sampling == "hard" else 0
+    parts = []
+    if config.negative_sampling != "hard":
+        parts.append(
+            sample_negatives(
+                config.negative_sampling, positives, total, num_items, rng, popularity=popularity
+            )
+        )
+    else:
+        if num_hard:
+            parts.append(sample_negatives("hard", positives, num_hard, num_items, rng, pool=pool))
+        if total - num_hard:
+            parts.append(sample_negatives("uniform", positives, total - num_hard, num_items, rng))
+    return np.concatenate(parts, axis=1)
+
+
+class _ListBatches:
+    """Generator of shuffled next-item training batches, negatives re-drawn each epoch."""
+
+    def __init__(
+        self,
+        examples: RankingExamples,
+        config: RankingConfig,
+        num_items: int,
+        popularity: np.ndarray | None,
+        pool: np.ndarray | None,
+    ):
+        self.examples = examples
+        self.config = config
+        self.num_items = num_items
+        self.popularity = popularity
+        self.pool = pool
+        self.epoch = 0
+
+    def __call__(self) -> Iterator[dict[str, np.ndarray]]:
+        rng = np.random.default_rng([self.config.seed, self.epoch])
+        self.epoch += 1
+        ex = self.examples
+        negatives = draw_negatives(
+            self.config, ex.item, self.num_items, rng, popularity=self.popularity, pool=self.pool
+        )
+        order = rng.permutation(len(ex))
+        for start in range(0, len(ex), self.config.batch_size):
+            rows = order[start : start + self.config.batch_size]
+            yield list_features(ex.take(rows), negatives[rows])
+
+    def dataset(self) -> tf.data.Dataset:
+        """The generator as a ``tf.data.Dataset`` (one pass = one epoch)."""
+        length = self.examples.max_history
+        count = self.config.num_negatives + 1
+        signature = {
+            "user": tf.TensorSpec([None], tf.int32),
+            "history": tf.TensorSpec([None, length], tf.int32),
+            "history_rating": tf.TensorSpec([None, length], tf.float32),
+            "history_log_dt": tf.TensorSpec([None, length], tf.float32),
+            "candidates": tf.TensorSpec([None, count], tf.int32),
+            "labels": tf.TensorSpec([None, count], tf.float32),
+        }
+        return tf.data.Dataset.from_generator(self, output_signature=signature).prefetch(2)
+
+
+def split_validation(
+    examples: RankingExamples, fraction: float, seed: int
+) -> tuple[RankingExamples, RankingExamples]:
+    """Holds out a seeded ``fraction`` of the examples: ``(train, valid)``."""
+    rng = np.random.default_rng([seed, 11])
+    held = rng.random(len(examples)) < fraction
+    return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
+
+
+def ranker_datasets(
+    config: RankingConfig,
+    spec: RankerDataSpec,
+    train: RankingExamples,
+    valid: RankingExamples,
+    retrieval: RetrievalScorer | None,
+) -> tuple[tf.data.Dataset, dict[str, np.ndarray]]:
+    """Training dataset (shuffled; next-item negatives re-drawn per epoch), validation features."""
+    if config.objective == "rating":
+        rng = np.random.default_rng([config.seed, 3])
+        train = train.take(rng.permutation(len(train)))
+        train_ds = tf.data.Dataset.from_tensor_slices(rating_features(train))
+        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
+        train_ds = train_ds.batch(config.batch_size).prefetch(2)
+        valid_features = rating_features(valid)
+    else:
+        popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
+        pool = None
+        valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
+        if config.negative_sampling == "hard":
+            if retrieval is None:
+                raise ValueError("negative_sampling='hard' needs a retrieval scorer")
+            score_fn = _numpy_scorer(retrieval)
+            pool = hard_negative_pool(
+                score_fn,
+                train.history,
+                train.user,
+                train.item,
+                pool_size=config.hard_pool_size,
+                exclude=train.user_items(),  # the user's other items are positives, not negatives
+            )
+            # Validate on what the two-stage ranker sees: the true item among the
+            # retrieval model's top candidates.
+            valid = valid.take(np.flatnonzero(valid.item >= NUM_RESERVED))
+            valid_pool = hard_negative_pool(
+                score_fn, valid.history, valid.user, valid.item,
+                pool_size=config.eval_negatives, exclude=valid.user_items(),
+            )  # fmt: skip
+            rng = np.random.default_rng([config.seed, 7])
+            valid_negatives = sample_negatives(
+                "hard", valid.item, config.eval_negatives, spec.num_items, rng, pool=valid_pool
+            )
+            valid_features = list_features(valid, valid_negatives)
+        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
+    return train_ds, valid_features
+
+
+def _numpy_scorer(retrieval: RetrievalScorer) -> Any:
+    graph = tf.function(retrieval.__call__, reduce_retracing=True)  # traced once
+
+    def score(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
+        return graph({"history": histories, "user": users}).numpy()
+
+    return score
