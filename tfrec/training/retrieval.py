@@ -338,12 +338,15 @@ class RetrievalExperiment:
 
         return score_fn
 
-    def evaluate_part(self, part: str = "test", log_every_s: float = 30.0) -> dict[str, float]:
+    def evaluate_part(
+        self, part: str = "test", log_every_s: float = 30.0, extras: bool = True
+    ) -> dict[str, float]:
         """Full-ranking metrics on one split part, prefixed with the part name.
 
         Returns keys such as ``"test/ndcg@10"``; with ``report_unmasked`` also
         ``"test_unmasked/ndcg@10"``; with ``sampled_negatives`` also
-        ``"test_sampled/ndcg@10"``.
+        ``"test_sampled/ndcg@10"``. ``extras=False`` computes only the main
+        (masked) protocol, as the per-epoch early-stopping evaluation does.
         """
         cfg = self.config.evaluation
         queries = self.queries(part)
@@ -354,10 +357,10 @@ class RetrievalExperiment:
         out = _prefixed(
             part, evaluate_full_ranking(score_fn, rows, queries.relevant, exclude, **kwargs)
         )
-        if cfg.report_unmasked and cfg.mask_history:
+        if extras and cfg.report_unmasked and cfg.mask_history:
             unmasked = evaluate_full_ranking(score_fn, rows, queries.relevant, None, **kwargs)
             out.update(_prefixed(f"{part}_unmasked", unmasked))
-        if cfg.sampled_negatives > 0:
+        if extras and cfg.sampled_negatives > 0:
             ks = [k for k in cfg.ks if k <= cfg.sampled_negatives + 1]
             sampled = evaluate_sampled(
                 score_fn,
@@ -421,7 +424,7 @@ class RetrievalExperiment:
 
     def _validation_metrics(self) -> dict[str, float]:
         """The few validation metrics logged after each epoch (monitor included)."""
-        metrics = self.evaluate_part("valid", log_every_s=60)
+        metrics = self.evaluate_part("valid", log_every_s=60, extras=False)
         keep = {self.config.model.monitor, "ndcg@10", "hr@10", "recall@10", "mrr"}
         return {key[len("valid/") :]: value for key, value in metrics.items() if key[6:] in keep}
 
