@@ -162,23 +162,50 @@ def tutorial_split(
     return order[:num_train], order[num_train : num_train + num_test]
 
 
+def catalogue_rows(catalogue: np.ndarray, titles: np.ndarray) -> np.ndarray:
+    """Row of each title in the catalogue (the first row of a duplicated title).
+
+    Args:
+        catalogue: ``[M]`` one title per catalogue row.
+        titles: ``[N]`` titles to look up.
+
+    Returns:
+        ``[N]`` int64 row indices.
+
+    Raises:
+        ValueError: A title that is not in the catalogue (the first few are named).
+    """
+    first: dict[str, int] = {}
+    for row, title in enumerate(catalogue.tolist()):
+        first.setdefault(title, row)
+    missing = sorted({t for t in titles.tolist() if t not in first})
+    if missing:
+        raise ValueError(f"titles not in the catalogue: {missing[:5]}")
+    return np.array([first[t] for t in titles.tolist()], dtype=np.int64)
+
+
 def top_k_accuracy(
     query: np.ndarray,
-    true_candidates: np.ndarray,
     candidates: np.ndarray,
+    true_rows: np.ndarray,
     k: int = TOP_K,
     chunk: int = 4096,
 ) -> float:
     """FactorizedTopK's score-based top-k categorical accuracy, in numpy.
 
     A query is a hit when fewer than ``k`` candidate rows score strictly higher
-    than the query's true pair (``tf.math.in_top_k`` semantics: ties with the
-    true score do not push it out). All scores are float32 dot products.
+    than its true candidate row (``tf.math.in_top_k`` semantics: ties with the
+    true score do not push it out). Every score, the true one included, comes
+    from the same float32 matmul, so the true row (and rows with an identical
+    vector, such as a duplicated title) tie exactly with it. TFRS computes the
+    true score separately (``reduce_sum(query * candidate)``), so float rounding
+    can make it count the true row itself as higher: its value can be lower by a
+    few queries in ten thousand.
 
     Args:
         query: ``[N, D]`` query vectors.
-        true_candidates: ``[N, D]`` vector of each query's true candidate.
         candidates: ``[M, D]`` the candidate set (duplicates count separately).
+        true_rows: ``[N]`` row of ``candidates`` holding each query's true candidate.
         k: Cut-off.
         chunk: Queries scored at once (memory bound ``chunk * M`` floats).
 
@@ -186,25 +213,29 @@ def top_k_accuracy(
         Mean hit rate in [0, 1].
 
     Raises:
-        ValueError: Mismatched shapes, no queries or ``k < 1``.
+        ValueError: Mismatched shapes, no queries, a row out of range or ``k < 1``.
     """
     query = np.asarray(query, np.float32)
-    true_candidates = np.asarray(true_candidates, np.float32)
     candidates = np.asarray(candidates, np.float32)
-    if query.ndim != 2 or query.shape != true_candidates.shape or query.shape[0] == 0:
-        raise ValueError(
-            f"query {query.shape} and true_candidates {true_candidates.shape}: "
-            "expected equal, non-empty [N, D] shapes"
-        )
+    true_rows = np.asarray(true_rows)
+    if query.ndim != 2 or query.shape[0] == 0:
+        raise ValueError(f"query {query.shape}: expected a non-empty [N, D] array")
     if candidates.ndim != 2 or candidates.shape[1] != query.shape[1]:
         raise ValueError(f"candidates {candidates.shape}: expected [M, {query.shape[1]}]")
+    if true_rows.shape != (query.shape[0],) or true_rows.dtype.kind not in "iu":
+        raise ValueError(
+            f"true_rows {true_rows.shape} {true_rows.dtype}: expected [{query.shape[0]}] integers"
+        )
+    if true_rows.min() < 0 or true_rows.max() >= candidates.shape[0]:
+        raise ValueError(f"true_rows: expected rows in 0..{candidates.shape[0] - 1}")
     if k < 1:
         raise ValueError(f"k={k}; expected >= 1")
-    positive = np.sum(query * true_candidates, axis=1)  # [N]
     hits = 0
     for start in range(0, query.shape[0], chunk):
         scores = query[start : start + chunk] @ candidates.T  # [n, M]
-        above = np.sum(scores > positive[start : start + chunk, None], axis=1)  # [n]
+        rows = true_rows[start : start + chunk]  # [n]
+        positive = scores[np.arange(len(rows)), rows]  # [n]
+        above = np.sum(scores > positive[:, None], axis=1)  # [n]
         hits += int(np.sum(above < k))
     return hits / query.shape[0]
 
