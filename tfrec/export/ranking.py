@@ -50,6 +50,7 @@ from tfrec.export.retrieval import (
     USER_VOCAB_FILE,
     _extra_files,
     _lookup,
+    request_checks,
 )
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
@@ -167,21 +168,9 @@ class RecommenderServingModule(tf.Module):
     )
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K re-ranked items per user; see the module docstring for the contract."""
-        batch = tf.shape(user_id)[0]
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(history)[0], batch, message="history must have one row per user_id"
-            ),
-            tf.debugging.assert_equal(
-                tf.shape(k)[0], batch, message="k must have one value per user_id"
-            ),
-            tf.debugging.assert_greater_equal(k, 1, message="k must be >= 1"),
-            tf.debugging.assert_less_equal(
-                k,
-                self.num_candidates,
-                message=f"k must be <= {self.num_candidates} (the retrieved candidates N)",
-            ),
-        ]
+        checks = request_checks(
+            user_id, history, k, self.num_candidates, "the retrieved candidates N"
+        )
         with tf.control_dependencies(checks):
             features = {
                 "user": tf.cast(self.user_lookup(user_id), tf.int32),  # [B]

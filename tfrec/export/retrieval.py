@@ -102,21 +102,9 @@ class RetrievalServingModule(tf.Module):
     )
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K items per user; see the module docstring for the contract."""
-        batch = tf.shape(user_id)[0]
-        checks = [
-            tf.debugging.assert_equal(
-                tf.shape(history)[0], batch, message="history must have one row per user_id"
-            ),
-            tf.debugging.assert_equal(
-                tf.shape(k)[0], batch, message="k must have one value per user_id"
-            ),
-            tf.debugging.assert_greater_equal(k, 1, message="k must be >= 1"),
-            tf.debugging.assert_less_equal(
-                k,
-                self.num_real_items,
-                message=f"k must be <= {self.num_real_items} (the number of catalogue items)",
-            ),
-        ]
+        checks = request_checks(
+            user_id, history, k, self.num_real_items, "the number of catalogue items"
+        )
         with tf.control_dependencies(checks):
             users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
             items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]; OOV = 1
@@ -129,6 +117,37 @@ class RetrievalServingModule(tf.Module):
         ids = tf.gather(self._item_tokens, indices)  # [B, K]
         ids = tf.where(tf.math.is_inf(values), tf.constant("", tf.string), ids)
         return {"item_ids": ids, "scores": values}
+
+
+def request_checks(
+    user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, max_k: int, what: str
+) -> list[tf.Operation]:
+    """In-graph validation of a ``(user_id, history, k)`` request.
+
+    TF Serving (and tfrec's local server) turn the failed assertion into gRPC
+    ``INVALID_ARGUMENT`` with the message below.
+
+    Args:
+        user_id: ``[B]`` string ids.
+        history: ``[B, L]`` string ids.
+        k: ``[B]`` int32 cutoffs.
+        max_k: Largest allowed ``k``.
+        what: What ``max_k`` is, for the message (e.g. "the number of catalogue items").
+
+    Returns:
+        The assertion ops, for ``tf.control_dependencies``.
+    """
+    batch = tf.shape(user_id)[0]
+    return [
+        tf.debugging.assert_equal(
+            tf.shape(history)[0], batch, message="history must have one row per user_id"
+        ),
+        tf.debugging.assert_equal(
+            tf.shape(k)[0], batch, message="k must have one value per user_id"
+        ),
+        tf.debugging.assert_greater_equal(k, 1, message="k must be >= 1"),
+        tf.debugging.assert_less_equal(k, max_k, message=f"k must be <= {max_k} ({what})"),
+    ]
 
 
 def exclude_items(scores: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
