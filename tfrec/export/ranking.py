@@ -48,9 +48,9 @@ from tfrec.export.retrieval import (
     ITEM_VOCAB_FILE,
     SIGNATURE_NAME,
     USER_VOCAB_FILE,
-    _extra_files,
-    _lookup,
+    assets_extra_files,
     request_checks,
+    string_lookup,
 )
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
@@ -73,8 +73,8 @@ class RankingServingModule(tf.Module):
         super().__init__(name="ranking_serving")
         self.ranker = trained.model
         self.max_history = trained.config.max_history
-        self.user_lookup = _lookup(trained.user_vocab, "user_lookup")
-        self.item_lookup = _lookup(trained.item_vocab, "item_lookup")
+        self.user_lookup = string_lookup(trained.user_vocab, "user_lookup")
+        self.item_lookup = string_lookup(trained.item_vocab, "item_lookup")
 
     @tf.function(
         input_signature=[
@@ -154,9 +154,9 @@ class RecommenderServingModule(tf.Module):
             retrieval_weight=trained.config.retrieval_weight,
         )
         self.num_candidates = self.pipeline.num_candidates
-        self.retrieval_user_lookup = _lookup(retrieval_user_vocab, "retrieval_user_lookup")
-        self.user_lookup = _lookup(trained.user_vocab, "user_lookup")
-        self.item_lookup = _lookup(item_vocab, "item_lookup")
+        self.retrieval_user_lookup = string_lookup(retrieval_user_vocab, "retrieval_user_lookup")
+        self.user_lookup = string_lookup(trained.user_vocab, "user_lookup")
+        self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
 
     @tf.function(
@@ -247,7 +247,7 @@ def export_ranking(
         "outputs": {"scores": "float32 [B, C]"},
         **_ranker_info(trained),
     }
-    files = _extra_files(_config_json(info), assets_extra, extra_files)
+    files = assets_extra_files(_config_json(info), assets_extra, extra_files)
     with staged_version(base_dir, model_name, version) as staged:
         _save(module, staged.path)
         directory = write_assets_extra(staged.path, files)
@@ -311,7 +311,7 @@ def export_recommender(
         "retrieval_user_vocab": RETRIEVAL_USER_VOCAB_FILE,
         **_ranker_info(trained),
     }
-    files = _extra_files(_config_json(info), assets_extra, extra_files)
+    files = assets_extra_files(_config_json(info), assets_extra, extra_files)
     if RETRIEVAL_USER_VOCAB_FILE in files:
         raise ValueError(f"{RETRIEVAL_USER_VOCAB_FILE!r} is written by the exporter")
     with staged_version(base_dir, model_name, version) as staged:

@@ -43,7 +43,7 @@ ITEM_VOCAB_FILE = "item_vocab.txt"
 _RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE)
 
 
-def _lookup(vocab: IdVocabulary, name: str) -> keras.layers.StringLookup:
+def string_lookup(vocab: IdVocabulary, name: str) -> keras.layers.StringLookup:
     """StringLookup with the IdVocabulary layout (0 = "", 1 = OOV, 2.. = tokens)."""
     return keras.layers.StringLookup(
         vocabulary=list(vocab.tokens), mask_token="", num_oov_indices=1, name=name
@@ -85,8 +85,8 @@ class RetrievalServingModule(tf.Module):
             )
         self.num_real_items = item_vocab.size - NUM_RESERVED
         self.max_history = model.config.max_history
-        self.user_lookup = _lookup(user_vocab, "user_lookup")
-        self.item_lookup = _lookup(item_vocab, "item_lookup")
+        self.user_lookup = string_lookup(user_vocab, "user_lookup")
+        self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self.query_tower = model.query_tower
         self.candidates = tf.Variable(
             model.candidate_embeddings(), trainable=False, name="candidate_embeddings"
@@ -187,11 +187,24 @@ def _default_config(model: TwoTowerModel, module: RetrievalServingModule) -> str
     return json.dumps(info, indent=2, sort_keys=True) + "\n"
 
 
-def _extra_files(
+def assets_extra_files(
     default_config: str,
     assets_extra: Mapping[str, bytes] | None,
     extra_files: Mapping[str, str] | None,
 ) -> dict[str, bytes]:
+    """Merges the files an export writes under ``assets.extra/``.
+
+    Args:
+        default_config: The exporter's ``tfrec_config.json`` (a caller's replaces it).
+        assets_extra: Binary files from the caller (e.g. TF Serving warmup requests).
+        extra_files: Text files from the caller (e.g. ``metrics.json``).
+
+    Returns:
+        File name -> bytes.
+
+    Raises:
+        ValueError: A bad or reserved file name (the vocabulary files are reserved).
+    """
     files: dict[str, bytes] = {CONFIG_FILE: default_config.encode("utf-8")}
     texts = dict(extra_files or {})
     binaries = dict(assets_extra or {})
@@ -249,7 +262,7 @@ def export_retrieval(
         FileExistsError: The version already exists (it is never overwritten).
     """
     module = RetrievalServingModule(model, user_vocab, item_vocab)
-    files = _extra_files(_default_config(model, module), assets_extra, extra_files)
+    files = assets_extra_files(_default_config(model, module), assets_extra, extra_files)
     with staged_version(base_dir, model_name, version) as staged:
         tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
         directory = write_assets_extra(staged.path, files)
