@@ -234,7 +234,12 @@ def render_markdown(
             "\n## Checks\n\n"
             f"- numpy top-{k} accuracy vs TFRS FactorizedTopK on the tutorial model: "
             f"{tut['top_k_accuracy']:.6f} vs {tut['tfrs_top_k_accuracy']:.6f} "
-            f"(|diff| {tut['metric_abs_diff_numpy_vs_tfrs']:.2g})\n"
+            f"(|diff| {tut['metric_abs_diff_numpy_vs_tfrs']:.2g}); computed TFRS's way (true "
+            f"score from a separate `reduce_sum`, other scores from a matmul): "
+            f"{tut['tfrs_style_top_k_accuracy']:.6f}. The difference is "
+            f"{tut['pairs_lost_to_tfrs_rounding']} test pairs whose true row's matmul score "
+            f"rounds above its separately computed score (TFRS then counts the true row as "
+            f"higher than itself) and {tut['pairs_gained_by_tfrs_rounding']} the other way\n"
             f"- tutorial_split() rows equal the tutorial's shuffled take/skip pairs: "
             f"{tut['split_matches_tutorial_shuffle']}\n"
         )
