@@ -81,10 +81,14 @@ def machine_facts() -> dict[str, Any]:
         (CPUs this process may use), ``ram_total_gb``, ``load_average`` (1, 5,
         15 minutes, at the time of the call), ``platform``, ``python``,
         ``versions`` (package -> version or None), ``git_commit``, ``git_dirty``
-        (uncommitted changes in tracked files), ``date_utc`` (ISO 8601).
+        (uncommitted changes in tracked files outside ``benchmarks/results/``),
+        ``date_utc`` (ISO 8601).
     """
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Reports under benchmarks/results/ are outputs, not code: they do not make a run dirty.
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)benchmarks/results"
+    )
     return {
         "cpu_count": os.cpu_count(),
         "cpu_affinity": affinity,
