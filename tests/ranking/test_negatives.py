@@ -5,6 +5,7 @@ from tfrec.data.negatives import (
     hard_negative_pool,
     hard_negatives,
     popularity_negatives,
+    retrieval_pool,
     sample_negatives,
     uniform_negatives,
 )
@@ -89,6 +90,28 @@ def test_hard_negative_pool_excludes_positive_history_and_reserved():
         "hard", np.array([9]), 2, VOCAB, np.random.default_rng(0), pool=pool
     )
     assert set(negatives[0]) <= {5, 6, 7}
+
+
+def test_retrieval_pool_reports_the_positive_rank_after_exclusions():
+    # Scores rank items 9 > 8 > ... > 2 (VOCAB = 10). Row 0: positive 6, history [8],
+    # so the proposable items above it are 9 and 7: rank 2. Row 1: positive 9 is the
+    # best item: rank 0. Row 2: positive 3, history [9], exclude [8, 7]: above it are
+    # 6, 5, 4: rank 3.
+    def score_fn(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
+        return np.tile(np.arange(VOCAB, dtype=np.float32), (len(users), 1))
+
+    pool = retrieval_pool(
+        score_fn,
+        np.array([[0, 8], [0, 0], [0, 9]]),
+        np.array([2, 3, 4]),
+        np.array([6, 9, 3]),
+        pool_size=3,
+        exclude=[np.array([], dtype=int), np.array([], dtype=int), np.array([8, 7])],
+    )
+    np.testing.assert_array_equal(pool.positive_rank, [2, 0, 3])
+    np.testing.assert_array_equal(pool.items, [[9, 7, 5], [8, 7, 6], [6, 5, 4]])
+    np.testing.assert_array_equal(pool.positive_in_top(), [True, True, False])
+    np.testing.assert_array_equal(pool.positive_in_top(2), [False, True, False])
 
 
 def test_bad_arguments_name_the_problem():

@@ -11,11 +11,12 @@ a given ``numpy.random.Generator`` state.
   never drawn).
 * ``hard``: drawn uniformly without replacement from a per-example pool, the
   top-N items of a retrieval model with the positive (and the history) removed
-  (:func:`hard_negative_pool`).
+  (:func:`retrieval_pool`, which also gives the positive's rank).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -164,7 +165,27 @@ def hard_negatives(pool: np.ndarray, num_negatives: int, rng: np.random.Generato
     return np.take_along_axis(shuffled, cols, axis=1).astype(np.int32)
 
 
-def hard_negative_pool(
+@dataclasses.dataclass(frozen=True)
+class RetrievalPool:
+    """What a retrieval model proposes per example, and where it puts the positive.
+
+    Attributes:
+        items: int32 ``[N, pool_size]`` top items, best first, positive excluded
+            (padding 0 fills rows with fewer proposable items).
+        positive_rank: int64 ``[N]``: how many proposable items (the same
+            exclusions, positive aside) score strictly higher than the positive, so
+            the positive is in the retrieved top-N exactly when ``positive_rank < N``.
+    """
+
+    items: np.ndarray
+    positive_rank: np.ndarray
+
+    def positive_in_top(self, n: int | None = None) -> np.ndarray:
+        """Whether the positive is in the top ``n`` (default: the pool size), ``[N]``."""
+        return self.positive_rank < (self.items.shape[1] if n is None else n)
+
+
+def retrieval_pool(
     score_fn: ScoreFn,
     histories: np.ndarray,
     users: np.ndarray,
@@ -173,8 +194,8 @@ def hard_negative_pool(
     pool_size: int,
     exclude: Sequence[np.ndarray] | None = None,
     batch_size: int = 1024,
-) -> np.ndarray:
-    """Top-``pool_size`` items of a retrieval model per example, excluding the positive.
+) -> RetrievalPool:
+    """Top-``pool_size`` items of a retrieval model per example, and the positive's rank.
 
     Padding, OOV, the positive, the example's history items and ``exclude`` (e.g.
     the user's later items, which are positives of other examples) are removed,
@@ -190,7 +211,8 @@ def hard_negative_pool(
         batch_size: Examples scored at once.
 
     Returns:
-        int32 ``[N, pool_size]`` item indices, best first.
+        The pool (``items`` best first) and each positive's rank among the
+        proposable items.
 
     Raises:
         ValueError: Mismatched lengths, or ``pool_size`` larger than the
@@ -201,14 +223,15 @@ def hard_negative_pool(
     positives = np.asarray(positives)
     if exclude is not None and len(exclude) != len(positives):
         raise ValueError(
-            f"hard_negative_pool: exclude has {len(exclude)} rows for {len(positives)} positives"
+            f"retrieval_pool: exclude has {len(exclude)} rows for {len(positives)} positives"
         )
     if not len(histories) == len(users) == len(positives):
         raise ValueError(
-            f"hard_negative_pool: histories ({len(histories)}), users ({len(users)}) and "
+            f"retrieval_pool: histories ({len(histories)}), users ({len(users)}) and "
             f"positives ({len(positives)}) must have the same length"
         )
     out = np.zeros((len(positives), pool_size), dtype=np.int32)
+    ranks = np.zeros(len(positives), dtype=np.int64)
     for start in range(0, len(positives), batch_size):
         stop = start + batch_size
         scores = np.array(score_fn(histories[start:stop], users[start:stop]), dtype=np.float32)
@@ -219,19 +242,41 @@ def hard_negative_pool(
                 "that can be proposed besides the positive"
             )
         rows = np.arange(len(scores))[:, None]
+        positive_scores = scores[rows[:, 0], positives[start:stop]].copy()  # [b]
         scores[:, :NUM_RESERVED] = -np.inf
         scores[rows, histories[start:stop]] = -np.inf
         scores[rows[:, 0], positives[start:stop]] = -np.inf
         if exclude is not None:
             for row, items in enumerate(exclude[start:stop]):
                 scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
+        ranks[start:stop] = (scores > positive_scores[:, None]).sum(axis=1)
         top = np.argpartition(-scores, pool_size - 1, axis=1)[:, :pool_size]
         order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
         best = np.take_along_axis(top, order, axis=1)
         # Rows whose history covers nearly the whole catalogue may reach -inf items: drop them.
         best = np.where(np.take_along_axis(scores, best, axis=1) > -np.inf, best, PAD_INDEX)
         out[start:stop] = best
-    return out
+    return RetrievalPool(items=out, positive_rank=ranks)
+
+
+def hard_negative_pool(
+    score_fn: ScoreFn,
+    histories: np.ndarray,
+    users: np.ndarray,
+    positives: np.ndarray,
+    *,
+    pool_size: int,
+    exclude: Sequence[np.ndarray] | None = None,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """``retrieval_pool(...).items``: int32 ``[N, pool_size]`` hard negatives, best first.
+
+    Args and errors: see :func:`retrieval_pool`.
+    """
+    return retrieval_pool(
+        score_fn, histories, users, positives,
+        pool_size=pool_size, exclude=exclude, batch_size=batch_size,
+    ).items  # fmt: skip
 
 
 def sample_negatives(

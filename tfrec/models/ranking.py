@@ -58,6 +58,12 @@ class RankingConfig(JsonConfig):
         hard_fraction: ``"hard"`` only: share of each list's negatives drawn from the
             pool, the rest uniform (hard-only lists can teach "anything the retrieval
             model likes is negative").
+        retrieved_only: ``"hard"`` only: train and validate only on examples whose
+            true item is in the retrieval model's top ``hard_pool_size``
+            (validation: top ``num_candidates``), i.e. on the lists stage 2 really
+            re-ranks. Without it, a true item the retrieval model misses sits among
+            negatives it likes, and the ranker can learn "what retrieval likes is
+            negative", the opposite of what helps once the true item is retrieved.
         eval_negatives: Negatives per list in next-item list evaluation (uniform).
         embedding_dim: Item/user embedding size D.
         lstm_units: LSTM size H.
@@ -96,6 +102,7 @@ class RankingConfig(JsonConfig):
     negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
     hard_pool_size: int = 100
     hard_fraction: float = 1.0
+    retrieved_only: bool = False
     eval_negatives: int = 100
     # Defaults measured on MovieLens 100K ratings (u1/u2 test RMSE 0.915/0.905).
     embedding_dim: int = 48

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec.data.negatives import hard_negative_pool, sample_negatives
+from tfrec.data.negatives import retrieval_pool, sample_negatives
 from tfrec.data.ranking_examples import (
     RankingExamples,
     eval_lists,
@@ -19,6 +21,8 @@ from tfrec.data.ranking_examples import (
 from tfrec.data.vocab import NUM_RESERVED
 from tfrec.models.ranking import RankerDataSpec, RankingConfig
 from tfrec.models.two_stage import RetrievalScorer
+
+logger = logging.getLogger(__name__)
 
 
 def draw_negatives(
@@ -96,9 +100,21 @@ class _ListBatches:
 def split_validation(
     examples: RankingExamples, fraction: float, seed: int
 ) -> tuple[RankingExamples, RankingExamples]:
-    """Holds out a seeded ``fraction`` of the examples: ``(train, valid)``."""
+    """Holds out a seeded ``fraction`` of the *users*, all their examples: ``(train, valid)``.
+
+    Holding out whole users keeps validation clean: a held-out event is never the
+    history of a training example (which it would be with a per-example split,
+    since each event is the history of the user's later examples). At least one
+    user is held out, and at least one kept when there are two or more.
+    """
+    users = np.unique(examples.user)
     rng = np.random.default_rng([seed, 11])
-    held = rng.random(len(examples)) < fraction
+    held_users = users[rng.random(len(users)) < fraction]
+    if len(held_users) == 0 and len(users):
+        held_users = users[[rng.integers(len(users))]]
+    if len(held_users) == len(users) > 1:
+        held_users = held_users[1:]
+    held = np.isin(examples.user, held_users)
     return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
 
 
@@ -125,7 +141,7 @@ def ranker_datasets(
             if retrieval is None:
                 raise ValueError("negative_sampling='hard' needs a retrieval scorer")
             score_fn = _numpy_scorer(retrieval)
-            pool = hard_negative_pool(
+            train_pool = retrieval_pool(
                 score_fn,
                 train.history,
                 train.user,
@@ -133,17 +149,37 @@ def ranker_datasets(
                 pool_size=config.hard_pool_size,
                 exclude=train.user_items(),  # the user's other items are positives, not negatives
             )
+            pool = train_pool.items
             # Validate on what the two-stage ranker sees: the true item among the
             # retrieval model's top candidates.
             valid = valid.take(np.flatnonzero(valid.item >= NUM_RESERVED))
-            valid_pool = hard_negative_pool(
+            valid_pool = retrieval_pool(
                 score_fn, valid.history, valid.user, valid.item,
                 pool_size=config.eval_negatives, exclude=valid.user_items(),
             )  # fmt: skip
+            if config.retrieved_only:
+                keep = np.flatnonzero(train_pool.positive_in_top())
+                train, pool = train.take(keep), pool[keep]
+                keep = np.flatnonzero(valid_pool.positive_in_top(config.num_candidates))
+                valid = valid.take(keep)
+                valid_pool = dataclasses.replace(valid_pool, items=valid_pool.items[keep])
+                if not len(train) or not len(valid):
+                    raise ValueError(
+                        f"retrieved_only: {len(train)} training / {len(valid)} validation "
+                        "examples have their true item in the retrieval top-N; need at "
+                        "least one of each (raise hard_pool_size / num_candidates)"
+                    )
+                logger.info(
+                    "retrieved_only: %d training / %d validation examples have the true item "
+                    "in the retrieval top-N",
+                    len(train),
+                    len(valid),
+                )
             rng = np.random.default_rng([config.seed, 7])
             valid_negatives = sample_negatives(
-                "hard", valid.item, config.eval_negatives, spec.num_items, rng, pool=valid_pool
-            )
+                "hard", valid.item, config.eval_negatives, spec.num_items, rng,
+                pool=valid_pool.items,
+            )  # fmt: skip
             valid_features = list_features(valid, valid_negatives)
         train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
     return train_ds, valid_features

@@ -1,0 +1,98 @@
+"""Ranker training inputs: leak-free validation hold-out and retrieved-only lists."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from tfrec.data.interactions import Interactions
+from tfrec.data.ranking_examples import build_ranking_examples
+from tfrec.data.splits import leave_one_out
+from tfrec.data.vocab import NUM_RESERVED
+from tfrec.models.ranking import RankerDataSpec, RankingConfig
+from tfrec.training.ranking import build_vocabularies
+from tfrec.training.ranking_data import ranker_datasets, split_validation
+
+NUM_ITEMS = 8  # item vocabulary of 10 with padding and OOV
+
+
+def _walks(num_users: int = 20, length: int = 6, seed: int = 0) -> Interactions:
+    """Each user walks i -> i + 1 (mod 8) from a random start."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        start = int(rng.integers(NUM_ITEMS))
+        for t in range(length):
+            rows.append((f"u{user}", f"i{(start + t) % NUM_ITEMS}", 1_000 + 60 * t, np.nan))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
+    return Interactions.from_frame(frame, name="walks", has_timestamps=True)
+
+
+class _IndexScorer:
+    """Stand-in retrieval scorer: item index i scores i, for every query."""
+
+    max_history = 4
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def __call__(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        batch = tf.shape(features["history"])[0]
+        row = tf.range(self.vocab_size, dtype=tf.float32)[None, :]  # [1, V]
+        return tf.tile(row, [batch, 1])  # [B, V]
+
+
+def test_split_validation_holds_out_whole_users():
+    data = _walks(num_users=40)
+    users, items = build_vocabularies(leave_one_out(data))
+    examples = build_ranking_examples(data, users, items, max_history=4, min_history=1)
+    train, valid = split_validation(examples, fraction=0.25, seed=3)
+    assert len(train) + len(valid) == len(examples)
+    # No held-out user has a training example, so no held-out event is training history.
+    assert not set(valid.user.tolist()) & set(train.user.tolist())
+    held = len(set(valid.user.tolist()))
+    assert 1 <= held < 40
+    # Every example of a held-out user is held out (5 per user: positions 1..5).
+    assert len(valid) == 5 * held
+    # Tiny inputs still give one user on each side.
+    two = examples.take(np.flatnonzero(np.isin(examples.user, np.unique(examples.user)[:2])))
+    for fraction in (0.01, 0.99):
+        t, v = split_validation(two, fraction=fraction, seed=0)
+        assert len(np.unique(t.user)) == 1 and len(np.unique(v.user)) == 1
+
+
+@pytest.mark.parametrize("retrieved_only", [False, True])
+def test_retrieved_only_keeps_lists_with_the_true_item_retrieved(retrieved_only):
+    data = _walks(num_users=30)
+    split = leave_one_out(data)
+    users, items = build_vocabularies(split)
+    train = build_ranking_examples(split.train, users, items, max_history=4, min_history=1)
+    valid = build_ranking_examples(split.valid, users, items, max_history=4, context=split.train)
+    spec = RankerDataSpec(num_users=users.size, num_items=items.size)
+    config = RankingConfig(
+        objective="next_item", negative_sampling="hard", hard_pool_size=3, num_negatives=2,
+        eval_negatives=3, num_candidates=2, max_history=4, retrieved_only=retrieved_only,
+        batch_size=1000,
+    )  # fmt: skip
+    train_ds, valid_features = ranker_datasets(config, spec, train, valid, _IndexScorer(items.size))
+    batch = next(iter(train_ds))
+    positives = batch["candidates"].numpy()[:, -1]  # the true item is the last column
+
+    # With scores = index, the true item's rank = the number of higher item indices
+    # that are neither reserved, in the history, nor the user's other training items.
+    def rank(examples, rows_positive):
+        out = []
+        for row, positive in enumerate(rows_positive):
+            blocked = set(examples.history[row].tolist()) | set(examples.user_items()[row].tolist())
+            higher = [i for i in range(positive + 1, items.size) if i not in blocked]
+            out.append(len(higher))
+        return np.array(out)
+
+    train_ranks = rank(train, train.item)
+    if retrieved_only:
+        assert len(positives) == int((train_ranks < 3).sum()) < len(train)
+        valid_ranks = rank(valid, valid.item)  # valid: the user's own valid item only
+        assert len(valid_features["labels"]) == int((valid_ranks < 2).sum())
+    else:
+        assert len(positives) == len(train)
+        assert len(valid_features["labels"]) == int((valid.item >= NUM_RESERVED).sum())
