@@ -23,14 +23,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 
+from tfrec.data.interactions import Interactions
 from tfrec.data.vocab import IdVocabulary
 from tfrec.export.retrieval import export_retrieval
 from tfrec.models.retrieval import TwoTowerModel, make_optimizer
 
 NUM_USERS = 6  # vocabulary sizes 8 (users) and 10 (items: 8 real) with padding + OOV
 NUM_ITEMS = 8
+
+
+def successor_walks(num_users: int = 100, length: int = 8, seed: int = 0) -> Interactions:
+    """Each user walks the cycle i -> i + 1 (mod NUM_ITEMS) from a random start.
+
+    The next item is planted: it is always the successor of the last one.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        start = int(rng.integers(NUM_ITEMS))
+        for t in range(length):
+            rows.append((f"u{user}", f"i{(start + t) % NUM_ITEMS}", 1_000 + 60 * t, np.nan))
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
+    return Interactions.from_frame(frame, name="successor", has_timestamps=True)
 
 
 def tiny_vocabs() -> tuple[IdVocabulary, IdVocabulary]:

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from testing_utils import NUM_ITEMS, successor_walks
 
 from tfrec.data.interactions import Interactions
 from tfrec.data.splits import leave_one_out
@@ -20,8 +21,6 @@ from tfrec.training.ranking import (
 )
 from tfrec.training.two_stage import evaluate_two_stage, tune_retrieval_weight
 
-NUM_ITEMS = 8  # item vocabulary of 10 with padding and OOV
-
 
 def _tiny(objective: str, **overrides) -> RankingConfig:
     values = dict(
@@ -32,18 +31,6 @@ def _tiny(objective: str, **overrides) -> RankingConfig:
     )  # fmt: skip
     values.update(overrides)
     return RankingConfig(**values)
-
-
-def _successor_data(num_users: int = 100, length: int = 8, seed: int = 0) -> Interactions:
-    """Each user walks the cycle i -> i + 1 (mod 8) from a random start: next item is planted."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for user in range(num_users):
-        start = int(rng.integers(NUM_ITEMS))
-        for t in range(length):
-            rows.append((f"u{user}", f"i{(start + t) % NUM_ITEMS}", 1_000 + 60 * t, np.nan))
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    return Interactions.from_frame(frame, name="successor", has_timestamps=True)
 
 
 def _taste_data(num_users: int = 100, length: int = 8, seed: int = 0) -> Interactions:
@@ -61,7 +48,7 @@ def _taste_data(num_users: int = 100, length: int = 8, seed: int = 0) -> Interac
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
 def test_next_item_learns_the_successor(loss):
-    split = leave_one_out(_successor_data())
+    split = leave_one_out(successor_walks())
     trained = train_ranker(split, _tiny("next_item", loss=loss, embedding_dim=8, lstm_units=8))
     metrics = evaluate_ranker(trained, split)
     # Test lists = true next item + 4 uniform negatives. A model ignoring the
@@ -96,20 +83,20 @@ def test_rating_learns_user_taste(tmp_path):
 
 
 def test_rating_objective_needs_ratings():
-    split = leave_one_out(_successor_data(num_users=4))
+    split = leave_one_out(successor_walks(num_users=4))
     with pytest.raises(ValueError, match="objective='rating' needs ratings"):
         train_ranker(split, _tiny("rating", epochs=1))
 
 
 def test_hard_negatives_need_a_retrieval_model():
-    split = leave_one_out(_successor_data(num_users=4))
+    split = leave_one_out(successor_walks(num_users=4))
     with pytest.raises(ValueError, match="retrieval"):
         train_ranker(split, _tiny("next_item", negative_sampling="hard", hard_pool_size=3))
 
 
 @pytest.mark.slow
 def test_two_stage_score_matrix_ranks_retrieved_items_first():
-    split = leave_one_out(_successor_data(num_users=6))
+    split = leave_one_out(successor_walks(num_users=6))
     users, items = build_vocabularies(split)
     trained = train_ranker(split, _tiny("next_item", epochs=1), user_vocab=users, item_vocab=items)
     tf.keras.utils.set_random_seed(1)

@@ -1,31 +1,16 @@
 """Ranker training inputs: leak-free validation hold-out and retrieved-only lists."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
+from testing_utils import successor_walks
 
-from tfrec.data.interactions import Interactions
 from tfrec.data.ranking_examples import build_ranking_examples
 from tfrec.data.splits import leave_one_out
 from tfrec.data.vocab import NUM_RESERVED
 from tfrec.models.ranking import RankerDataSpec, RankingConfig
 from tfrec.training.ranking import build_vocabularies
 from tfrec.training.ranking_data import ranker_datasets, split_validation
-
-NUM_ITEMS = 8  # item vocabulary of 10 with padding and OOV
-
-
-def _walks(num_users: int = 20, length: int = 6, seed: int = 0) -> Interactions:
-    """Each user walks i -> i + 1 (mod 8) from a random start."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for user in range(num_users):
-        start = int(rng.integers(NUM_ITEMS))
-        for t in range(length):
-            rows.append((f"u{user}", f"i{(start + t) % NUM_ITEMS}", 1_000 + 60 * t, np.nan))
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    return Interactions.from_frame(frame, name="walks", has_timestamps=True)
 
 
 class _IndexScorer:
@@ -43,7 +28,7 @@ class _IndexScorer:
 
 
 def test_split_validation_holds_out_whole_users():
-    data = _walks(num_users=40)
+    data = successor_walks(num_users=40, length=6)
     users, items = build_vocabularies(leave_one_out(data))
     examples = build_ranking_examples(data, users, items, max_history=4, min_history=1)
     train, valid = split_validation(examples, fraction=0.25, seed=3)
@@ -63,7 +48,7 @@ def test_split_validation_holds_out_whole_users():
 
 @pytest.mark.parametrize("retrieved_only", [False, True])
 def test_retrieved_only_keeps_lists_with_the_true_item_retrieved(retrieved_only):
-    data = _walks(num_users=30)
+    data = successor_walks(num_users=30, length=6)
     split = leave_one_out(data)
     users, items = build_vocabularies(split)
     train = build_ranking_examples(split.train, users, items, max_history=4, min_history=1)
