@@ -135,21 +135,14 @@ def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
     }
 
 
-#: The ID-only two-tower as a RetrievalConfig: user-embedding query, item-id
-#: candidates, no content features. The model's query tower always encodes a
-#: history, so each example gets a one-item history holding a reserved extra item
-#: index (never a target, not an evaluated candidate; with ``loss="full"`` one
-#: extra negative of the training softmax); with the weight-free mean encoder its
-#: vector is one learned constant c, so the score is (u + c) . v = u . v + c . v,
-#: a matrix factorisation with a learned item-popularity term.
+#: The ID-only two-tower as a RetrievalConfig (``encoder="none"``): the query is
+#: the user embedding, the candidate the item-id embedding, no content features,
+#: score = u . v (matrix factorisation). Examples are (user, target) pairs, no history.
 TFREC_BASE: dict[str, Any] = {
     "embedding_dim": 32,
-    "encoder": "mean",
-    "max_history": 1,
+    "encoder": "none",
     "use_user_embedding": True,
     "use_item_features": False,
-    "dropout": 0.0,
-    "training_positions": "last",
     "logq_correction": False,
     "loss": "full",
     "optimizer": "adam",
@@ -196,20 +189,17 @@ def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]
         # Same vocabularies as the tutorial: every user id, every catalogue title.
         user_vocab = IdVocabulary(np.unique(data.users).tolist(), name="user")
         item_vocab = IdVocabulary(np.unique(data.catalogue).tolist(), name="item")
-        query_token = item_vocab.size  # the reserved one-item history (see TFREC_BASE)
 
         def features(rows: np.ndarray) -> dict[str, np.ndarray]:
-            items = item_vocab.lookup(data.titles[rows]).astype(np.int32)
             return {
                 "user": user_vocab.lookup(data.users[rows]).astype(np.int32),  # [N]
-                "history": np.full((len(rows), 1), query_token, np.int32),  # [N, 1]
-                "target": items[:, None],  # [N, 1]
+                "target": item_vocab.lookup(data.titles[rows]).astype(np.int32),  # [N]
             }
 
         train = features(train_idx)
         test = features(test_idx)
         tf.random.set_seed(config.seed)
-        model = TwoTowerModel(config, num_users=user_vocab.size, num_items=item_vocab.size + 1)
+        model = TwoTowerModel(config, num_users=user_vocab.size, num_items=item_vocab.size)
         model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
         dataset = make_dataset(train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
 
@@ -217,8 +207,8 @@ def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]
     with _report.Timer() as fit:
         model.fit(dataset, epochs=config.epochs, callbacks=[timer], verbose=0)
     with _report.Timer() as evaluate:
-        query = model.query_embeddings(test["user"], test["history"]).numpy()  # [N, D]
-        vectors = model.candidate_embeddings().numpy()  # [I + 1, D]
+        query = model.query_embeddings(test["user"]).numpy()  # [N, D]
+        vectors = model.candidate_embeddings().numpy()  # [I, D]
         catalogue = vectors[item_vocab.lookup(data.catalogue)]  # [M, D]
         true_rows = catalogue_rows(data.catalogue, data.titles[test_idx])
         accuracy = top_k_accuracy(query, catalogue, true_rows, s.top_k)

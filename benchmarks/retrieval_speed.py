@@ -16,8 +16,9 @@ peak RSS is its own:
   .map(movie_model)))`` (metrics computed during training too, as in the
   tutorial); ``Adagrad(0.1)``; ``train.shuffle(100_000).batch(8192).cache()``;
   3 epochs; ``evaluate(test.batch(4096).cache())``.
-* ``tfrec``: :class:`tfrec.models.retrieval.TwoTowerModel` on integer indices
-  (user embedding query, item-id candidate tower, no features), trained with
+* ``tfrec``: :class:`tfrec.models.retrieval.TwoTowerModel` in ID-only mode
+  (``encoder="none"``: user embedding query, no history; item-id candidate
+  tower, no features) on integer (user, target) indices, trained with
   ``tfrec.data.pipeline.make_dataset``; everything it sets is a
   ``RetrievalConfig`` field (``--set`` overrides them). Defaults: full-catalogue
   softmax (cheaper per example than an in-batch softmax over thousands of
@@ -275,11 +276,9 @@ DEFINITIONS = """\
   as in the tutorial, Adagrad(0.1), `train.shuffle(100_000).batch(8192).cache()`,
   3 epochs, `evaluate(test.batch(4096).cache())`.
 - tfrec: `TwoTowerModel` on integer indices via `tfrec.data.pipeline.make_dataset`,
-  no per-step metrics. ID-only: the model's query tower always encodes a history,
-  so every example gets a one-item history of a reserved extra item index (never
-  a target, not among the evaluated candidates; with `loss="full"` it is one extra
-  negative of the training softmax); with the weight-free mean encoder this adds
-  one learned constant vector c to the user embedding: score = u.v + c.v.
+  no per-step metrics. ID-only mode (`encoder="none"`): the query is the user
+  embedding alone, examples are (user, target) pairs without a history, and the
+  score is u.v (matrix factorisation).
 - Accuracy: for each test pair, hit if fewer than k of the 1,682 catalogue rows
   (duplicate titles included, as the tutorial's `movies` dataset) score strictly
   higher than the pair's own row, all scores from one float32 matmul; no history

@@ -67,8 +67,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model (defaults: the dataset's preset)")
     model.add_argument(
         "--encoder",
-        choices=("mean", "gru", "lstm", "transformer"),
-        help="history encoder of the query tower",
+        choices=("mean", "gru", "lstm", "transformer", "none"),
+        help=(
+            "history encoder of the query tower; none = ID-only two-tower (query = user "
+            "embedding, no history; needs --set use_user_embedding=true unless the preset has it)"
+        ),
     )
     model.add_argument("--epochs", type=int, help="maximum epochs (early stopping may stop sooner)")
     model.add_argument("--batch-size", type=int)

@@ -8,6 +8,12 @@
   ``K = max(k)``, best first, history items excluded. When fewer than K items
   remain after excluding the history, the last slots hold ``""`` with score ``-inf``.
 
+An ID-only model (``RetrievalConfig.encoder="none"``) keeps the same signature,
+so clients, warmup requests and servers need no second variant: ``history`` is
+accepted but does not change the query (the user vector); its items are still
+excluded from the results, which is how a caller removes already-seen items.
+A caller without a history sends a ``[B, 0]`` (or all-``""``) ``history``.
+
 ``k < 1``, ``k`` above the number of catalogue items, or inputs whose batch
 sizes differ raise ``InvalidArgumentError`` inside the graph (gRPC
 ``INVALID_ARGUMENT`` from TF Serving). The candidate vectors are precomputed and
@@ -85,6 +91,7 @@ class RetrievalServingModule(tf.Module):
             )
         self.num_real_items = item_vocab.size - NUM_RESERVED
         self.max_history = model.config.max_history
+        self.encodes_history = model.encodes_history
         self.user_lookup = string_lookup(user_vocab, "user_lookup")
         self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self.query_tower = model.query_tower
@@ -108,8 +115,11 @@ class RetrievalServingModule(tf.Module):
         with tf.control_dependencies(checks):
             users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
             items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]; OOV = 1
-        recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
-        query = self.query_tower.final_query(users, recent)  # [B, D]
+        if self.encodes_history:
+            recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
+            query = self.query_tower.final_query(users, recent)  # [B, D]
+        else:  # ID-only: the user vector; the history only excludes items below
+            query = self.query_tower.final_query(users)  # [B, D]
         scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
         scores = exclude_items(scores, items)
         top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
@@ -171,11 +181,14 @@ def exclude_items(scores: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
 
 
 def _default_config(model: TwoTowerModel, module: RetrievalServingModule) -> str:
+    history = "string [B, L]"
+    if not module.encodes_history:
+        history += " (ID-only model: excluded from the results, not used by the query)"
     info: dict[str, Any] = {
         "model_type": "retrieval",
         "tfrec_version": __version__,
         "signature": SIGNATURE_NAME,
-        "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
+        "inputs": {"user_id": "string [B]", "history": history, "k": "int32 [B]"},
         "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
         "num_users": model.num_users,
         "num_items": model.num_items,

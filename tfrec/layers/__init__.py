@@ -15,6 +15,7 @@ from tfrec.layers.towers import (
     compact_history,
     trim_leading_padding,
 )
+from tfrec.layers.user_tower import UserQueryTower
 
 __all__ = [
     "ENCODERS",
@@ -24,6 +25,7 @@ __all__ = [
     "QueryTower",
     "RNNEncoder",
     "TransformerEncoder",
+    "UserQueryTower",
     "build_item_feature_tables",
     "compact_history",
     "get_encoder",

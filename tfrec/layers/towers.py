@@ -7,6 +7,9 @@
 * :class:`QueryTower`: a user's history ``[B, L]`` -> causal ``[B, L, D]`` query
   vectors: item vectors of the history (through the shared ItemTower), a causal
   history encoder, plus optional user embedding and context features.
+
+The ID-only query tower (user embedding, no history) is
+:class:`tfrec.layers.user_tower.UserQueryTower`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,12 @@ The query side embeds history items with the same ItemTower as the candidate
 side (SASRec-style weight tying) unless ``share_item_embeddings=False``.
 Training is ``model.compile(optimizer); model.fit(dataset)`` on batches of the
 model input contract (``user`` [B], ``history`` [B, L], ``target`` [B, L]).
+
+ID-only mode (``encoder="none"``, needs ``use_user_embedding=True``): the classic
+matrix-factorisation two-tower, ``query = user_embedding[user]`` [B, D] (a
+:class:`~tfrec.layers.user_tower.UserQueryTower`), no history encoder. Batches
+need only ``user`` [B] and ``target`` ([B] or [B, L]); a ``history`` feature is
+accepted and ignored.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from tfrec.layers.towers import (
     compact_history,
     trim_leading_padding,
 )
+from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
 from tfrec.tasks.retrieval import LOSSES, RetrievalTask
 
@@ -41,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 POSITIONS = ("all", "last")
+#: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
+NO_ENCODER = "none"
+ENCODER_CHOICES = (*ENCODERS, NO_ENCODER)
 
 
 @dataclasses.dataclass
@@ -49,15 +59,22 @@ class RetrievalConfig(JsonConfig):
 
     Attributes:
         embedding_dim: Item/user/query vector size D.
-        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"`` or ``"transformer"``.
-        max_history: History length L (most recent items kept).
+        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"`` or
+            ``"transformer"``; or ``"none"``: ID-only query tower (the user
+            embedding alone, no history; needs ``use_user_embedding=True`` and
+            ``context_dim=0``), the classic matrix-factorisation two-tower.
+        max_history: History length L (most recent items kept). In ID-only mode
+            it only sets the length of the evaluation histories (used for
+            masking seen items, never by the model).
         num_layers: Transformer blocks.
         num_heads: Transformer attention heads (must divide ``embedding_dim``).
         dropout: Dropout rate of the encoder.
-        use_user_embedding: Add a learned user vector to the query.
+        use_user_embedding: Add a learned user vector to the query (the whole
+            query with ``encoder="none"``).
         use_item_features: Add genres / title tokens to item vectors (when present).
         share_item_embeddings: Embed history items with the candidate ItemTower.
-        context_dim: Size of per-position context features (0 = none).
+        context_dim: Size of per-history-position context features (0 = none;
+            history encoders only).
         loss: ``"full"`` (softmax over the whole catalogue) or ``"sampled"``
             (in-batch softmax; scales to large catalogues).
         temperature: Softmax temperature.
@@ -87,7 +104,7 @@ class RetrievalConfig(JsonConfig):
     """
 
     embedding_dim: int = 64
-    encoder: Literal["mean", "gru", "lstm", "transformer"] = "transformer"
+    encoder: Literal["mean", "gru", "lstm", "transformer", "none"] = "transformer"
     max_history: int = 50
     num_layers: int = 2
     num_heads: int = 1
@@ -124,6 +141,18 @@ class RetrievalConfig(JsonConfig):
                 f"RetrievalConfig.num_heads={self.num_heads} must divide "
                 f"embedding_dim={self.embedding_dim} for the transformer encoder"
             )
+        if self.encoder == NO_ENCODER and not self.use_user_embedding:
+            raise ValueError(
+                f"RetrievalConfig.encoder={self.encoder!r} (ID-only query tower) needs "
+                f"use_user_embedding=True (got use_user_embedding={self.use_user_embedding}): "
+                "without a history encoder the user embedding is the whole query"
+            )
+        if self.encoder == NO_ENCODER and self.context_dim:
+            raise ValueError(
+                f"RetrievalConfig.context_dim={self.context_dim} needs a history encoder "
+                f"(got encoder={self.encoder!r}): context features are per history position; "
+                "use context_dim=0 with encoder='none'"
+            )
         if self.num_hard_negatives and self.loss != "sampled":
             raise ValueError(
                 f"RetrievalConfig.num_hard_negatives={self.num_hard_negatives} needs "
@@ -141,7 +170,7 @@ class RetrievalConfig(JsonConfig):
 
     def _check_choices(self) -> None:
         choices = {
-            "encoder": ENCODERS,
+            "encoder": ENCODER_CHOICES,
             "loss": LOSSES,
             "optimizer": OPTIMIZERS,
             "training_positions": POSITIONS,
@@ -249,25 +278,31 @@ class TwoTowerModel(TfrecModel):
             )
 
         self.item_tower = item_tower("item_tower")
-        history_tower = (
-            self.item_tower if config.share_item_embeddings else item_tower("history_item_tower")
-        )
-        encoder = get_encoder(
-            config.encoder,
-            dim,
-            config.max_history,
-            num_layers=config.num_layers,
-            num_heads=config.num_heads,
-            dropout=config.dropout,
-        )
-        self.query_tower = QueryTower(
-            history_tower,
-            encoder,
-            num_users=num_users if config.use_user_embedding else 0,
-            context_dim=config.context_dim,
-            l2=config.l2,
-            name="query_tower",
-        )
+        self.query_tower: QueryTower | UserQueryTower
+        if config.encoder == NO_ENCODER:
+            self.query_tower = UserQueryTower(num_users, dim, l2=config.l2, name="query_tower")
+        else:
+            history_tower = (
+                self.item_tower
+                if config.share_item_embeddings
+                else item_tower("history_item_tower")
+            )
+            encoder = get_encoder(
+                config.encoder,
+                dim,
+                config.max_history,
+                num_layers=config.num_layers,
+                num_heads=config.num_heads,
+                dropout=config.dropout,
+            )
+            self.query_tower = QueryTower(
+                history_tower,
+                encoder,
+                num_users=num_users if config.use_user_embedding else 0,
+                context_dim=config.context_dim,
+                l2=config.l2,
+                name="query_tower",
+            )
         self.task = RetrievalTask(
             loss=config.loss,
             temperature=config.temperature,
@@ -288,8 +323,13 @@ class TwoTowerModel(TfrecModel):
                     )
                 self._log_probs = tf.constant(log_probs)
 
+    @property
+    def encodes_history(self) -> bool:
+        """False in ID-only mode (``encoder="none"``): the query ignores any history."""
+        return self.config.encoder != NO_ENCODER
+
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
-        """Returns the causal query vectors ``[B, L, D]`` of a batch."""
+        """Returns the causal query vectors ``[B, L, D]`` of a batch (``[B, 1, D]`` ID-only)."""
         return self.query_tower(features, training=training)
 
     def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -299,23 +339,22 @@ class TwoTowerModel(TfrecModel):
         and a real history item, so "all positions" and "last item" examples
         both work; padding positions cost nothing in the softmax, and columns
         that are padding in every row of the batch are skipped by the encoder.
+        In ID-only mode every real target is a (user, target) pair, whatever
+        the history (which is not read).
 
         Args:
             features: ``"user"`` [B], ``"history"`` [B, L], ``"target"`` [B, L]
-                (and ``"context"`` [B, L, C] when ``context_dim > 0``).
+                (and ``"context"`` [B, L, C] when ``context_dim > 0``). ID-only:
+                ``"user"`` [B] and ``"target"`` [B] or [B, L].
             training: Enables dropout.
 
         Returns:
             Scalar float32 loss.
         """
-        features = trim_leading_padding(features)  # [B, L'] with L' <= L
-        history = tf.cast(features["history"], tf.int32)  # [B, L]
-        target = tf.cast(features["target"], tf.int32)  # [B, L]
-        queries = self.query_tower(features, training=training)  # [B, L, D]
-        valid = tf.logical_and(target > OOV_INDEX, history > OOV_INDEX)  # [B, L]
-        positions = tf.where(valid)  # [N, 2]
-        query = tf.gather_nd(queries, positions)  # [N, D]
-        target_ids = tf.gather_nd(target, positions)  # [N]
+        if self.encodes_history:
+            query, target_ids = self._history_queries(features, training)  # [N, D], [N]
+        else:
+            query, target_ids = self._user_queries(features)  # [N, D], [N]
         if self.task.needs_full_catalogue:
             candidates = self.item_tower.all_items()  # [I, D]
         else:
@@ -325,20 +364,53 @@ class TwoTowerModel(TfrecModel):
             probability = tf.exp(tf.gather(self._log_probs, target_ids))  # [N]
         return self.task(query, candidates, target_ids, candidate_sampling_probability=probability)
 
-    def query_embeddings(self, user: tf.Tensor, history: tf.Tensor) -> tf.Tensor:
+    def _history_queries(
+        self, features: Mapping[str, tf.Tensor], training: bool
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Query vectors ``[N, D]`` and target ids ``[N]`` at real (history, target) positions."""
+        features = trim_leading_padding(features)  # [B, L'] with L' <= L
+        history = tf.cast(features["history"], tf.int32)  # [B, L]
+        target = tf.cast(features["target"], tf.int32)  # [B, L]
+        queries = self.query_tower(features, training=training)  # [B, L, D]
+        valid = tf.logical_and(target > OOV_INDEX, history > OOV_INDEX)  # [B, L]
+        positions = tf.where(valid)  # [N, 2]
+        return tf.gather_nd(queries, positions), tf.gather_nd(target, positions)
+
+    def _user_queries(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """ID-only: the user vector ``[N, D]`` of every real target ``[N]`` (history unread)."""
+        target = tf.cast(features["target"], tf.int32)
+        if target.shape.rank == 1:
+            target = target[:, tf.newaxis]  # [B, 1]
+        users = self.query_tower(features)[:, 0, :]  # [B, D]
+        positions = tf.where(target > OOV_INDEX)  # [N, 2]
+        return tf.gather(users, positions[:, 0]), tf.gather_nd(target, positions)
+
+    def query_embeddings(self, user: tf.Tensor, history: tf.Tensor | None = None) -> tf.Tensor:
         """Query vectors for inference.
 
         OOV history entries are treated as padding, padding is moved left and
         only the ``max_history`` most recent items are kept, so the query is the
-        encoder output after the most recent real item.
+        encoder output after the most recent real item. In ID-only mode the
+        query is the user vector and ``history`` is ignored (may be None).
 
         Args:
             user: int ``[B]`` user indices (ignored without the user embedding).
-            history: int ``[B, L]`` item indices, oldest first.
+            history: int ``[B, L]`` item indices, oldest first; required unless
+                the model is ID-only.
 
         Returns:
             ``[B, D]`` float32 query vectors.
+
+        Raises:
+            ValueError: ``history`` is None but the model encodes a history.
         """
+        if not self.encodes_history:
+            return self.query_tower.final_query(user)
+        if history is None:
+            raise ValueError(
+                f"TwoTowerModel.query_embeddings: history=None but encoder="
+                f"{self.config.encoder!r} encodes a history; pass int [B, L] item indices"
+            )
         recent = compact_history(history)[:, -self.config.max_history :]  # [B, <= max_history]
         return self.query_tower.final_query(user, recent)
 
@@ -347,18 +419,25 @@ class TwoTowerModel(TfrecModel):
         return tf.cast(self.item_tower.all_items(), tf.float32)
 
     def score(
-        self, user: tf.Tensor, history: tf.Tensor, candidates: tf.Tensor | None = None
+        self,
+        user: tf.Tensor,
+        history: tf.Tensor | None = None,
+        candidates: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """Scores every item for each query (history items are NOT excluded).
 
         Args:
             user: int ``[B]`` user indices.
-            history: int ``[B, L]`` item indices, oldest first.
+            history: int ``[B, L]`` item indices, oldest first (ignored, may be
+                None, in ID-only mode).
             candidates: Optional precomputed :meth:`candidate_embeddings` (saves
                 recomputing them for every batch during evaluation).
 
         Returns:
             ``[B, I]`` float32 scores; columns 0 (padding) and 1 (OOV) are ``-inf``.
+
+        Raises:
+            ValueError: ``history`` is None but the model encodes a history.
         """
         if candidates is None:
             candidates = self.candidate_embeddings()
