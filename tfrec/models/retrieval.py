@@ -230,6 +230,11 @@ def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:
 class TwoTowerModel(TfrecModel):
     """Two-tower retrieval model on the integer model-input contract.
 
+    ``query_tower`` is a :class:`~tfrec.layers.towers.QueryTower` (history
+    encoder) or, with ``config.encoder="none"``, a
+    :class:`~tfrec.layers.user_tower.UserQueryTower` (ID-only: user embedding,
+    no history; see the module docstring).
+
     Args:
         config: Hyper-parameters.
         num_users: User vocabulary size (padding and OOV included).
