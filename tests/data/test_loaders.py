@@ -241,6 +241,12 @@ def test_missing_file_error_says_where_and_how(tmp_path):
         assert needle in message
     with pytest.raises(DatasetNotFoundError, match=r"(?s)Beauty\.txt.*RUCAIBox/CIKM2020-S3Rec"):
         load_dataset("beauty", data_dir=tmp_path, download=True)
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("beauty-bert4rec", data_dir=tmp_path)
+    assert (
+        "save data/beauty.txt from the BERT4Rec repository (github.com/FeiSun/BERT4Rec) "
+        "as amazon-beauty-bert4rec/beauty.txt in the data directory"
+    ) in str(info.value)
 
 
 def test_notes_are_independent_between_copies():

@@ -105,3 +105,12 @@ def test_list_ndcg_graded_and_skips_rows_without_positive() -> None:
 def test_validation(fn, args, match) -> None:
     with pytest.raises(ValueError, match=match):
         fn(*args)
+
+
+@pytest.mark.parametrize("fn", [rmse, mae])
+def test_regression_metrics_reject_infinite_values(fn) -> None:
+    # NaN is reported per argument; +-inf in either argument is rejected as well.
+    with pytest.raises(ValueError, match="y_true/y_pred: infinite values"):
+        fn(np.array([1.0, np.inf]), np.zeros(2))
+    with pytest.raises(ValueError, match="y_true/y_pred: infinite values"):
+        fn(np.zeros(2), np.array([-np.inf, 0.0]))

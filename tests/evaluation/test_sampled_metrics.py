@@ -141,3 +141,17 @@ def test_validation() -> None:
     acc = SampledRankingMetrics(ks=(1,), sampling="popularity", item_counts=np.ones(5))
     with pytest.raises(ValueError, match=r"item_counts: length 5 != 6 items"):
         acc.update(np.zeros((1, 6)), [arr(2)])
+
+
+def test_reset_forgets_users_and_restarts_the_seed_counter() -> None:
+    scores, relevant, exclude = make_case(1, num_users=6)
+    acc = SampledRankingMetrics(ks=(1, 5), num_negatives=10, seed=2)
+    acc.update(scores, relevant, exclude)
+    first = acc.result()
+    # The same users fed again are users 6..11: other generators, so other negatives.
+    acc.update(scores, relevant, exclude)
+    assert acc.result()["users"] == 2 * first["users"]
+    acc.reset()
+    assert acc.result()["users"] == 0.0 and math.isnan(acc.result()["mrr"])
+    acc.update(scores, relevant, exclude)  # users 0..5 again: the same draws as at first
+    assert acc.result() == first

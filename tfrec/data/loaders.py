@@ -64,16 +64,26 @@ logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
-_S3REC_HINT = (
-    "It cannot be downloaded automatically: save data/Beauty.txt from the S3-Rec "
-    "repository (github.com/RUCAIBox/CIKM2020-S3Rec) as amazon-beauty-s3rec/Beauty.txt "
-    "in the data directory."
-)
-_BERT4REC_HINT = (
-    "It cannot be downloaded automatically: save data/beauty.txt from the BERT4Rec "
-    "repository (github.com/FeiSun/BERT4Rec) as amazon-beauty-bert4rec/beauty.txt "
-    "in the data directory."
-)
+# Amazon Beauty releases: dataset name -> (folder, file, paper, repository holding data/<file>).
+_BEAUTY_RELEASES: dict[str, tuple[str, str, str, str]] = {
+    "beauty": ("amazon-beauty-s3rec", "Beauty.txt", "S3-Rec", "github.com/RUCAIBox/CIKM2020-S3Rec"),
+    "beauty-bert4rec": (
+        "amazon-beauty-bert4rec",
+        "beauty.txt",
+        "BERT4Rec",
+        "github.com/FeiSun/BERT4Rec",
+    ),
+}
+
+
+def _locate_beauty(name: str, data_dir: PathLike | None, download: bool) -> Path:
+    """The file of an Amazon Beauty release; the not-found error says where to get it."""
+    folder, filename, paper, repository = _BEAUTY_RELEASES[name]
+    how_to_get = (
+        f"It cannot be downloaded automatically: save data/{filename} from the {paper} "
+        f"repository ({repository}) as {folder}/{filename} in the data directory."
+    )
+    return dl.locate(name, folder, filename, data_dir, download=download, how_to_get=how_to_get)
 
 
 def load_beauty_s3rec(
@@ -103,14 +113,7 @@ def load_beauty_s3rec(
         DatasetNotFoundError: ``Beauty.txt`` not found.
         DataError: A line without items, a non-integer id, or an empty file.
     """
-    path = dl.locate(
-        "beauty",
-        "amazon-beauty-s3rec",
-        "Beauty.txt",
-        data_dir,
-        download=download,
-        how_to_get=_S3REC_HINT,
-    )
+    path = _locate_beauty("beauty", data_dir, download)
     users: list[str] = []
     items: list[str] = []
     lengths: list[int] = []
@@ -172,14 +175,7 @@ def load_beauty_bert4rec(
         DatasetNotFoundError: ``beauty.txt`` not found.
         DataError: Not exactly two integer fields on a line, or an empty file.
     """
-    path = dl.locate(
-        "beauty-bert4rec",
-        "amazon-beauty-bert4rec",
-        "beauty.txt",
-        data_dir,
-        download=download,
-        how_to_get=_BERT4REC_HINT,
-    )
+    path = _locate_beauty("beauty-bert4rec", data_dir, download)
     fields = [Field("user_id", "int_id", "user id"), Field("item_id", "int_id", "item id")]
     frame = read_headerless(path, fields, None)
     inter = Interactions.from_frame(

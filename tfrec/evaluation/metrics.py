@@ -236,7 +236,69 @@ def metrics_from_hits(
     return out
 
 
-class RankingMetrics:
+class _UserMeanAccumulator:
+    """Streaming per-user metrics averaged over users, shared by both protocols.
+
+    :meth:`update` checks a batch, builds its masks, counts conflicts, then hands
+    it to ``_add_batch``, where a subclass adds each user's metrics to ``_sums``
+    and counts the user in ``_counts`` (``users`` or ``skipped_users``). A
+    subclass sets ``ks`` and ``invalid_items`` before calling :meth:`reset`.
+    """
+
+    ks: tuple[int, ...]
+    invalid_items: tuple[int, ...]
+
+    def reset(self) -> None:
+        """Forgets all accumulated users."""
+        self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
+        self._counts = dict.fromkeys(COUNT_KEYS, 0)
+
+    def update(
+        self,
+        scores: np.ndarray,
+        relevant: IndexLists,
+        exclude: IndexLists | None = None,
+    ) -> None:
+        """Adds one batch of users.
+
+        Args:
+            scores: ``[B, I]`` scores of every catalogue item, higher is better.
+            relevant: B integer arrays of relevant item indices.
+            exclude: B integer arrays of item indices to remove from the ranking, or None.
+
+        Raises:
+            ValueError: Bad shapes, NaN scores, out-of-range indices; for
+                :class:`~tfrec.evaluation.sampled.SampledRankingMetrics` also an
+                ``item_counts`` length other than I, or too few negatives.
+        """
+        s = check_scores(scores)
+        self._check_num_items(s.shape[1])
+        rel, valid, forbidden, counts = relevance_masks(
+            *s.shape, relevant, exclude, self.invalid_items
+        )
+        for key, value in counts.items():
+            self._counts[key] += value
+        self._add_batch(s, rel, valid, forbidden)
+
+    def _check_num_items(self, num_items: int) -> None:
+        """Raises ValueError when ``num_items`` score columns do not fit the accumulator."""
+        raise NotImplementedError
+
+    def _add_batch(
+        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
+    ) -> None:
+        """Adds a checked batch; the masks are those of :func:`relevance_masks`, all ``[B, I]``."""
+        raise NotImplementedError
+
+    def result(self) -> dict[str, float]:
+        """Mean metrics over users with a relevant item (NaN if there were none), plus counts."""
+        users = self._counts["users"]
+        out = {key: (total / users if users else float("nan")) for key, total in self._sums.items()}
+        out.update({key: float(value) for key, value in self._counts.items()})
+        return out
+
+
+class RankingMetrics(_UserMeanAccumulator):
     """Streaming full-ranking metrics; feed batches with :meth:`update`.
 
     Args:
@@ -255,8 +317,7 @@ class RankingMetrics:
 
     def reset(self) -> None:
         """Forgets all accumulated users."""
-        self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
-        self._counts = dict.fromkeys(COUNT_KEYS, 0)
+        super().reset()
         self._num_items: int | None = None
 
     def _check_num_items(self, num_items: int) -> None:
@@ -267,48 +328,23 @@ class RankingMetrics:
                 f"scores: {num_items} items per row, but earlier batches had {self._num_items}"
             )
 
-    def update(
-        self,
-        scores: np.ndarray,
-        relevant: IndexLists,
-        exclude: IndexLists | None = None,
+    def _add_batch(
+        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
     ) -> None:
-        """Adds one batch of users.
-
-        Args:
-            scores: ``[B, I]`` scores of every catalogue item, higher is better.
-            relevant: B integer arrays of relevant item indices.
-            exclude: B integer arrays of item indices to remove from the ranking, or None.
-
-        Raises:
-            ValueError: Bad shapes, NaN scores, out-of-range indices.
-        """
-        s = check_scores(scores)
-        self._check_num_items(s.shape[1])
-        rel, valid, _, counts = relevance_masks(*s.shape, relevant, exclude, self.invalid_items)
-        for key, value in counts.items():
-            self._counts[key] += value
         n_rel = rel.sum(axis=1)
         keep = n_rel > 0
         self._counts["skipped_users"] += int((~keep).sum())
         if not keep.any():
             return
         if not keep.all():
-            s, rel, valid, n_rel = s[keep], rel[keep], valid[keep], n_rel[keep]
-        items = top_k_items(s, valid, self.ks[-1])  # [B, Kmax]
+            scores, rel, valid, n_rel = scores[keep], rel[keep], valid[keep], n_rel[keep]
+        items = top_k_items(scores, valid, self.ks[-1])  # [B, Kmax]
         hits = (items >= 0) & np.take_along_axis(rel, items.clip(0), axis=1)
         per_user = metrics_from_hits(hits, n_rel, self.ks)
-        per_user["mrr"] = 1.0 / (_first_relevant_rank(s, valid, rel) + 1.0)
+        per_user["mrr"] = 1.0 / (_first_relevant_rank(scores, valid, rel) + 1.0)
         for key, values in per_user.items():
             self._sums[key] += float(values.sum())
         self._counts["users"] += int(keep.sum())
-
-    def result(self) -> dict[str, float]:
-        """Mean metrics over users with a relevant item (NaN if there were none), plus counts."""
-        users = self._counts["users"]
-        out = {key: (total / users if users else float("nan")) for key, total in self._sums.items()}
-        out.update({key: float(value) for key, value in self._counts.items()})
-        return out
 
 
 def ranking_metrics(

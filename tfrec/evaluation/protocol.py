@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,14 +34,24 @@ logger = logging.getLogger(__name__)
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
+class _Queries(NamedTuple):
+    """The validated arguments shared by both protocols (see :func:`_check_inputs`)."""
+
+    ids: np.ndarray  # [Q]
+    relevant: IndexLists
+    exclude: IndexLists | None
+    batch_size: int
+    log_every_s: float
+
+
 def _check_inputs(
     query_ids: np.ndarray,
     relevant: IndexLists,
     exclude: IndexLists | None,
     batch_size: int,
     log_every_s: float,
-) -> np.ndarray:
-    """Validates the shared arguments and returns ``query_ids`` as a 1-D array."""
+) -> _Queries:
+    """Validates the shared arguments; ``query_ids`` becomes a 1-D array."""
     ids = np.asarray(query_ids)
     if ids.ndim != 1 or ids.size == 0:
         raise ValueError(f"query_ids: expected a non-empty 1-D array, got shape {ids.shape}")
@@ -56,21 +67,17 @@ def _check_inputs(
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     if not log_every_s > 0:
         raise ValueError(f"log_every_s: expected a number of seconds > 0, got {log_every_s!r}")
-    return ids
+    return _Queries(ids, relevant, exclude, batch_size, log_every_s)
 
 
 def _run(
     accumulator: RankingMetrics | SampledRankingMetrics,
     score_fn: ScoreFn,
-    ids: np.ndarray,
-    *,
-    relevant: IndexLists,
-    exclude: IndexLists | None,
-    batch_size: int,
-    log_every_s: float,
+    queries: _Queries,
     label: str,
 ) -> dict[str, float]:
     """Feeds ``score_fn`` outputs batch by batch into ``accumulator``, logging progress."""
+    ids, relevant, exclude, batch_size, log_every_s = queries
     total = ids.size
     start_time = time.monotonic()
     last_log = start_time
@@ -146,18 +153,8 @@ def evaluate_full_ranking(
     Raises:
         ValueError: Inconsistent lengths, bad arguments, or badly shaped scores.
     """
-    ids = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
-    accumulator = RankingMetrics(ks=ks, invalid_items=invalid_items)
-    return _run(
-        accumulator,
-        score_fn,
-        ids,
-        relevant=relevant,
-        exclude=exclude,
-        batch_size=batch_size,
-        log_every_s=log_every_s,
-        label="full",
-    )
+    queries = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
+    return _run(RankingMetrics(ks=ks, invalid_items=invalid_items), score_fn, queries, "full")
 
 
 def evaluate_sampled(
@@ -198,7 +195,7 @@ def evaluate_sampled(
         ValueError: Inconsistent lengths, bad arguments, badly shaped scores or too
             few items to sample from.
     """
-    ids = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
+    queries = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
     accumulator = SampledRankingMetrics(
         ks=ks,
         num_negatives=num_negatives,
@@ -207,13 +204,4 @@ def evaluate_sampled(
         seed=seed,
         invalid_items=invalid_items,
     )
-    return _run(
-        accumulator,
-        score_fn,
-        ids,
-        relevant=relevant,
-        exclude=exclude,
-        batch_size=batch_size,
-        log_every_s=log_every_s,
-        label="sampled",
-    )
+    return _run(accumulator, score_fn, queries, "sampled")

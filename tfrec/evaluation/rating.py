@@ -38,15 +38,21 @@ def _paired(
     return x, y
 
 
+def _regression_pair(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_paired` for ``y_true``/``y_pred``, also rejecting infinite values."""
+    t, p = _paired(y_true, y_pred, ("y_true", "y_pred"))
+    if not (np.isfinite(t).all() and np.isfinite(p).all()):
+        raise ValueError("y_true/y_pred: infinite values")
+    return t, p
+
+
 def rmse(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Root mean squared error over all elements.
 
     Raises:
         ValueError: Shape mismatch, empty input, NaN or infinite values.
     """
-    t, p = _paired(y_true, y_pred, ("y_true", "y_pred"))
-    if not (np.isfinite(t).all() and np.isfinite(p).all()):
-        raise ValueError("y_true/y_pred: infinite values")
+    t, p = _regression_pair(y_true, y_pred)
     return float(np.sqrt(np.mean((t - p) ** 2)))
 
 
@@ -56,9 +62,7 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     Raises:
         ValueError: Shape mismatch, empty input, NaN or infinite values.
     """
-    t, p = _paired(y_true, y_pred, ("y_true", "y_pred"))
-    if not (np.isfinite(t).all() and np.isfinite(p).all()):
-        raise ValueError("y_true/y_pred: infinite values")
+    t, p = _regression_pair(y_true, y_pred)
     return float(np.mean(np.abs(t - p)))
 
 

@@ -21,15 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from tfrec.evaluation.metrics import (
-    COUNT_KEYS,
     DEFAULT_INVALID_ITEMS,
     DEFAULT_KS,
     IndexLists,
+    _UserMeanAccumulator,
     check_ks,
-    check_scores,
-    metric_keys,
     metrics_from_hits,
-    relevance_masks,
 )
 
 SAMPLING_MODES: tuple[str, ...] = ("uniform", "popularity")
@@ -76,7 +73,7 @@ def sample_negatives(
     return rng.choice(candidates, size=num_negatives, replace=False, p=weights).astype(np.int64)
 
 
-class SampledRankingMetrics:
+class SampledRankingMetrics(_UserMeanAccumulator):
     """Streaming sampled-negatives metrics; feed batches with :meth:`update`.
 
     Args:
@@ -134,32 +131,19 @@ class SampledRankingMetrics:
 
     def reset(self) -> None:
         """Forgets all accumulated users and restarts the per-user seed counter."""
-        self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
-        self._counts = dict.fromkeys(COUNT_KEYS, 0)
+        super().reset()
         self._seen = 0  # users fed so far (keys the per-user generator)
 
-    def update(
-        self,
-        scores: np.ndarray,
-        relevant: IndexLists,
-        exclude: IndexLists | None = None,
-    ) -> None:
-        """Adds one batch of users (same arguments as ``RankingMetrics.update``).
-
-        Raises:
-            ValueError: Bad shapes, NaN scores, out-of-range indices, too few negatives.
-        """
-        s = check_scores(scores)
-        num_rows, num_items = s.shape
+    def _check_num_items(self, num_items: int) -> None:
         if self.item_counts is not None and self.item_counts.shape[0] != num_items:
             raise ValueError(
                 f"item_counts: length {self.item_counts.shape[0]} != {num_items} items in scores"
             )
-        rel, _, forbidden, counts = relevance_masks(
-            num_rows, num_items, relevant, exclude, self.invalid_items
-        )
-        for key, value in counts.items():
-            self._counts[key] += value
+
+    def _add_batch(
+        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
+    ) -> None:
+        num_rows = scores.shape[0]
         for row in range(num_rows):
             user_number = self._seen + row
             positives = np.flatnonzero(rel[row])
@@ -173,7 +157,7 @@ class SampledRankingMetrics:
                 )
             except ValueError as err:
                 raise ValueError(f"user row {row} of this batch: {err}") from None
-            self._add_user(s[row, positives], positives, s[row, negatives], negatives)
+            self._add_user(scores[row, positives], positives, scores[row, negatives], negatives)
         self._seen += num_rows
 
     def _add_user(
@@ -195,13 +179,6 @@ class SampledRankingMetrics:
         for key, values in per_item.items():
             self._sums[key] += float(values.mean())
         self._counts["users"] += 1
-
-    def result(self) -> dict[str, float]:
-        """Mean metrics over users with a relevant item (NaN if none), plus counts."""
-        users = self._counts["users"]
-        out = {key: (total / users if users else float("nan")) for key, total in self._sums.items()}
-        out.update({key: float(value) for key, value in self._counts.items()})
-        return out
 
 
 def sampled_ranking_metrics(
