@@ -16,10 +16,28 @@ def pipeline_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
     code = main(
         ["train", "--model", "pipeline", "--dataset", "synthetic", "--output-dir", str(out),
-         "--epochs", "2", "--encoder", "mean"]
+         "--epochs", "2", "--encoder", "mean", "--fusion-weights", "0,1,3"]
     )  # fmt: skip
     assert code == 0
     return out
+
+
+def test_pipeline_picks_the_fusion_weight_on_validation_and_ships_it(pipeline_run):
+    metrics = json.loads((pipeline_run / "metrics.json").read_text())
+    tried = {w: metrics[f"valid_fusion/w={w}/ndcg@10"] for w in ("0", "1", "3")}
+    best = metrics["valid/fusion_weight"]
+    # the best validation NDCG@10 wins; ties keep the smaller weight
+    expected = max(tried, key=lambda w: (tried[w], -float(w)))
+    assert best == float(expected)
+    # the saved ranker config carries it, so evaluate/export use the same fusion
+    saved = json.loads((pipeline_run / "ranking" / "ranking_config.json").read_text())
+    assert saved["retrieval_weight"] == best
+    exported = json.loads(
+        next(
+            (pipeline_run / "export" / "recommender").glob("*/assets.extra/tfrec_config.json")
+        ).read_text()
+    )
+    assert exported["ranking_config"]["retrieval_weight"] == best
 
 
 def test_pipeline_reports_retrieval_only_and_two_stage_on_the_same_queries(pipeline_run):
@@ -66,3 +84,14 @@ def test_ranking_only_run_on_ratings_reports_rmse(tmp_path):
     # synthetic ratings are 1..5: an RMSE above 4 would mean predictions off the scale
     assert 0.0 < metrics["test/rmse"] < 4.0
     assert metrics["test/mae"] <= metrics["test/rmse"]
+
+
+def test_fusion_weights_flag_is_parsed_with_located_errors():
+    from tfrec.cli.train_ranking import parse_weights
+
+    assert parse_weights("0, 1,2.5") == [0.0, 1.0, 2.5]
+    assert parse_weights("none") == []
+    with pytest.raises(ValueError, match=r"--fusion-weights: 'x' is not a number"):
+        parse_weights("1,x")
+    with pytest.raises(ValueError, match="negative"):
+        parse_weights("-1")

@@ -86,6 +86,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="any other model config field, e.g. --set dropout=0.3 --set num_layers=2",
     )
+    model.add_argument(
+        "--fusion-weights",
+        metavar="W1,W2,...",
+        help=(
+            "pipeline: score-fusion weights tried on the validation part (final score = "
+            "ranker + w * retrieval score); the best is exported (default "
+            "0,0.5,1,2,3,5,10; 'none' keeps --set retrieval_weight)"
+        ),
+    )
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument(
         "--sampled-negatives",

@@ -17,6 +17,28 @@ RANKING_FLAGS = {
 }
 
 
+def parse_weights(text: str) -> list[float]:
+    """``--fusion-weights``: ``"0,1,3"`` -> ``[0.0, 1.0, 3.0]``; ``"none"`` -> ``[]``.
+
+    Raises:
+        ValueError: An entry is not a number >= 0.
+    """
+    if text.strip().lower() == "none":
+        return []
+    weights = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(
+                f"--fusion-weights: {part.strip()!r} is not a number; expected e.g. 0,1,3"
+            ) from None
+        if not value >= 0.0:
+            raise ValueError(f"--fusion-weights: {value} is negative; expected weights >= 0")
+        weights.append(value)
+    return weights
+
+
 def run_ranking(args: argparse.Namespace, output_dir: Path) -> int:
     """``tfrec train --model ranking|pipeline``: train, evaluate, save, export.
 
@@ -43,11 +65,14 @@ def run_ranking(args: argparse.Namespace, output_dir: Path) -> int:
     config.ranking = apply_overrides(config.ranking, overrides)
     retrieval = {k: getattr(args, k) for k in ("encoder", "loss", "epochs") if getattr(args, k)}
     config.retrieval = apply_overrides(config.retrieval, retrieval)
+    if getattr(args, "fusion_weights", None):
+        config.fusion_weights = parse_weights(args.fusion_weights)
     metrics = run_ranking_experiment(config, output_dir, export=not args.no_export)
     shown = {
         k: round(v, 4)
         for k, v in metrics.items()
-        if k.startswith("test") and k.endswith(("@10", "rmse", "mae", "auc"))
+        if (k.startswith("test") and k.endswith(("@10", "rmse", "mae", "auc")))
+        or k == "valid/fusion_weight"
     }
     print(json.dumps(shown, indent=2))
     print(f"wrote {output_dir / 'config.json'} and {output_dir / 'metrics.json'}")

@@ -76,6 +76,13 @@ class RankingExperimentConfig(JsonConfig):
         retrieval_model_name: Export name of the retrieval model.
         ranking_model_name: Export name of the ranker.
         recommender_model_name: Export name of the combined recommender.
+        fusion_weights: ``pipeline`` only: candidate score-fusion weights (final
+            score = ranker + w * retrieval score); the one with the best validation
+            ``fusion_metric`` is picked (never on test) and written into the saved
+            ranker config and the combined export. Empty = keep
+            ``ranking.retrieval_weight``, as also happens without a validation part.
+        fusion_metric: Full-ranking metric the fusion weight is picked by.
+        fusion_queries: Validation queries used to pick it (seeded subset; 0 = all).
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -86,11 +93,30 @@ class RankingExperimentConfig(JsonConfig):
     retrieval_model_name: str = "retrieval"
     ranking_model_name: str = "ranking"
     recommender_model_name: str = "recommender"
+    fusion_weights: list[float] = dataclasses.field(
+        default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0]
+    )
+    fusion_metric: str = "ndcg@10"
+    fusion_queries: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in ("ranking", "pipeline"):
             raise ValueError(
                 f"RankingExperimentConfig.kind={self.kind!r}; expected 'ranking' or 'pipeline'"
+            )
+        bad = [w for w in self.fusion_weights if isinstance(w, bool) or not float(w) >= 0.0]
+        if bad:
+            raise ValueError(
+                f"RankingExperimentConfig.fusion_weights: expected numbers >= 0, got {bad!r}"
+            )
+        if "@" not in self.fusion_metric:
+            raise ValueError(
+                f"RankingExperimentConfig.fusion_metric={self.fusion_metric!r}; expected a "
+                "cutoff metric such as 'ndcg@10' or 'hr@20'"
+            )
+        if self.fusion_queries < 0:
+            raise ValueError(
+                f"RankingExperimentConfig.fusion_queries={self.fusion_queries}; expected >= 0"
             )
 
     @classmethod
@@ -120,6 +146,36 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
 
 
+def _tune_fusion(
+    config: RankingExperimentConfig, trained: Any, scorer: Any, split: Any
+) -> dict[str, float]:
+    """Picks the fusion weight on validation and sets it in ``trained.config``.
+
+    Returns:
+        ``valid/fusion_weight`` and the validation metric of every weight tried
+        (nothing when there are no weights or no validation part).
+    """
+    from tfrec.training.two_stage import tune_retrieval_weight  # noqa: PLC0415
+
+    if not config.fusion_weights or split.valid is None or not len(split.valid):
+        return {}
+    best, table = tune_retrieval_weight(
+        trained, scorer, split, weights=config.fusion_weights,
+        metric=config.fusion_metric, max_queries=config.fusion_queries or None,
+    )  # fmt: skip
+    logger.info(
+        "fusion weight %s (validation %s: %s)",
+        best,
+        config.fusion_metric,
+        ", ".join(f"w={w:g}: {v:.4f}" for w, v in table.items()),
+    )
+    trained.config = dataclasses.replace(trained.config, retrieval_weight=best)
+    metrics = {"valid/fusion_weight": best}
+    for weight, value in table.items():
+        metrics[f"valid_fusion/w={weight:g}/{config.fusion_metric}"] = float(value)
+    return metrics
+
+
 def run_ranking_experiment(
     config: RankingExperimentConfig, output_dir: str | Path, export: bool = True
 ) -> dict[str, float]:
@@ -134,8 +190,9 @@ def run_ranking_experiment(
         The flat metrics also written to ``metrics.json``: ranking runs give
         ``test/rmse``, ``test/mae`` (rating) or ``test/auc``, ``test/ndcg@K`` of the
         candidate lists (next item); pipeline runs give the ranker's as
-        ``test_ranker/...`` and the full-ranking comparison as ``test_retrieval/...``
-        and ``test_two_stage/...``.
+        ``test_ranker/...``, the full-ranking comparison as ``test_retrieval/...``
+        and ``test_two_stage/...`` (with the fusion weight picked on validation,
+        ``valid/fusion_weight``; see ``RankingExperimentConfig.fusion_weights``).
     """
     from tfrec.export.ranking import export_ranking, export_recommender  # noqa: PLC0415
     from tfrec.models.two_stage import RetrievalScorer  # noqa: PLC0415
@@ -184,6 +241,8 @@ def run_ranking_experiment(
         model_dir=out / "ranking",
     )
     metrics["ranking/train_seconds"] = round(time.perf_counter() - started, 2)
+    if scorer is not None:
+        metrics.update(_tune_fusion(config, trained, scorer, split))
     save_ranker(trained, out / "ranking")
     # The ranker's own metrics (RMSE/MAE, or AUC/NDCG of its candidate lists) are
     # "test/..." for a ranking run; in a pipeline "test/..." would read as full-ranking
