@@ -5,12 +5,14 @@ model), trained here by :class:`tfrec.training.retrieval.RetrievalExperiment`
 (``--retrieval-epochs`` caps its epochs) or loaded from a directory a
 ``RetrievalExperiment.save`` wrote (``--retrieval-dir``; the report records
 which). Stage 2 is the LSTM ranker of ``RankingExperimentConfig.for_dataset(
-dataset, kind="pipeline")`` (next-item objective, listwise softmax loss, hard
-negatives drawn from the retrieval model's top ``hard_pool_size``), trained on
-the same split with the retrieval model's vocabularies. The score-fusion
-weight (final score = ranker + w * retrieval score over the retrieved top N)
-is tuned on the validation part (:func:`tfrec.training.two_stage.tune_retrieval_weight`,
-never on test). Test metrics come from
+dataset, kind="pipeline")`` (next-item objective, listwise softmax loss over the
+true item + negatives drawn from the retrieval model's top ``hard_pool_size``,
+trained only on the examples whose true item retrieval did find:
+``retrieved_only``), trained on the same split with the retrieval model's
+vocabularies. The score-fusion weight (final score = ranker + w * retrieval
+score over the retrieved top N), one of ``RankingExperimentConfig.fusion_weights``
+unless ``--weights`` says otherwise, is tuned on the validation part
+(:func:`tfrec.training.two_stage.tune_retrieval_weight`, never on test). Test metrics come from
 :func:`tfrec.training.two_stage.evaluate_two_stage`: both rank the whole
 catalogue minus the user's history for the same queries; a true item outside
 the retrieved N is a miss for the two-stage ranking.
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     timings["ranker_train_s"] = round(t.seconds, 1)
     ranker_lists = evaluate_ranker(trained, split)
-    weights = [float(w) for w in args.weights.split(",")]
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else config.fusion_weights
     with _report.Timer() as t:
         best, table = tune_retrieval_weight(
             trained, scorer, split, weights=weights, max_queries=args.tune_queries
@@ -204,8 +206,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--save-retrieval", help="save the trained retrieval experiment here")
     parser.add_argument("--retrieval-epochs", type=int, help="cap the preset's epochs")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="RankingConfig field")
-    parser.add_argument("--weights", default="0,0.1,0.3,1,3", help="fusion weights to tune")
-    parser.add_argument("--tune-queries", type=int, default=5000, help="validation queries")
+    parser.add_argument(
+        "--weights", help="fusion weights to tune, e.g. 0,1,3 (default: the config's)"
+    )
+    parser.add_argument(
+        "--tune-queries", type=int, default=10000, help="validation queries (seeded subset)"
+    )
     parser.add_argument("--max-queries", type=int, help="test queries (seeded subset; all)")
     parser.add_argument("--tag", help="suffix of the report name")
     parser.add_argument("--quick", action="store_true", help="tiny synthetic smoke run")
