@@ -13,6 +13,7 @@ from tfrec.data.sequences import (
     UserSequences,
     heldout_examples,
     history_matrix,
+    interaction_pairs,
     retrieval_examples,
     seen_items,
     user_sequences,
@@ -179,3 +180,34 @@ def test_heldout_examples_use_context_history():
     np.testing.assert_allclose(
         ex["history_dt"], [[math.log1p(5), math.log1p(1)]] * 2 + [[0, 0]], rtol=1e-6
     )
+
+
+def _three_users() -> UserSequences:
+    # a (index 2): items 5, 6, 7; b (3): a single item 8; c (unknown user, 1): OOV item 1, then 4
+    items = [np.array([5, 6, 7], np.int32), np.array([8], np.int32), np.array([1, 4], np.int32)]
+    return UserSequences(
+        user_ids=["a", "b", "c"],
+        users=np.array([2, 3, 1], np.int32),
+        items=items,
+        ratings=[np.zeros(len(s), np.float32) for s in items],
+        timestamps=[np.arange(len(s), dtype=np.int64) for s in items],
+    )
+
+
+def test_interaction_pairs_one_row_per_interaction_first_items_included():
+    ex = interaction_pairs(_three_users())
+    assert sorted(ex) == ["target", "user"]  # no history: the ID-only model does not read one
+    # by user, then time: a->5, a->6, a->7, b->8 (single interaction), c->1 (OOV kept), c->4
+    np.testing.assert_array_equal(ex["user"], [2, 2, 2, 3, 1, 1])
+    np.testing.assert_array_equal(ex["target"], [[5], [6], [7], [8], [1], [4]])
+    assert ex["user"].dtype == ex["target"].dtype == np.int32
+    # the sequence rows of the same users lose the first items 5, 8 and 1 (b has no row):
+    # a -> targets 6, 7; c -> target 4
+    last = retrieval_examples(_three_users(), max_len=2, mode="last")
+    np.testing.assert_array_equal(last["target"][:, -1], [6, 7, 4])
+
+
+def test_interaction_pairs_of_no_users_are_empty():
+    empty = UserSequences([], np.zeros(0, np.int32), [], [], [])
+    ex = interaction_pairs(empty)
+    assert ex["user"].shape == (0,) and ex["target"].shape == (0, 1)

@@ -192,6 +192,30 @@ def retrieval_examples(
     return out
 
 
+def interaction_pairs(seqs: UserSequences) -> dict[str, np.ndarray]:
+    """One (user, item) training row per interaction, for ID-only retrieval.
+
+    Unlike :func:`retrieval_examples`, every interaction is a target, the first
+    item of each user included, and a user with a single interaction yields one
+    row: the ID-only two-tower (``RetrievalConfig.encoder="none"``) queries with
+    the user embedding alone, so no history has to precede a target. Unknown
+    items (index 1) are kept, as in :func:`retrieval_examples`; the loss skips
+    targets <= 1. There is no ``history`` feature (the ID-only model does not read it).
+
+    Args:
+        seqs: From :func:`user_sequences`.
+
+    Returns:
+        ``user`` int32 ``[N]`` and ``target`` int32 ``[N, 1]``, N = number of
+        interactions, ordered by user (as in ``seqs``), then chronologically.
+    """
+    lengths = seqs.lengths()
+    return {
+        "user": np.repeat(seqs.users, lengths).astype(np.int32),
+        "target": _flatten(seqs.items, np.int32).reshape(-1, 1),
+    }
+
+
 def heldout_examples(
     context: UserSequences, heldout: UserSequences, max_len: int, *, extras: bool = False
 ) -> dict[str, np.ndarray]:

@@ -89,7 +89,9 @@ class RetrievalConfig(JsonConfig):
         batch_size: Users (examples) per training batch.
         epochs: Maximum training epochs.
         training_positions: ``"all"`` (a target at every history position,
-            SASRec style) or ``"last"`` (only the most recent item).
+            SASRec style) or ``"last"`` (only the most recent item). Unused by
+            ID-only in-memory training, which has one row per interaction
+            (:func:`tfrec.data.sequences.interaction_pairs`).
         max_title_tokens: Title length of the item title table.
         patience: Epochs without validation improvement before early stopping.
         monitor: Validation metric for early stopping and checkpoints.

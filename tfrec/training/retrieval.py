@@ -31,12 +31,13 @@ import tensorflow as tf
 from tfrec.config import JsonConfig, atomic_write_text
 from tfrec.data.interactions import Interactions
 from tfrec.data.pipeline import make_dataset
-from tfrec.data.sequences import retrieval_examples, user_sequences
+from tfrec.data.sequences import interaction_pairs, retrieval_examples, user_sequences
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
 from tfrec.evaluation.protocol import evaluate_full_ranking, evaluate_sampled
 from tfrec.layers.towers import ItemFeatureTables, build_item_feature_tables
 from tfrec.models.retrieval import (
+    NO_ENCODER,
     RetrievalConfig,
     TwoTowerModel,
     item_log_probabilities,
@@ -182,22 +183,38 @@ class RetrievalExperiment:
         self.strategy = get_strategy()
         configure_precision(config.model.mixed_precision)
         self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
+        # ID-only (encoder="none"): the query is the user embedding alone, so every train
+        # interaction is a (user, item) pair, first items and one-interaction users included.
+        # History encoders need a history before each target: rows from the 2nd item on.
         self.examples: dict[str, np.ndarray] | None = None
-        if self.prepared is None:
+        pairs = config.model.encoder == NO_ENCODER and self.prepared is None
+        if pairs:
+            self.examples = interaction_pairs(self.train_seqs)
+            num_examples = len(self.examples["user"])
+        elif self.prepared is None:
             self.examples = retrieval_examples(
                 self.train_seqs, config.model.max_history, mode=config.model.training_positions
             )
             num_examples = len(self.examples["user"])
         else:
             num_examples = self.prepared.summary.examples.get("train", 0)
+            if config.model.encoder == NO_ENCODER:
+                logger.info(
+                    "prepared_dir with encoder='none': training on the prepared sequence rows, "
+                    "so each user's first train item is not a target (in-memory runs use all)"
+                )
         if num_examples == 0:
-            raise ValueError(
-                f"dataset {self.data.name!r}: no training examples (every user has fewer "
-                "than 2 training interactions)"
+            reason = (
+                "the training part has no interactions"
+                if pairs
+                else "every user has fewer than 2 training interactions"
             )
+            raise ValueError(f"dataset {self.data.name!r}: no training examples ({reason})")
         self.num_examples = num_examples
-        # Every item after a user's first train item is a target, in both modes.
-        targets = [items[1:] for items in self.train_seqs.items if len(items) > 1]
+        # The training targets, for item popularity and logQ: every train item with
+        # interaction pairs, else every item after a user's first train item.
+        first = 0 if pairs else 1
+        targets = [items[first:] for items in self.train_seqs.items if len(items) > first]
         counts = np.bincount(np.concatenate(targets), minlength=self.item_vocab.size).astype(
             np.float64
         )
