@@ -94,13 +94,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.retrieval_dir:  # evaluate on this run's split (the saved config's own)
         split = experiment.split
     scorer = RetrievalScorer(experiment.model)
+    pool_scorer, pool_source = scorer, "the stage-1 model"
+    if args.pool_retrieval_dir:  # e.g. an earlier, less memorising checkpoint of stage 1
+        from tfrec.training.retrieval import RetrievalExperiment
+
+        pool_experiment = RetrievalExperiment.from_dir(args.pool_retrieval_dir, args.data_dir)
+        if pool_experiment.item_vocab.all_tokens() != experiment.item_vocab.all_tokens():
+            raise ValueError(
+                f"--pool-retrieval-dir {args.pool_retrieval_dir}: its item vocabulary differs "
+                "from the stage-1 model's; both must be trained on the same data"
+            )
+        pool_scorer = RetrievalScorer(pool_experiment.model)
+        pool_source = f"loaded from {args.pool_retrieval_dir}"
     with _report.Timer() as t:
         trained = train_ranker(
             split,
             ranking,
             user_vocab=experiment.user_vocab,
             item_vocab=experiment.item_vocab,
-            retrieval=scorer,
+            retrieval=pool_scorer,
         )
     timings["ranker_train_s"] = round(t.seconds, 1)
     ranker_lists = evaluate_ranker(trained, split)
@@ -130,6 +142,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": dataset,
         "split": split.summary(),
         "retrieval_source": source,
+        "pool_source": pool_source,
         "retrieval_config": experiment.config.model.to_dict(),
         "retrieval_history": experiment.history if hasattr(experiment, "history") else {},
         "ranker_config": ranking.to_dict(),
@@ -193,6 +206,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
     lines.append("\n## Config\n")
     lines.append(f"- stage 1: {r['retrieval_source']}; `{r['retrieval_config']}`")
+    lines.append(f"- ranker training lists (hard negatives) from: {r['pool_source']}")
     lines.append(f"- stage 2 ranker: `{r['ranker_config']}` (overrides `{r['ranker_overrides']}`)")
     return "\n".join(lines) + "\n"
 
@@ -204,6 +218,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="folder holding the dataset folders")
     parser.add_argument("--retrieval-dir", help="load a saved RetrievalExperiment instead")
     parser.add_argument("--save-retrieval", help="save the trained retrieval experiment here")
+    parser.add_argument(
+        "--pool-retrieval-dir",
+        help=(
+            "build the ranker's training lists with this saved retrieval experiment instead "
+            "of stage 1 (same data and vocabulary, e.g. an earlier checkpoint)"
+        ),
+    )
     parser.add_argument("--retrieval-epochs", type=int, help="cap the preset's epochs")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="RankingConfig field")
     parser.add_argument(
