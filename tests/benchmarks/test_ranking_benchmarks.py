@@ -96,3 +96,18 @@ def test_two_stage_quick_run(tmp_path: Path) -> None:
     ndcg = run["test"]["retrieval"]["ndcg@10"]
     assert run["ratio_ndcg@10"] == pytest.approx(run["test"]["two_stage_tuned"]["ndcg@10"] / ndcg)
     assert "| retrieval only |" in markdown
+
+
+@pytest.mark.slow
+def test_two_stage_ranker_lists_from_another_saved_retrieval_model(tmp_path: Path) -> None:
+    saved = tmp_path / "retrieval"
+    first = ["--quick", "--weights", "0", "--tune-queries", "20", "--max-queries", "20"]
+    assert two_stage.main([*first, "--save-retrieval", str(saved), "--output", str(tmp_path)]) == 0
+    results, _ = _report(tmp_path, "two_stage_quick")
+    assert results["run"]["pool_source"] == "the stage-1 model"
+    again = [*first, "--retrieval-dir", str(saved), "--pool-retrieval-dir", str(saved)]
+    assert two_stage.main([*again, "--output", str(tmp_path / "b")]) == 0
+    results, markdown = _report(tmp_path / "b", "two_stage_quick")
+    assert results["run"]["pool_source"] == f"loaded from {saved}"
+    assert f"(hard negatives) from: loaded from {saved}" in markdown
+    assert results["run"]["retrieval_source"].startswith(f"loaded from {saved}")
