@@ -27,23 +27,27 @@ class _IndexScorer:
         return tf.tile(row, [batch, 1])  # [B, V]
 
 
-def test_split_validation_holds_out_whole_users():
-    data = successor_walks(num_users=40, length=6)
+def test_split_validation_holds_out_each_users_latest_examples():
+    data = successor_walks(num_users=40, length=21)  # 20 examples per user (positions 1..20)
     users, items = build_vocabularies(leave_one_out(data))
     examples = build_ranking_examples(data, users, items, max_history=4, min_history=1)
     train, valid = split_validation(examples, fraction=0.25, seed=3)
-    assert len(train) + len(valid) == len(examples)
-    # No held-out user has a training example, so no held-out event is training history.
-    assert not set(valid.user.tolist()) & set(train.user.tolist())
-    held = len(set(valid.user.tolist()))
-    assert 1 <= held < 40
-    # Every example of a held-out user is held out (5 per user: positions 1..5).
-    assert len(valid) == 5 * held
-    # Tiny inputs still give one user on each side.
-    two = examples.take(np.flatnonzero(np.isin(examples.user, np.unique(examples.user)[:2])))
-    for fraction in (0.01, 0.99):
-        t, v = split_validation(two, fraction=fraction, seed=0)
-        assert len(np.unique(t.user)) == 1 and len(np.unique(v.user)) == 1
+    assert len(train) + len(valid) == len(examples) == 40 * 20
+    # fraction * 20 = 5 exactly, so floor(5 + r) = 5 per user: 200 held out
+    assert len(valid) == 200
+    for user in np.unique(examples.user):
+        kept = train.end[train.user == user]
+        held = valid.end[valid.user == user]
+        # the held-out events are the user's latest: never history of a training example
+        assert len(kept) == 15 and len(held) == 5 and kept.max() < held.min()
+    # 0.05 * 20 = 1 per user; a user with one example keeps it for training
+    first = np.r_[True, examples.user[1:] != examples.user[:-1]]
+    one = examples.take(np.flatnonzero(first))  # each user's first example only
+    assert len(one) == 40
+    t, v = split_validation(one, fraction=0.5, seed=0)
+    assert len(v) == 0 and len(t) == len(one)
+    t, v = split_validation(examples, fraction=0.05, seed=0)
+    assert len(v) == 40
 
 
 @pytest.mark.parametrize("retrieved_only", [False, True])

@@ -85,7 +85,7 @@ class RankingConfig(JsonConfig):
         epochs: Maximum epochs.
         early_stopping_patience: Epochs without validation improvement before stopping.
         validation_fraction: Share of training examples held out for early stopping
-            when the split has no validation part.
+            when the split has no validation part (each user's most recent ones).
         max_history: History length L.
         min_history: Drop training examples with fewer history events (next_item).
         ndcg_k: Cutoff of the list NDCG metric.

@@ -11,13 +11,14 @@ None) and ``test`` :class:`~tfrec.data.interactions.Interactions`).
 
 Examples (see :mod:`tfrec.data.ranking_examples`): training examples are the
 train events with their history from train; validation examples are the
-``valid`` events with history from train (or, without a ``valid`` split, a
-seeded ``validation_fraction`` of the training examples held out from
-training); test examples are the ``test`` events with history from train +
-valid. Next-item training lists are the true item plus ``num_negatives``
-negatives re-sampled every epoch (seeded); evaluation lists are the true item
-plus ``eval_negatives`` uniform negatives drawn once with ``seed``. The true item
-is the **last** column of a list, so a model that ties everything gets no
+``valid`` events with history from train (or, without a ``valid`` split, each
+user's most recent training examples, about ``validation_fraction`` of them,
+held out from training: :func:`tfrec.training.ranking_data.split_validation`);
+test examples are the ``test`` events with history from train + valid.
+Next-item training lists are the true item plus ``num_negatives`` negatives
+re-sampled every epoch (seeded); evaluation lists are the true item plus
+``eval_negatives`` uniform negatives drawn once with ``seed``. The true item is
+the **last** column of a list, so a model that ties everything gets no
 credit from the tie order.
 """
 

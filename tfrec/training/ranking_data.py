@@ -100,21 +100,31 @@ class _ListBatches:
 def split_validation(
     examples: RankingExamples, fraction: float, seed: int
 ) -> tuple[RankingExamples, RankingExamples]:
-    """Holds out a seeded ``fraction`` of the *users*, all their examples: ``(train, valid)``.
+    """Holds out each user's most recent examples, about ``fraction`` of them: ``(train, valid)``.
 
-    Holding out whole users keeps validation clean: a held-out event is never the
-    history of a training example (which it would be with a per-example split,
-    since each event is the history of the user's later examples). At least one
-    user is held out, and at least one kept when there are two or more.
+    Holding out the *latest* events keeps validation clean: a held-out event is
+    never the history of a training example (every later event of the user is
+    held out too), and the users stay known to the model, as they are at test
+    time. User ``u`` with ``n`` examples gives ``floor(fraction * n + r)`` of them
+    (``r`` uniform in [0, 1), seeded), at most ``n - 1``; so the expected share is
+    ``fraction`` and every user keeps a training example. At least one example
+    is held out when some user has two or more.
     """
-    users = np.unique(examples.user)
+    n = len(examples)
+    order = np.lexsort((examples.end, examples.user))  # by user, then time
+    users = examples.user[order]
+    first = np.r_[True, users[1:] != users[:-1]] if n else np.zeros(0, dtype=bool)
+    block_start = np.flatnonzero(first)
+    sizes = np.diff(np.r_[block_start, n])  # examples per user
     rng = np.random.default_rng([seed, 11])
-    held_users = users[rng.random(len(users)) < fraction]
-    if len(held_users) == 0 and len(users):
-        held_users = users[[rng.integers(len(users))]]
-    if len(held_users) == len(users) > 1:
-        held_users = held_users[1:]
-    held = np.isin(examples.user, held_users)
+    take = np.floor(fraction * sizes + rng.random(len(sizes))).astype(np.int64)
+    take = np.minimum(take, sizes - 1)
+    if take.sum() == 0 and len(sizes) and sizes.max() >= 2:
+        take[np.argmax(sizes)] = 1
+    block_end = np.repeat(block_start + sizes, sizes)  # one past each row's user block
+    from_end = block_end - 1 - np.arange(n)  # 0 = the user's latest example
+    held = np.zeros(n, dtype=bool)
+    held[order] = from_end < np.repeat(take, sizes)
     return examples.take(np.flatnonzero(~held)), examples.take(np.flatnonzero(held))
 
 
