@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 from tfrec.data.negatives import (
-    hard_negative_pool,
     hard_negatives,
     popularity_negatives,
     retrieval_pool,
@@ -70,21 +69,21 @@ def test_hard_negatives_from_pool_without_replacement():
     np.testing.assert_array_equal(negatives[1], [4, 4, 4])  # repeated to fill the row
 
 
-def test_hard_negative_pool_excludes_positive_history_and_reserved():
+def test_retrieval_pool_excludes_positive_history_and_reserved():
     # Scores rank items 9 > 8 > ... > 0. Positive 9 and history item 8 are removed,
     # so the top-3 pool is [7, 6, 5].
     def score_fn(histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         return np.tile(np.arange(VOCAB, dtype=np.float32), (len(users), 1))
 
-    pool = hard_negative_pool(
+    pool = retrieval_pool(
         score_fn, np.array([[0, 8]]), np.array([2]), np.array([9]), pool_size=3
-    )
+    ).items
     np.testing.assert_array_equal(pool, [[7, 6, 5]])
     # The user's other items (here 7 and 5) can be excluded as well.
-    narrower = hard_negative_pool(
+    narrower = retrieval_pool(
         score_fn, np.array([[0, 8]]), np.array([2]), np.array([9]), pool_size=3,
         exclude=[np.array([7, 5])],
-    )  # fmt: skip
+    ).items  # fmt: skip
     np.testing.assert_array_equal(narrower, [[6, 4, 3]])
     negatives = sample_negatives(
         "hard", np.array([9]), 2, VOCAB, np.random.default_rng(0), pool=pool

@@ -137,7 +137,7 @@ def hard_negatives(pool: np.ndarray, num_negatives: int, rng: np.random.Generato
 
     Args:
         pool: int ``[N, P]`` candidate negatives per example (from
-            :func:`hard_negative_pool`, positive already removed); entries
+            :func:`retrieval_pool` ``.items``, positive already removed); entries
             ``< 2`` are treated as empty slots.
         num_negatives: Negatives per example; rows with fewer valid pool items
             repeat them (with replacement) to fill the row.
@@ -259,26 +259,6 @@ def retrieval_pool(
     return RetrievalPool(items=out, positive_rank=ranks)
 
 
-def hard_negative_pool(
-    score_fn: ScoreFn,
-    histories: np.ndarray,
-    users: np.ndarray,
-    positives: np.ndarray,
-    *,
-    pool_size: int,
-    exclude: Sequence[np.ndarray] | None = None,
-    batch_size: int = 1024,
-) -> np.ndarray:
-    """``retrieval_pool(...).items``: int32 ``[N, pool_size]`` hard negatives, best first.
-
-    Args and errors: see :func:`retrieval_pool`.
-    """
-    return retrieval_pool(
-        score_fn, histories, users, positives,
-        pool_size=pool_size, exclude=exclude, batch_size=batch_size,
-    ).items  # fmt: skip
-
-
 def sample_negatives(
     strategy: Strategy,
     positives: np.ndarray,
@@ -320,7 +300,7 @@ def sample_negatives(
         return popularity_negatives(positives, num_negatives, popularity, rng)
     if strategy == "hard":
         if pool is None:
-            raise ValueError("negative_sampling='hard' needs a `pool` from hard_negative_pool")
+            raise ValueError("negative_sampling='hard' needs a `pool` (retrieval_pool(...).items)")
         if len(pool) != len(positives):
             raise ValueError(f"pool: {len(pool)} rows for {len(positives)} positives")
         if (np.asarray(pool) == np.asarray(positives)[:, None]).any():
