@@ -115,11 +115,9 @@ class RetrievalServingModule(tf.Module):
         with tf.control_dependencies(checks):
             users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
             items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]; OOV = 1
-        if self.encodes_history:
-            recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
-            query = self.query_tower.final_query(users, recent)  # [B, D]
-        else:  # ID-only: the user vector; the history only excludes items below
-            query = self.query_tower.final_query(users)  # [B, D]
+        # An ID-only query tower ignores the history; it still excludes items below.
+        recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
+        query = self.query_tower.final_query(users, recent)  # [B, D]
         scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
         scores = exclude_items(scores, items)
         top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch

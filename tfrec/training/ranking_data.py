@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -146,53 +145,69 @@ def ranker_datasets(
     else:
         popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
         pool = None
-        valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
         if config.negative_sampling == "hard":
             if retrieval is None:
                 raise ValueError("negative_sampling='hard' needs a retrieval scorer")
-            score_fn = _numpy_scorer(retrieval)
-            train_pool = retrieval_pool(
-                score_fn,
-                train.history,
-                train.user,
-                train.item,
-                pool_size=config.hard_pool_size,
-                exclude=train.user_items(),  # the user's other items are positives, not negatives
+            train, pool, valid_features = _retrieved_lists(
+                config, spec.num_items, train, valid, retrieval
             )
-            pool = train_pool.items
-            # Validate on what the two-stage ranker sees: the true item among the
-            # retrieval model's top candidates.
-            valid = valid.take(np.flatnonzero(valid.item >= NUM_RESERVED))
-            valid_pool = retrieval_pool(
-                score_fn, valid.history, valid.user, valid.item,
-                pool_size=config.eval_negatives, exclude=valid.user_items(),
-            )  # fmt: skip
-            if config.retrieved_only:
-                keep = np.flatnonzero(train_pool.positive_in_top())
-                train, pool = train.take(keep), pool[keep]
-                keep = np.flatnonzero(valid_pool.positive_in_top(config.num_candidates))
-                valid = valid.take(keep)
-                valid_pool = dataclasses.replace(valid_pool, items=valid_pool.items[keep])
-                if not len(train) or not len(valid):
-                    raise ValueError(
-                        f"retrieved_only: {len(train)} training / {len(valid)} validation "
-                        "examples have their true item in the retrieval top-N; need at "
-                        "least one of each (raise hard_pool_size / num_candidates)"
-                    )
-                logger.info(
-                    "retrieved_only: %d training / %d validation examples have the true item "
-                    "in the retrieval top-N",
-                    len(train),
-                    len(valid),
-                )
-            rng = np.random.default_rng([config.seed, 7])
-            valid_negatives = sample_negatives(
-                "hard", valid.item, config.eval_negatives, spec.num_items, rng,
-                pool=valid_pool.items,
-            )  # fmt: skip
-            valid_features = list_features(valid, valid_negatives)
+        else:
+            valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
         train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
     return train_ds, valid_features
+
+
+def _retrieved_lists(
+    config: RankingConfig,
+    num_items: int,
+    train: RankingExamples,
+    valid: RankingExamples,
+    retrieval: RetrievalScorer,
+) -> tuple[RankingExamples, np.ndarray, dict[str, np.ndarray]]:
+    """Hard-negative inputs: ``(train examples, their retrieval pools, validation lists)``.
+
+    Validation lists are what the two-stage ranker sees: the true item among the
+    retrieval model's top candidates. With ``retrieved_only`` both parts keep
+    only the examples whose true item retrieval ranks in its top N.
+    """
+    score_fn = _numpy_scorer(retrieval)
+    train_pool = retrieval_pool(
+        score_fn,
+        train.history,
+        train.user,
+        train.item,
+        pool_size=config.hard_pool_size,
+        exclude=train.user_items(),  # the user's other items are positives, not negatives
+    )
+    pool = train_pool.items
+    valid = valid.take(np.flatnonzero(valid.item >= NUM_RESERVED))
+    valid_pool = retrieval_pool(
+        score_fn, valid.history, valid.user, valid.item,
+        pool_size=config.eval_negatives, exclude=valid.user_items(),
+    )  # fmt: skip
+    valid_items = valid_pool.items
+    if config.retrieved_only:
+        keep = np.flatnonzero(train_pool.positive_in_top())
+        train, pool = train.take(keep), pool[keep]
+        keep = np.flatnonzero(valid_pool.positive_in_top(config.num_candidates))
+        valid, valid_items = valid.take(keep), valid_items[keep]
+        if not len(train) or not len(valid):
+            raise ValueError(
+                f"retrieved_only: {len(train)} training / {len(valid)} validation "
+                "examples have their true item in the retrieval top-N; need at "
+                "least one of each (raise hard_pool_size / num_candidates)"
+            )
+        logger.info(
+            "retrieved_only: %d training / %d validation examples have the true item "
+            "in the retrieval top-N",
+            len(train),
+            len(valid),
+        )
+    rng = np.random.default_rng([config.seed, 7])
+    valid_negatives = sample_negatives(
+        "hard", valid.item, config.eval_negatives, num_items, rng, pool=valid_items
+    )
+    return train, pool, list_features(valid, valid_negatives)
 
 
 def _numpy_scorer(retrieval: RetrievalScorer) -> Any:
