@@ -45,27 +45,31 @@ def test_ties_ordered_by_lower_index_hand_computed() -> None:
         "mrr": 1 / 3,
         "users": 1.0,
         "skipped_users": 0.0,
+        "repeat_target_users": 0.0,
+        "masked_target_users": 0.0,
         "conflicts": 0.0,
         "invalid_relevant": 0.0,
     }
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
-def test_exclusion_conflict_and_skipped_user_hand_computed() -> None:
+def test_masked_relevant_item_is_a_miss_and_skipped_user_hand_computed() -> None:
     # User 0: same scores as above, relevant {3, 6}, exclude {3}: item 3 is removed
-    #   from the ranking AND from the relevant set (1 conflict). Ranking: 2, 4, 6, 5
-    #   -> the single relevant item 6 is at position 3.
-    # User 1: relevant only the OOV index 1 -> no relevant item left, skipped.
+    #   from the ranking and cannot be hit, but it stays one of the user's |rel| = 2
+    #   relevant items (a miss, 1 conflict). Ranking: 2, 4, 6, 5 -> item 6 at position 3.
+    # User 1: relevant only the OOV index 1 -> no real relevant item, skipped.
     scores = np.array([[0.0, 0.0, 0.9, 0.5, 0.5, 0.1, 0.5]] * 2)
     got = ranking_metrics(scores, [arr(3, 6), arr(1)], [arr(3), arr()], ks=(1, 3))
+    idcg2 = 1 + 1 / math.log2(3)  # ideal: both relevant items at positions 1, 2
     assert got["hr@1"] == 0.0
     assert got["hr@3"] == 1.0
-    assert got["recall@3"] == 1.0
+    assert got["recall@3"] == pytest.approx(1 / 2)  # 1 hit / |rel| = 2 (masked one included)
     assert got["precision@3"] == pytest.approx(1 / 3)
-    assert got["ndcg@3"] == pytest.approx(1 / math.log2(4))  # ideal DCG = 1 (one relevant)
-    assert got["map@3"] == pytest.approx(1 / 3)
+    assert got["ndcg@3"] == pytest.approx((1 / math.log2(4)) / idcg2)
+    assert got["map@3"] == pytest.approx((1 / 3) / 2)  # / min(|rel| = 2, K = 3)
     assert got["mrr"] == pytest.approx(1 / 3)
     assert (got["users"], got["skipped_users"]) == (1.0, 1.0)
+    assert (got["repeat_target_users"], got["masked_target_users"]) == (1.0, 1.0)
     assert (got["conflicts"], got["invalid_relevant"]) == (1.0, 1.0)
 
 
@@ -111,6 +115,8 @@ def test_keys() -> None:
         *metric_keys((1, 10)),
         "users",
         "skipped_users",
+        "repeat_target_users",
+        "masked_target_users",
         "conflicts",
         "invalid_relevant",
     }
@@ -163,25 +169,34 @@ def test_item_count_must_not_change_between_batches() -> None:
 # ---------------------------------------------------------------- brute force
 
 
-def brute_force(scores, relevant, exclude, ks, invalid=INVALID) -> dict[str, float]:
-    """Naive per-user loop with a full stable sort; definitions straight from the docs."""
+def brute_force(
+    scores, relevant, exclude, ks, *, invalid=INVALID, mask_exclude=True
+) -> dict[str, float]:
+    """Naive per-user loop with a full stable sort; definitions straight from the docs.
+
+    Every user with a real relevant item counts; with ``mask_exclude`` the excluded
+    items leave the ranking, so an excluded relevant item is a miss that still counts
+    in ``|rel|``.
+    """
     sums = {key: 0.0 for key in metric_keys(ks)}
-    users = skipped = conflicts = invalid_relevant = 0
+    users = skipped = repeat_users = conflicts = invalid_relevant = 0
     for u in range(scores.shape[0]):
         excl = set(exclude[u].tolist()) if exclude is not None else set()
         rel_raw = set(relevant[u].tolist())
-        conflicts += len(rel_raw & excl)
-        invalid_relevant += len((rel_raw - excl) & set(invalid))
-        rel = rel_raw - excl - set(invalid)
+        invalid_relevant += len(rel_raw & set(invalid))
+        rel = rel_raw - set(invalid)  # |rel|: the denominators
+        conflicts += len(rel & excl)
+        repeat_users += bool(rel & excl)
         if not rel:
             skipped += 1
             continue
         users += 1
-        candidates = np.array([i for i in range(scores.shape[1]) if i not in excl | set(invalid)])
+        removed = (excl if mask_exclude else set()) | set(invalid)
+        candidates = np.array([i for i in range(scores.shape[1]) if i not in removed])
         ranked = candidates[np.argsort(-scores[u, candidates], kind="stable")].tolist()
         gains = [1 if item in rel else 0 for item in ranked]
-        first = next(pos for pos, g in enumerate(gains, start=1) if g)
-        sums["mrr"] += 1.0 / first
+        first = next((pos for pos, g in enumerate(gains, start=1) if g), None)
+        sums["mrr"] += 1.0 / first if first else 0.0
         for k in ks:
             top = gains[:k]
             hits = sum(top)
@@ -197,6 +212,8 @@ def brute_force(scores, relevant, exclude, ks, invalid=INVALID) -> dict[str, flo
     out.update(
         users=float(users),
         skipped_users=float(skipped),
+        repeat_target_users=float(repeat_users),
+        masked_target_users=float(repeat_users if mask_exclude else 0),
         conflicts=float(conflicts),
         invalid_relevant=float(invalid_relevant),
     )
@@ -232,6 +249,22 @@ def test_matches_brute_force(seed: int, decimals: int | None, ks: tuple[int, ...
     assert expected["skipped_users"] > 0 and expected["conflicts"] > 0  # the case is rich enough
     got = ranking_metrics(scores, relevant, exclude, ks=ks)
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(("seed", "decimals"), [(0, 1), (3, None)])
+def test_matches_brute_force_with_exclude_sets_kept_rankable(seed: int, decimals) -> None:
+    scores, relevant, exclude = random_case(seed, decimals=decimals)
+    expected = brute_force(scores, relevant, exclude, KS_SMALL, mask_exclude=False)
+    assert expected["repeat_target_users"] > 0  # some excluded relevant items can be hit
+    got = ranking_metrics(scores, relevant, exclude, ks=KS_SMALL, mask_exclude=False)
+    assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    # Nothing masked: the same as passing no exclude sets, apart from the repeat counts.
+    plain = ranking_metrics(scores, relevant, None, ks=KS_SMALL)
+    assert (plain["repeat_target_users"], plain["conflicts"]) == (0.0, 0.0)
+    counts = {"repeat_target_users", "conflicts"}
+    assert {k: v for k, v in got.items() if k not in counts} == pytest.approx(
+        {k: v for k, v in plain.items() if k not in counts}, rel=1e-12, abs=1e-15
+    )
 
 
 def test_matches_brute_force_float32_without_exclusions() -> None:

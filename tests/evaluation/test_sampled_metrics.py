@@ -34,6 +34,7 @@ def test_hand_computed_all_candidates_drawn() -> None:
     assert got["precision@3"] == pytest.approx(1 / 3)
     assert got["mrr"] == pytest.approx(1 / 2)
     assert set(got) == {*metric_keys((1, 2, 3)), "users", "skipped_users", "conflicts",
+                        "repeat_target_users", "masked_target_users",
                         "invalid_relevant"}  # fmt: skip
 
 
@@ -108,7 +109,7 @@ def test_relevant_excluded_and_invalid_items_are_never_negatives(sampling: str) 
 def test_sample_negatives_respects_forbidden_and_popularity() -> None:
     relevant = [arr(2, 3)]
     exclude = [arr(4)]
-    _, _, forbidden, _ = relevance_masks(1, 8, relevant, exclude, (0, 1))
+    forbidden = relevance_masks(1, 8, relevant, exclude, (0, 1)).forbidden
     # forbidden = {0, 1} invalid + {2, 3} relevant + {4} excluded -> drawable {5, 6, 7}
     np.testing.assert_array_equal(np.flatnonzero(~forbidden[0]), [5, 6, 7])
     rng = np.random.default_rng(0)

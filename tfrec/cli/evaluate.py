@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from tfrec.cli.common import apply_overrides, experiment_kind
+from tfrec.cli.train import EVAL_MASK_CHOICES, EVAL_MASK_HELP
 from tfrec.config import atomic_write_text
 
 
@@ -28,9 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--part", choices=("test", "valid"), default="test", help="which split part to score"
     )
     parser.add_argument(
+        "--eval-mask",
+        choices=EVAL_MASK_CHOICES,
+        help=f"{EVAL_MASK_HELP} (default: the mode saved in config.json)",
+    )
+    parser.add_argument(
         "--no-mask-history",
         action="store_true",
-        help="do not remove each user's already-seen items from the ranking",
+        help="same as --eval-mask none (kept for older scripts)",
     )
     parser.add_argument(
         "--sampled-negatives",
@@ -44,10 +50,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ks", default="1,5,10,20,50,100", help="comma-separated cutoffs K")
 
 
+def _eval_mask(args: argparse.Namespace) -> str | None:
+    """``--eval-mask``, or ``none`` for the old ``--no-mask-history``; None = as saved.
+
+    Raises:
+        ValueError: ``--no-mask-history`` with an ``--eval-mask`` other than ``none``.
+    """
+    if not args.no_mask_history:
+        return args.eval_mask
+    if args.eval_mask not in (None, "none"):
+        raise ValueError(
+            f"--no-mask-history contradicts --eval-mask {args.eval_mask}; use --eval-mask alone"
+        )
+    return "none"
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec evaluate``."""
     model_dir = Path(args.model_dir)
+    mask = _eval_mask(args)
     if experiment_kind(model_dir) != "retrieval":
+        if mask is not None:
+            raise ValueError(
+                f"--eval-mask/--no-mask-history: {model_dir} is not a retrieval run; "
+                "only retrieval runs can be re-evaluated with another mask"
+            )
         from tfrec.cli.train_ranking import evaluate_ranking_dir  # noqa: PLC0415
 
         return evaluate_ranking_dir(args)
@@ -58,15 +85,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise ValueError(f"--ks {args.ks!r}: expected comma-separated integers") from err
     experiment = RetrievalExperiment.from_dir(model_dir, data_dir=args.data_dir)
-    experiment.config.evaluation = apply_overrides(
-        experiment.config.evaluation,
-        {
-            "ks": ks,
-            "mask_history": not args.no_mask_history,
-            "sampled_negatives": args.sampled_negatives,
-            "sampled_strategy": args.sampling,
-        },
-    )
+    overrides = {
+        "ks": ks,
+        "sampled_negatives": args.sampled_negatives,
+        "sampled_strategy": args.sampling,
+    }
+    if mask is not None:
+        overrides["mask"] = mask
+    experiment.config.evaluation = apply_overrides(experiment.config.evaluation, overrides)
     metrics = experiment.evaluate_part(args.part)
     merged = {**experiment.metrics, **metrics}
     atomic_write_text(model_dir / "metrics.json", json.dumps(merged, indent=2, sort_keys=True))

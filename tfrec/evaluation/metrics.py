@@ -11,33 +11,54 @@ Definitions (per user, ``rel`` = relevant set, ``hit_i`` = 1 if the item at
 * ``map@K``       sum over hit positions i <= K of precision@i, / ``min(|rel|, K)``.
 * ``mrr``         1 / (position of the best-ranked relevant item in the FULL ranking).
 
-Averages are over users with at least one relevant item; the result also holds
-``users`` (users averaged over), ``skipped_users`` (no relevant item left),
-``conflicts`` (relevant items also in the user's exclude set) and
-``invalid_relevant`` (relevant items that are global invalid indices).
+Denominators: every user with at least one relevant item that is a real item
+(not a global invalid index) is averaged over, including users whose relevant
+items were all masked out. A masked-out relevant item (see Masking) is a miss:
+it contributes 0 to every metric and still counts in ``|rel|``, so recall, the
+ideal DCG and MAP's ``min(|rel|, K)`` include it; a user whose only held-out item
+was masked scores 0 everywhere. This is the denominator of published protocols
+(every test user counts) and what an exported model that excludes the history
+achieves.
+
+Counts in the result: ``users`` (the denominator), ``skipped_users`` (no real
+relevant item at all: nothing to evaluate), ``repeat_target_users`` (users with
+a relevant item also in their exclude set, e.g. a held-out item that repeats a
+history item), ``masked_target_users`` (of those, the users whose repeated items
+were removed from the ranking and counted as misses: all of them when masking,
+0 with ``mask_exclude=False``), ``conflicts`` (relevant items in the exclude sets)
+and ``invalid_relevant`` (relevant items that are global invalid indices).
 
 Tie policy: items with equal scores are ordered by lower item index first, i.e.
 a stable descending sort. This is the order ``tf.math.top_k`` returns, so the
 offline metrics agree with an exported model's top-K.
 
 Masking: the global ``invalid_items`` (default ``(0, 1)``: padding and OOV of
-``IdVocabulary``) and the user's ``exclude`` indices (training history) are
-removed from the ranking: they occupy no position. A relevant item that is also
-excluded is removed as well (it cannot be hit) and counted in ``conflicts``;
-callers should pass disjoint sets. Duplicate indices in a list count once.
+``IdVocabulary``) are never ranked. The user's ``exclude`` indices (training
+history) are removed from the ranking too (they occupy no position) unless
+``mask_exclude=False``, the option for repeat-consumption domains (music,
+groceries, restaurants) where already-consumed items stay rankable and a
+repeated held-out item can be hit. Duplicate indices in a list count once.
 Scores may be +-inf but not NaN.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
 DEFAULT_INVALID_ITEMS: tuple[int, ...] = (0, 1)
 AT_K_METRICS: tuple[str, ...] = ("hr", "recall", "precision", "ndcg", "map")
-COUNT_KEYS: tuple[str, ...] = ("users", "skipped_users", "conflicts", "invalid_relevant")
+COUNT_KEYS: tuple[str, ...] = (
+    "users",
+    "skipped_users",
+    "repeat_target_users",
+    "masked_target_users",
+    "conflicts",
+    "invalid_relevant",
+)
 
 IndexLists = Sequence[np.ndarray]
 
@@ -120,13 +141,36 @@ def index_mask(lists: IndexLists | None, num_rows: int, num_items: int, name: st
     return mask
 
 
+class RelevanceMasks(NamedTuple):
+    """Per-user masks shared by the full and sampled protocols (see :func:`relevance_masks`).
+
+    Attributes:
+        relevant: bool ``[B, I]`` relevant items that can be hit (rankable).
+        rankable: bool ``[B, I]`` items that take part in the ranking.
+        forbidden: bool ``[B, I]`` items never drawn as negatives (invalid,
+            excluded or relevant), whether or not the exclude set is masked.
+        num_targets: int ``[B]`` relevant real items per user, masked ones
+            included: the ``|rel|`` of the metric denominators (0 = skipped user).
+        counts: ``repeat_target_users``, ``masked_target_users``, ``conflicts``
+            and ``invalid_relevant`` of the batch.
+    """
+
+    relevant: np.ndarray
+    rankable: np.ndarray
+    forbidden: np.ndarray
+    num_targets: np.ndarray
+    counts: dict[str, int]
+
+
 def relevance_masks(
     num_rows: int,
     num_items: int,
     relevant: IndexLists,
     exclude: IndexLists | None,
     invalid_items: tuple[int, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    *,
+    mask_exclude: bool = True,
+) -> RelevanceMasks:
     """Builds the per-user masks shared by the full and sampled protocols.
 
     Args:
@@ -135,12 +179,12 @@ def relevance_masks(
         relevant: B integer arrays of relevant item indices.
         exclude: B integer arrays of excluded item indices, or None.
         invalid_items: Global indices that are never ranked.
+        mask_exclude: Remove the ``exclude`` items from the ranking (a relevant
+            item among them is then a miss). False keeps them rankable; they are
+            still counted as repeats and never drawn as negatives.
 
     Returns:
-        ``(relevant, rankable, forbidden, counts)``: bool ``[B, I]`` relevant items
-        left after removal; items that take part in the ranking; items that must
-        not be drawn as negatives (invalid, excluded or relevant); and
-        ``{"conflicts": n, "invalid_relevant": n}``.
+        :class:`RelevanceMasks`.
 
     Raises:
         ValueError: Out-of-range indices or a wrong number of rows.
@@ -150,14 +194,22 @@ def relevance_masks(
         raise ValueError(f"invalid_items: indices {bad} out of range [0, {num_items})")
     raw = index_mask(relevant, num_rows, num_items, "relevant")
     excluded = index_mask(exclude, num_rows, num_items, "exclude")
-    valid = ~excluded
-    valid[:, list(invalid_items)] = False
-    rel = raw & valid
+    invalid = np.zeros(num_items, dtype=bool)
+    invalid[list(invalid_items)] = True
+    real = raw & ~invalid  # relevant items that are catalogue items: the denominators
+    repeated = real & excluded
+    rankable = np.tile(~invalid, (num_rows, 1))
+    if mask_exclude:
+        rankable &= ~excluded
+    repeat_users = int(repeated.any(axis=1).sum())
     counts = {
-        "conflicts": int((raw & excluded).sum()),
-        "invalid_relevant": int((raw & ~excluded & ~valid).sum()),
+        "repeat_target_users": repeat_users,
+        "masked_target_users": repeat_users if mask_exclude else 0,
+        "conflicts": int(repeated.sum()),
+        "invalid_relevant": int((raw & invalid).sum()),
     }
-    return rel, valid, raw | ~valid, counts
+    forbidden = raw | excluded | invalid
+    return RelevanceMasks(real & rankable, rankable, forbidden, real.sum(axis=1), counts)
 
 
 def top_k_items(scores: np.ndarray, valid: np.ndarray, k: int) -> np.ndarray:
@@ -209,7 +261,7 @@ def metrics_from_hits(
 
     Args:
         hits: bool ``[B, max(ks)]``; ``hits[b, j]`` = item at 0-based position j is relevant.
-        num_relevant: ``[B]`` relevant-set sizes, >= 1.
+        num_relevant: ``[B]`` relevant-set sizes ``|rel|`` (masked items included), >= 1.
         ks: Validated cutoffs.
 
     Returns:
@@ -239,14 +291,16 @@ def metrics_from_hits(
 class _UserMeanAccumulator:
     """Streaming per-user metrics averaged over users, shared by both protocols.
 
-    :meth:`update` checks a batch, builds its masks, counts conflicts, then hands
+    :meth:`update` checks a batch, builds its masks, adds its counts, then hands
     it to ``_add_batch``, where a subclass adds each user's metrics to ``_sums``
     and counts the user in ``_counts`` (``users`` or ``skipped_users``). A
-    subclass sets ``ks`` and ``invalid_items`` before calling :meth:`reset`.
+    subclass sets ``ks``, ``invalid_items`` and ``mask_exclude`` before calling
+    :meth:`reset`.
     """
 
     ks: tuple[int, ...]
     invalid_items: tuple[int, ...]
+    mask_exclude: bool
 
     def reset(self) -> None:
         """Forgets all accumulated users."""
@@ -264,7 +318,8 @@ class _UserMeanAccumulator:
         Args:
             scores: ``[B, I]`` scores of every catalogue item, higher is better.
             relevant: B integer arrays of relevant item indices.
-            exclude: B integer arrays of item indices to remove from the ranking, or None.
+            exclude: B integer arrays of item indices (the user's history): removed
+                from the ranking unless ``mask_exclude=False``; never negatives.
 
         Raises:
             ValueError: Bad shapes, NaN scores, out-of-range indices; for
@@ -273,21 +328,22 @@ class _UserMeanAccumulator:
         """
         s = check_scores(scores)
         self._check_num_items(s.shape[1])
-        rel, valid, forbidden, counts = relevance_masks(
-            *s.shape, relevant, exclude, self.invalid_items
+        masks = relevance_masks(
+            *s.shape, relevant, exclude, self.invalid_items, mask_exclude=self.mask_exclude
         )
-        for key, value in counts.items():
+        for key, value in masks.counts.items():
             self._counts[key] += value
-        self._add_batch(s, rel, valid, forbidden)
+        has_targets = masks.num_targets > 0
+        self._counts["users"] += int(has_targets.sum())
+        self._counts["skipped_users"] += int((~has_targets).sum())
+        self._add_batch(s, masks)
 
     def _check_num_items(self, num_items: int) -> None:
         """Raises ValueError when ``num_items`` score columns do not fit the accumulator."""
         raise NotImplementedError
 
-    def _add_batch(
-        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
-    ) -> None:
-        """Adds a checked batch; the masks are those of :func:`relevance_masks`, all ``[B, I]``."""
+    def _add_batch(self, scores: np.ndarray, masks: RelevanceMasks) -> None:
+        """Adds the metric sums of a checked batch (users are already counted)."""
         raise NotImplementedError
 
     def result(self) -> dict[str, float]:
@@ -304,15 +360,20 @@ class RankingMetrics(_UserMeanAccumulator):
     Args:
         ks: Cutoffs K (default 1, 5, 10, 20, 50, 100).
         invalid_items: Item indices never ranked (default padding 0 and OOV 1).
+        mask_exclude: Remove each user's ``exclude`` items from the ranking (a
+            relevant item among them is a miss). False: they stay rankable
+            (repeat-consumption domains).
     """
 
     def __init__(
         self,
         ks: Sequence[int] = DEFAULT_KS,
         invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+        mask_exclude: bool = True,
     ) -> None:
         self.ks = check_ks(ks)
         self.invalid_items = tuple(int(i) for i in invalid_items)
+        self.mask_exclude = check_mask_exclude(mask_exclude)
         self.reset()
 
     def reset(self) -> None:
@@ -328,23 +389,32 @@ class RankingMetrics(_UserMeanAccumulator):
                 f"scores: {num_items} items per row, but earlier batches had {self._num_items}"
             )
 
-    def _add_batch(
-        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
-    ) -> None:
-        n_rel = rel.sum(axis=1)
-        keep = n_rel > 0
-        self._counts["skipped_users"] += int((~keep).sum())
-        if not keep.any():
+    def _add_batch(self, scores: np.ndarray, masks: RelevanceMasks) -> None:
+        # Users whose relevant items were all masked (or none exist) add 0 to every sum.
+        hit_rows = masks.relevant.any(axis=1)
+        if not hit_rows.any():
             return
-        if not keep.all():
-            scores, rel, valid, n_rel = scores[keep], rel[keep], valid[keep], n_rel[keep]
+        rel, valid, n_targets = masks.relevant, masks.rankable, masks.num_targets
+        if not hit_rows.all():
+            scores, rel, valid = scores[hit_rows], rel[hit_rows], valid[hit_rows]
+            n_targets = n_targets[hit_rows]
         items = top_k_items(scores, valid, self.ks[-1])  # [B, Kmax]
         hits = (items >= 0) & np.take_along_axis(rel, items.clip(0), axis=1)
-        per_user = metrics_from_hits(hits, n_rel, self.ks)
+        per_user = metrics_from_hits(hits, n_targets, self.ks)
         per_user["mrr"] = 1.0 / (_first_relevant_rank(scores, valid, rel) + 1.0)
         for key, values in per_user.items():
             self._sums[key] += float(values.sum())
-        self._counts["users"] += int(keep.sum())
+
+
+def check_mask_exclude(mask_exclude: bool) -> bool:
+    """Validates the ``mask_exclude`` flag of the accumulators.
+
+    Raises:
+        ValueError: Not a bool.
+    """
+    if not isinstance(mask_exclude, bool | np.bool_):
+        raise ValueError(f"mask_exclude: expected True or False, got {mask_exclude!r}")
+    return bool(mask_exclude)
 
 
 def ranking_metrics(
@@ -354,8 +424,9 @@ def ranking_metrics(
     *,
     ks: Sequence[int] = DEFAULT_KS,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    mask_exclude: bool = True,
 ) -> dict[str, float]:
     """One-shot full-ranking metrics; see :class:`RankingMetrics` and the module docstring."""
-    acc = RankingMetrics(ks=ks, invalid_items=invalid_items)
+    acc = RankingMetrics(ks=ks, invalid_items=invalid_items, mask_exclude=mask_exclude)
     acc.update(scores, relevant, exclude)
     return acc.result()

@@ -15,7 +15,6 @@ policy and masking are documented in :mod:`tfrec.evaluation.metrics`.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -28,6 +27,7 @@ from tfrec.evaluation.metrics import (
     RankingMetrics,
 )
 from tfrec.evaluation.sampled import SampledRankingMetrics
+from tfrec.logs import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ def _run(
     """Feeds ``score_fn`` outputs batch by batch into ``accumulator``, logging progress."""
     ids, relevant, exclude, batch_size, log_every_s = queries
     total = ids.size
-    start_time = time.monotonic()
-    last_log = start_time
+    progress = Progress(
+        f"{label} evaluation", total, unit="queries", every_seconds=log_every_s, log=logger
+    )
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         scores = np.asarray(score_fn(ids[start:stop]))
@@ -91,21 +92,27 @@ def _run(
             )
         batch_exclude = None if exclude is None else exclude[start:stop]
         accumulator.update(scores, relevant[start:stop], batch_exclude)
-        now = time.monotonic()
-        if now - last_log >= log_every_s:
-            last_log = now
-            rate = stop / max(now - start_time, 1e-9)
-            logger.info(
-                "%s evaluation: %d/%d queries (%.0f/s, ~%.0fs left)",
-                label,
-                stop,
-                total,
-                rate,
-                (total - stop) / rate,
-            )
+        progress.update(stop)
     result = accumulator.result()
-    elapsed = time.monotonic() - start_time
-    logger.info(
+    elapsed = progress.close()
+    # A short evaluation (no progress shown) logs its summary at DEBUG only.
+    level = logging.INFO if progress.reported else logging.DEBUG
+    _log_summary(label, result, accumulator.mask_exclude, total, elapsed, level=level)
+    return result
+
+
+def _log_summary(
+    label: str,
+    result: dict[str, float],
+    masked: bool,
+    total: int,
+    elapsed: float,
+    *,
+    level: int = logging.INFO,
+) -> None:
+    """Logs the denominators of a finished evaluation and its repeated held-out items."""
+    logger.log(
+        level,
         "%s evaluation done: %d queries (%d evaluated, %d skipped without relevant items) in %.1fs",
         label,
         total,
@@ -113,13 +120,14 @@ def _run(
         int(result["skipped_users"]),
         elapsed,
     )
-    if result["conflicts"]:
-        logger.warning(
-            "%s evaluation: %d relevant items were also in the exclude sets and were removed",
+    if result["repeat_target_users"]:
+        logger.info(
+            "%s evaluation: %d users (%d items) had a held-out item already in their history: %s",
             label,
+            int(result["repeat_target_users"]),
             int(result["conflicts"]),
+            "masked out, counted as misses" if masked else "kept rankable (history not masked)",
         )
-    return result
 
 
 def evaluate_full_ranking(
@@ -132,8 +140,12 @@ def evaluate_full_ranking(
     batch_size: int = 256,
     log_every_s: float = 10.0,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    mask_exclude: bool = True,
 ) -> dict[str, float]:
     """Full-catalogue ranking metrics for every query.
+
+    Every query with a relevant item is in the denominator; a relevant item that
+    is masked out (in ``exclude``) is a miss.
 
     Args:
         score_fn: ``query_ids [b] -> scores [b, num_items]``, rows aligned with the batch.
@@ -145,16 +157,20 @@ def evaluate_full_ranking(
         batch_size: Queries per ``score_fn`` call.
         log_every_s: Seconds between progress log lines (logger ``tfrec.evaluation.protocol``).
         invalid_items: Item indices never ranked (default padding 0 and OOV 1).
+        mask_exclude: False keeps the ``exclude`` items rankable (repeat consumption);
+            they are then only counted (``repeat_target_users``, ``conflicts``).
 
     Returns:
         ``{"hr@10": ..., "ndcg@10": ..., "mrr": ..., "users": ..., "skipped_users": ...,
-        "conflicts": ..., "invalid_relevant": ...}``; see :class:`RankingMetrics`.
+        "repeat_target_users": ..., "masked_target_users": ..., "conflicts": ...,
+        "invalid_relevant": ...}``; see :mod:`tfrec.evaluation.metrics`.
 
     Raises:
         ValueError: Inconsistent lengths, bad arguments, or badly shaped scores.
     """
     queries = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
-    return _run(RankingMetrics(ks=ks, invalid_items=invalid_items), score_fn, queries, "full")
+    accumulator = RankingMetrics(ks=ks, invalid_items=invalid_items, mask_exclude=mask_exclude)
+    return _run(accumulator, score_fn, queries, "full")
 
 
 def evaluate_sampled(
@@ -171,6 +187,7 @@ def evaluate_sampled(
     batch_size: int = 256,
     log_every_s: float = 10.0,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    mask_exclude: bool = True,
 ) -> dict[str, float]:
     """Sampled-negatives ranking metrics (see :mod:`tfrec.evaluation.sampled`).
 
@@ -187,6 +204,8 @@ def evaluate_sampled(
         batch_size: Queries per ``score_fn`` call.
         log_every_s: Seconds between progress log lines.
         invalid_items: Item indices never ranked or drawn.
+        mask_exclude: True: a relevant item in ``exclude`` is a miss; False: it is
+            ranked against the negatives (SASRec's protocol).
 
     Returns:
         Plain metric keys (the caller adds any prefix) and counts.
@@ -203,5 +222,6 @@ def evaluate_sampled(
         item_counts=item_counts,
         seed=seed,
         invalid_items=invalid_items,
+        mask_exclude=mask_exclude,
     )
     return _run(accumulator, score_fn, queries, "sampled")

@@ -12,6 +12,14 @@ invalid indices, nor relevant, nor excluded for the user: uniformly, or with
 probability proportional to ``item_counts`` ("popularity"). Sampling for the
 n-th user fed to an accumulator uses ``numpy.random.default_rng([seed, n])``, so
 results do not depend on the batch size.
+
+Denominators are those of the full-ranking protocol: every user with a real
+relevant item counts. A relevant item that is also in the user's exclude set
+(a repeat of a history item) is, by default, a miss (0 for every metric, still
+one of the items the user's mean is taken over). With ``mask_exclude=False`` it
+is ranked against the negatives like any other positive: this is the sampled
+protocol of SASRec's released code, where the held-out item is always in the
+candidate list and only the negatives avoid the history.
 """
 
 from __future__ import annotations
@@ -24,8 +32,10 @@ from tfrec.evaluation.metrics import (
     DEFAULT_INVALID_ITEMS,
     DEFAULT_KS,
     IndexLists,
+    RelevanceMasks,
     _UserMeanAccumulator,
     check_ks,
+    check_mask_exclude,
     metrics_from_hits,
 )
 
@@ -84,9 +94,13 @@ class SampledRankingMetrics(_UserMeanAccumulator):
             ``"popularity"``.
         seed: Seed; the n-th user fed uses ``default_rng([seed, n])``.
         invalid_items: Item indices never ranked or drawn (default 0 and 1).
+        mask_exclude: A relevant item in the user's exclude set is a miss (True)
+            or is ranked against the negatives (False). Excluded items are never
+            drawn as negatives either way.
 
     Raises:
-        ValueError: Bad ``ks``, ``num_negatives``, ``sampling`` or ``item_counts``.
+        ValueError: Bad ``ks``, ``num_negatives``, ``sampling``, ``item_counts``
+            or ``mask_exclude``.
     """
 
     def __init__(
@@ -98,6 +112,7 @@ class SampledRankingMetrics(_UserMeanAccumulator):
         item_counts: np.ndarray | None = None,
         seed: int = 0,
         invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+        mask_exclude: bool = True,
     ) -> None:
         self.ks = check_ks(ks)
         if isinstance(num_negatives, bool) or not isinstance(num_negatives, int | np.integer):
@@ -127,6 +142,7 @@ class SampledRankingMetrics(_UserMeanAccumulator):
         self.item_counts = None if item_counts is None else np.asarray(item_counts)
         self.seed = int(seed)
         self.invalid_items = tuple(int(i) for i in invalid_items)
+        self.mask_exclude = check_mask_exclude(mask_exclude)
         self.reset()
 
     def reset(self) -> None:
@@ -140,24 +156,26 @@ class SampledRankingMetrics(_UserMeanAccumulator):
                 f"item_counts: length {self.item_counts.shape[0]} != {num_items} items in scores"
             )
 
-    def _add_batch(
-        self, scores: np.ndarray, rel: np.ndarray, valid: np.ndarray, forbidden: np.ndarray
-    ) -> None:
+    def _add_batch(self, scores: np.ndarray, masks: RelevanceMasks) -> None:
         num_rows = scores.shape[0]
         for row in range(num_rows):
-            user_number = self._seen + row
-            positives = np.flatnonzero(rel[row])
-            if positives.size == 0:
-                self._counts["skipped_users"] += 1
+            positives = np.flatnonzero(masks.relevant[row])
+            if positives.size == 0:  # skipped user, or every relevant item masked: adds 0
                 continue
-            rng = np.random.default_rng([self.seed, user_number])
+            rng = np.random.default_rng([self.seed, self._seen + row])
             try:
                 negatives = sample_negatives(
-                    forbidden[row], self.num_negatives, rng, self.sampling, self.item_counts
+                    masks.forbidden[row], self.num_negatives, rng, self.sampling, self.item_counts
                 )
             except ValueError as err:
                 raise ValueError(f"user row {row} of this batch: {err}") from None
-            self._add_user(scores[row, positives], positives, scores[row, negatives], negatives)
+            self._add_user(
+                scores[row, positives],
+                positives,
+                scores[row, negatives],
+                negatives,
+                int(masks.num_targets[row]),
+            )
         self._seen += num_rows
 
     def _add_user(
@@ -166,8 +184,12 @@ class SampledRankingMetrics(_UserMeanAccumulator):
         pos_items: np.ndarray,
         neg_scores: np.ndarray,
         neg_items: np.ndarray,
+        num_targets: int,
     ) -> None:
-        """Ranks each positive against the negatives and adds the user's mean metrics."""
+        """Ranks each positive against the negatives and adds the user's mean metrics.
+
+        The mean is over ``num_targets`` relevant items: masked ones add 0.
+        """
         above = neg_scores[None, :] > pos_scores[:, None]  # [P, N]
         tied_before = (neg_scores[None, :] == pos_scores[:, None]) & (
             neg_items[None, :] < pos_items[:, None]
@@ -177,8 +199,7 @@ class SampledRankingMetrics(_UserMeanAccumulator):
         per_item = metrics_from_hits(hits, np.ones(rank.size, dtype=np.int64), self.ks)
         per_item["mrr"] = 1.0 / (rank + 1.0)
         for key, values in per_item.items():
-            self._sums[key] += float(values.mean())
-        self._counts["users"] += 1
+            self._sums[key] += float(values.sum()) / num_targets
 
 
 def sampled_ranking_metrics(
@@ -192,6 +213,7 @@ def sampled_ranking_metrics(
     item_counts: np.ndarray | None = None,
     seed: int = 0,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
+    mask_exclude: bool = True,
 ) -> dict[str, float]:
     """One-shot sampled-negatives metrics; see :class:`SampledRankingMetrics`.
 
@@ -205,6 +227,7 @@ def sampled_ranking_metrics(
         item_counts=item_counts,
         seed=seed,
         invalid_items=invalid_items,
+        mask_exclude=mask_exclude,
     )
     acc.update(scores, relevant, exclude)
     return acc.result()

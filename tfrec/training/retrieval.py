@@ -34,7 +34,6 @@ from tfrec.data.pipeline import make_dataset
 from tfrec.data.sequences import interaction_pairs, retrieval_examples, user_sequences
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
-from tfrec.evaluation.protocol import evaluate_full_ranking, evaluate_sampled
 from tfrec.layers.towers import ItemFeatureTables, build_item_feature_tables
 from tfrec.models.retrieval import (
     NO_ENCODER,
@@ -45,12 +44,14 @@ from tfrec.models.retrieval import (
 )
 from tfrec.training.callbacks import MetricEarlyStopping, ProgressLogger, output_callbacks
 from tfrec.training.experiment import (
+    MASK_SUFFIX,
     DataConfig,
     EvalConfig,
     EvalQueries,
     build_vocabularies,
     concat_parts,
     eval_queries,
+    protocol_metrics,
 )
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -71,12 +72,12 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
             "epochs": 18,
             "patience": 3,
         },
-        {"report_unmasked": True},
+        {"mask": "both"},
     ),
     "beauty-bert4rec": (
         {"split": "leave_one_out"},
         {"encoder": "transformer", "max_history": 50, "loss": "full"},
-        {"report_unmasked": True},
+        {"mask": "both"},
     ),
     "ml-100k": (
         {"split": "random", "train_ratio": 0.75, "valid_fraction": 0.05},
@@ -360,40 +361,28 @@ class RetrievalExperiment:
     ) -> dict[str, float]:
         """Full-ranking metrics on one split part, prefixed with the part name.
 
-        Returns keys such as ``"test/ndcg@10"``; with ``report_unmasked`` also
-        ``"test_unmasked/ndcg@10"``; with ``sampled_negatives`` also
-        ``"test_sampled/ndcg@10"``. ``extras=False`` computes only the main
-        (masked) protocol, as the per-epoch early-stopping evaluation does.
+        ``evaluation.mask`` picks the reports: ``history`` gives keys such as
+        ``"test/ndcg@10"`` (history removed from the ranking, a repeated held-out
+        item is a miss), ``none`` gives ``"test_unmasked/ndcg@10"`` (history
+        rankable), ``both`` gives both. With ``sampled_negatives`` also
+        ``"test_sampled/..."`` (``"test_sampled_unmasked/..."``). See
+        :func:`~tfrec.training.experiment.protocol_metrics` for the counts.
+        ``extras=False`` computes only the first full-ranking report, as the
+        per-epoch early-stopping evaluation does.
         """
         cfg = self.config.evaluation
         queries = self.queries(part)
         score_fn = self._score_fn(queries)
-        rows = np.arange(len(queries))
-        exclude = queries.seen if cfg.mask_history else None
-        kwargs = {"ks": cfg.ks, "batch_size": cfg.batch_size, "log_every_s": log_every_s}
-        out = _prefixed(
-            part, evaluate_full_ranking(score_fn, rows, queries.relevant, exclude, **kwargs)
-        )
-        if extras and cfg.report_unmasked and cfg.mask_history:
-            unmasked = evaluate_full_ranking(score_fn, rows, queries.relevant, None, **kwargs)
-            out.update(_prefixed(f"{part}_unmasked", unmasked))
-        if extras and cfg.sampled_negatives > 0:
-            ks = [k for k in cfg.ks if k <= cfg.sampled_negatives + 1]
-            sampled = evaluate_sampled(
-                score_fn,
-                rows,
-                queries.relevant,
-                queries.seen,
-                ks=ks,
-                num_negatives=cfg.sampled_negatives,
-                sampling=cfg.sampled_strategy,
-                item_counts=self.item_counts,
-                seed=self.config.data.seed,
-                batch_size=cfg.batch_size,
-                log_every_s=log_every_s,
-            )
-            out.update(_prefixed(f"{part}_sampled", sampled))
-        out[f"{part}/mask_history"] = float(cfg.mask_history)
+        kinds = ("", "_sampled") if extras and cfg.sampled_negatives > 0 else ("",)
+        out: dict[str, float] = {}
+        for masked in cfg.masked_protocols if extras else cfg.masked_protocols[:1]:
+            for kind in kinds:
+                metrics = protocol_metrics(
+                    score_fn, queries, cfg, masked=masked, sampled=bool(kind),
+                    item_counts=self.item_counts, seed=self.config.data.seed,
+                    log_every_s=log_every_s,
+                )  # fmt: skip
+                out.update(_prefixed(f"{part}{kind}{MASK_SUFFIX[masked]}", metrics))
         return out
 
     # ------------------------------------------------------------------ training
@@ -440,10 +429,15 @@ class RetrievalExperiment:
         return self.history
 
     def _validation_metrics(self) -> dict[str, float]:
-        """The few validation metrics logged after each epoch (monitor included)."""
-        metrics = self.evaluate_part("valid", log_every_s=60, extras=False)
+        """The few validation metrics logged after each epoch (monitor included).
+
+        They come from the first report of ``evaluation.mask``, with the same
+        denominator as the test metrics (every validation user with a held-out item).
+        """
+        metrics = self.evaluate_part("valid", log_every_s=60, extras=False)  # one report
         keep = {self.config.model.monitor, "ndcg@10", "hr@10", "recall@10", "mrr"}
-        return {key[len("valid/") :]: value for key, value in metrics.items() if key[6:] in keep}
+        plain = {key.split("/", 1)[1]: value for key, value in metrics.items()}
+        return {key: value for key, value in plain.items() if key in keep}
 
     def evaluate(self) -> dict[str, float]:
         """Test metrics (plus validation ones when a validation part exists)."""

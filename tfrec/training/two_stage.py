@@ -28,13 +28,16 @@ def evaluate_two_stage(
     batch_size: int = 256,
     include_retrieval: bool = True,
     max_queries: int | None = None,
+    mask_history: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Full-ranking metrics of retrieval alone and of retrieval -> ranker, same queries.
 
     Both rank the whole catalogue minus the user's known history (the evaluation
     module's exclusion); the two-stage ranking is
     :meth:`TwoStageRecommender.score_matrix`, so a true item outside the
-    retrieved N is a miss for every ``K <= N``.
+    retrieved N is a miss for every ``K <= N``. Every query is in the denominator:
+    a true item that repeats a history item is a miss too (counted in
+    ``masked_target_users``), unless ``mask_history=False``.
 
     Args:
         trained: The ranker (its item vocabulary must be the retrieval model's).
@@ -49,6 +52,8 @@ def evaluate_two_stage(
         batch_size: Queries per batch.
         include_retrieval: Also evaluate retrieval alone.
         max_queries: Evaluate a seeded random subset of at most this many queries.
+        mask_history: False keeps the history rankable in both stages (retrieval
+            and the retrieved N), for repeat-consumption domains.
 
     Returns:
         ``{"retrieval": {...}, "two_stage": {...}}`` with the evaluation module's keys
@@ -78,7 +83,7 @@ def evaluate_two_stage(
     def batch(rows: np.ndarray) -> tuple[dict[str, np.ndarray], tf.Tensor]:
         batch_features = {k: v[rows] for k, v in features.items()}
         mask = np.zeros((len(rows), num_items), dtype=bool)
-        for j, row in enumerate(rows):
+        for j, row in enumerate(rows if mask_history else ()):
             mask[j, seen[row]] = True
         return batch_features, tf.constant(mask)
 
@@ -98,7 +103,7 @@ def evaluate_two_stage(
         return two_stage_scores(f, exclude).numpy()
 
     ids = np.arange(len(examples))
-    common = {"ks": ks, "batch_size": batch_size}
+    common = {"ks": ks, "batch_size": batch_size, "mask_exclude": mask_history}
     out = {"two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common)}
     if include_retrieval:
         out["retrieval"] = evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common)
@@ -114,6 +119,7 @@ def tune_retrieval_weight(
     metric: str = "ndcg@10",
     max_queries: int | None = 5000,
     retrieval_user_vocab: IdVocabulary | None = None,
+    mask_history: bool = True,
 ) -> tuple[float, dict[float, float]]:
     """Picks the score-fusion weight with the best validation ``metric``.
 
@@ -129,6 +135,7 @@ def tune_retrieval_weight(
         metric: A key of the full-ranking metrics, e.g. ``"ndcg@10"``.
         max_queries: Validation queries used (seeded subset; None = all).
         retrieval_user_vocab: See :func:`evaluate_two_stage`.
+        mask_history: See :func:`evaluate_two_stage`.
 
     Returns:
         ``(best weight, {weight: validation metric})``; ties keep the smaller weight.
@@ -144,7 +151,7 @@ def tune_retrieval_weight(
         result = evaluate_two_stage(
             trained, retrieval, split, part="valid", retrieval_weight=weight,
             retrieval_user_vocab=retrieval_user_vocab, ks=(k,), include_retrieval=False,
-            max_queries=max_queries,
+            max_queries=max_queries, mask_history=mask_history,
         )  # fmt: skip
         table[weight] = result["two_stage"][metric]
     best = max(table, key=lambda w: (table[w], -w))
