@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tfrec.cli.common import resolve_export_dir
+from tfrec.cli.main import CommandError, tensorflow_message
+
+logger = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1  # k is an int32 tensor
+INT64_MAX = 2**63 - 1  # versions are int64
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
+def _check_ids(option: str, values: list[str]) -> None:
+    for value in values:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"{option} {value!r}: not valid UTF-8 text") from err
+
+
 def _queries(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
     histories = [[i.strip() for i in h.split(",") if i.strip()] for h in args.history]
     count = max(len(args.user), len(histories))
@@ -62,8 +78,37 @@ def _queries(args: argparse.Namespace) -> tuple[list[str], list[list[str]]]:
                 f"{name} given {len(values)} times but {count} queries; give --user and "
                 "--history the same number of times, or only one of them"
             )
+    _check_ids("--user", args.user)
+    _check_ids("--history", [item for history in histories for item in history])
     users = args.user or [""] * count
     return users, histories or [[] for _ in range(count)]
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Argument checks that need no model (usage errors: ValueError)."""
+    if not 1 <= args.top_k <= INT32_MAX:
+        raise ValueError(f"-k/--top-k {args.top_k}: expected an integer in 1..{INT32_MAX}")
+    if args.version is not None and not 0 <= args.version <= INT64_MAX:
+        raise ValueError(f"--version {args.version}: expected an integer in 0..{INT64_MAX}")
+    if args.export and args.version is not None:
+        raise ValueError("--version applies to --server; with --export pass the version dir")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout}: expected a number of seconds > 0")
+
+
+def catalogue_size(export_dir: Path) -> int | None:
+    """The number of recommendable items recorded in the export, if it says.
+
+    Reads ``num_real_items`` from ``assets.extra/tfrec_config.json`` (written by
+    tfrec's retrieval and recommender exports); None when absent or unreadable.
+    """
+    path = export_dir / "assets.extra" / "tfrec_config.json"
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("num_real_items")
+    except (OSError, ValueError, AttributeError) as err:
+        logger.debug("no catalogue size from %s: %s", path, err)
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _titles(args: argparse.Namespace, export_dir: Path | None) -> dict[str, str]:
@@ -73,64 +118,162 @@ def _titles(args: argparse.Namespace, export_dir: Path | None) -> dict[str, str]
         path = candidate if candidate.is_file() else None
     if path is None:
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        titles = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--titles {path}: byte {err.start}: not UTF-8 text") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"--titles {path}: line {err.lineno}: not valid JSON ({err.msg}); "
+            "expected an object {item_id: title}"
+        ) from err
+    if not isinstance(titles, dict):
+        raise ValueError(
+            f"--titles {path}: got a JSON {type(titles).__name__}; expected an object "
+            "{item_id: title}"
+        )
+    return {str(key): str(value) for key, value in titles.items()}
 
 
-def _local(export_dir: Path, users: list[str], histories: list[list[str]], k: int):
+def _load_signature(export_dir: Path) -> Any:
     import tensorflow as tf  # noqa: PLC0415
 
-    model = tf.saved_model.load(str(export_dir))
-    fn = model.signatures["serving_default"]
-    width = max(1, *(len(h) for h in histories))
+    try:
+        model = tf.saved_model.load(str(export_dir))
+    except (OSError, ValueError, tf.errors.OpError) as err:
+        raise CommandError(f"--export {export_dir}: cannot load the SavedModel: {err}") from err
+    signatures = dict(getattr(model, "signatures", {}) or {})
+    if "serving_default" not in signatures:
+        raise CommandError(
+            f"--export {export_dir}: no serving_default signature (has {sorted(signatures)}); "
+            "expected a tfrec retrieval or recommender export"
+        )
+    return signatures["serving_default"]
+
+
+def _local(
+    export_dir: Path, users: list[str], histories: list[list[str]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    import tensorflow as tf  # noqa: PLC0415
+
+    fn = _load_signature(export_dir)
+    width = max(1, *(len(h) for h in histories))  # no history: one "" (padding) column
     padded = [[""] * (width - len(h)) + h for h in histories]
-    out = fn(
-        user_id=tf.constant(users),
-        history=tf.constant(padded, dtype=tf.string),
-        k=tf.fill([len(users)], tf.constant(k, tf.int32)),
-    )
+    inputs = {
+        "user_id": tf.constant(users, dtype=tf.string),
+        "history": tf.constant(padded, dtype=tf.string),
+        "k": tf.fill([len(users)], tf.constant(k, tf.int32)),
+    }
+    try:
+        out = fn(**inputs)
+    except TypeError as err:
+        raise CommandError(
+            f"--export {export_dir}: serving_default does not take user_id, history and k "
+            f"(not a retrieval or recommender export?): {err}"
+        ) from err
+    except tf.errors.InvalidArgumentError as err:
+        raise ValueError(
+            f"--export {export_dir}: the model rejected the request: "
+            f"{tensorflow_message(err.message)}"
+        ) from err
     ids = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out["item_ids"].numpy())
     return ids[:, :k], out["scores"].numpy()[:, :k]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Runs ``tfrec recommend``."""
-    users, histories = _queries(args)
-    export_dir = None
-    if args.export:
-        export_dir = resolve_export_dir(args.export)
-        item_ids, scores = _local(export_dir, users, histories, args.top_k)
-    else:
-        from tfrec.serving.client import RecommenderClient  # noqa: PLC0415
+def _remote(
+    args: argparse.Namespace, users: list[str], histories: list[list[str]]
+) -> tuple[np.ndarray, np.ndarray]:
+    from tfrec.serving import client as serving  # noqa: PLC0415
 
-        with RecommenderClient(
+    where = f"--server {args.server}, model {args.model_name!r}"
+    if args.version is not None:
+        where += f" version {args.version}"
+    try:
+        with serving.RecommenderClient(
             args.server, args.model_name, version=args.version, timeout=args.timeout
         ) as client:
             result = client.recommend(user_ids=users, histories=histories, k=args.top_k)
-        item_ids, scores = result.item_ids, result.scores
-    titles = _titles(args, export_dir)
-    rows = [
-        {
-            "user_id": user,
-            "history": history,
-            "items": [
-                {
-                    "rank": r + 1,
-                    "item_id": str(i),
-                    "score": float(s),
-                    "title": titles.get(str(i), ""),
-                }
-                for r, (i, s) in enumerate(zip(ids, row_scores, strict=True))
-            ],
-        }
-        for user, history, ids, row_scores in zip(users, histories, item_ids, scores, strict=True)
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return 0
+    except serving.InvalidArgumentError as err:
+        details = tensorflow_message(err.details)
+        raise ValueError(f"{where}: the server rejected the request: {details}") from err
+    except serving.UnavailableError as err:
+        raise CommandError(f"{where}: server unavailable: {err.details}") from err
+    except serving.DeadlineExceededError as err:
+        raise CommandError(f"{where}: no answer within --timeout {args.timeout} s") from err
+    except serving.ServingError as err:
+        raise CommandError(f"{where}: {err}") from err
+    return result.item_ids, result.scores
+
+
+def result_rows(
+    users: list[str],
+    histories: list[list[str]],
+    item_ids: np.ndarray,
+    scores: np.ndarray,
+    titles: dict[str, str],
+) -> list[dict[str, Any]]:
+    """One row per query with its real items only.
+
+    Slots the model could not fill (item id ``""``, e.g. when fewer than k
+    items remain after excluding the history) and non-finite scores are
+    dropped, so ranks run 1..n without gaps and the rows are valid JSON.
+    """
+    rows = []
+    for user, history, ids, row_scores in zip(users, histories, item_ids, scores, strict=True):
+        items = [
+            (str(i), float(s))
+            for i, s in zip(ids, row_scores, strict=True)
+            if str(i) and np.isfinite(s)
+        ]
+        rows.append(
+            {
+                "user_id": user,
+                "history": history,
+                "items": [
+                    {"rank": r + 1, "item_id": i, "score": s, "title": titles.get(i, "")}
+                    for r, (i, s) in enumerate(items)
+                ],
+            }
+        )
+    return rows
+
+
+def _print_table(rows: list[dict[str, Any]], k: int) -> None:
     for row in rows:
         who = f"user {row['user_id']!r}" if row["user_id"] else "anonymous user"
-        print(f"top-{args.top_k} for {who} (history: {len(row['history'])} items)")
+        found = len(row["items"])
+        note = "" if found == k else f"; only {found} items left after excluding the history"
+        print(f"top-{k} for {who} (history: {len(row['history'])} items{note})")
         for item in row["items"]:
             title = f"  {item['title']}" if item["title"] else ""
             print(f"  {item['rank']:>3}. {item['item_id']:<12} {item['score']:8.4f}{title}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``tfrec recommend``.
+
+    Raises:
+        ValueError: Bad arguments, or the model/server rejected the request (exit 2).
+        CommandError: The export cannot be loaded or the server call failed (exit 1).
+    """
+    _check_arguments(args)
+    users, histories = _queries(args)
+    if args.export:
+        export_dir = resolve_export_dir(args.export)
+        titles = _titles(args, export_dir)
+        size = catalogue_size(export_dir)
+        if size is not None and args.top_k > size:
+            raise ValueError(
+                f"-k/--top-k {args.top_k}: the export recommends from {size} items; "
+                f"expected 1 <= k <= {size}"
+            )
+        item_ids, scores = _local(export_dir, users, histories, args.top_k)
+    else:
+        titles = _titles(args, None)
+        item_ids, scores = _remote(args, users, histories)
+    rows = result_rows(users, histories, item_ids, scores, titles)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False))
+    else:
+        _print_table(rows, args.top_k)
     return 0

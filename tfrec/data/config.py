@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from tfrec.config import JsonConfig
 from tfrec.data.interactions import Interactions
-from tfrec.data.loaders import load_dataset
+from tfrec.data.loaders import CSV_OPTIONS, check_distinct_columns, load_dataset
 from tfrec.data.splits import Split, leave_one_out, random_split_per_user, temporal_split
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,9 @@ class DataConfig(JsonConfig):
         for name in ("min_user_interactions", "min_item_interactions"):
             if getattr(self, name) < 0:
                 raise ValueError(f"DataConfig.{name}={getattr(self, name)}; expected >= 0")
+        if self.dataset == "csv":
+            columns = {name: getattr(self, name) for name in CSV_OPTIONS}
+            check_distinct_columns(columns, CSV_OPTIONS)
 
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`~tfrec.data.loaders.load_dataset`."""

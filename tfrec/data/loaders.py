@@ -51,11 +51,11 @@ import pandas as pd
 from tfrec.data import download as dl
 from tfrec.data.interactions import DataError, Interactions
 from tfrec.data.movielens import load_movielens_100k, load_movielens_latest_small
+from tfrec.data.parquet_reader import read_parquet_columns
 from tfrec.data.parsing import (
     Field,
     check_unique_ids,
     read_headerless,
-    read_parquet_columns,
     read_with_header,
     split_genres,
 )
@@ -184,6 +184,36 @@ def load_beauty_bert4rec(
     return inter.clean(min_user_interactions, min_item_interactions)
 
 
+def check_distinct_columns(columns: dict[str, str | None], options: dict[str, str]) -> None:
+    """Raises a ValueError when two column arguments name the same column.
+
+    Args:
+        columns: Argument name -> column name (None = not used), e.g.
+            ``{"user_col": "user_id", "item_col": "item_id", "time_col": None}``.
+        options: Argument name -> how the user gave it, e.g. ``"--user-col"``.
+    """
+    seen: dict[str, str] = {}
+    for argument, column in columns.items():
+        if not column:
+            continue
+        if column in seen:
+            first = seen[column]
+            raise ValueError(
+                f"{first}={column!r} and {argument}={column!r} ({options.get(first, first)}, "
+                f"{options.get(argument, argument)}) name the same column; expected a "
+                "different column for each"
+            )
+        seen[column] = argument
+
+
+CSV_OPTIONS = {
+    "user_col": "--user-col",
+    "item_col": "--item-col",
+    "time_col": "--time-col",
+    "rating_col": "--rating-col",
+}
+
+
 def _read_table(
     path: Path, fields: list[Field], sep: str | None, keep: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -237,10 +267,20 @@ def load_interactions_file(
         The validated, sorted Interactions.
 
     Raises:
+        ValueError: Two of user_col, item_col, time_col, rating_col are the same column.
         DatasetNotFoundError: A file does not exist.
         DataError: A missing column, an unparsable value (file, line or row,
             column, expectation), duplicate item rows or no data.
     """
+    check_distinct_columns(
+        {
+            "user_col": user_col,
+            "item_col": item_col,
+            "time_col": time_col,
+            "rating_col": rating_col,
+        },
+        CSV_OPTIONS,
+    )
     path = Path(path)
     fields = [Field(user_col, "id", "user id"), Field(item_col, "id", "item id")]
     if time_col:

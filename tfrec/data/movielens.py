@@ -19,10 +19,43 @@ from tfrec.data.parsing import (
     read_with_header,
     split_genres,
 )
+from tfrec.data.text_checks import check_final_newline
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+# Data rows of the published files (GroupLens ml-100k, ml-latest-small 2018-09-26;
+# checked against the sha256-verified copies). Every published file ends with a newline.
+PUBLISHED_ROWS: dict[str, dict[str, int]] = {
+    "ml-100k": {"u.data": 100_000, "u.item": 1_682, "u.user": 943, "u.genre": 19},
+    "ml-latest-small": {"ratings.csv": 100_836, "movies.csv": 9_742},
+}
+
+
+def _check_complete(dataset: str, path: Path) -> None:
+    """Fails when a published file lacks its final newline (a cut-off last row)."""
+    check_final_newline(path, f"every line of the published {dataset} {path.name} ends with one")
+
+
+def _check_published(dataset: str, path: Path, rows: int) -> None:
+    """Checks a parsed published file: fails on a cut-off last row, warns on a row count.
+
+    Raises:
+        DataError: The file does not end with a newline.
+    """
+    _check_complete(dataset, path)
+    expected = PUBLISHED_ROWS[dataset][path.name]
+    if rows != expected:
+        logger.warning(
+            "%s: %s has %s data rows; the published %s has %s (a truncated, edited or "
+            "different copy? compare its sha256 with the GroupLens release)",
+            dataset,
+            path,
+            f"{rows:,}",
+            path.name,
+            f"{expected:,}",
+        )
 
 
 def _check_flags(path: Path, frame: pd.DataFrame, columns: list[str], first_col: int) -> None:
@@ -41,6 +74,7 @@ def _read_ml100k_genres(path: Path) -> list[str]:
     frame = read_headerless(
         path, [Field("name", "id", "genre name"), Field("index", "int", "genre index")], "|"
     )
+    _check_published("ml-100k", path, len(frame))
     frame = frame.sort_values("index", kind="stable")
     expected = list(range(len(frame)))
     if frame["index"].tolist() != expected:
@@ -54,6 +88,8 @@ def _read_ml100k_genres(path: Path) -> list[str]:
 def _read_ml100k_items(path: Path, genres: list[str]) -> pd.DataFrame:
     fields = [Field("item_id", "int_id", "movie id")]
     raw = read_headerless(path, fields, "|", encoding="latin-1", extra_columns=4 + len(genres))
+    _check_published("ml-100k", path, len(raw))
+    check_unique_ids(path, raw["item_id"], "|", quoted=False, header=False, encoding="latin-1")
     flag_cols = [f"extra{4 + i}" for i in range(len(genres))]
     _check_flags(path, raw, flag_cols, first_col=5)
     flags = raw[flag_cols].astype(str).apply(lambda c: c.str.strip()).to_numpy() == "1"
@@ -76,6 +112,10 @@ def _read_ml100k_users(path: Path) -> pd.DataFrame:
         Field("occupation", "id", "occupation"),
     ]
     users = read_headerless(path, fields, "|", encoding="latin-1", extra_columns=1)
+    _check_published("ml-100k", path, len(users))
+    check_unique_ids(
+        path, users["user_id"], "|", quoted=False, header=False, encoding="latin-1", label="user"
+    )
     users = users.rename(columns={"extra0": "zip"})
     users["zip"] = users["zip"].astype(str).str.strip()
     return users
@@ -116,6 +156,7 @@ def load_movielens_100k(
         Field("timestamp", "int", "unix timestamp"),
     ]
     frame = read_headerless(data_path, fields, "\t")
+    _check_published("ml-100k", data_path, len(frame))
     folder = data_path.parent
     items = None
     if (folder / "u.item").is_file():
@@ -172,6 +213,7 @@ def load_movielens_latest_small(
     frame = read_with_header(path, fields).rename(
         columns={"userId": "user_id", "movieId": "item_id"}
     )
+    _check_published("ml-latest-small", path, len(frame))
     items = None
     movies_path = path.parent / "movies.csv"
     if movies_path.is_file():
@@ -188,6 +230,7 @@ def load_movielens_latest_small(
                 "genres": split_genres(movies["genres"], "|", "(no genres listed)"),
             }
         )
+        _check_published("ml-latest-small", movies_path, len(items))
         check_unique_ids(movies_path, items["item_id"], ",", quoted=True, header=True)
     else:
         logger.warning("ml-latest-small: %s not found; loading without item features", movies_path)

@@ -1,20 +1,22 @@
-"""Reading delimited text and Parquet tables with errors that point at the bad line.
+"""Reading delimited text tables with errors that point at the bad line.
 
 Parsing is vectorised with pandas (every column is first read as text, then
 converted). Only when something is wrong does a slow line-by-line scan run, to
 find the first offending line and say what was expected there. Line numbers
 are 1-based physical lines, as an editor shows them (the header is line 1).
-Blank lines are skipped, as pandas does.
+Blank lines are skipped, as pandas does. Files are first checked to be text
+(:mod:`tfrec.data.text_checks`); a UTF-8 byte-order mark is dropped. Parquet
+files are read by :mod:`tfrec.data.parquet_reader` with the same field kinds.
 
 Field kinds (see :class:`Field`):
 
 * ``"id"``: any non-empty text, kept as ``str``;
 * ``"int_id"``: an integer written in decimal, kept as ``str`` (as written);
-* ``"int"``: an integer, returned as int64;
+* ``"int"``: an integer in the int64 range, returned as int64;
 * ``"number"``: a finite number, returned as float64;
-* ``"time"``: unix seconds (integer) or a date/time string, returned as int64
-  unix seconds (naive date/times are taken as UTC). A column must use one of
-  the two forms throughout.
+* ``"time"``: unix seconds (an integer in the int64 range) or a date/time
+  string, returned as int64 unix seconds (naive date/times are taken as UTC).
+  A column must use one of the two forms throughout.
 """
 
 from __future__ import annotations
@@ -29,23 +31,27 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from tfrec.data.interactions import DataError
+from tfrec.data.text_checks import check_text, decode_error, python_encoding
 
 Kind = Literal["id", "int_id", "int", "number", "time"]
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
-_EXPECT = {
+_INT64 = "-9223372036854775808..9223372036854775807"
+EXPECT = {
     "id": "a non-empty id",
     "int_id": "an integer id",
-    "int": "an integer",
+    "int": f"an integer in the int64 range {_INT64}",
     "number": "a number",
     "time": "unix seconds (integer) or a date/time string such as 2020-01-31 12:00:00",
-    "time_int": "unix seconds (an integer), like the other rows of this column",
+    "time_int": (
+        f"unix seconds (an integer), like the other rows of this column, in the int64 range "
+        f"{_INT64}"
+    ),
     "time_date": "a date/time string such as 2020-01-31 12:00:00, like the other rows",
 }
-_EPOCH = pd.Timestamp(0, tz="UTC")
+EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +77,20 @@ def _is_number(text: str) -> bool:
         return False
 
 
+def _is_int64(text: str) -> bool:
+    return bool(_INT_RE.match(text)) and -(2**63) <= int(text) < 2**63
+
+
+def _int64_mask(text: pd.Series, is_int: np.ndarray) -> np.ndarray:
+    """``is_int`` narrowed to the values that fit int64 (only long ones are checked)."""
+    digits = text.str.lstrip("+-").str.lstrip("0").str.len().to_numpy()
+    long = np.flatnonzero(is_int & (digits >= 19))  # 18 digits always fit
+    out = is_int.copy()
+    for row in long:
+        out[row] = _is_int64(text.iat[row])
+    return out
+
+
 def _is_date(text: str) -> bool:
     if _INT_RE.match(text):
         return False
@@ -84,41 +104,26 @@ def _is_date(text: str) -> bool:
 _CHECKS = {
     "id": lambda text: True,
     "int_id": lambda text: bool(_INT_RE.match(text)),
-    "int": lambda text: bool(_INT_RE.match(text)),
-    "time_int": lambda text: bool(_INT_RE.match(text)),
+    "int": _is_int64,
+    "time_int": _is_int64,
     "number": _is_number,
     "time_date": _is_date,
     "time": lambda text: bool(_INT_RE.match(text)) or _is_date(text),
 }
 
 
-def _check_value(value: str, kind: str) -> bool:
+def check_value(value: str, kind: str) -> bool:
     """Whether one text value is valid for ``kind`` (slow path only)."""
     text = value.strip()
     return bool(text) and _CHECKS[kind](text)
 
 
-def _describe(value: str) -> str:
+def describe_value(value: str) -> str:
+    """A value for an error message (``repr``, or "an empty value")."""
     return repr(value) if value.strip() else "an empty value"
 
 
-def decode_error(path: Path, err: UnicodeDecodeError, encoding: str) -> DataError:
-    """Turns a decoding failure into a DataError naming the line and byte."""
-    raw = path.read_bytes()
-    try:
-        raw.decode(encoding)
-        offset = err.start
-    except UnicodeDecodeError as exact:
-        offset = exact.start
-    line = raw.count(b"\n", 0, offset) + 1
-    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-    return DataError(
-        f"{path}: line {line}, byte column {column}: byte 0x{raw[offset]:02x} is not valid "
-        f"{encoding} text; expected a {encoding}-encoded file"
-    )
-
-
-def _convert(
+def convert_columns(
     frame: pd.DataFrame, fields: Sequence[Field]
 ) -> tuple[pd.DataFrame, int, dict[str, str]]:
     """Converts text columns.
@@ -147,6 +152,8 @@ def _convert(
             out[field.column] = text
         elif field.kind in ("int_id", "int"):
             ok = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool, na_value=False)
+            if field.kind == "int":
+                ok = _int64_mask(text, ok)
             note(~ok, field.kind)
             if field.kind == "int_id":
                 out[field.column] = text
@@ -170,11 +177,12 @@ def _parse_times(text: pd.Series) -> tuple[np.ndarray, str, np.ndarray]:
     """Parses a time column: all integers (unix seconds) or all date/time strings."""
     is_int = text.str.fullmatch(r"[+-]?\d+").to_numpy(dtype=bool, na_value=False)
     if is_int.mean() >= 0.5:
-        values = pd.to_numeric(text.where(is_int, "0")).to_numpy(dtype=np.int64)
-        return values, "time_int", ~is_int
+        fits = _int64_mask(text, is_int)
+        values = pd.to_numeric(text.where(fits, "0")).to_numpy(dtype=np.int64)
+        return values, "time_int", ~fits
     parsed = pd.to_datetime(text.where(~is_int, ""), errors="coerce", utc=True, format="mixed")
     bad = parsed.isna().to_numpy()
-    seconds = ((parsed - _EPOCH) // pd.Timedelta(seconds=1)).fillna(0).to_numpy(dtype=np.int64)
+    seconds = ((parsed - EPOCH) // pd.Timedelta(seconds=1)).fillna(0).to_numpy(dtype=np.int64)
     return seconds, "time_date", bad
 
 
@@ -182,7 +190,7 @@ def _records(
     path: Path, sep: str | None, encoding: str, quoted: bool
 ) -> Iterator[tuple[int, list[str]]]:
     """Yields (1-based start line, fields) for each non-blank record of a text file."""
-    with path.open("r", encoding=encoding, newline="") as handle:
+    with path.open("r", encoding=python_encoding(encoding), newline="") as handle:
         if quoted:
             reader = csv.reader(handle, delimiter=sep or ",")
             start = 1
@@ -225,10 +233,10 @@ def _first_bad_record(  # noqa: PLR0917
             )
         for pos, field, kind in positions:
             value = fields[pos]
-            if not _check_value(value, kind):
+            if not check_value(value, kind):
                 return DataError(
                     f"{path}: line {line}, column {pos + 1} ({field.label}, "
-                    f"'{field.column}'): got {_describe(value)}; expected {_EXPECT[kind]}"
+                    f"'{field.column}'): got {describe_value(value)}; expected {EXPECT[kind]}"
                 )
     return None
 
@@ -259,6 +267,7 @@ def read_headerless(
     """
     num_fields = len(fields) + extra_columns
     names = [f.column for f in fields] + [f"extra{i}" for i in range(extra_columns)]
+    check_text(path, encoding)
     try:
         frame = pd.read_csv(
             path,
@@ -267,7 +276,7 @@ def read_headerless(
             dtype=str,
             na_filter=False,
             quoting=csv.QUOTE_NONE,
-            encoding=encoding,
+            encoding=python_encoding(encoding),
             engine="c",
         )
         parse_failed = frame.shape[1] != num_fields
@@ -280,7 +289,7 @@ def read_headerless(
     converted, bad_row, kinds = None, -1, {f.column: str(f.kind) for f in fields}
     if not parse_failed:
         frame.columns = names
-        converted, bad_row, kinds = _convert(frame, fields)
+        converted, bad_row, kinds = convert_columns(frame, fields)
     if parse_failed or bad_row >= 0:
         positions = [(i, f, kinds[f.column]) for i, f in enumerate(fields)]
         error = _first_bad_record(path, sep, encoding, False, False, positions, num_fields)
@@ -317,8 +326,11 @@ def read_with_header(
         DataError: A missing column (the message lists the header), wrong field
             count, an unparsable value (file, line, column), bad encoding or no rows.
     """
+    check_text(path, encoding)
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, na_filter=False, encoding=encoding)
+        frame = pd.read_csv(
+            path, sep=sep, dtype=str, na_filter=False, encoding=python_encoding(encoding)
+        )
     except pd.errors.EmptyDataError as err:
         raise DataError(f"{path}: the file is empty; expected a header line and rows") from err
     except pd.errors.ParserError:
@@ -334,7 +346,7 @@ def read_with_header(
     converted, bad_row, kinds = None, -1, {f.column: str(f.kind) for f in fields}
     if frame is not None:
         frame.columns = [str(c).strip() for c in frame.columns]  # "a, b" headers
-        converted, bad_row, kinds = _convert(frame, fields)
+        converted, bad_row, kinds = convert_columns(frame, fields)
     if frame is None or bad_row >= 0:
         positions = [(header.index(f.column), f, kinds[f.column]) for f in fields]
         error = _first_bad_record(path, sep, encoding, True, True, positions, len(header))
@@ -350,72 +362,21 @@ def read_with_header(
 
 
 def _header(path: Path, sep: str, encoding: str) -> list[str]:
-    with path.open("r", encoding=encoding, newline="") as handle:
-        first = next(csv.reader(io.StringIO(handle.readline()), delimiter=sep), [])
-    return [name.strip() for name in first]
-
-
-def read_parquet_columns(  # noqa: PLR0912
-    path: Path, fields: Sequence[Field], keep: Sequence[str] = ()
-) -> pd.DataFrame:
-    """Reads and validates columns of a Parquet file (errors name the 1-based row).
-
-    Typed columns are accepted as they are: integer or datetime time columns,
-    numeric ratings, integer or string ids.
+    """The header's column names (a UTF-8 BOM dropped).
 
     Raises:
-        DataError: A missing column, a null/unparsable value (file, row,
-            column, expectation) or no rows.
+        DataError: A name that occurs twice (pandas would rename the second one).
     """
-    try:
-        schema_names = list(pq.read_schema(path).names)
-    except Exception as err:
-        raise DataError(f"{path}: not a readable Parquet file ({err})") from err
-    missing = [f.column for f in fields if f.column not in schema_names]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; the file has {schema_names}")
-    wanted = [f.column for f in fields] + [c for c in keep if c in schema_names]
-    raw = pd.read_parquet(path, columns=list(dict.fromkeys(wanted)))
-    if len(raw) == 0:
-        raise DataError(f"{path}: no data rows")
-    text = pd.DataFrame(index=raw.index)
-    direct = {}
-    for field in fields:
-        column = raw[field.column]
-        if field.kind == "time" and pd.api.types.is_datetime64_any_dtype(column):
-            null = column.isna().to_numpy()
-            if null.any():
-                raise _row_error(path, int(np.argmax(null)), field, "a date/time", None)
-            utc = column.dt.tz_localize("UTC") if column.dt.tz is None else column
-            direct[field.column] = ((utc - _EPOCH) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
-            text[field.column] = "0"
-            continue
-        null = column.isna().to_numpy()
-        if null.any():
-            raise _row_error(path, int(np.argmax(null)), field, _EXPECT[field.kind], None)
-        if pd.api.types.is_float_dtype(column) and field.kind in ("id", "int_id", "int"):
-            column = column.astype(np.int64) if (column % 1 == 0).all() else column
-        text[field.column] = column.astype(str)
-    converted, bad_row, kinds = _convert(text, fields)
-    if bad_row >= 0:
-        for field in fields:
-            value = str(text[field.column].iloc[bad_row])
-            if not _check_value(value, kinds[field.column]):
-                raise _row_error(path, bad_row, field, _EXPECT[kinds[field.column]], value)
-    for name, values in direct.items():
-        converted[name] = values
-    for column in keep:
-        if column in raw.columns and column not in converted.columns:
-            converted[column] = raw[column]
-    return converted
-
-
-def _row_error(path: Path, row: int, field: Field, expected: str, value: str | None) -> DataError:
-    got = "a null value" if value is None else _describe(value)
-    return DataError(
-        f"{path}: row {row + 1}, column '{field.column}' ({field.label}): got {got}; "
-        f"expected {expected}"
-    )
+    with path.open("r", encoding=python_encoding(encoding), newline="") as handle:
+        first = next(csv.reader(io.StringIO(handle.readline()), delimiter=sep), [])
+    names = [name.strip() for name in first]
+    for column, name in enumerate(names):
+        if name and name in names[:column]:
+            raise DataError(
+                f"{path}: line 1 (header), column {column + 1}: column name {name!r} already "
+                f"names column {names.index(name) + 1}; expected unique column names"
+            )
+    return names
 
 
 def line_of_row(
@@ -450,24 +411,41 @@ def split_genres(values: pd.Series, sep: str, none_marker: str = "") -> list[lis
 
 
 def check_unique_ids(
-    path: Path, ids: pd.Series, sep: str | None, *, quoted: bool, header: bool
+    path: Path,
+    ids: pd.Series,
+    sep: str | None,
+    *,
+    quoted: bool,
+    header: bool,
+    encoding: str = "utf-8",
+    label: str = "item",
 ) -> None:
     """Raises a DataError at the first id that repeats an earlier row's id.
 
-    The message names both lines (rows, for Parquet files).
+    The message names the file and both lines (rows, for Parquet files).
+
+    Args:
+        path: The file ``ids`` were read from (one id per data row, in file order).
+        ids: The ids.
+        sep: The file's field separator (to count lines as the reader did).
+        quoted: Whether fields may be quoted (and span lines).
+        header: Whether the first record is a header.
+        encoding: The file's text encoding.
+        label: What the ids are, e.g. ``"item"`` or ``"user"``.
     """
     dup = ids.duplicated().to_numpy()
     if not dup.any():
         return
     row = int(np.argmax(dup))
-    item = ids.iloc[row]
-    first = int(np.argmax((ids == item).to_numpy()))
+    value = ids.iloc[row]
+    first = int(np.argmax((ids == value).to_numpy()))
     if path.suffix.lower() in (".parquet", ".pq"):
         where, before = f"row {row + 1}", f"row {first + 1}"
     else:
-        kw = {"quoted": quoted, "header": header}
+        kw = {"quoted": quoted, "header": header, "encoding": encoding}
         where = f"line {line_of_row(path, row, sep, **kw)}"
         before = f"line {line_of_row(path, first, sep, **kw)}"
     raise DataError(
-        f"{path}: {where}: item id {item!r} already appeared at {before}; expected one row per item"
+        f"{path}: {where}: {label} id {value!r} already appeared at {before}; "
+        f"expected one row per {label}"
     )
