@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -69,18 +70,53 @@ def test_rating_quick_run(tmp_path: Path) -> None:
     assert "| s1 |" in markdown
 
 
+def test_time_calls_divides_the_clock_time_by_the_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = {"wall": 100.0, "cpu": 7.0}
+    fake_time = types.SimpleNamespace(
+        perf_counter=lambda: clock["wall"], process_time=lambda: clock["cpu"]
+    )
+    monkeypatch.setattr(ranking_speed, "time", fake_time)
+
+    def call() -> None:  # each call takes 10 ms of wall time and 4 ms of CPU time
+        clock["wall"] += 0.010
+        clock["cpu"] += 0.004
+
+    wall, cpu = ranking_speed.time_calls(call, 5)
+    # 5 calls: 50 ms wall / 5 = 10 ms, 20 ms CPU / 5 = 4 ms per call.
+    assert wall == pytest.approx(0.010)
+    assert cpu == pytest.approx(0.004)
+    assert clock["wall"] == pytest.approx(100.05)  # called exactly 5 times
+
+
 @pytest.mark.slow
-def test_speed_quick_run(tmp_path: Path) -> None:
+def test_speed_quick_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Fixed timings (--quick runs 2 rounds per cell): round 1 takes 4 ms per call,
+    # round 2 6 ms, the CPU always 2 ms. The models still run once per round.
+    rounds: dict[object, int] = {}
+
+    def fake_time_calls(fn, calls: int) -> tuple[float, float]:
+        fn()
+        rounds[fn] = rounds.get(fn, 0) + 1
+        return (0.004 if rounds[fn] == 1 else 0.006), 0.002
+
+    monkeypatch.setattr(ranking_speed, "time_calls", fake_time_calls)
     out = tmp_path / "s"
     assert ranking_speed.main(["--quick", "--batches", "1,3", "--output", str(out)]) == 0
     results, markdown = _report(out, "ranking_speed_quick")
     cells = {(c["variant"], c["batch"]): c for c in results["cells"]}
     assert set(cells) == {(v, b) for v in ranking_speed.VARIANTS for b in (1, 3)}
+    assert sorted(rounds.values()) == [2, 2, 2, 2]  # 4 cells x 2 rounds
     for (_, batch), cell in cells.items():
-        # candidates/s = batch * C / median seconds per call
-        expected = batch * 100 / (cell["median_ms_per_call"] / 1e3)
-        assert cell["candidates_per_s"] == pytest.approx(expected, rel=1e-2)
-    assert "| savedmodel | 1 |" in markdown
+        # median of (4, 6) ms = 5 ms; p10 = 4 + 0.1 * 2 = 4.2 ms; p90 = 5.8 ms
+        assert cell["median_ms_per_call"] == pytest.approx(5.0)
+        assert cell["p10_ms"] == pytest.approx(4.2)
+        assert cell["p90_ms"] == pytest.approx(5.8)
+        # C = 100 candidates per request: 100 / 5 ms = 20,000/s and 100 / 2 ms = 50,000
+        # per CPU-second for each request in the batch
+        assert cell["candidates_per_s"] == pytest.approx(20_000.0 * batch)
+        assert cell["candidates_per_cpu_s"] == pytest.approx(50_000.0 * batch)
+    # Floats get 4 significant digits; from 10,000 on, whole numbers with separators.
+    assert "| savedmodel | 1 | 5 | 4.2 | 5.8 | 20,000 | 50,000 |" in markdown
 
 
 @pytest.mark.slow
@@ -90,11 +126,21 @@ def test_two_stage_quick_run(tmp_path: Path) -> None:
     assert two_stage.main(argv) == 0
     results, markdown = _report(out, "two_stage_quick")
     run = results["run"]
-    assert set(run["test"]) == {"retrieval", "two_stage_w0", "two_stage_tuned"}
-    assert run["fusion_weight"] in (0.0, 1.0)
-    assert set(run["fusion_weights"]) == {"0.0", "1.0"}
-    ndcg = run["test"]["retrieval"]["ndcg@10"]
-    assert run["ratio_ndcg@10"] == pytest.approx(run["test"]["two_stage_tuned"]["ndcg@10"] / ndcg)
+    test = run["test"]
+    assert set(test) == {"retrieval", "two_stage_w0", "two_stage_tuned"}
+    table = {float(w): value for w, value in run["fusion_weights"].items()}
+    assert set(table) == {0.0, 1.0}
+    # Two weights: w = 1 is picked only when its validation NDCG@10 is strictly higher.
+    assert run["fusion_weight"] == (1.0 if table[1.0] > table[0.0] else 0.0)
+    # Re-ranking only reorders the N retrieved items and every other item keeps its
+    # retrieval score, so for K >= N the hits of both two-stage runs are retrieval's.
+    n = run["ranker_config"]["num_candidates"]
+    cutoffs = [k for k in (50, 100) if k >= n]
+    assert cutoffs, f"num_candidates={n}: no cutoff K >= N to compare"
+    for k in cutoffs:
+        hits = test["retrieval"][f"hr@{k}"]
+        assert test["two_stage_w0"][f"hr@{k}"] == pytest.approx(hits), k
+        assert test["two_stage_tuned"][f"hr@{k}"] == pytest.approx(hits), k
     assert "| retrieval only |" in markdown
 
 

@@ -94,6 +94,39 @@ def test_hard_negatives_need_a_retrieval_model():
         train_ranker(split, _tiny("next_item", negative_sampling="hard", hard_pool_size=3))
 
 
+def _check_fusion_weight_tuning(trained, scorer, split, num_items: int) -> None:
+    """``tune_retrieval_weight`` against hand-derived and brute-force validation metrics."""
+    # Each of the 6 users walked all 8 items; leave-one-out holds out the last two, so a
+    # validation query has 6 seen items and exactly 2 rankable ones: its true item and
+    # its test item. HR@3 is then 1 for every weight, and the tie keeps the smaller weight.
+    best, table = tune_retrieval_weight(
+        trained, scorer, split, weights=(1.0, 0.0), metric="hr@3", max_queries=None
+    )
+    assert table == {0.0: 1.0, 1.0: 1.0} and best == 0.0
+
+    # HR@1 by brute force: the true item is first iff its fused score (ranker score +
+    # w * retrieval score) beats the one other rankable item's. w = 0 is the ranker's
+    # order, w = 1000 practically the retrieval model's.
+    valid = evaluation_examples(trained, split, part="valid")
+    features = valid.features()
+    others = [
+        np.setdiff1d(np.arange(2, num_items), [*seen, target])
+        for seen, target in zip(valid.seen_items(), valid.item, strict=True)
+    ]
+    assert [len(other) for other in others] == [1] * 6
+    candidates = np.stack([valid.item, np.concatenate(others)], axis=1).astype(np.int32)  # [6, 2]
+    ranker = predict_scores(trained.model, {**features, "candidates": candidates})  # [6, 2]
+    stage1 = scorer({"history": features["history"], "user": features["user"]}).numpy()
+    stage1 = np.take_along_axis(stage1, candidates, axis=1)  # [6, 2]
+    best, table = tune_retrieval_weight(
+        trained, scorer, split, weights=(0.0, 1e3), metric="hr@1", max_queries=None
+    )
+    for weight in (0.0, 1e3):
+        fused = ranker + weight * stage1
+        assert table[weight] == pytest.approx(np.mean(fused[:, 0] > fused[:, 1])), weight
+    assert best == (1e3 if table[1e3] > table[0.0] else 0.0)  # the higher HR@1 wins
+
+
 @pytest.mark.slow
 def test_two_stage_score_matrix_ranks_retrieved_items_first():
     split = leave_one_out(successor_walks(num_users=6))
@@ -127,10 +160,7 @@ def test_two_stage_score_matrix_ranks_retrieved_items_first():
     np.testing.assert_array_equal(
         np.argsort(-fused.score_matrix(features).numpy()[0], kind="stable")[:3], top3
     )
-    best, table = tune_retrieval_weight(
-        trained, scorer, split, weights=(1.0, 0.0), metric="hr@3", max_queries=None
-    )
-    assert set(table) == {0.0, 1.0} and best == max(table, key=lambda w: (table[w], -w))
+    _check_fusion_weight_tuning(trained, scorer, split, items.size)
 
     # Evaluated with the same protocol: N = 3 retrieved, so at K >= 3 both agree
     # on hits (re-ranking only reorders the same 3 items).

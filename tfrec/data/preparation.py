@@ -37,8 +37,6 @@ from tfrec.data.vocab import IdVocabulary, build_vocabularies
 
 logger = logging.getLogger(__name__)
 
-SPLIT_CHOICES = ("leave_one_out", "temporal", "random")
-
 
 @dataclasses.dataclass
 class PrepareConfig(JsonConfig):
