@@ -426,8 +426,3 @@ def _load_tables(path: Path) -> ItemFeatureTables:
             titles=data.get("titles"),
             title_vocabulary=[str(t) for t in data["title_vocabulary"]],
         )
-
-
-def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Writes metrics as pretty JSON, atomically."""
-    atomic_write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
