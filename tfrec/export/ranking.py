@@ -9,6 +9,9 @@ Ranking ``serving_default``:
   candidate gets ``-inf``; an unknown candidate id is scored with the
   out-of-vocabulary item vector (no error).
 
+A ``[B, 0]`` history is an empty one (same scores as an all-``""`` history);
+an empty batch (``B = 0``) gives ``[0, C]`` scores.
+
 Event signals (ratings, time gaps) are not inputs: the history is scored with
 its signals hidden, a state the ranker is trained on (``signal_dropout``).
 
@@ -19,6 +22,8 @@ retrieval model scores the catalogue, history items are excluded, the top
 ``N = num_candidates`` are re-scored by the ranker and the best K returned
 (scores are ranker scores, plus ``retrieval_weight`` * retrieval score when
 the ranker config sets one). Slots that cannot be filled hold ``""`` / ``-inf``.
+A ``[B, 0]`` history is an empty one (a brand-new user); an empty batch
+(``B = 0``) gives ``[0, 1]`` outputs (``K = 1`` when ``k`` has no values).
 
 Mismatched batch sizes, ``k < 1`` or ``k > N`` raise ``InvalidArgumentError``
 inside the graph (gRPC ``INVALID_ARGUMENT``). Both SavedModels load with

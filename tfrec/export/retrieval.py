@@ -12,7 +12,12 @@ An ID-only model (``RetrievalConfig.encoder="none"``) keeps the same signature,
 so clients, warmup requests and servers need no second variant: ``history`` is
 accepted but does not change the query (the user vector); its items are still
 excluded from the results, which is how a caller removes already-seen items.
-A caller without a history sends a ``[B, 0]`` (or all-``""``) ``history``.
+A caller without a history (a brand-new user: the cold-start case) sends a
+``[B, 0]`` (or all-``""``) ``history``; both give the same answers, the model's
+query for an empty history (the history encoders output zeros there, so the
+query is the user vector when the model has one). An empty batch
+(``B = 0``, e.g. a ``[0, 0]`` history) gives ``[0, 1]`` outputs: ``K = 1`` when
+``k`` has no values.
 
 ``k < 1``, ``k`` above the number of catalogue items, or inputs whose batch
 sizes differ raise ``InvalidArgumentError`` inside the graph (gRPC
@@ -116,6 +121,7 @@ class RetrievalServingModule(tf.Module):
             users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
             items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]; OOV = 1
         # An ID-only query tower ignores the history; it still excludes items below.
+        # compact_history turns a [B, 0] history into one padding column (an empty history).
         recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
         query = self.query_tower.final_query(users, recent)  # [B, D]
         scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]

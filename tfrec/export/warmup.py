@@ -20,6 +20,8 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from tfrec.export.layout import disk_full_error
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 WARMUP_PATH = os.path.join("assets.extra", WARMUP_FILE)
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many records.
@@ -64,6 +66,7 @@ def build_warmup_records(
 
     Raises:
         ValueError: No requests, more than 1000, or an input that is not a tensor.
+        ExportError: No space left for the temporary TFRecord file.
     """
     if not requests or len(requests) > MAX_WARMUP_RECORDS:
         raise ValueError(
@@ -79,9 +82,15 @@ def build_warmup_records(
     ]
     with tempfile.TemporaryDirectory(prefix="tfrec-warmup-") as tmp:
         path = os.path.join(tmp, WARMUP_FILE)
-        with tf.io.TFRecordWriter(path) as writer:
-            for record in records:
-                writer.write(record)
+        try:
+            with tf.io.TFRecordWriter(path) as writer:
+                for record in records:
+                    writer.write(record)
+        except (OSError, tf.errors.OpError) as err:
+            disk_full = disk_full_error(err, path)
+            if disk_full is not None:
+                raise disk_full from err
+            raise
         return Path(path).read_bytes()
 
 

@@ -283,19 +283,30 @@ def compact_history(history: tf.Tensor) -> tf.Tensor:
     """Treats OOV entries as padding and moves all padding to the left.
 
     Real items keep their order, so position ``L - 1`` holds the most recent real
-    item even when a caller right-padded or sent unknown ids.
+    item even when a caller right-padded or sent unknown ids. A ``[B, 0]``
+    history (a brand-new user) becomes one padding column: the same empty history.
 
     Args:
-        history: ``[B, L]`` int item indices (0 = padding, 1 = OOV).
+        history: ``[B, L]`` int item indices (0 = padding, 1 = OOV), ``L >= 0``.
 
     Returns:
-        ``[B, L]`` left-padded indices with no OOV entries.
+        ``[B, max(L, 1)]`` left-padded indices with no OOV entries.
     """
     history = tf.cast(history, tf.int32)
     history = tf.where(history == OOV_INDEX, tf.zeros_like(history), history)
-    real = tf.cast(history > 0, tf.int32)  # [B, L]
+    history = _pad_left(history)  # [B, L + 1]; column 0 is padding
+    real = tf.cast(history > 0, tf.int32)  # [B, L + 1]
     order = tf.argsort(real, axis=1, stable=True)  # padding first, real items in order
-    return tf.gather(history, order, batch_dims=1)
+    history = tf.gather(history, order, batch_dims=1)  # column 0 is still padding
+    return history[:, tf.minimum(1, tf.shape(history)[1] - 1) :]  # drop it unless L = 0
+
+
+def _pad_left(value: tf.Tensor) -> tf.Tensor:
+    """Prepends one zero column to ``value`` ``[B, L, ...]`` (static rank >= 2)."""
+    rank = value.shape.rank
+    if rank is None or rank < 2:
+        raise ValueError(f"expected a tensor of rank >= 2 ([B, L, ...]), got shape {value.shape}")
+    return tf.pad(value, [[0, 0], [1, 0]] + [[0, 0]] * (rank - 2))
 
 
 def trim_leading_padding(
@@ -305,18 +316,26 @@ def trim_leading_padding(
 
     The encoders are padding-invariant, so this changes no output at a real
     position; it only saves compute when a batch holds short histories (e.g.
-    batches grouped by history length).
+    batches grouped by history length). A batch without real items keeps its
+    ``L`` columns; ``L = 0`` gets one padding column. Stock ops only: it runs in
+    exported graphs (TF Serving) for any ``B >= 0`` and ``L >= 0``.
 
     Args:
         features: ``"history"`` ``[B, L]`` plus other features.
-        keys: The per-position features (``[B, L, ...]``) to cut with it.
+        keys: The per-position features (``[B, L, ...]``, static rank) to cut with it.
 
     Returns:
-        A new dict with those features cut to ``[B, L']``; the others unchanged.
+        A new dict with those features cut to ``[B, L']``, ``1 <= L' <= max(L, 1)``;
+        the others unchanged.
     """
-    real_columns = tf.reduce_any(features["history"] > 0, axis=0)  # [L]
-    first = tf.argmax(tf.cast(real_columns, tf.int32), output_type=tf.int32)  # 0 if none
-    return {name: value[:, first:] if name in keys else value for name, value in features.items()}
+    # A padding column in front: ArgMax never sees an empty axis, even for L = 0 or B = 0.
+    padded = {name: _pad_left(value) if name in keys else value for name, value in features.items()}
+    real_columns = tf.reduce_any(padded["history"] > 0, axis=0)  # [L + 1]; column 0 is False
+    length = tf.shape(real_columns)[0] - 1  # L
+    first_real = tf.argmax(tf.cast(real_columns, tf.int32), output_type=tf.int32)  # 0 if none
+    # No real item: keep the L original columns, or the added one when L = 0.
+    first = tf.where(tf.reduce_any(real_columns), first_real, tf.minimum(1, length))
+    return {name: value[:, first:] if name in keys else value for name, value in padded.items()}
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
