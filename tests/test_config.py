@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 from typing import Literal
 
 import pytest
@@ -73,3 +75,16 @@ def test_atomic_write_leaves_old_file_when_writing_fails(tmp_path):
         atomic_write_text(path, Boom())  # type: ignore[arg-type]
     assert json.loads(path.read_text()) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp file left
+
+
+def test_atomic_write_text_gives_umask_modes_not_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.json", "{}")
+    finally:
+        os.umask(old)
+    # 0o666 & ~0o022 = 0o644 (world-readable); 0o666 & ~0o027 = 0o640
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640

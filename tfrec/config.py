@@ -9,6 +9,7 @@ travels as an untyped dict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,8 +22,23 @@ from typing import Any, TypeVar
 T = TypeVar("T", bound="JsonConfig")
 
 
+def process_umask() -> int:
+    """The process umask, read without changing it when /proc allows."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: set and restore
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Writes ``text`` to ``path`` via a temporary file and an atomic rename.
+
+    The file gets the mode a plain ``open`` would give (``0o666 & ~umask``), not
+    the private 0600 of :func:`tempfile.mkstemp`, so a server or job running as
+    another user can read it.
 
     Args:
         path: Destination file. Its parent directory is created if missing.
@@ -34,6 +50,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~process_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

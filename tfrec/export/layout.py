@@ -33,6 +33,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from tfrec.config import process_umask
+
 logger = logging.getLogger(__name__)
 
 ASSETS_EXTRA = "assets.extra"
@@ -224,17 +226,6 @@ def remove_stale_staging(
     return removed
 
 
-def _umask() -> int:
-    """The process umask, read without changing it when /proc allows."""
-    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)  # no /proc: set and restore
-    os.umask(mask)
-    return mask
-
-
 def apply_default_modes(root: str | os.PathLike[str]) -> None:
     """Gives ``root`` and everything below it the modes a plain ``open``/``mkdir`` would.
 
@@ -245,7 +236,7 @@ def apply_default_modes(root: str | os.PathLike[str]) -> None:
     Args:
         root: A directory (a staged version).
     """
-    mask = _umask()
+    mask = process_umask()
     dir_mode, file_mode = 0o777 & ~mask, 0o666 & ~mask
     os.chmod(root, dir_mode)
     for parent, dirs, files in os.walk(root):
