@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import re
 import sys
 import traceback
 from collections.abc import Sequence
 
 from tfrec._version import __version__
+from tfrec.logs import configure as configure_logs
 
-COMMANDS = ("train", "evaluate", "export", "recommend", "prepare", "serve", "demo")
+COMMANDS = ("train", "evaluate", "export", "recommend", "prepare", "synth", "serve", "demo")
+#: Commands that never import TensorFlow (the quiet start-up import is skipped for them).
+NO_TENSORFLOW = ("synth",)
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -152,11 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfrec`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    # Quiet by default: plain messages, TensorFlow's start-up noise hidden; -v shows all.
+    configure_logs(verbose=args.verbose, import_tensorflow=args.command not in NO_TENSORFLOW)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

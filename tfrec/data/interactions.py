@@ -227,7 +227,7 @@ class Interactions:
             cold = len(known - set(out.frame["item_id"]))
             if cold:
                 logger.info("%s: %d catalogue item(s) have no interactions", out.name, cold)
-        logger.info("loaded %s", out.summary())
+        logger.debug("loaded %s", out.summary())
         return out
 
 

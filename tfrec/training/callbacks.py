@@ -3,7 +3,8 @@
 Order matters: put :class:`MetricEarlyStopping` before callbacks that read its
 ``val_*`` entries (ModelCheckpoint with ``monitor="val_ndcg@10"``, TensorBoard,
 :class:`ProgressLogger`), because Keras calls them in list order with one shared
-``logs`` dict.
+``logs`` dict. :class:`ProgressLogger` writes the one INFO line per epoch (with
+those ``val_*`` entries); run ``fit(..., verbose=0)`` beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.logs import Progress, format_rate
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ class MetricEarlyStopping(keras.callbacks.Callback):
                 self._best_weights = self.model.get_weights()
         else:
             self._wait += 1
-        logger.info(
+        logger.debug(  # ProgressLogger's epoch line shows these metrics at INFO
             "epoch %d validation (%.1fs): %s | best %s=%.4f at epoch %d",
             epoch + 1,
             seconds,
@@ -164,16 +166,46 @@ class MetricEarlyStopping(keras.callbacks.Callback):
             )
 
 
-class ProgressLogger(keras.callbacks.Callback):
-    """Logs a progress line every ``every_seconds`` and a summary per epoch.
+# TFRS bookkeeping keys left out of the INFO epoch line (total_loss = loss + regularization_loss).
+_DEBUG_ONLY_LOGS = ("regularization_loss", "total_loss")
 
-    Meant for non-interactive runs (CI, nohup, Kubernetes jobs) where Keras's
-    progress bar is unreadable: use with ``fit(..., verbose=0)``.
+
+class _EpochProgress(Progress):
+    """Progress over one epoch's steps: ``epoch 2 step 40: loss=0.4210, 512 examples/s``."""
+
+    def __init__(self, epoch: int, logger_: ProgressLogger):
+        super().__init__(
+            f"epoch {epoch + 1}",
+            logger_.params.get("steps"),
+            unit="steps",
+            every_seconds=logger_.every_seconds,
+            log=logger_.log,
+        )
+        self.epoch = epoch
+        self.rate = logger_.rate
+
+    def describe(self, done: int, elapsed: float, detail: str = "") -> str:
+        """The non-terminal progress line (a terminal bar adds the step counter)."""
+        return f"epoch {self.epoch + 1} step {done}: {detail}, {self.rate(done, elapsed)}"
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """One line per epoch, plus progress within long epochs (see :class:`tfrec.logs.Progress`).
+
+    Within an epoch: a progress bar on a terminal (when the CLI configured
+    :mod:`tfrec.logs`), else a line every ``every_seconds``. At the end of each
+    epoch one INFO line: steps, training time, rate, loss and the ``val_*``
+    metrics of :class:`MetricEarlyStopping` (put that one first). Replaces
+    Keras's progress bar: use with ``fit(..., verbose=0)``.
 
     Args:
         every_seconds: Minimum seconds between two progress lines within an epoch.
         examples_per_step: Batch size, to report examples/s (None: steps/s only).
         log: Logger to write to (default: this module's).
+
+    Attributes:
+        epoch_seconds: Training seconds of each finished epoch (callbacks after
+            the last step excluded).
 
     Raises:
         ValueError: ``every_seconds <= 0`` or ``examples_per_step < 1``.
@@ -195,45 +227,39 @@ class ProgressLogger(keras.callbacks.Callback):
         self.every_seconds = every_seconds
         self.examples_per_step = examples_per_step
         self.log = log or logger
-        self._epoch = 0
-        self._epoch_start = 0.0
-        self._last_log = 0.0
+        self._progress: _EpochProgress | None = None
         self._steps = 0
         self._train_seconds = 0.0
         self.epoch_seconds: list[float] = []
 
-    def _rate(self, steps: int, seconds: float) -> str:
+    def rate(self, steps: int, seconds: float) -> str:
+        """``"512 examples/s"`` (with ``examples_per_step``) or ``"3.25 steps/s"``."""
         seconds = max(seconds, 1e-9)
         if self.examples_per_step:
-            return f"{steps * self.examples_per_step / seconds:.0f} examples/s"
-        return f"{steps / seconds:.2f} steps/s"
+            return f"{format_rate(steps * self.examples_per_step / seconds)} examples/s"
+        return f"{format_rate(steps / seconds)} steps/s"
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Starts the epoch clock."""
-        self._epoch = epoch
-        self._epoch_start = self._last_log = time.perf_counter()
+        self._progress = _EpochProgress(epoch, self)
         self._steps = 0
         self._train_seconds = 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        """Logs a progress line when ``every_seconds`` have passed."""
+        """Reports progress (a bar, or a line when ``every_seconds`` have passed)."""
+        if self._progress is None:  # a callback used outside on_epoch_begin
+            return
         self._steps += 1
-        now = time.perf_counter()
-        self._train_seconds = now - self._epoch_start
-        if now - self._last_log >= self.every_seconds:
-            self._last_log = now
-            loss = (logs or {}).get("loss")
-            self.log.info(
-                "epoch %d step %d: loss=%s, %s",
-                self._epoch + 1,
-                self._steps,
-                "n/a" if loss is None else f"{float(loss):.4f}",
-                self._rate(self._steps, self._train_seconds),
-            )
+        self._train_seconds = self._progress.elapsed
+        loss = (logs or {}).get("loss")
+        self._progress.update(
+            self._steps, "loss=" + ("n/a" if loss is None else f"{float(loss):.4f}")
+        )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Logs the epoch summary (training time excludes callbacks after the last step)."""
-        total = time.perf_counter() - self._epoch_start
+        """Logs the epoch line (training time excludes callbacks after the last step)."""
+        total = self._progress.close() if self._progress is not None else 0.0
+        self._progress = None
         self.epoch_seconds.append(self._train_seconds)
         scalars = {
             k: float(v)
@@ -246,10 +272,12 @@ class ProgressLogger(keras.callbacks.Callback):
             self.params.get("epochs", "?"),
             self._steps,
             self._train_seconds,
-            self._rate(self._steps, self._train_seconds),
+            self.rate(self._steps, self._train_seconds),
             total,
-            _format(scalars),
+            _format({k: v for k, v in scalars.items() if k not in _DEBUG_ONLY_LOGS}),
         )
+        if any(k in scalars for k in _DEBUG_ONLY_LOGS):
+            self.log.debug("epoch %d logs: %s", epoch + 1, _format(scalars))
 
 
 def make_checkpoint_callback(

@@ -40,7 +40,7 @@ def get_strategy() -> tf.distribute.Strategy:
         logger.info("Distribution: OneDeviceStrategy on /gpu:0")
     else:
         strategy = tf.distribute.get_strategy()
-        logger.info(
+        logger.debug(
             "Distribution: default strategy on CPU (%d inter-op / %d intra-op threads)",
             tf.config.threading.get_inter_op_parallelism_threads(),
             tf.config.threading.get_intra_op_parallelism_threads(),
@@ -68,5 +68,6 @@ def configure_precision(mixed: bool) -> str:
     else:
         name = "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(name)
-    logger.info("Precision policy: %s", name)
+    log = logger.debug if name == "float32" else logger.info  # say so when not the default
+    log("Precision policy: %s", name)
     return name
