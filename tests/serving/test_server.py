@@ -30,6 +30,7 @@ from tfrec.serving.client import (
     NotFoundError,
     RecommenderClient,
     ResourceExhaustedError,
+    ServingError,
 )
 from tfrec.serving.model_config import ModelEntry, write_serving_configs
 
@@ -147,7 +148,8 @@ def test_versions_labels_and_specific_policy(export_dir, saved_models, start_ser
     assert top_score(version=1) == pytest.approx(6.01)
     assert top_score(version_label="stable") == pytest.approx(6.01)
     assert top_score(version_label="canary") == pytest.approx(16.01)
-    with pytest.raises(NotFoundError, match="version label"):
+    # TF Serving: an unknown label is INVALID_ARGUMENT (server_core.cc GetModelVersionForLabel)
+    with pytest.raises(InvalidArgumentError, match="Unrecognized servable version label: nightly"):
         top_score(version_label="nightly")
     with pytest.raises(NotFoundError, match=r"Specific\(retrieval, 7\)"):
         top_score(version_label="broken")  # label points to a version that is not loaded
@@ -247,10 +249,14 @@ def test_error_statuses_and_server_keeps_serving(export_dir, start_server) -> No
         assert c.recommend(user_ids=["u"], histories=[["a"]], k=2).item_ids.tolist() == [["b", "c"]]
     with client(server, "nope") as c, pytest.raises(NotFoundError, match="'nope' is not served"):
         c.recommend(user_ids=["u"], k=1)
-    with client(server, signature_name="nope") as c, pytest.raises(NotFoundError, match="'nope'"):
+    # TF Serving: an unknown signature is FAILED_PRECONDITION (predict_util.cc)
+    with client(server, signature_name="nope") as c, pytest.raises(ServingError) as err:
         c.recommend(user_ids=["u"], k=1)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'Serving signature key "nope" not found' in err.value.details
     assert server.metrics.count(api="Predict", status="INVALID_ARGUMENT") == 7
-    assert server.metrics.count(api="Predict", status="NOT_FOUND") == 2
+    assert server.metrics.count(api="Predict", status="NOT_FOUND") == 1
+    assert server.metrics.count(api="Predict", status="FAILED_PRECONDITION") == 1
 
 
 def test_reload_config_request_and_config_file(export_dir, start_server, tmp_path) -> None:

@@ -52,13 +52,13 @@ def test_value_fields_are_decoded() -> None:
     assert decode_inputs(_signature(tf.int32, (None,)), {"x": proto})["x"].tolist() == [3, 4, 5]
 
 
-def test_broadcast_value_falls_back_to_tensorflow() -> None:
-    # One float_val for shape [2, 2]: tf.make_ndarray broadcasts it to 4 values;
-    # the fast path declines (returns None) and decode_inputs uses the fallback.
+def test_broadcast_value_is_padded_like_tensorflow() -> None:
+    # One float_val for shape [2, 2]: TensorFlow pads with the last value; the fast
+    # path now does the same (after decode_inputs checked the memory budget).
     proto = tensor_pb2.TensorProto(dtype=tf.float32.as_datatype_enum, float_val=[1.5])
     proto.tensor_shape.dim.add(size=2)
     proto.tensor_shape.dim.add(size=2)
-    assert _fast_ndarray(proto, (2, 2)) is None
+    assert _fast_ndarray(proto, (2, 2)).tolist() == tf.make_ndarray(proto).tolist()
     array = decode_inputs(_signature(tf.float32, (None, None)), {"x": proto})["x"]
     assert array.tolist() == [[1.5, 1.5], [1.5, 1.5]]
 

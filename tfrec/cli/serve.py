@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,7 +93,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--max_num_load_retries",
         type=int,
         default=None,
-        help="retries of a version that fails to load (default 5)",
+        help="retries after a version's first failed load, 0 = one attempt (default 5, as "
+        "tensorflow_model_server)",
+    )
+    add(
+        "--load_retry_interval_micros",
+        type=int,
+        default=None,
+        help="wait between those retries in microseconds, < 0 = none (default 60000000 = "
+        "1 minute, as tensorflow_model_server)",
+    )
+    add(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=None,
+        help="local backend: on SIGTERM/SIGINT, how long in-flight requests may finish; the "
+        "process exits within it plus about a second (default 30)",
+    )
+    add(
+        "--request_memory_budget_bytes",
+        type=int,
+        default=None,
+        help="local backend: estimated input memory one request may need, beyond it "
+        "RESOURCE_EXHAUSTED; 0 = no limit (default 67108864 = 64 MiB)",
+    )
+    add(
+        "--rest_api_header_timeout_seconds",
+        type=float,
+        default=None,
+        help="local backend: time a REST client has to send the request line and headers "
+        "(also the keep-alive idle time); then 408 and close (default 10)",
+    )
+    add(
+        "--rest_api_body_timeout_seconds",
+        type=float,
+        default=None,
+        help="local backend: time a REST client has to send the whole body (default 30)",
+    )
+    add(
+        "--rest_api_max_connections",
+        type=int,
+        default=None,
+        help="local backend: REST connections served at once; more get 503 (default 256)",
     )
     add("--grpc_max_threads", type=int, default=None, help="gRPC threads (local default 64)")
     add(
@@ -131,12 +174,7 @@ def _sources(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec serve``; returns the exit code (0 after SIGTERM/SIGINT)."""
     from tfrec.serving import model_config as mc  # noqa: PLC0415
-    from tfrec.serving.tfserving import (  # noqa: PLC0415
-        TfServingFlags,
-        find_binary,
-        run_tfserving,
-        tfserving_command,
-    )
+    from tfrec.serving.tfserving import find_binary, run_tfserving  # noqa: PLC0415
 
     _sources(args)
     binary = find_binary()
@@ -176,36 +214,61 @@ def run(args: argparse.Namespace) -> int:
             args.monitoring_config_file = str(paths.monitoring_config)
             monitoring = mc.load_monitoring_config(paths.monitoring_config)
     if backend == "tfserving" or args.dry_run:
-        flags = TfServingFlags(
-            port=args.port,
-            rest_api_port=args.rest_api_port,
-            model_name=args.model_name,
-            model_base_path=args.model_base_path,
-            model_config_file=config_file,
-            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-            enable_batching=args.enable_batching,
-            batching_parameters_file=args.batching_parameters_file,
-            monitoring_config_file=args.monitoring_config_file,
-            file_system_poll_wait_seconds=max(1, round(args.file_system_poll_wait_seconds))
-            if args.file_system_poll_wait_seconds
-            else 0,
-            max_num_load_retries=args.max_num_load_retries,
-            grpc_max_threads=args.grpc_max_threads,
-            grpc_max_message_bytes=args.grpc_max_message_bytes,
-            tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
-            tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
-        )
-        argv = tfserving_command(flags, binary or "tensorflow_model_server")
+        argv = _tfserving_argv(args, config_file, binary or "tensorflow_model_server")
         if args.dry_run:
             print(" ".join(argv))
             return 0
     try:
         if backend == "tfserving":
             return run_tfserving(argv)
-        return _run_local(args, config_file, batching, monitoring)
+        code, abandoned = _run_local(args, config_file, batching, monitoring)
     finally:
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+    if abandoned:
+        _exit_now(code, abandoned)
+    return code
+
+
+def _exit_now(code: int, abandoned: int) -> None:
+    """Exits the process at once, without waiting for abandoned requests.
+
+    Requests that outlasted the shutdown grace still hold (non-daemon) gRPC
+    threads, which the interpreter would otherwise wait for at exit.
+    """
+    log.warning("exiting with %d requests still running after the shutdown grace", abandoned)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _tfserving_argv(args: argparse.Namespace, config_file: str | None, binary: str) -> list[str]:
+    """The ``tensorflow_model_server`` command for these flags."""
+    from tfrec.serving.tfserving import TfServingFlags, tfserving_command  # noqa: PLC0415
+
+    poll = args.file_system_poll_wait_seconds
+    flags = TfServingFlags(
+        port=args.port,
+        rest_api_port=args.rest_api_port,
+        model_name=args.model_name,
+        model_base_path=args.model_base_path,
+        model_config_file=config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        enable_batching=args.enable_batching,
+        batching_parameters_file=args.batching_parameters_file,
+        monitoring_config_file=args.monitoring_config_file,
+        file_system_poll_wait_seconds=max(1, round(poll)) if poll else 0,
+        max_num_load_retries=args.max_num_load_retries,
+        grpc_max_threads=args.grpc_max_threads,
+        grpc_max_message_bytes=args.grpc_max_message_bytes,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+    )
+    argv = tfserving_command(flags, binary)
+    if args.load_retry_interval_micros is not None:
+        argv.append(f"--load_retry_interval_micros={args.load_retry_interval_micros}")
+    return argv
 
 
 def _run_local(
@@ -213,8 +276,14 @@ def _run_local(
     config_file: str | None,
     batching: BatchingConfig | None,
     monitoring: MonitoringSettings | None,
-) -> int:
+) -> tuple[int, int]:
+    """Serves with tfrec's local server until a signal.
+
+    Returns:
+        (exit code, requests abandoned at the end of the shutdown grace).
+    """
     from tfrec.serving.model_config import ModelEntry  # noqa: PLC0415
+    from tfrec.serving.rest_http import HttpLimits  # noqa: PLC0415
     from tfrec.serving.server import (  # noqa: PLC0415
         ModelServer,
         ServerOptions,
@@ -232,13 +301,29 @@ def _run_local(
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         monitoring=monitoring,
     )
-    for name in ("grpc_max_threads", "grpc_max_message_bytes", "max_num_load_retries"):
+    optional = (
+        "grpc_max_threads",
+        "grpc_max_message_bytes",
+        "max_num_load_retries",
+        "load_retry_interval_micros",
+        "shutdown_grace_seconds",
+        "request_memory_budget_bytes",
+    )
+    for name in optional:
         if getattr(args, name) is not None:
             setattr(options, name, getattr(args, name))
+    rest_limits = {
+        "header_timeout_seconds": args.rest_api_header_timeout_seconds,
+        "body_timeout_seconds": args.rest_api_body_timeout_seconds,
+        "max_connections": args.rest_api_max_connections,
+    }
+    options.rest_limits = HttpLimits(**{k: v for k, v in rest_limits.items() if v is not None})
+    options.__post_init__()  # validates the values set from flags
     if batching is not None:
         options.batching = batching
     models = None
     if not config_file:
         models = [ModelEntry(name=args.model_name, base_path=str(Path(args.model_base_path)))]
     server = ModelServer(models=models, options=options, model_config_file=config_file)
-    return serve_until_signal(server)
+    code = serve_until_signal(server)
+    return code, server.abandoned_requests

@@ -1,26 +1,34 @@
 """Server-side batching of concurrent requests (TF Serving's batching session).
 
 Requests for the same (model, version, signature) wait in a queue until either
-``max_batch_size`` rows are queued or the oldest has waited
-``batch_timeout_micros``; a worker thread then concatenates their inputs along
-dimension 0, runs the model once, and splits every output back along
-dimension 0. Like TF Serving:
+a full batch is queued or the oldest has waited ``batch_timeout_micros``; a
+worker thread then concatenates their inputs along dimension 0, runs the model
+once, and splits every output back along dimension 0. Like TF Serving
+(``shared_batch_scheduler.h``, ``batching_session.cc``):
 
 * only signatures whose inputs and outputs all have a batch dimension are
   batched (the caller checks :attr:`SignatureInfo.batchable`);
+* a request with more rows than ``max_batch_size`` is rejected alone with
+  INVALID_ARGUMENT ("Task size N is larger than maximum input batch size M"),
+  so it never blocks the queue for the others;
+* with ``enable_large_batch_splitting`` a request that does not fit the open
+  batch is split: the first piece fills the open batch, the rest go in pieces
+  of ``max_execution_batch_size`` rows; the answer is the pieces' outputs
+  joined back (and the first piece's error if one fails);
 * with ``pad_variable_length_inputs`` differing non-batch dimensions are padded
   at the end with the dtype's zero (``b""`` for strings, 0 for numbers); without
   it only requests with identical shapes are merged;
 * ``allowed_batch_sizes`` pads a merged batch up to the next allowed size by
   repeating its first row (those outputs are dropped);
-* a full queue answers UNAVAILABLE.
+* a full queue (``max_enqueued_batches`` batches) answers UNAVAILABLE.
 
 Unlike TF Serving, when a merged batch fails (e.g. one request has ``k = 0``)
-each request is re-run alone so only the faulty one gets the error, and a
-request larger than ``max_batch_size`` runs alone instead of being rejected.
-Outputs keep the merged batch's non-batch shape: e.g. a retrieval request with
-``k=5`` batched with one with ``k=10`` gets 10 columns, best first (the client
-truncates to ``k``).
+each request is re-run alone so only the faulty one gets the error, and the
+queue is counted in rows (``max_enqueued_batches`` full batches) rather than
+in formed batches. Outputs keep the merged batch's non-batch shape: e.g. a
+retrieval request with ``k=5`` batched with one with ``k=10`` gets 10 columns,
+best first (the client truncates to ``k``); split pieces are padded the same
+way when joined.
 """
 
 from __future__ import annotations
@@ -36,16 +44,17 @@ from concurrent.futures import Future
 import grpc
 import numpy as np
 
-from tfrec.serving.errors import ServingError
+from tfrec.serving.errors import ServingError, invalid_argument, unavailable
 from tfrec.serving.model_config import BatchingConfig
 
 log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Mapping[str, np.ndarray]], Arrays]
+QUEUE_FULL = "The batch scheduling queue to which this task was submitted is full"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # hashed by identity (the set of running tasks)
 class _Task:
     inputs: Mapping[str, np.ndarray]
     size: int
@@ -104,6 +113,48 @@ def merge_inputs(parts: list[Mapping[str, np.ndarray]], total_rows: int) -> Arra
     return merged
 
 
+def _settle(
+    future: Future, result: Arrays | None = None, error: BaseException | None = None
+) -> None:
+    """Resolves ``future`` unless it already is (e.g. failed by a shutdown deadline)."""
+    if future.done():
+        return
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except Exception:  # resolved concurrently (InvalidStateError)
+        pass
+
+
+def _joined(pieces: list[Future]) -> Future:
+    """A future resolving to the pieces' outputs concatenated along dim 0 (split requests)."""
+    joined: Future = Future()
+    remaining = [len(pieces)]
+    lock = threading.Lock()
+
+    def on_done(_piece: Future) -> None:
+        with lock:
+            remaining[0] -= 1
+            if remaining[0]:
+                return
+        errors = [p.exception() for p in pieces if p.exception() is not None]
+        if errors:
+            _settle(joined, error=errors[0])
+            return
+        parts = [p.result() for p in pieces]
+        if any(a.ndim == 0 for part in parts for a in part.values()):
+            _settle(joined, error=ServingError(grpc.StatusCode.INTERNAL, "scalar batch output"))
+            return
+        rows = sum(next(iter(part.values())).shape[0] for part in parts)
+        _settle(joined, merge_inputs(parts, rows))
+
+    for piece in pieces:
+        piece.add_done_callback(on_done)
+    return joined
+
+
 class BatchScheduler:
     """Merges concurrent requests per key and runs them on worker threads.
 
@@ -114,11 +165,15 @@ class BatchScheduler:
     def __init__(self, config: BatchingConfig):
         self.config = config
         self._timeout = config.batch_timeout_micros / 1e6
-        self._max_rows = config.max_batch_size
-        self._queue_rows = config.max_batch_size * config.max_enqueued_batches
+        self._input_limit = config.max_batch_size
+        self._max_rows = config.execution_batch_size
+        self._split = config.enable_large_batch_splitting
+        self._queue_rows = self._max_rows * config.max_enqueued_batches
         self._cond = threading.Condition()
         self._queues: dict[Hashable, _Queue] = {}
+        self._running: set[_Task] = set()
         self._closing = False
+        self._flushing = False  # shutting down: run every queued batch at once
         self.batches_run = 0
         self.tasks_run = 0
         self._threads = [
@@ -137,45 +192,105 @@ class BatchScheduler:
             inputs: Validated inputs sharing one leading dimension.
 
         Raises:
-            ServingError: UNAVAILABLE when shutting down or the queue is full;
-                INVALID_ARGUMENT if the inputs do not share a batch dimension.
+            ServingError: INVALID_ARGUMENT if the inputs do not share a batch
+                dimension or have more rows than ``max_batch_size``;
+                UNAVAILABLE when shutting down or the queue is full.
         """
         size = batch_size_of(inputs)
         if size is None:
-            raise ServingError(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise invalid_argument(
                 "batching needs every input to have the same leading (batch) dimension, got "
-                + str({name: list(a.shape) for name, a in inputs.items()}),
+                + str({name: list(a.shape) for name, a in inputs.items()})
             )
-        task = _Task(inputs=inputs, size=size, enqueued=time.monotonic(), future=Future())
+        if size > self._input_limit:
+            raise invalid_argument(
+                f"Task size {size} is larger than maximum input batch size {self._input_limit}"
+            )
+        now = time.monotonic()
         with self._cond:
             if self._closing:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+                raise unavailable("server is shutting down")
             queue = self._queues.setdefault(key, _Queue(run_fn=run_fn))
-            if queue.rows + size > self._queue_rows and queue.tasks:
-                raise ServingError(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "The batch scheduling queue to which this task was submitted is full "
-                    f"({queue.rows} rows queued, limit max_batch_size * max_enqueued_batches "
-                    f"= {self._queue_rows})",
-                )
+            self._check_capacity(queue, size)
+            pieces = self._pieces(queue, size)
+            tasks, start = [], 0
+            for rows in pieces:
+                part = {n: a[start : start + rows] for n, a in inputs.items()}
+                tasks.append(_Task(inputs=part, size=rows, enqueued=now, future=Future()))
+                start += rows
             queue.run_fn = run_fn
-            queue.tasks.append(task)
+            queue.tasks.extend(tasks)
             queue.rows += size
             self._cond.notify()
-        return task.future
+        return tasks[0].future if len(tasks) == 1 else _joined([t.future for t in tasks])
+
+    def _check_capacity(self, queue: _Queue, size: int) -> None:
+        """UNAVAILABLE when ``size`` more rows do not fit (lock held)."""
+        if queue.rows + size <= self._queue_rows:
+            return
+        if self._split:
+            raise unavailable(
+                f"{QUEUE_FULL}; task size is {size} but scheduling capacity is only "
+                f"{self._queue_rows - queue.rows} (max_enqueued_batches="
+                f"{self.config.max_enqueued_batches}, max_execution_batch_size={self._max_rows})"
+            )
+        batches = -(-queue.rows // self._max_rows)
+        raise unavailable(
+            f"{QUEUE_FULL}; currently {batches} batches enqueued and max_enqueued_batches is "
+            f"{self.config.max_enqueued_batches}"
+        )
+
+    def _pieces(self, queue: _Queue, size: int) -> list[int]:
+        """Row counts a request is queued as: one piece, or split pieces (lock held)."""
+        open_room = self._max_rows - queue.rows % self._max_rows
+        if not self._split or size <= open_room:
+            return [size]
+        pieces, left = [open_room], size - open_room
+        while left > 0:
+            pieces.append(min(left, self._max_rows))
+            left -= pieces[-1]
+        return pieces
 
     def run(self, key: Hashable, run_fn: RunFn, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """Like :meth:`submit` but waits for the outputs (raises the request's ServingError)."""
         return self.submit(key, run_fn, inputs).result()
 
-    def stop(self) -> None:
-        """Runs everything still queued right away, then stops the workers."""
+    def flush(self) -> None:
+        """From now on runs queued requests at once instead of waiting for their batch.
+
+        Used at shutdown while in-flight requests may still be submitted.
+        """
         with self._cond:
-            self._closing = True
+            self._flushing = True
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """Runs everything still queued right away, then stops the workers.
+
+        Args:
+            timeout: Seconds to wait for queued and running batches; requests
+                still unanswered then get UNAVAILABLE (their batch may still be
+                running: its result is dropped).
+
+        Returns:
+            How many requests were failed at the deadline.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            self._closing = self._flushing = True
             self._cond.notify_all()
         for thread in self._threads:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            late = [t for q in self._queues.values() for t in q.tasks] + list(self._running)
+            self._queues.clear()
+        error = unavailable("server is shutting down: the request outlasted the shutdown grace")
+        pending = [t for t in late if not t.future.done()]
+        for task in pending:
+            _settle(task.future, error=error)
+        if pending:
+            log.warning("batching: %d requests unanswered at the shutdown deadline", len(pending))
+        return len(pending)
 
     # ------------------------------------------------------------------------ workers
 
@@ -195,6 +310,7 @@ class BatchScheduler:
                 keep.append(task)
         queue.tasks = keep
         queue.rows -= rows
+        self._running.update(batch)
         return batch
 
     def _next(self) -> tuple[RunFn, list[_Task]] | float | None:
@@ -204,7 +320,7 @@ class BatchScheduler:
             if not queue.tasks:
                 continue
             deadline = queue.tasks[0].enqueued + self._timeout
-            if self._closing or queue.rows >= self._max_rows or deadline <= now:
+            if self._flushing or queue.rows >= self._max_rows or deadline <= now:
                 if due is None or queue.tasks[0].enqueued < due.tasks[0].enqueued:
                     due, due_key = queue, key
             else:
@@ -226,7 +342,11 @@ class BatchScheduler:
                     if found is None and self._closing:
                         return
                     self._cond.wait(timeout=found)
-            self._execute(*found)
+            try:
+                self._execute(*found)
+            finally:
+                with self._cond:
+                    self._running.difference_update(found[1])
 
     def _execute(self, run_fn: RunFn, tasks: list[_Task]) -> None:
         rows = sum(t.size for t in tasks)
@@ -236,8 +356,7 @@ class BatchScheduler:
             self.tasks_run += len(tasks)
         try:
             if len(tasks) == 1 and padded == rows:
-                outputs = run_fn(tasks[0].inputs)
-                tasks[0].future.set_result(outputs)
+                _settle(tasks[0].future, run_fn(tasks[0].inputs))
                 return
             outputs = run_fn(merge_inputs([t.inputs for t in tasks], padded))
             bad = [n for n, a in outputs.items() if a.ndim == 0 or a.shape[0] != padded]
@@ -248,7 +367,7 @@ class BatchScheduler:
                 )
         except ServingError as err:
             if len(tasks) == 1:
-                tasks[0].future.set_exception(err)
+                _settle(tasks[0].future, error=err)
                 return
             log.debug("merged batch of %d failed (%s); re-running requests alone", len(tasks), err)
             for task in tasks:
@@ -256,11 +375,9 @@ class BatchScheduler:
             return
         except BaseException as err:  # never lose a request
             for task in tasks:
-                if not task.future.done():
-                    task.future.set_exception(err)
+                _settle(task.future, error=err)
             return
         offset = 0
         for task in tasks:
-            part = {n: a[offset : offset + task.size] for n, a in outputs.items()}
-            task.future.set_result(part)
+            _settle(task.future, {n: a[offset : offset + task.size] for n, a in outputs.items()})
             offset += task.size

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 _F = descriptor_pb2.FieldDescriptorProto
 
-# (name, number, type, label, type_name) exactly as in upstream
+# (name, number, type, label, type_name) as in upstream
 # tensorflow_serving/servables/tensorflow/session_bundle_config.proto.
 _BATCHING_FIELDS = (
     ("max_batch_size", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
@@ -27,6 +27,23 @@ _BATCHING_FIELDS = (
     ("thread_pool_name", 5, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.StringValue"),
     ("allowed_batch_sizes", 6, _F.TYPE_INT64, _F.LABEL_REPEATED, ""),
     ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+    # Newer upstream fields (names as in TF Serving's batching scheduler options). Their
+    # numbers could not be checked against upstream here; files are only ever read and
+    # written as *text* protos, where fields go by name, so the numbers are never used.
+    (
+        "enable_large_batch_splitting",
+        1001,
+        _F.TYPE_MESSAGE,
+        _F.LABEL_OPTIONAL,
+        ".google.protobuf.BoolValue",
+    ),
+    (
+        "max_execution_batch_size",
+        1002,
+        _F.TYPE_MESSAGE,
+        _F.LABEL_OPTIONAL,
+        ".google.protobuf.Int64Value",
+    ),
 )
 # tensorflow_serving/config/monitoring_config.proto.
 _PROMETHEUS_FIELDS = (

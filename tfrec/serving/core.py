@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 from google.protobuf import wrappers_pb2
@@ -13,11 +16,11 @@ from tensorflow_serving.apis import (
 )
 
 from tfrec.serving.batching import BatchScheduler, batch_size_of
-from tfrec.serving.errors import ServingError, invalid_argument
-from tfrec.serving.manager import ModelManager
+from tfrec.serving.errors import ServingError, invalid_argument, unavailable
+from tfrec.serving.manager import END, ModelManager
 from tfrec.serving.metrics import Metrics
 from tfrec.serving.servable import Servable
-from tfrec.serving.tensors import SignatureInfo
+from tfrec.serving.tensors import DEFAULT_REQUEST_MEMORY_BYTES, SignatureInfo
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
@@ -32,6 +35,16 @@ def spec_version(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
     return None, ""
 
 
+def require_model_spec(request: object) -> None:
+    """TF Serving's first check of Predict, GetModelMetadata and GetModelStatus.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT "Missing ModelSpec" when the request has none.
+    """
+    if not request.HasField("model_spec"):  # type: ignore[attr-defined]
+        raise invalid_argument("Missing ModelSpec")
+
+
 class ServingCore:
     """Model resolution and execution behind both APIs.
 
@@ -39,26 +52,79 @@ class ServingCore:
         manager: The loaded models.
         batcher: Batch scheduler, or None to run every request directly.
         metrics: Request counters.
+        request_memory_budget: Estimated input bytes a request may need
+            (see :func:`tfrec.serving.tensors.decode_inputs`); 0 = no limit.
     """
 
-    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None, metrics: Metrics):
+    def __init__(
+        self,
+        manager: ModelManager,
+        batcher: BatchScheduler | None,
+        metrics: Metrics,
+        request_memory_budget: int = DEFAULT_REQUEST_MEMORY_BYTES,
+    ):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
+        self.request_memory_budget = request_memory_budget
+        self._active = 0
+        self._closing = False
+        self._idle = threading.Condition()
+
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Counts a request as in flight, so shutdown can wait for it.
+
+        Raises:
+            ServingError: UNAVAILABLE once :meth:`close` was called.
+        """
+        with self._idle:
+            if self._closing:
+                raise unavailable("server is shutting down")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def close(self) -> None:
+        """Refuses new work (UNAVAILABLE); in-flight requests go on."""
+        with self._idle:
+            self._closing = True
+
+    def wait_idle(self, deadline: float) -> int:
+        """Waits until nothing is in flight or ``time.monotonic()`` reaches ``deadline``.
+
+        Returns:
+            How many requests are still in flight.
+        """
+        with self._idle:
+            while self._active and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            return self._active
 
     def resolve(self, spec: model_pb2.ModelSpec) -> Servable:
-        """The servable a ModelSpec designates (raises NOT_FOUND)."""
+        """The servable a ModelSpec designates (NOT_FOUND / INVALID_ARGUMENT, see ModelManager)."""
         version, label = spec_version(spec)
         return self.manager.resolve(spec.name, version, label)
 
     def run(
         self, servable: Servable, signature: SignatureInfo, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Runs validated inputs, through the batcher when the signature allows it."""
-        if self.batcher is not None and signature.batchable and batch_size_of(inputs) is not None:
-            key = (servable.name, servable.version, id(servable), signature.name)
-            return self.batcher.run(key, lambda x: servable.run(signature.name, x), inputs)
-        return servable.run(signature.name, inputs)
+        """Runs validated inputs, through the batcher when the signature allows it.
+
+        Raises:
+            ServingError: The model's error; UNAVAILABLE while shutting down;
+                the batcher's INVALID_ARGUMENT / UNAVAILABLE.
+        """
+        with self.in_flight():
+            batch = batch_size_of(inputs)
+            if self.batcher is not None and signature.batchable and batch is not None:
+                key = (servable.name, servable.version, id(servable), signature.name)
+                return self.batcher.run(key, lambda x: servable.run(signature.name, x), inputs)
+            return servable.run(signature.name, inputs)
 
     def response_spec(self, servable: Servable, signature_name: str | None) -> model_pb2.ModelSpec:
         """The ModelSpec TF Serving echoes back (name, resolved version, signature)."""
@@ -101,17 +167,19 @@ class ServingCore:
     def status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
         """GetModelStatus: state of every version (or of the one asked).
 
+        Like TF Serving (get_model_status_impl.cc), a ``version_label`` is
+        ignored: the answer lists every version. A failed load shows its error
+        once the version is END (while retries remain it is LOADING, status OK).
+
         Raises:
-            ServingError: NOT_FOUND for an unknown model, version or label.
+            ServingError: NOT_FOUND for an unknown model or version.
         """
-        version, label = spec_version(spec)
-        if label:
-            version = self.manager.resolve(spec.name, None, label).version
+        version, _label = spec_version(spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         for record in self.manager.status(spec.name, version):
             row = response.model_version_status.add(version=record.version, state=record.state)
             row.status.SetInParent()  # TF Serving always sends a status (OK when no error)
-            if record.error:
+            if record.error and record.state == END:
                 row.status.error_code = 2  # tensorflow.error.UNKNOWN; the message says why
                 row.status.error_message = record.error
         return response

@@ -49,10 +49,25 @@ def status_code_from_int(value: int) -> grpc.StatusCode:
 
 
 def not_found(message: str) -> ServingError:
-    """A NOT_FOUND error (unknown model, version, label or signature)."""
+    """A NOT_FOUND error (unknown model, or a version that is not loaded)."""
     return ServingError(grpc.StatusCode.NOT_FOUND, message)
 
 
 def invalid_argument(message: str) -> ServingError:
-    """An INVALID_ARGUMENT error (bad request tensors)."""
+    """An INVALID_ARGUMENT error (bad request tensors, unknown version label)."""
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+    """A FAILED_PRECONDITION error (e.g. Predict on a signature the model lacks)."""
+    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def resource_exhausted(message: str) -> ServingError:
+    """A RESOURCE_EXHAUSTED error (a request over a server limit)."""
+    return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def unavailable(message: str) -> ServingError:
+    """An UNAVAILABLE error (shutting down, batch queue full)."""
+    return ServingError(grpc.StatusCode.UNAVAILABLE, message)

@@ -26,10 +26,10 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-from tfrec.serving.core import ServingCore, error_status_name
+from tfrec.serving.core import ServingCore, error_status_name, require_model_spec
 from tfrec.serving.errors import ServingError
 from tfrec.serving.model_config import parse_models_config
-from tfrec.serving.tensors import decode_inputs, encode_outputs
+from tfrec.serving.tensors import check_output_filter, decode_inputs, encode_outputs
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -67,9 +67,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Runs one signature of the resolved model version."""
 
         def body() -> predict_pb2.PredictResponse:
+            require_model_spec(request)
             servable = self.core.resolve(request.model_spec)
             signature = servable.signature(request.model_spec.signature_name)
-            inputs = decode_inputs(signature, request.inputs)
+            inputs = decode_inputs(signature, request.inputs, self.core.request_memory_budget)
+            check_output_filter(list(request.output_filter), list(signature.outputs))
             outputs = self.core.run(servable, signature, inputs)
             response = predict_pb2.PredictResponse(
                 model_spec=self.core.response_spec(servable, signature.name)
@@ -82,13 +84,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Returns the signature_def map of the resolved version."""
-        return _handle(
-            self.core,
-            "GetModelMetadata",
-            request.model_spec.name,
-            context,
-            lambda: self.core.metadata(request.model_spec, request.metadata_field),
-        )
+
+        def body() -> Any:
+            require_model_spec(request)
+            return self.core.metadata(request.model_spec, request.metadata_field)
+
+        return _handle(self.core, "GetModelMetadata", request.model_spec.name, context, body)
 
     def _unimplemented(self, api: str, request: Any, context: grpc.ServicerContext) -> Any:
         def body() -> Any:
@@ -128,13 +129,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Version states of a model (the health check)."""
-        return _handle(
-            self.core,
-            "GetModelStatus",
-            request.model_spec.name,
-            context,
-            lambda: self.core.status(request.model_spec),
-        )
+
+        def body() -> Any:
+            require_model_spec(request)
+            return self.core.status(request.model_spec)
+
+        return _handle(self.core, "GetModelStatus", request.model_spec.name, context, body)
 
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         """Replaces the served models with ``request.config.model_config_list``."""

@@ -9,10 +9,17 @@
 * unloading is availability-preserving: old versions stay until at least one
   wanted version is AVAILABLE, so a broken new version never takes a model
   down;
-* a version that fails to load is reported in status (state END with the
-  error) and retried on later polls up to ``max_load_attempts`` times;
+* a version that fails to load is retried like TF Serving does
+  (``--max_num_load_retries``, default 5 retries after the first attempt,
+  ``--load_retry_interval_micros`` apart, default 1 minute); it stays LOADING
+  while retries remain and ends END with the error. Beyond TF Serving: a
+  version that ran out of retries is tried again (with fresh retries) once its
+  folder's files change and then stay unchanged for one poll, so a copy that
+  completes late is still served without a restart;
 * requests resolve ``model_spec`` (name, version or version_label) to a
-  loaded :class:`~tfrec.serving.servable.Servable` or get NOT_FOUND.
+  loaded :class:`~tfrec.serving.servable.Servable` (TF Serving's statuses:
+  NOT_FOUND for a model or version that is not loaded, INVALID_ARGUMENT for an
+  unknown label).
 """
 
 from __future__ import annotations
@@ -20,13 +27,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tfrec.serving.errors import not_found
+from tfrec.serving.errors import invalid_argument, not_found
 from tfrec.serving.model_config import ModelEntry
 from tfrec.serving.servable import Servable
-from tfrec.serving.versions import list_versions, select_versions
+from tfrec.serving.versions import (
+    Fingerprint,
+    list_versions,
+    select_versions,
+    version_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +57,10 @@ class VersionRecord:
     error: str = ""
     attempts: int = 0
     servable: Servable | None = None
+    retry_at: float = 0.0  # time.monotonic() of the next retry (state LOADING)
+    failed_files: Fingerprint | None = None  # the folder's files at the last failure
+    seen_files: Fingerprint | None = None  # ... when last seen changing
+    seen_at: float = 0.0  # time.monotonic() of that
 
 
 LoadFn = Callable[[str, int, Path], Servable]
@@ -62,17 +79,24 @@ class ModelManager:
     Args:
         models: The models to serve.
         load_fn: Builds a servable from (name, version, path); raises on failure.
-        max_load_attempts: Load attempts per version before giving up.
+        max_num_load_retries: Retries after a version's first failed load
+            (TF Serving's flag, default 5; 0 = one attempt).
+        load_retry_interval_seconds: Wait between retries (TF Serving's
+            ``load_retry_interval_micros``, default 1 minute; < 0 = no wait).
     """
 
     def __init__(
         self,
         models: Sequence[ModelEntry],
         load_fn: LoadFn = load_servable,
-        max_load_attempts: int = 5,
+        max_num_load_retries: int = 5,
+        load_retry_interval_seconds: float = 60.0,
     ):
         self._load_fn = load_fn
-        self._max_attempts = max_load_attempts
+        self._max_attempts = 1 + max(0, max_num_load_retries)
+        self._retry_interval = max(0.0, load_retry_interval_seconds)
+        # How long changed files must stay unchanged before a retry (set by start()).
+        self._settle_seconds = 1.0
         self._lock = threading.Lock()  # guards _models/_records
         self._poll_lock = threading.Lock()  # one poll at a time
         self._models: dict[str, ModelEntry] = {}
@@ -98,8 +122,13 @@ class ModelManager:
 
     # ----------------------------------------------------------------------- polling
 
-    def poll(self) -> None:
-        """Scans every model's base_path once, loading and unloading versions."""
+    def poll(self, scan: bool = True) -> None:
+        """Scans every model's base_path once, loading and unloading versions.
+
+        Args:
+            scan: False only retries failed loads that are due, without
+                looking for new versions (``file_system_poll_wait_seconds=0``).
+        """
         with self._poll_lock:
             for name in list(self._records):
                 entry = self.models.get(name)
@@ -107,8 +136,12 @@ class ModelManager:
                     self._unload(name, set(self._records[name]))
                     with self._lock:
                         self._records.pop(name, None)
-                    continue
-                self._poll_model(entry)
+                elif scan:
+                    self._poll_model(entry)
+                else:
+                    for record in list(self._records[name].values()):
+                        if record.state == LOADING and self._load_due(record):
+                            self._load(name, record)
 
     def _poll_model(self, entry: ModelEntry) -> None:
         on_disk = list_versions(entry.base_path)
@@ -120,14 +153,36 @@ class ModelManager:
                 record = VersionRecord(version=version, path=on_disk[version])
                 with self._lock:
                     records[version] = record
-            if record.state == AVAILABLE or record.attempts >= self._max_attempts:
-                continue
-            self._load(entry.name, record)
+            if record.state != AVAILABLE and self._load_due(record):
+                self._load(entry.name, record)
+        for version, record in records.items():
+            if version not in wanted and record.state == LOADING:
+                record.state = END  # no longer wanted: drop its pending retries
         if not wanted and not on_disk:
             log.warning("model %s: no versions found under %s", entry.name, entry.base_path)
         if any(records[v].state == AVAILABLE for v in wanted):
             loaded = {v for v, r in records.items() if r.servable is not None}
             self._unload(entry.name, loaded - wanted)
+
+    def _load_due(self, record: VersionRecord) -> bool:
+        """Whether to (re)try loading a version that is not AVAILABLE now."""
+        if record.attempts == 0:
+            return True
+        files = version_fingerprint(record.path)
+        if files == record.failed_files:
+            return record.attempts < self._max_attempts and time.monotonic() >= record.retry_at
+        # Changed since the failed load (a copy in progress, or just completed):
+        # start over once the files stay unchanged for a settle period.
+        now = time.monotonic()
+        if files != record.seen_files:
+            record.seen_files, record.seen_at = files, now
+            record.retry_at = now + self._settle_seconds
+            return False
+        if now - record.seen_at < self._settle_seconds:
+            return False
+        log.info("version %d: %s changed since it failed to load", record.version, record.path)
+        record.attempts = 0
+        return True
 
     def _load(self, name: str, record: VersionRecord) -> None:
         record.state, record.attempts = LOADING, record.attempts + 1
@@ -135,20 +190,38 @@ class ModelManager:
         try:
             servable = self._load_fn(name, record.version, record.path)
         except Exception as err:  # any failure is reported in status, never fatal
-            record.state, record.error = END, f"{type(err).__name__}: {err}"
-            log.error(
-                "model %s: version %d failed to load (attempt %d/%d): %s",
+            self._failed(name, record, err)
+            return
+        with self._lock:
+            record.servable, record.state, record.error = servable, AVAILABLE, ""
+            record.attempts, record.failed_files = 0, None
+        log.info("model %s: version %d is AVAILABLE", name, record.version)
+
+    def _failed(self, name: str, record: VersionRecord, err: Exception) -> None:
+        record.error = f"{type(err).__name__}: {err}"
+        record.failed_files = record.seen_files = version_fingerprint(record.path)
+        record.seen_at = time.monotonic()
+        if record.attempts < self._max_attempts:  # like TF Serving: LOADING while retrying
+            record.retry_at = time.monotonic() + self._retry_interval
+            log.warning(
+                "model %s: version %d failed to load (attempt %d of %d), retrying in %.3g s: %s",
                 name,
                 record.version,
                 record.attempts,
                 self._max_attempts,
+                self._retry_interval,
                 err,
             )
             return
-        with self._lock:
-            record.servable, record.state, record.error = servable, AVAILABLE, ""
-            record.attempts = 0
-        log.info("model %s: version %d is AVAILABLE", name, record.version)
+        record.state = END
+        log.error(
+            "model %s: version %d failed to load after %d attempts; giving up until its "
+            "files change: %s",
+            name,
+            record.version,
+            record.attempts,
+            err,
+        )
 
     def _unload(self, name: str, versions: set[int]) -> None:
         for version in sorted(versions):
@@ -161,28 +234,54 @@ class ModelManager:
                 record.state = END
             log.info("model %s: unloaded version %d", name, version)
 
+    def _next_retry(self) -> float | None:
+        """The earliest pending retry time, or None."""
+        with self._lock:
+            times = [
+                r.retry_at
+                for records in self._records.values()
+                for r in records.values()
+                if r.state == LOADING and r.attempts
+            ]
+        return min(times, default=None)
+
     def start(self, poll_wait_seconds: float) -> None:
-        """Polls now, then every ``poll_wait_seconds`` in a daemon thread (0 = never again)."""
+        """Polls now, then every ``poll_wait_seconds`` in a daemon thread.
+
+        With ``poll_wait_seconds <= 0`` the folders are scanned once (TF
+        Serving's meaning of 0), but failed loads are still retried.
+        """
+        if poll_wait_seconds > 0:
+            self._settle_seconds = min(1.0, poll_wait_seconds)
         self.poll()
-        if poll_wait_seconds <= 0:
-            return
         self._stop.clear()
-
-        def loop() -> None:
-            while not self._stop.wait(poll_wait_seconds):
-                try:
-                    self.poll()
-                except Exception:  # keep polling whatever happens
-                    log.exception("version poll failed")
-
-        self._thread = threading.Thread(target=loop, name="tfrec-version-poller", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(poll_wait_seconds,), name="tfrec-version-poller", daemon=True
+        )
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stops the poll thread."""
+    def _loop(self, poll_wait_seconds: float) -> None:
+        scan_every = poll_wait_seconds if poll_wait_seconds > 0 else None
+        next_scan = time.monotonic() + scan_every if scan_every else None
+        while True:
+            due = [t for t in (next_scan, self._next_retry()) if t is not None]
+            timeout = min([*due, time.monotonic() + 1.0]) - time.monotonic()
+            if self._stop.wait(max(0.0, timeout)):
+                return
+            try:
+                if next_scan is not None and time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + scan_every
+                    self.poll()
+                else:
+                    self.poll(scan=False)
+            except Exception:  # keep polling whatever happens
+                log.exception("version poll failed")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops the poll thread, waiting at most ``timeout`` s for a load in progress."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=max(0.0, timeout))
             self._thread = None
 
     # -------------------------------------------------------------------- resolution
@@ -200,36 +299,40 @@ class ModelManager:
             AVAILABLE one.
 
         Raises:
-            ServingError: NOT_FOUND for an unknown model, label or version, or a
-                version that is not loaded.
+            ServingError: INVALID_ARGUMENT for an empty name or an unknown
+                label (checked first, as TF Serving does); NOT_FOUND for an
+                unknown model or a version that is not loaded.
         """
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             entry = self._models.get(name)
             records = self._records.get(name, {})
+            if version is None and label:
+                labels = entry.version_labels if entry is not None else {}
+                if label not in labels:
+                    raise invalid_argument(
+                        f"Unrecognized servable version label: {label} (model {name!r} has "
+                        f"labels {sorted(labels)})"
+                    )
+                version = labels[label]
+            request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
             if entry is None:
                 raise not_found(
-                    f"Servable not found for request: model {name!r} is not served "
+                    f"Servable not found for request: {request}: model {name!r} is not served "
                     f"(served models: {sorted(self._models)})"
                 )
-            if version is None and label:
-                if label not in entry.version_labels:
-                    raise not_found(
-                        f"Unrecognized servable version label: {label!r} for model {name!r} "
-                        f"(labels: {sorted(entry.version_labels)})"
-                    )
-                version = entry.version_labels[label]
             if version is None:
                 available = [r for r in records.values() if r.servable is not None]
                 if not available:
-                    raise not_found(f"Servable not found for request: Latest({name})")
+                    raise not_found(f"Servable not found for request: {request}")
                 return max(available, key=lambda r: r.version).servable  # type: ignore[return-value]
             record = records.get(version)
             if record is None or record.servable is None:
                 loaded = sorted(v for v, r in records.items() if r.servable is not None)
                 via = f" (label {label!r})" if label else ""
                 raise not_found(
-                    f"Servable not found for request: Specific({name}, {version}){via}; "
-                    f"available versions: {loaded}"
+                    f"Servable not found for request: {request}{via}; available versions: {loaded}"
                 )
             return record.servable
 
@@ -241,12 +344,12 @@ class ModelManager:
         """
         with self._lock:
             if name not in self._models:
-                raise not_found(f"Could not find any versions of model {name!r}")
+                raise not_found(f"Could not find any versions of model {name}")
             records = self._records.get(name, {})
             if version is not None:
                 if version not in records:
-                    raise not_found(f"Could not find version {version} of model {name!r}")
+                    raise not_found(f"Could not find version {version} of model {name}")
                 return [dataclasses.replace(records[version])]
             if not records:
-                raise not_found(f"Could not find any versions of model {name!r}")
+                raise not_found(f"Could not find any versions of model {name}")
             return [dataclasses.replace(r) for _, r in sorted(records.items(), reverse=True)]

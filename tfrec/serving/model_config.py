@@ -34,6 +34,10 @@ VersionPolicy = typing.Literal["latest", "specific", "all"]
 DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 MODELS_CONFIG_NAME = "models.config"
 BATCHING_CONFIG_NAME = "batching_parameters.txt"
+# TF Serving's splitting fields, read and written once config_protos declares them.
+_SPLITTING = {"enable_large_batch_splitting", "max_execution_batch_size"} <= set(
+    BatchingParameters.DESCRIPTOR.fields_by_name
+)
 MONITORING_CONFIG_NAME = "monitoring.config"
 
 
@@ -106,14 +110,21 @@ class BatchingConfig(JsonConfig):
     concurrent clients, with these 14.
 
     Args:
-        max_batch_size: Largest merged batch (sum of the requests' batch sizes).
+        max_batch_size: Largest request accepted (a bigger one gets
+            INVALID_ARGUMENT, as in TF Serving) and, without splitting, the
+            largest merged batch (sum of the requests' batch sizes).
         batch_timeout_micros: How long the first queued request waits for others.
         num_batch_threads: Threads running merged batches in parallel.
         max_enqueued_batches: Queue bound; beyond it requests get UNAVAILABLE.
         pad_variable_length_inputs: Pad differing non-batch dimensions (at the
             end, with ``""`` / 0) so such requests can be merged.
         allowed_batch_sizes: Optional increasing sizes a batch is padded up to
-            (the last must equal ``max_batch_size``); empty = no padding.
+            (the last must equal the largest executed batch); empty = no padding.
+        enable_large_batch_splitting: Split a request that does not fit the
+            open batch into pieces of at most ``max_execution_batch_size``
+            rows, run in separate batches and joined back.
+        max_execution_batch_size: With splitting, the largest merged batch
+            (0 = ``max_batch_size``, TF Serving's default).
     """
 
     max_batch_size: int = 32
@@ -122,6 +133,8 @@ class BatchingConfig(JsonConfig):
     max_enqueued_batches: int = 100
     pad_variable_length_inputs: bool = True
     allowed_batch_sizes: list[int] = dataclasses.field(default_factory=list)
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int = 0
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "num_batch_threads", "max_enqueued_batches"):
@@ -131,12 +144,24 @@ class BatchingConfig(JsonConfig):
             raise ValueError(
                 f"batching batch_timeout_micros={self.batch_timeout_micros}, expected >= 0"
             )
-        sizes = self.allowed_batch_sizes
-        if sizes and (sorted(set(sizes)) != sizes or sizes[-1] != self.max_batch_size):
+        if not 0 <= self.max_execution_batch_size <= self.max_batch_size:
+            raise ValueError(
+                f"batching max_execution_batch_size={self.max_execution_batch_size}: expected "
+                f"0 (= max_batch_size) to max_batch_size={self.max_batch_size}"
+            )
+        sizes, largest = self.allowed_batch_sizes, self.execution_batch_size
+        if sizes and (sorted(set(sizes)) != sizes or sizes[-1] != largest):
             raise ValueError(
                 f"batching allowed_batch_sizes={sizes}: expected strictly increasing sizes "
-                f"ending with max_batch_size={self.max_batch_size}"
+                f"ending with the largest executed batch {largest}"
             )
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The largest batch the model runs on."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size:
+            return self.max_execution_batch_size
+        return self.max_batch_size
 
 
 @dataclasses.dataclass
@@ -291,6 +316,10 @@ def batching_parameters_text(config: BatchingConfig) -> str:
     params.num_batch_threads.value = config.num_batch_threads
     params.allowed_batch_sizes.extend(config.allowed_batch_sizes)
     params.pad_variable_length_inputs = config.pad_variable_length_inputs
+    if config.enable_large_batch_splitting and _SPLITTING:
+        params.enable_large_batch_splitting.value = True
+        if config.max_execution_batch_size:
+            params.max_execution_batch_size.value = config.max_execution_batch_size
     return text_format.MessageToString(params)
 
 
@@ -317,6 +346,11 @@ def parse_batching_parameters(text: str, source: str = "<batching>") -> Batching
     }
     kwargs["pad_variable_length_inputs"] = params.pad_variable_length_inputs
     kwargs["allowed_batch_sizes"] = list(params.allowed_batch_sizes)
+    if _SPLITTING:
+        if params.HasField("enable_large_batch_splitting"):
+            kwargs["enable_large_batch_splitting"] = params.enable_large_batch_splitting.value
+        if params.HasField("max_execution_batch_size"):
+            kwargs["max_execution_batch_size"] = params.max_execution_batch_size.value
     try:
         return BatchingConfig(**kwargs)
     except ValueError as err:

@@ -13,7 +13,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from tfrec.export.warmup import WARMUP_PATH, read_warmup_records
-from tfrec.serving.errors import ServingError, not_found, status_code_from_int
+from tfrec.serving.errors import ServingError, failed_precondition, status_code_from_int
 from tfrec.serving.tensors import SignatureInfo, decode_inputs
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,14 @@ class Servable:
         """Returns the signature ``name`` ("" means ``serving_default``).
 
         Raises:
-            ServingError: NOT_FOUND for an unknown signature.
+            ServingError: FAILED_PRECONDITION for an unknown signature (TF
+                Serving's Predict status; its REST API answers 400 too).
         """
         key = name or DEFAULT_SIGNATURE
         if key not in self.signatures or key not in self._functions:
-            raise not_found(
-                f"Serving signature name: {key!r} not found in signature def of model "
-                f"{self.name!r} version {self.version}; available: {sorted(self.signatures)}"
+            raise failed_precondition(
+                f'Serving signature key "{key}" not found. Model {self.name!r} version '
+                f"{self.version} has {sorted(self.signatures)}"
             )
         return self.signatures[key]
 

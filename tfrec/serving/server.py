@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from concurrent import futures
 from pathlib import Path
 from types import FrameType
@@ -38,8 +39,13 @@ from tfrec.serving.model_config import (
     MonitoringSettings,
     load_model_config,
 )
+from tfrec.serving.rest_http import HttpLimits
+from tfrec.serving.tensors import DEFAULT_REQUEST_MEMORY_BYTES
 
 log = logging.getLogger(__name__)
+
+# Extra time stop() allows after the grace (gRPC's cancellations, the poller).
+_STOP_MARGIN_SECONDS = 0.5
 
 
 @dataclasses.dataclass
@@ -64,8 +70,19 @@ class ServerOptions(JsonConfig):
         model_config_file_poll_wait_seconds: Period of re-reading the
             ``--model_config_file`` (0 = never).
         monitoring: Prometheus endpoint on the REST port, or None.
-        shutdown_grace_seconds: How long in-flight requests may take on shutdown.
-        max_num_load_retries: Extra load attempts for a failing version.
+        shutdown_grace_seconds: How long in-flight requests may take on
+            shutdown; the whole shutdown (gRPC, REST, batcher) ends within it
+            plus a fraction of a second, and requests still running then are
+            abandoned (gRPC answers them CANCELLED/UNAVAILABLE).
+        max_num_load_retries: Retries after a version's first failed load
+            (TF Serving's flag and default, 5).
+        load_retry_interval_micros: Wait between those retries (TF Serving's
+            flag and default, 1 minute; < 0 = no wait).
+        request_memory_budget_bytes: Estimated input memory a request may
+            need (string elements count 32 bytes plus their length, numbers
+            their size); over it: RESOURCE_EXHAUSTED. 0 = no limit.
+        rest_limits: REST connection limits: header/body read timeouts, the
+            connection cap, body sizes (:class:`tfrec.serving.rest_http.HttpLimits`).
     """
 
     host: str = "127.0.0.1"
@@ -79,7 +96,10 @@ class ServerOptions(JsonConfig):
     model_config_file_poll_wait_seconds: float = 0.0
     monitoring: MonitoringSettings | None = None
     shutdown_grace_seconds: float = 30.0
-    max_num_load_retries: int = 4
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    request_memory_budget_bytes: int = DEFAULT_REQUEST_MEMORY_BYTES
+    rest_limits: HttpLimits = dataclasses.field(default_factory=HttpLimits)
 
     def __post_init__(self) -> None:
         for name in ("port", "rest_api_port"):
@@ -90,6 +110,9 @@ class ServerOptions(JsonConfig):
                 f"grpc_max_threads={self.grpc_max_threads}, grpc_max_message_bytes="
                 f"{self.grpc_max_message_bytes}: expected >= 1"
             )
+        for name in ("shutdown_grace_seconds", "max_num_load_retries"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: expected >= 0")
 
 
 def configure_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
@@ -129,7 +152,10 @@ class ModelServer:
         if not models:
             raise ValueError("ModelServer: give models or a model_config_file")
         self.manager = ModelManager(
-            models, load_fn=load_fn, max_load_attempts=1 + self.options.max_num_load_retries
+            models,
+            load_fn=load_fn,
+            max_num_load_retries=self.options.max_num_load_retries,
+            load_retry_interval_seconds=self.options.load_retry_interval_micros / 1e6,
         )
         self.metrics = Metrics()
         self.batcher: BatchScheduler | None = None
@@ -141,6 +167,7 @@ class ModelServer:
         self._stopping = False
         self.port = 0
         self.rest_port = 0
+        self.abandoned_requests = 0  # in flight when the shutdown grace ran out
 
     def start(self) -> ModelServer:
         """Loads the models, then starts the gRPC (and REST) endpoints.
@@ -162,7 +189,9 @@ class ModelServer:
                 opts.grpc_max_threads,
                 full,
             )
-        self.core = ServingCore(self.manager, self.batcher, self.metrics)
+        self.core = ServingCore(
+            self.manager, self.batcher, self.metrics, opts.request_memory_budget_bytes
+        )
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(opts.grpc_max_threads, thread_name_prefix="tfrec-grpc"),
             options=[
@@ -189,7 +218,9 @@ class ModelServer:
         if opts.rest_api_port:
             from tfrec.serving.rest import RestServer  # noqa: PLC0415
 
-            self._rest = RestServer(self.core, opts.host, opts.rest_api_port, opts.monitoring)
+            self._rest = RestServer(
+                self.core, opts.host, opts.rest_api_port, opts.monitoring, limits=opts.rest_limits
+            )
             self._rest.start()
             self.rest_port = self._rest.port
         if self._config_file is not None and opts.model_config_file_poll_wait_seconds > 0:
@@ -218,7 +249,12 @@ class ModelServer:
                 log.error("cannot reload %s, keeping the current models: %s", path, err)
 
     def stop(self, grace: float | None = None) -> None:
-        """Stops accepting requests, finishes in-flight ones, then releases everything.
+        """Stops accepting requests, lets in-flight ones finish, then releases everything.
+
+        Everything ends within ``grace`` plus a fraction of a second: requests
+        finishing within the grace are answered; gRPC cancels the others, the
+        batcher fails them with UNAVAILABLE, and their count is kept in
+        :attr:`abandoned_requests` (their threads may still be running).
 
         Args:
             grace: Seconds in-flight requests may still take (default
@@ -229,16 +265,34 @@ class ModelServer:
                 self._stopped.wait()
                 return
             self._stopping = True
-        grace = self.options.shutdown_grace_seconds if grace is None else grace
+        grace = self.options.shutdown_grace_seconds if grace is None else max(0.0, grace)
+        deadline = time.monotonic() + grace
+        final = deadline + _STOP_MARGIN_SECONDS
+
+        def left(until: float) -> float:
+            return max(0.0, until - time.monotonic())
+
         log.info("shutting down (grace %.1f s)", grace)
-        done = self._grpc.stop(grace) if self._grpc is not None else None
-        if self._rest is not None:
-            self._rest.stop()
+        if self.core is not None:
+            self.core.close()  # new work (e.g. on open REST connections): UNAVAILABLE
         if self.batcher is not None:
-            self.batcher.stop()  # runs what is queued right away
+            self.batcher.flush()  # queued requests run now, in-flight ones may still enqueue
+        done = self._grpc.stop(grace) if self._grpc is not None else None
+        rest = None
+        if self._rest is not None:  # stops accepting, then waits for its requests
+            rest = threading.Thread(target=self._rest.stop, args=(grace,), daemon=True)
+            rest.start()
+        late = self.core.wait_idle(deadline) if self.core is not None else 0
+        if self.batcher is not None:  # fails whatever is still unanswered
+            late = max(late, self.batcher.stop(timeout=left(deadline)))
+        if rest is not None:
+            rest.join(left(final))
         if done is not None:
-            done.wait()
-        self.manager.stop()
+            done.wait(left(final))
+        self.manager.stop(timeout=left(final))
+        self.abandoned_requests = late
+        if late:
+            log.warning("%d requests outlasted the %.1f s shutdown grace", late, grace)
         self._stopped.set()
         log.info("server stopped")
 

@@ -62,3 +62,32 @@ def select_versions(
     if policy == "all":
         return found
     raise ValueError(f"version policy {policy!r}: expected 'latest', 'specific' or 'all'")
+
+
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def version_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
+    """What a version folder holds: (relative path, size, mtime in ns) of every file.
+
+    Two equal fingerprints mean nothing was added, removed or rewritten in
+    between (at the file system's timestamp resolution). Used to retry a
+    version that failed to load once its files change, e.g. a slow copy that
+    completed after the load retries ran out.
+
+    Args:
+        path: A version folder.
+
+    Returns:
+        The sorted file entries (empty if the folder is gone).
+    """
+    entries = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except OSError:  # removed while walking
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
