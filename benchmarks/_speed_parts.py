@@ -177,9 +177,10 @@ def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]
     import tensorflow as tf
 
     import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow)
-    from tfrec.data.pipeline import make_dataset
+    from tfrec.data.tfdata import make_dataset
     from tfrec.data.vocab import IdVocabulary
-    from tfrec.models.retrieval import TwoTowerModel, make_optimizer
+    from tfrec.models.retrieval import TwoTowerModel
+    from tfrec.training.optimizers import make_optimizer
 
     s = settings
     with _report.Timer() as build:

@@ -116,7 +116,8 @@ def run_fold(split: Any, config: Any, model_dir: Path | None = None) -> dict[str
         model_dir: Where to save the trained ranker (None = not saved).
     """
     from tfrec.data.vocab import build_vocabularies
-    from tfrec.training.ranking import evaluate_ranker, train_ranker
+    from tfrec.evaluation.ranker import evaluate_ranker
+    from tfrec.training.ranking import train_ranker
 
     # Vocabularies from the base file + the u.item catalogue (never the test ratings).
     user_vocab, item_vocab = build_vocabularies(split.train)

@@ -11,7 +11,7 @@ requests (``C`` candidates per request, batch ``B`` requests per call):
   (no event signals: the signature has none).
 * ``in_memory``: the Keras model called in a ``tf.function`` on integer
   features with the event signals (``history_rating``, ``history_log_dt``), as
-  :func:`tfrec.training.ranking.predict_scores` does in offline evaluation.
+  :func:`tfrec.evaluation.ranker.predict_scores` does in offline evaluation.
 
 Requests are real users of the data (their most recent ``max_history`` items)
 with ``C`` uniformly drawn catalogue items (seeded). Each variant is warmed up
@@ -115,13 +115,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     from tfrec.export.ranking import export_ranking
-    from tfrec.training.ranking import load_ranker
+    from tfrec.training.ranking import RankingExperiment
 
     if args.ranker:
         from benchmarks.ranking_rating import movielens_folds, synthetic_folds
         from tfrec.data.download import resolve_data_dir
 
-        trained = load_ranker(args.ranker)
+        trained = RankingExperiment.from_dir(args.ranker).trained
         split = (
             synthetic_folds(1)[0][1]
             if args.quick
@@ -224,7 +224,9 @@ def render_markdown(results: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parses the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ranker", help="saved ranker directory (save_ranker); else trained")
+    parser.add_argument(
+        "--ranker", help="a saved ranking run (ranking_rating.py --model-dir DIR/u1); else trained"
+    )
     parser.add_argument("--data-dir", help="folder holding ml-100k/ (default $TFREC_DATA_DIR)")
     parser.add_argument("--train-epochs", type=int, default=1, help="epochs without --ranker")
     parser.add_argument("--candidates", type=int, default=100, help="C per request")

@@ -19,7 +19,7 @@ peak RSS is its own:
 * ``tfrec``: :class:`tfrec.models.retrieval.TwoTowerModel` in ID-only mode
   (``encoder="none"``: user embedding query, no history; item-id candidate
   tower, no features) on integer (user, target) indices, trained with
-  ``tfrec.data.pipeline.make_dataset``; everything it sets is a
+  ``tfrec.data.tfdata.make_dataset``; everything it sets is a
   ``RetrievalConfig`` field (``--set`` overrides them). Defaults: full-catalogue
   softmax (cheaper per example than an in-batch softmax over thousands of
   examples when the catalogue has 1.7k items, and more accurate here), Adam
@@ -275,7 +275,7 @@ DEFINITIONS = """\
   with `FactorizedTopK(movies.batch(128).map(movie_model))` computed during training
   as in the tutorial, Adagrad(0.1), `train.shuffle(100_000).batch(8192).cache()`,
   3 epochs, `evaluate(test.batch(4096).cache())`.
-- tfrec: `TwoTowerModel` on integer indices via `tfrec.data.pipeline.make_dataset`,
+- tfrec: `TwoTowerModel` on integer indices via `tfrec.data.tfdata.make_dataset`,
   no per-step metrics. ID-only mode (`encoder="none"`): the query is the user
   embedding alone, examples are (user, target) pairs without a history, and the
   score is u.v (matrix factorisation).

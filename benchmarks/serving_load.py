@@ -127,7 +127,8 @@ def build_export(base_dir: Path, s: Settings, warmup: list[dict[str, np.ndarray]
     from tfrec.data.vocab import IdVocabulary
     from tfrec.export.retrieval import export_retrieval
     from tfrec.export.warmup import build_warmup_records
-    from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, make_optimizer
+    from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+    from tfrec.training.optimizers import make_optimizer
 
     users, items = synthetic_ids(s)
     item_vocab, user_vocab = IdVocabulary(items, "item"), IdVocabulary(users, "user")

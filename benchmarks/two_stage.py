@@ -12,8 +12,8 @@ trained only on the examples whose true item retrieval did find:
 vocabularies. The score-fusion weight (final score = ranker + w * retrieval
 score over the retrieved top N), one of ``RankingExperimentConfig.fusion_weights``
 unless ``--weights`` says otherwise, is tuned on the validation part
-(:func:`tfrec.training.two_stage.tune_retrieval_weight`, never on test). Test metrics come from
-:func:`tfrec.training.two_stage.evaluate_two_stage`: both rank the whole
+(:func:`tfrec.evaluation.two_stage.tune_retrieval_weight`, never on test). Test metrics come from
+:func:`tfrec.evaluation.two_stage.evaluate_two_stage`: both rank the whole
 catalogue minus the user's history for the same queries; a true item outside
 the retrieved N is a miss for the two-stage ranking.
 
@@ -74,10 +74,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 1, stage 2, fusion-weight tuning and the test comparison."""
     import dataclasses
 
+    from tfrec.evaluation.ranker import evaluate_ranker
+    from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
     from tfrec.models.two_stage import RetrievalScorer
-    from tfrec.training.pipeline import RankingExperimentConfig
-    from tfrec.training.ranking import evaluate_ranker, train_ranker
-    from tfrec.training.two_stage import evaluate_two_stage, tune_retrieval_weight
+    from tfrec.training.ranking import train_ranker
+    from tfrec.training.ranking_config import RankingExperimentConfig
 
     dataset = "synthetic" if args.quick else args.dataset
     kwargs = {} if args.quick else {"data_dir": args.data_dir}

@@ -33,7 +33,8 @@ import tf_keras as keras
 from tfrec.data.interactions import Interactions
 from tfrec.data.vocab import IdVocabulary
 from tfrec.export.retrieval import export_retrieval
-from tfrec.models.retrieval import TwoTowerModel, make_optimizer
+from tfrec.models.retrieval import TwoTowerModel
+from tfrec.training.optimizers import make_optimizer
 
 
 def _numpy_outputs(outputs: Any) -> list[np.ndarray]:

@@ -32,12 +32,13 @@ def _valid_ndcg10_from_saved_models(run_dir: Path, weights: list[float]) -> dict
     query (seen items removed); with one relevant item, NDCG@10 = 1 / log2(rank + 2)
     when its 0-based rank is below 10, else 0.
     """
+    from tfrec.evaluation.ranker import evaluation_examples
     from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-    from tfrec.training.ranking import evaluation_examples, load_ranker
+    from tfrec.training.ranking import RankingExperiment
     from tfrec.training.retrieval import RetrievalExperiment
 
     retrieval = RetrievalExperiment.from_dir(run_dir / "retrieval")
-    trained = load_ranker(run_dir / "ranking")
+    trained = RankingExperiment.from_dir(run_dir / "ranking").trained
     scorer = RetrievalScorer(retrieval.model)
     length = max(trained.config.max_history, scorer.max_history)
     examples = evaluation_examples(trained, retrieval.split, max_history=length, part="valid")
@@ -73,8 +74,8 @@ def test_pipeline_picks_the_fusion_weight_on_validation_and_ships_it(pipeline_ru
     assert tried[best] == max(tried.values())
     assert all(value < tried[best] for w, value in tried.items() if w < best)
     # the saved ranker config carries it, so evaluate/export use the same fusion
-    saved = json.loads((pipeline_run / "ranking" / "ranking_config.json").read_text())
-    assert saved["retrieval_weight"] == best
+    saved = json.loads((pipeline_run / "ranking" / "config.json").read_text())
+    assert saved["kind"] == "ranking" and saved["ranking"]["retrieval_weight"] == best
     exported = json.loads(
         next(
             (pipeline_run / "export" / "recommender").glob("*/assets.extra/tfrec_config.json")
@@ -130,7 +131,7 @@ def test_ranking_only_run_on_ratings_reports_rmse(tmp_path):
 
 
 def test_fusion_weights_flag_is_parsed_with_located_errors():
-    from tfrec.cli.train_ranking import parse_weights
+    from tfrec.cli.common import parse_weights
 
     assert parse_weights("0, 1,2.5") == [0.0, 1.0, 2.5]
     assert parse_weights("none") == []
@@ -138,3 +139,37 @@ def test_fusion_weights_flag_is_parsed_with_located_errors():
         parse_weights("1,x")
     with pytest.raises(ValueError, match="negative"):
         parse_weights("-1")
+
+
+def test_load_experiment_reproduces_the_pipeline_metrics(pipeline_run, tmp_path):
+    import tfrec
+
+    saved = json.loads((pipeline_run / "metrics.json").read_text())
+    experiment = tfrec.load_experiment(pipeline_run)
+    assert experiment.kind == "pipeline" and experiment.metrics == saved
+    # the sub-runs are complete runs of their own kinds
+    assert tfrec.load_experiment(pipeline_run / "retrieval").kind == "retrieval"
+    assert tfrec.load_experiment(pipeline_run / "ranking").kind == "ranking"
+    metrics = experiment.evaluate()
+    tests = {k: v for k, v in saved.items() if k.startswith("test")}
+    assert {"test_ranker/auc", "test_retrieval/ndcg@10", "test_two_stage/ndcg@10"} <= set(tests)
+    assert {k: metrics[k] for k in tests} == pytest.approx(tests, abs=1e-4)
+
+
+def test_evaluate_a_pipeline_with_both_masks(pipeline_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(pipeline_run, run)  # evaluate merges into metrics.json
+    saved = json.loads((run / "metrics.json").read_text())
+    assert main(["evaluate", "--model-dir", str(run), "--eval-mask", "both"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    for stage in ("test_retrieval", "test_two_stage"):
+        # the masked report is the saved one; the unmasked one is added, same 300 users
+        assert printed[f"{stage}/ndcg@10"] == pytest.approx(saved[f"{stage}/ndcg@10"], abs=1e-4)
+        assert printed[f"{stage}_unmasked/users"] == 300
+        assert printed[f"{stage}_unmasked/masked_target_users"] == 0.0
+    merged = json.loads((run / "metrics.json").read_text())
+    assert merged["test_two_stage_unmasked/ndcg@10"] == pytest.approx(
+        printed["test_two_stage_unmasked/ndcg@10"], abs=1e-4
+    )  # printed values are rounded

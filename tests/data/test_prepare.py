@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tfrec.data.config import DataConfig
-from tfrec.data.pipeline import PrepareConfig, load_prepared, prepare, tfrecord_dataset
+from tfrec.data.preparation import PrepareConfig, load_prepared, prepare
 from tfrec.data.synthetic import make_synthetic
+from tfrec.data.tfdata import tfrecord_dataset
 from tfrec.data.vocab import IdVocabulary
 
 

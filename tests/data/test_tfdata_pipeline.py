@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrec.data.pipeline import make_dataset, read_spec, tfrecord_dataset, write_tfrecords
+from tfrec.data.tfdata import make_dataset, read_spec, tfrecord_dataset, write_tfrecords
 
 
 def features(n: int = 7) -> dict[str, np.ndarray]:

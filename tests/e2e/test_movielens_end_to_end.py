@@ -44,7 +44,7 @@ def test_protocol_and_metrics_are_sane(experiment):
 
 
 def test_export_reloads_in_a_fresh_process_with_identical_top_k(experiment, tmp_path):
-    path = experiment.export(tmp_path / "serving")
+    [path] = experiment.export(tmp_path / "serving")
     assert path.name == "1" and (path / "saved_model.pb").is_file()
     assert json.loads((path / "assets.extra" / "tfrec_config.json").read_text())["kind"] == (
         "retrieval"

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tfrec.evaluation import evaluate_full_ranking, ranking_metrics, sampled_ranking_metrics
-from tfrec.training.experiment import EVAL_MASKS, EvalConfig
+from tfrec.evaluation.config import EVAL_MASKS, EvalConfig
 
 LOG2_3 = math.log2(3)
 
@@ -152,15 +152,17 @@ def _parse(command: str, argv: list[str]) -> argparse.Namespace:
 
 
 def test_cli_eval_mask_choices_match_the_config_and_are_saved() -> None:
+    from tfrec.cli.common import EVAL_MASK_CHOICES
     from tfrec.cli.evaluate import _eval_mask
-    from tfrec.cli.train import EVAL_MASK_CHOICES, _retrieval_config
+    from tfrec.cli.train import experiment_config
 
     assert EVAL_MASK_CHOICES == EVAL_MASKS
     args = _parse("train", ["--dataset", "synthetic", "--output-dir", "x", "--eval-mask", "none"])
-    config = _retrieval_config(args)
+    kind, config = experiment_config(args)
+    assert kind == "retrieval"
     assert config.evaluation.mask == "none"
     assert '"mask": "none"' in config.to_json()  # saved with the run's config.json
-    preset = _retrieval_config(_parse("train", ["--dataset", "beauty", "--output-dir", "x"]))
+    _, preset = experiment_config(_parse("train", ["--dataset", "beauty", "--output-dir", "x"]))
     assert preset.evaluation.mask == "both"  # the beauty preset reports both
     with pytest.raises(SystemExit):
         _parse("train", ["--dataset", "synthetic", "--output-dir", "x", "--eval-mask", "all"])
@@ -237,12 +239,14 @@ def test_experiment_reports_every_user_under_the_mode_keys(mask, expected_hr10) 
 def test_two_stage_counts_the_repeat_as_a_miss() -> None:
     from testing_utils import successor_walks
 
+    from tfrec.data.interactions import concat_interactions
     from tfrec.data.splits import Split, leave_one_out
+    from tfrec.data.vocab import build_vocabularies
+    from tfrec.evaluation.two_stage import evaluate_two_stage
     from tfrec.models.ranking import RankingConfig
     from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
     from tfrec.models.two_stage import RetrievalScorer
-    from tfrec.training.ranking import build_vocabularies, train_ranker
-    from tfrec.training.two_stage import evaluate_two_stage
+    from tfrec.training.ranking import train_ranker
 
     base = leave_one_out(successor_walks(num_users=6))
     # Each user walked all 8 items: train + valid hold 7, the test item is the 8th. u0's
@@ -252,7 +256,7 @@ def test_two_stage_counts_the_repeat_as_a_miss() -> None:
     frame.loc[frame["user_id"] == "u0", "item_id"] = first["u0"]
     test = _interactions(list(frame[["user_id", "item_id", "timestamp"]].itertuples(index=False)))
     split = Split(train=base.train, valid=base.valid, test=test, protocol="crafted")
-    users, items = build_vocabularies(split)
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     ranking = RankingConfig(
         objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
         max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, num_candidates=4,

@@ -12,13 +12,14 @@ import pytest
 import tensorflow as tf
 from testing_utils import fit_one_step, tiny_batch, tiny_vocabs
 
-from tfrec.data.interactions import Interactions
+from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
+from tfrec.data.vocab import build_vocabularies
 from tfrec.export.ranking import export_ranking, export_recommender
 from tfrec.export.retrieval import export_retrieval
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
-from tfrec.training.ranking import build_vocabularies, train_ranker
+from tfrec.training.ranking import train_ranker
 
 USERS = ["u1", "nobody"]  # a known user and an unknown one (OOV row of the user embedding)
 
@@ -99,7 +100,7 @@ def _interactions() -> Interactions:
 def ranking(request, tmp_path_factory):
     """Exported ranking and combined recommender models (ranker interaction per param)."""
     split = leave_one_out(_interactions())
-    users, items = build_vocabularies(split)
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     config = RankingConfig(
         objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
         max_history=3, num_negatives=2, eval_negatives=3, num_candidates=4,

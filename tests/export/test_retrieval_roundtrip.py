@@ -9,8 +9,8 @@ import pytest
 import tf_keras as keras
 from testing_utils import NUM_ITEMS, check_in_fresh_process, model_test, tiny_vocabs
 
+from tfrec.data.item_features import ItemFeatureTables
 from tfrec.layers.encoders import ENCODERS
-from tfrec.layers.towers import ItemFeatureTables
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 
 

@@ -5,15 +5,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from tfrec.data.item_features import build_item_feature_tables
 from tfrec.data.vocab import IdVocabulary
 from tfrec.layers.encoders import MeanEncoder, get_encoder
-from tfrec.layers.towers import (
-    ItemTower,
-    QueryTower,
-    build_item_feature_tables,
-    compact_history,
-    trim_leading_padding,
-)
+from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 
 
 def _catalogue():

@@ -17,7 +17,8 @@ from testing_utils import (
 )
 
 from tfrec.layers.user_tower import UserQueryTower
-from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, make_optimizer
+from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.training.optimizers import make_optimizer
 
 
 def _config(**kwargs) -> RetrievalConfig:

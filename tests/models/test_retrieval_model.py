@@ -5,13 +5,9 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.layers.towers import ItemFeatureTables
-from tfrec.models.retrieval import (
-    RetrievalConfig,
-    TwoTowerModel,
-    item_log_probabilities,
-    make_optimizer,
-)
+from tfrec.data.item_features import ItemFeatureTables
+from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, item_log_probabilities
+from tfrec.training.optimizers import make_optimizer
 
 
 def test_config_json_round_trip():

@@ -128,8 +128,8 @@ def test_bad_arguments_name_the_problem():
 
 
 def test_hard_fraction_mixes_pool_and_uniform_negatives():
+    from tfrec.data.ranking_lists import draw_negatives
     from tfrec.models.ranking import RankingConfig
-    from tfrec.training.ranking_data import draw_negatives
 
     # 4 negatives, hard_fraction 0.5: columns 0-1 come from the pool {8, 9},
     # columns 2-3 are uniform over the known items except the positive 2.

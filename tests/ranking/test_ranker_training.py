@@ -6,20 +6,15 @@ import pytest
 import tensorflow as tf
 from testing_utils import NUM_ITEMS, successor_walks
 
-from tfrec.data.interactions import Interactions
+from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
+from tfrec.data.vocab import build_vocabularies
+from tfrec.evaluation.ranker import evaluate_ranker, evaluation_examples, predict_scores
+from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-from tfrec.training.ranking import (
-    build_vocabularies,
-    evaluate_ranker,
-    evaluation_examples,
-    load_ranker,
-    predict_scores,
-    train_ranker,
-)
-from tfrec.training.two_stage import evaluate_two_stage, tune_retrieval_weight
+from tfrec.training.ranking import RankingExperiment, train_ranker
 
 
 def _tiny(objective: str, **overrides) -> RankingConfig:
@@ -70,7 +65,7 @@ def test_rating_learns_user_taste(tmp_path):
     assert trained.history["val_rmse"][0] > min(trained.history["val_rmse"])  # it improved
 
     # Save/load round trip: same predictions from the reloaded model.
-    reloaded = load_ranker(tmp_path / "ranker")
+    reloaded = RankingExperiment.from_dir(tmp_path / "ranker").trained
     assert reloaded.config == trained.config
     assert reloaded.item_vocab.tokens == trained.item_vocab.tokens
     features = evaluation_examples(trained, split).features()
@@ -130,7 +125,7 @@ def _check_fusion_weight_tuning(trained, scorer, split, num_items: int) -> None:
 @pytest.mark.slow
 def test_two_stage_score_matrix_ranks_retrieved_items_first():
     split = leave_one_out(successor_walks(num_users=6))
-    users, items = build_vocabularies(split)
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     trained = train_ranker(split, _tiny("next_item", epochs=1), user_vocab=users, item_vocab=items)
     tf.keras.utils.set_random_seed(1)
     retrieval = TwoTowerModel(

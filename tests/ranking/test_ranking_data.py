@@ -5,12 +5,12 @@ import pytest
 import tensorflow as tf
 from testing_utils import successor_walks
 
+from tfrec.data.interactions import concat_interactions
 from tfrec.data.ranking_examples import build_ranking_examples
+from tfrec.data.ranking_lists import ranker_datasets, split_validation
 from tfrec.data.splits import leave_one_out
-from tfrec.data.vocab import NUM_RESERVED
+from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
 from tfrec.models.ranking import RankerDataSpec, RankingConfig
-from tfrec.training.ranking import build_vocabularies
-from tfrec.training.ranking_data import ranker_datasets, split_validation
 
 
 class _IndexScorer:
@@ -29,7 +29,7 @@ class _IndexScorer:
 
 def test_split_validation_holds_out_each_users_latest_examples():
     data = successor_walks(num_users=40, length=21)  # 20 examples per user (positions 1..20)
-    users, items = build_vocabularies(leave_one_out(data))
+    users, items = build_vocabularies(concat_interactions(*leave_one_out(data).parts().values()))
     examples = build_ranking_examples(data, users, items, max_history=4, min_history=1)
     train, valid = split_validation(examples, fraction=0.25, seed=3)
     assert len(train) + len(valid) == len(examples) == 40 * 20
@@ -54,7 +54,7 @@ def test_split_validation_holds_out_each_users_latest_examples():
 def test_retrieved_only_keeps_lists_with_the_true_item_retrieved(retrieved_only):
     data = successor_walks(num_users=30, length=6)
     split = leave_one_out(data)
-    users, items = build_vocabularies(split)
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     train = build_ranking_examples(split.train, users, items, max_history=4, min_history=1)
     valid = build_ranking_examples(split.valid, users, items, max_history=4, context=split.train)
     spec = RankerDataSpec(num_users=users.size, num_items=items.size)

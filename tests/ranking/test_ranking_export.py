@@ -12,14 +12,15 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from tfrec.data.interactions import Interactions
+from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
-from tfrec.data.vocab import IdVocabulary
+from tfrec.data.vocab import IdVocabulary, build_vocabularies
 from tfrec.export.ranking import export_ranking, export_recommender
+from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-from tfrec.training.ranking import TrainedRanker, build_vocabularies, train_ranker
+from tfrec.training.ranking import train_ranker
 
 NUM_CANDIDATES = 4
 
@@ -54,7 +55,8 @@ def _data() -> Interactions:
 @pytest.fixture(scope="module")
 def models() -> tuple[TrainedRanker, TwoTowerModel, IdVocabulary]:
     split = leave_one_out(_data())
-    users, items = build_vocabularies(split)  # 8 users, 10 item indices
+    # 8 users, 10 item indices
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     config = RankingConfig(
         objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
         max_history=3, num_negatives=2, eval_negatives=3, num_candidates=NUM_CANDIDATES,

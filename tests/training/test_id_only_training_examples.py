@@ -11,7 +11,7 @@ import tf_keras as keras
 
 from tfrec.data.config import DataConfig
 from tfrec.data.interactions import Interactions
-from tfrec.data.pipeline import PrepareConfig, prepare
+from tfrec.data.preparation import PrepareConfig, prepare
 from tfrec.data.splits import Split
 from tfrec.models.retrieval import RetrievalConfig
 from tfrec.training.retrieval import RetrievalExperiment, RetrievalExperimentConfig

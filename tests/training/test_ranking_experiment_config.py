@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tfrec.training.pipeline import RankingExperimentConfig
+from tfrec.training.ranking_config import RankingExperimentConfig
 
 
 def test_pipeline_preset_round_trips_through_json(tmp_path):

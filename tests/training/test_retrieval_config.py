@@ -1,4 +1,4 @@
-"""Experiment config and evaluation-query construction (no training)."""
+"""Retrieval experiment config, vocabularies and evaluation-query construction (no training)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfrec.data.interactions import Interactions
-from tfrec.data.vocab import IdVocabulary
-from tfrec.training.experiment import (
-    DataConfig,
-    EvalConfig,
-    build_vocabularies,
-    concat_parts,
-    eval_queries,
-)
-from tfrec.training.retrieval import PRESETS, RetrievalExperimentConfig
+from tfrec.data.config import DataConfig
+from tfrec.data.interactions import Interactions, concat_interactions
+from tfrec.data.queries import eval_queries
+from tfrec.data.vocab import IdVocabulary, build_vocabularies
+from tfrec.evaluation.config import EvalConfig
+from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
 
 
 def _log(rows: list[tuple[str, str, int]], items: pd.DataFrame | None = None) -> Interactions:
@@ -74,10 +70,10 @@ def test_eval_queries_use_context_history_and_mask_seen_items():
     assert [s.tolist() for s in q.seen] == [[2, 3, 4], []]
 
 
-def test_concat_parts_is_chronological_per_user():
+def test_concat_interactions_is_chronological_per_user():
     a = _log([("u1", "x", 5)])
     b = _log([("u1", "y", 1)])
-    merged = concat_parts(a, None, b)
+    merged = concat_interactions(a, None, b)
     assert merged.frame["item_id"].tolist() == ["y", "x"]
 
 

@@ -1,4 +1,5 @@
 import importlib.util
+import json
 import logging
 
 import numpy as np
@@ -9,10 +10,11 @@ import tf_keras as keras
 from tfrec.training.callbacks import (
     MetricEarlyStopping,
     ProgressLogger,
-    make_checkpoint_callback,
+    build_callbacks,
     make_tensorboard_callback,
-    output_callbacks,
 )
+from tfrec.training.checkpoints import RunCheckpoint, TrainingState
+from tfrec.training.experiment import RunLayout
 from tfrec.training.strategy import configure_precision, get_strategy
 
 
@@ -28,7 +30,7 @@ def _data():
 
 
 def test_get_strategy_on_cpu_is_default(caplog):
-    caplog.set_level(logging.INFO, logger="tfrec.training.strategy")
+    caplog.set_level(logging.DEBUG, logger="tfrec.training.strategy")  # a DEBUG line
     strategy = get_strategy()
     assert strategy.num_replicas_in_sync == 1
     assert "default strategy on CPU" in caplog.text
@@ -89,24 +91,60 @@ def test_progress_logger(caplog):
     assert len(progress.epoch_seconds) == 2
 
 
-def test_checkpoint_callbacks(tmp_path):
+def _assert_weights_equal(actual, expected) -> None:
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_build_callbacks_keeps_the_best_and_the_last_epoch(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # no TensorBoard
     model = _tiny_model()
-    values = iter([0.1, 0.3, 0.2])
-    stopper = MetricEarlyStopping(lambda: {"ndcg@10": next(values)}, patience=5)
-    best = make_checkpoint_callback(tmp_path, monitor="val_ndcg@10")
-    model.fit(_data(), epochs=3, verbose=0, callbacks=[stopper, best])
-    # Only the best epoch (2) was saved: loading it gives the weights MetricEarlyStopping kept.
-    clone = _tiny_model()
-    clone.load_weights(str(tmp_path / "checkpoints" / "best"))
-    for loaded, kept in zip(clone.get_weights(), stopper._best_weights, strict=True):
-        np.testing.assert_array_equal(loaded, kept)
-    callbacks = output_callbacks(tmp_path / "b")
-    assert isinstance(callbacks[0], keras.callbacks.ModelCheckpoint)
-    model.fit(_data(), epochs=2, verbose=0, callbacks=callbacks)
-    clone = _tiny_model()
-    clone.load_weights(str(tmp_path / "b" / "checkpoints" / "last"))
-    for loaded, final in zip(clone.get_weights(), model.get_weights(), strict=True):
-        np.testing.assert_array_equal(loaded, final)
+    values = iter([0.1, 0.3, 0.2])  # ndcg@10 per epoch: epoch 2 is the best
+    snapshots = []
+
+    def evaluate():
+        snapshots.append(model.get_weights())  # the weights at the end of each epoch
+        return {"ndcg@10": next(values)}
+
+    callbacks = build_callbacks(evaluate, monitor="ndcg@10", patience=5, output_dir=tmp_path)
+    assert [type(c) for c in callbacks] == [MetricEarlyStopping, ProgressLogger, RunCheckpoint]
+    model.fit(_data(), epochs=3, verbose=0, callbacks=callbacks)
+    layout = RunLayout(tmp_path)
+    _assert_weights_equal(model.get_weights(), snapshots[1])  # best epoch restored
+    best, last = _tiny_model(), _tiny_model()
+    best.load_weights(str(layout.weights))
+    last.load_weights(str(layout.checkpoint))
+    _assert_weights_equal(best.get_weights(), snapshots[1])
+    _assert_weights_equal(last.get_weights(), snapshots[2])
+    assert not np.array_equal(snapshots[1][0], snapshots[2][0])  # the weights did change
+    state = TrainingState.read(layout)
+    assert state.epoch == 3 and not state.stopped
+    assert state.history["val_ndcg@10"] == [0.1, 0.3, 0.2]
+    assert state.early_stopping["best_epoch"] == 1 and state.early_stopping["wait"] == 1
+    assert json.loads(layout.checkpoint_state.read_text())["epoch"] == 3
+
+
+def test_build_callbacks_without_validation_or_output_dir():
+    callbacks = build_callbacks(None, monitor="ndcg@10", patience=2)
+    assert [type(c) for c in callbacks] == [ProgressLogger]
+
+
+def test_early_stopping_resumes_its_state_and_restores_an_earlier_best(tmp_path):
+    model = _tiny_model()
+    model.fit(_data(), epochs=1, verbose=0)
+    model.save_weights(str(tmp_path / "best"))  # the best epoch, before the interruption
+    best = model.get_weights()
+    state = {"best_value": 0.5, "best_epoch": 0, "best_metrics": {"ndcg@10": 0.5},
+             "history": [{"ndcg@10": 0.5}], "wait": 0}  # fmt: skip
+    values = iter([0.4, 0.3])  # no later epoch beats 0.5: patience 2 stops after epoch 3
+    stopper = MetricEarlyStopping(lambda: {"ndcg@10": next(values)}, patience=2)
+    stopper.resume_from(state, best_weights=tmp_path / "best")
+    history = model.fit(_data(), epochs=5, initial_epoch=1, verbose=0, callbacks=[stopper])
+    assert len(history.history["loss"]) == 2  # epochs 2 and 3
+    assert stopper.best_epoch == 0 and stopper.stopped_epoch == 2
+    assert [m["ndcg@10"] for m in stopper.history] == [0.5, 0.4, 0.3]
+    _assert_weights_equal(model.get_weights(), best)  # read back from the saved best epoch
 
 
 def test_tensorboard_callback_without_package(tmp_path, monkeypatch):

@@ -1,4 +1,7 @@
-"""Argument groups shared by several subcommands (data selection, model overrides)."""
+"""Argument groups and parsers shared by several subcommands (data, evaluation, overrides).
+
+The only module the subcommands share: no subcommand imports another's.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,17 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 DATASET_CHOICES = ("ml-100k", "ml-latest-small", "beauty", "beauty-bert4rec", "csv", "synthetic")
+
+#: ``--eval-mask`` choices: ``tfrec.evaluation.config.EVAL_MASKS`` (not imported
+#: here so that ``tfrec --help`` stays instant; a test keeps the two equal).
+EVAL_MASK_CHOICES = ("history", "none", "both")
+EVAL_MASK_HELP = (
+    "how each user's history is treated in evaluation. history: removed from the ranking "
+    "like the exported model does, a held-out item that repeats a history item is a miss "
+    "(keys test/...); none: history items stay rankable, for repeat-consumption data such as "
+    "music or groceries (keys test_unmasked/...); both: the two reports. Every test user is "
+    "in the denominator; metrics.json counts masked_target_users"
+)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,20 +151,23 @@ def resolve_export_dir(path: str | Path) -> Path:
     )
 
 
-def experiment_kind(model_dir: str | Path) -> str:
-    """The ``kind`` recorded in ``<model_dir>/config.json`` (``retrieval``, ``ranking``, ...).
+def parse_weights(text: str) -> list[float]:
+    """``--fusion-weights``: ``"0,1,3"`` -> ``[0.0, 1.0, 3.0]``; ``"none"`` -> ``[]``.
 
     Raises:
-        FileNotFoundError: No config.json (not a ``tfrec train`` output directory).
-        ValueError: config.json is not a JSON object.
+        ValueError: An entry is not a number >= 0.
     """
-    path = Path(model_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: expected the output directory of `tfrec train`")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return str(data.get("kind", "retrieval"))
+    if text.strip().lower() == "none":
+        return []
+    weights = []
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(
+                f"--fusion-weights: {part.strip()!r} is not a number; expected e.g. 0,1,3"
+            ) from None
+        if not value >= 0.0:
+            raise ValueError(f"--fusion-weights: {value} is negative; expected weights >= 0")
+        weights.append(value)
+    return weights

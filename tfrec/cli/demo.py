@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
     }
     _say(f"2/5 test metrics (full ranking, seen items masked): {json.dumps(shown)}")
     export_base = output_dir / "export"
-    path = experiment.export(export_base)
+    [path] = experiment.export(export_base)
     _say(f"3/5 exported a TF Serving SavedModel: {path}")
     port = args.port or _free_port()
     log_path = output_dir / "server.log"

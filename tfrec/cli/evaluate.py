@@ -6,9 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tfrec.cli.common import apply_overrides, experiment_kind
-from tfrec.cli.train import EVAL_MASK_CHOICES, EVAL_MASK_HELP
-from tfrec.config import atomic_write_text
+from tfrec.cli.common import EVAL_MASK_CHOICES, EVAL_MASK_HELP, apply_overrides
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,9 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="re-evaluate a trained model (full ranking, optional sampled protocol)",
         description=(
-            "Reload a `tfrec train` output directory (config, vocabularies, weights; the data "
-            "is reloaded with the saved config) and compute test metrics with full ranking over "
-            "the whole catalogue. Results are printed and merged into OUT/metrics.json."
+            "Reload a `tfrec train` output directory of any kind (config, vocabularies, weights; "
+            "the data is reloaded with the saved config) and compute the metrics of one split "
+            "part again (full ranking over the whole catalogue; a ranker also on its candidate "
+            "lists; a pipeline retrieval-only vs two-stage). Results are printed and merged "
+            "into OUT/metrics.json."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -66,25 +66,16 @@ def _eval_mask(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``tfrec evaluate``."""
+    """Runs ``tfrec evaluate`` through the Experiment contract (any kind)."""
+    from tfrec.training.experiment import RunLayout, load_experiment, write_json  # noqa: PLC0415
+
     model_dir = Path(args.model_dir)
     mask = _eval_mask(args)
-    if experiment_kind(model_dir) != "retrieval":
-        if mask is not None:
-            raise ValueError(
-                f"--eval-mask/--no-mask-history: {model_dir} is not a retrieval run; "
-                "only retrieval runs can be re-evaluated with another mask"
-            )
-        from tfrec.cli.train_ranking import evaluate_ranking_dir  # noqa: PLC0415
-
-        return evaluate_ranking_dir(args)
-    from tfrec.training.retrieval import RetrievalExperiment  # noqa: PLC0415
-
     try:
         ks = [int(k) for k in args.ks.split(",") if k.strip()]
     except ValueError as err:
         raise ValueError(f"--ks {args.ks!r}: expected comma-separated integers") from err
-    experiment = RetrievalExperiment.from_dir(model_dir, data_dir=args.data_dir)
+    experiment = load_experiment(model_dir, data_dir=args.data_dir)
     overrides = {
         "ks": ks,
         "sampled_negatives": args.sampled_negatives,
@@ -93,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if mask is not None:
         overrides["mask"] = mask
     experiment.config.evaluation = apply_overrides(experiment.config.evaluation, overrides)
-    metrics = experiment.evaluate_part(args.part)
-    merged = {**experiment.metrics, **metrics}
-    atomic_write_text(model_dir / "metrics.json", json.dumps(merged, indent=2, sort_keys=True))
-    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}, indent=2))
+    metrics = experiment.evaluate(parts=[args.part])
+    write_json(RunLayout(model_dir).metrics, experiment.metrics)
+    shown = {k: round(float(v), 4) for k, v in metrics.items() if k.startswith(args.part)}
+    print(json.dumps(shown, indent=2))
     return 0

@@ -1,11 +1,9 @@
-"""``tfrec export``: write a TF Serving SavedModel from a trained model directory."""
+"""``tfrec export``: write TF Serving SavedModels from a trained run directory (any kind)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from tfrec.cli.common import experiment_kind
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +14,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Export a `tfrec train` output directory to <export-dir>/<model-name>/<version>/ "
             "(TF Serving layout; integer versions, a new version each time, never overwritten; "
-            "written to a temporary directory and renamed). serving_default takes user_id, "
-            "history and k and returns item_ids and scores."
+            "written to a temporary directory and renamed). A retrieval run exports "
+            "`retrieval`, a ranking run `ranking`, a pipeline run `ranking`, `retrieval` and "
+            "the combined `recommender` (retrieval's serving_default: user_id, history and k "
+            "-> item_ids and scores)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -25,29 +25,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--export-dir", required=True, help="TF Serving base directory (model_base_path's parent)"
     )
-    parser.add_argument("--model-name", help="name under export-dir (default: from config.json)")
+    parser.add_argument(
+        "--model-name", help="name under export-dir of the one model exported (default: config)"
+    )
     parser.add_argument("--version", type=int, help="version number (default: latest + 1)")
     parser.add_argument("--data-dir", help="override the data directory saved in config.json")
     parser.add_argument(
         "--kind",
         choices=("auto", "retrieval", "ranking", "recommender"),
         default="auto",
-        help="which model to export from a pipeline run (auto: what the directory holds)",
+        help="which model to export (auto: every model the run exports)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``tfrec export``."""
-    model_dir = Path(args.model_dir)
-    if experiment_kind(model_dir) != "retrieval" or args.kind in ("ranking", "recommender"):
-        from tfrec.cli.train_ranking import export_ranking_dir  # noqa: PLC0415
+    """Runs ``tfrec export`` through the Experiment contract."""
+    from tfrec.training.experiment import load_experiment  # noqa: PLC0415
 
-        return export_ranking_dir(args)
-    from tfrec.training.retrieval import RetrievalExperiment  # noqa: PLC0415
-
-    experiment = RetrievalExperiment.from_dir(model_dir, data_dir=args.data_dir)
-    if args.model_name:
-        experiment.config.model_name = args.model_name
-    path = experiment.export(args.export_dir, version=args.version)
-    print(path)
+    experiment = load_experiment(Path(args.model_dir), data_dir=args.data_dir)
+    models = None if args.kind == "auto" else [args.kind]
+    if args.model_name and models is None and len(experiment.exports) > 1:
+        raise ValueError(
+            f"--model-name {args.model_name}: a {experiment.kind} run exports "
+            f"{list(experiment.exports)}; pick one with --kind"
+        )
+    for path in experiment.export(
+        args.export_dir, version=args.version, models=models, model_name=args.model_name
+    ):
+        print(path)
     return 0

@@ -33,6 +33,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--num-shards", type=int, default=8, help="TFRecord shards per part")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT_DIR")
+    scale = parser.add_argument_group("vocabulary caps and out-of-core preparation")
+    scale.add_argument(
+        "--engine",
+        choices=("auto", "pandas", "duckdb"),
+        default="auto",
+        help=(
+            "pandas: load the whole log in memory (any dataset and split); duckdb: stream "
+            "CSV/Parquet files larger than memory (--dataset csv; --path may be a directory or "
+            "a glob such as 'logs/part-*.parquet'; leave_one_out and temporal splits); auto: "
+            "duckdb for --dataset csv when it can, else pandas. Both write the same files"
+        ),
+    )
+    scale.add_argument(
+        "--min-item-count",
+        type=int,
+        default=0,
+        help="items with fewer interactions map to the out-of-vocabulary index (0 = keep all)",
+    )
+    scale.add_argument(
+        "--max-items",
+        type=int,
+        default=0,
+        help="keep only the N most frequent items in the vocabulary, the rest map to the "
+        "out-of-vocabulary index (0 = no cap); how many ids/interactions map there is reported",
+    )
+    scale.add_argument(
+        "--memory-limit",
+        default="2GB",
+        help="duckdb: memory budget of the sort (it spills to a temporary folder beyond it)",
+    )
+    scale.add_argument(
+        "--batch-rows",
+        type=int,
+        default=262_144,
+        help="duckdb: rows per streamed chunk (the bounded buffer; a longer user is kept whole)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode,
         num_shards=args.num_shards,
         overwrite=args.overwrite,
+        engine=args.engine,
+        min_item_count=args.min_item_count,
+        max_items=args.max_items,
+        memory_limit=args.memory_limit,
+        batch_rows=args.batch_rows,
     )
     result = prepare(config)
     print(

@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from tfrec.cli.common import (
+    EVAL_MASK_CHOICES,
+    EVAL_MASK_HELP,
     add_data_arguments,
     apply_overrides,
     data_overrides,
     parse_set_options,
+    parse_weights,
 )
+from tfrec.training.experiment import EXPERIMENT_KINDS
 
 logger = logging.getLogger(__name__)
 
-#: ``--eval-mask`` choices: ``tfrec.training.experiment.EVAL_MASKS`` (not imported
-#: here so that ``tfrec --help`` stays instant; a test keeps the two equal).
-EVAL_MASK_CHOICES = ("history", "none", "both")
-EVAL_MASK_HELP = (
-    "how each user's history is treated in evaluation. history: removed from the ranking "
-    "like the exported model does, a held-out item that repeats a history item is a miss "
-    "(keys test/...); none: history items stay rankable, for repeat-consumption data such as "
-    "music or groceries (keys test_unmasked/...); both: the two reports. Every test user is "
-    "in the denominator; metrics.json counts masked_target_users"
-)
-
+#: Model flags -> config fields, per kind: (config section, {flag: field}). Ranking
+#: and pipeline runs set the ranker; a pipeline's retrieval stage takes
+#: RETRIEVAL_STAGE_FLAGS (and --epochs) as well.
 MODEL_FLAGS = {
     "encoder": "encoder",
     "epochs": "epochs",
@@ -37,6 +35,21 @@ MODEL_FLAGS = {
     "loss": "loss",
     "patience": "patience",
 }
+RANKING_FLAGS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "learning_rate": "learning_rate",
+    "embedding_dim": "embedding_dim",
+    "max_history": "max_history",
+    "patience": "early_stopping_patience",
+}
+MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
+    "retrieval": ("model", MODEL_FLAGS),
+    "ranking": ("ranking", RANKING_FLAGS),
+    "pipeline": ("ranking", RANKING_FLAGS),
+}
+RETRIEVAL_STAGE_FLAGS = {"pipeline": ("retrieval", ("encoder", "loss", "epochs"))}
+SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,26 +59,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train + evaluate + export a model",
         description=(
             "Train a model on a dataset, evaluate it with full ranking over the whole catalogue "
-            "(validation NDCG@10 early stopping, test metrics), and export a TF Serving "
-            "SavedModel. Writes OUT/config.json, OUT/metrics.json (flat keys such as "
-            "test/ndcg@10), vocabularies, weights, TensorBoard logs and "
-            "OUT/export/<model_name>/<version>/."
+            "(validation early stopping with the best epoch restored, test metrics), and export "
+            "TF Serving SavedModels. Writes OUT/config.json, OUT/metrics.json (flat keys such as "
+            "test/ndcg@10), vocabularies, weights/ (best epoch), checkpoints/last (for --resume), "
+            "TensorBoard logs and OUT/export/<model_name>/<version>/."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--model",
-        choices=("retrieval", "ranking", "pipeline"),
-        default="retrieval",
+        choices=EXPERIMENT_KINDS,
         help=(
             "retrieval: two-tower model; ranking: LSTM ranker; pipeline: retrieval + ranker "
-            "with retrieval-only vs two-stage metrics and the combined recommender export"
+            "with retrieval-only vs two-stage metrics and the combined recommender export "
+            "(default: the kind of --config / of the run being resumed, else retrieval)"
         ),
     )
     add_data_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="where everything is written")
     parser.add_argument(
         "--config", help="a config.json from an earlier run to start from (flags override it)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=(
+            "continue an interrupted run in --output-dir from its checkpoints/last (its "
+            "config.json is the starting config; flags such as --epochs override it)"
+        ),
     )
     parser.add_argument(
         "--prepared",
@@ -75,6 +96,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "larger than memory); its split and vocabularies are used"
         ),
     )
+    _add_model_arguments(parser)
+    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
+    parser.add_argument(
+        "--sampled-negatives",
+        type=int,
+        help="also report the sampled protocol with N negatives (papers' protocol)",
+    )
+    parser.add_argument(
+        "--eval-mask",
+        choices=EVAL_MASK_CHOICES,
+        help=f"{EVAL_MASK_HELP} (default: the dataset's preset, history for most)",
+    )
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model flags (``MODEL_SECTIONS`` maps them onto each kind's config)."""
     model = parser.add_argument_group("model (defaults: the dataset's preset)")
     model.add_argument(
         "--encoder",
@@ -90,7 +127,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--embedding-dim", type=int)
     model.add_argument("--max-history", type=int, help="history length L")
     model.add_argument("--loss", choices=("full", "sampled"), help="full or in-batch softmax")
-    model.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    model.add_argument(
+        "--patience", type=int, help="early-stopping patience in epochs (every kind)"
+    )
     model.add_argument(
         "--set",
         action="append",
@@ -106,82 +145,98 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "0,0.5,1,2,3,5,10; 'none' keeps --set retrieval_weight)"
         ),
     )
-    parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
-    parser.add_argument(
-        "--sampled-negatives",
-        type=int,
-        help="also report the sampled protocol with N negatives (papers' protocol)",
-    )
-    parser.add_argument(
-        "--eval-mask",
-        choices=EVAL_MASK_CHOICES,
-        help=f"{EVAL_MASK_HELP} (default: the dataset's preset, history for most)",
-    )
 
 
-def _retrieval_config(args: argparse.Namespace):
-    from tfrec.training.retrieval import RetrievalExperimentConfig  # noqa: PLC0415
+def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
+    """The kind and starting config: --config, the resumed run's, --prepared's or the preset."""
+    from tfrec.training.experiment import RunLayout, experiment_class, read_kind  # noqa: PLC0415
 
-    if args.config:
-        config = RetrievalExperimentConfig.load(args.config)
+    saved = args.config or (RunLayout(Path(args.output_dir)).config if args.resume else None)
+    kind = args.model or (read_kind(saved) if saved else "retrieval")
+    cls = experiment_class(kind)
+    if saved:
+        config = cls.config_class.load(saved)
         if args.dataset is not None:
             config.data = apply_overrides(config.data, {"dataset": args.dataset})
     elif args.dataset is None and args.prepared:
         from tfrec.data.preparation import PrepareConfig  # noqa: PLC0415
 
         prepared = PrepareConfig.load(Path(args.prepared) / "prepare_config.json")
-        config = RetrievalExperimentConfig.for_dataset(prepared.data.dataset)
+        config = cls.default_config(prepared.data.dataset)
         config.data = prepared.data
     elif args.dataset is None:
         raise ValueError("--dataset is required (or --config with a saved config.json)")
     else:
-        config = RetrievalExperimentConfig.for_dataset(args.dataset)
-    model_overrides = {
+        config = cls.default_config(args.dataset)
+    if config.kind != kind:  # one config class serves ranking and pipeline runs
+        config = dataclasses.replace(config, kind=kind)
+    return kind, config
+
+
+def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
+    """Applies the model flags (``--epochs``, ``--set``, ...) to ``kind``'s config sections."""
+    if kind not in MODEL_SECTIONS:
+        raise ValueError(f"--model {kind}: model flags are not mapped for it; use --config")
+    section, flags = MODEL_SECTIONS[kind]
+    overrides = {
         field: getattr(args, flag)
-        for flag, field in MODEL_FLAGS.items()
+        for flag, field in flags.items()
         if getattr(args, flag) is not None
     }
-    model_overrides.update(parse_set_options(args.set))
+    overrides.update(parse_set_options(args.set))
     if args.seed is not None:
-        model_overrides["seed"] = args.seed
+        overrides["seed"] = args.seed
+    setattr(config, section, apply_overrides(getattr(config, section), overrides))
+    if kind in RETRIEVAL_STAGE_FLAGS:
+        stage, names = RETRIEVAL_STAGE_FLAGS[kind]
+        stage_overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        setattr(config, stage, apply_overrides(getattr(config, stage), stage_overrides))
+
+
+def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
+    """The experiment kind and its config, from the command line.
+
+    Raises:
+        ValueError: Missing ``--dataset``, a flag that does not apply to the kind,
+            or a bad value (the message names the flag or config field).
+    """
+    kind, config = _base_config(args)
+    if args.prepared and kind != "retrieval":
+        raise ValueError(f"--prepared: retrieval runs only, got --model {kind}")
+    if args.fusion_weights and not hasattr(config, "fusion_weights"):
+        raise ValueError(f"--fusion-weights: pipeline runs only, got --model {kind}")
     config.data = apply_overrides(config.data, data_overrides(args))
     if args.prepared:
         config.prepared_dir = str(args.prepared)
-    config.model = apply_overrides(config.model, model_overrides)
+    _model_overrides(args, kind, config)
+    if args.fusion_weights:
+        config.fusion_weights = parse_weights(args.fusion_weights)
     evaluation = {"sampled_negatives": args.sampled_negatives, "mask": args.eval_mask}
     config.evaluation = apply_overrides(
         config.evaluation, {key: value for key, value in evaluation.items() if value is not None}
     )
-    return config
+    return kind, config
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``tfrec train``."""
+    """Runs ``tfrec train``: fit, evaluate, save and export through the Experiment contract."""
+    from tfrec.training.experiment import experiment_class  # noqa: PLC0415
+
     output_dir = Path(args.output_dir)
-    if args.model != "retrieval":
-        if args.eval_mask is not None:
-            raise ValueError(
-                f"--eval-mask: supported with --model retrieval only, got --model {args.model} "
-                "(set evaluation.mask in a --config file for the pipeline's retrieval stage)"
-            )
-        from tfrec.cli.train_ranking import run_ranking  # noqa: PLC0415
-
-        return run_ranking(args, output_dir)
-    from tfrec.training.retrieval import RetrievalExperiment  # noqa: PLC0415
-
-    config = _retrieval_config(args)
-    experiment = RetrievalExperiment(config, output_dir=output_dir)
-    experiment.fit()
+    kind, config = experiment_config(args)
+    experiment = experiment_class(kind)(config, output_dir=output_dir)
+    experiment.fit(resume=args.resume)
     metrics = experiment.evaluate()
     experiment.save(output_dir)
     if not args.no_export:
-        path = experiment.export(output_dir / "export")
-        print(f"export: {path}")
-    keys = [
-        k
-        for k in metrics
-        if k.startswith(("test/", "test_unmasked/")) and k.endswith(("@10", "mrr"))
-    ]
-    print(json.dumps({k: round(metrics[k], 4) for k in keys}, indent=2))
+        for path in experiment.export(output_dir / "export"):
+            print(f"export: {path}")
+    shown = {
+        key: round(value, 4)
+        for key, value in metrics.items()
+        if (key.startswith("test") and key.endswith(SUMMARY_SUFFIXES))
+        or key == "valid/fusion_weight"
+    }
+    print(json.dumps(shown, indent=2))
     print(f"wrote {output_dir / 'config.json'} and {output_dir / 'metrics.json'}")
     return 0

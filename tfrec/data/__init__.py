@@ -5,8 +5,11 @@
   and sha256-checked downloads; :mod:`~tfrec.data.parsing`: located parse errors.
 * :mod:`~tfrec.data.synthetic`: data with planted structure for tests and demos.
 * :mod:`~tfrec.data.splits`: leave-one-out, temporal and per-user random splits.
-* :mod:`~tfrec.data.sequences`: padded histories and training examples (numpy).
-* :mod:`~tfrec.data.pipeline`: ``tf.data`` from arrays and TFRecord shards;
+* :mod:`~tfrec.data.sequences`: padded histories and training examples (numpy);
+  :mod:`~tfrec.data.queries`: evaluation queries; :mod:`~tfrec.data.item_features`:
+  item content tables; :mod:`~tfrec.data.ranking_examples` /
+  :mod:`~tfrec.data.ranking_lists` / :mod:`~tfrec.data.negatives`: the ranker's inputs.
+* :mod:`~tfrec.data.tfdata`: ``tf.data`` from arrays and TFRecord shards;
   :mod:`~tfrec.data.preparation`: ``tfrec prepare``.
 
 The TensorFlow-dependent names (``make_dataset``, ``write_tfrecords``,
@@ -50,10 +53,10 @@ from tfrec.data.synthetic import make_synthetic
 from tfrec.data.vocab import IdVocabulary
 
 _LAZY = {
-    "make_dataset": "tfrec.data.pipeline",
-    "write_tfrecords": "tfrec.data.pipeline",
-    "tfrecord_dataset": "tfrec.data.pipeline",
-    "read_spec": "tfrec.data.pipeline",
+    "make_dataset": "tfrec.data.tfdata",
+    "write_tfrecords": "tfrec.data.tfdata",
+    "tfrecord_dataset": "tfrec.data.tfdata",
+    "read_spec": "tfrec.data.tfdata",
     "prepare": "tfrec.data.preparation",
     "PrepareConfig": "tfrec.data.preparation",
     "PrepareResult": "tfrec.data.preparation",

@@ -1,5 +1,10 @@
 """``tfrec prepare``: load, split and write a dataset as model-ready files.
 
+Two engines write the same files: ``pandas`` loads the whole log in memory
+(any dataset, any split); ``duckdb`` streams CSV/Parquet files larger than
+memory (:mod:`tfrec.data.streaming_prepare`; leave-one-out and temporal
+splits). ``auto`` picks ``duckdb`` for ``--dataset csv`` when it can.
+
 Output layout (built in a temporary sibling directory and renamed when
 complete, so a failed run leaves nothing half-written)::
 
@@ -10,7 +15,7 @@ complete, so a failed run leaves nothing half-written)::
       item_vocab.txt
       items.parquet         item_id, title, genres (when the dataset has items)
       interactions/{train,valid,test}.parquet   the split (held-out rows for evaluation)
-      {train,valid,test}/   sharded TFRecords + spec.json (see tfrec.data.pipeline)
+      {train,valid,test}/   sharded TFRecords + spec.json (see tfrec.data.tfdata)
 
 :func:`load_prepared` opens such a directory again.
 """
@@ -18,6 +23,7 @@ complete, so a failed run leaves nothing half-written)::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import shutil
@@ -31,11 +37,15 @@ import tensorflow as tf
 from tfrec.config import JsonConfig
 from tfrec.data.config import DataConfig
 from tfrec.data.interactions import Interactions, concat_interactions
-from tfrec.data.pipeline import tfrecord_dataset, write_tfrecords
+from tfrec.data.prepare_vocab import cap_vocabulary, vocab_report
 from tfrec.data.sequences import heldout_examples, retrieval_examples, user_sequences
+from tfrec.data.tfdata import tfrecord_dataset, write_tfrecords
 from tfrec.data.vocab import IdVocabulary, build_vocabularies
 
 logger = logging.getLogger(__name__)
+
+ENGINES = ("auto", "pandas", "duckdb")
+STREAMING_SPLITS = ("leave_one_out", "temporal")
 
 
 @dataclasses.dataclass
@@ -50,6 +60,15 @@ class PrepareConfig(JsonConfig):
         extras: Add ``history_rating`` and ``history_dt`` (for the ranker).
         num_shards: TFRecord shards per part.
         overwrite: Replace an existing ``output_dir``.
+        engine: ``pandas`` (in memory), ``duckdb`` (out of core, csv/parquet
+            files) or ``auto`` (see :func:`choose_engine`).
+        min_item_count: Items with fewer interactions map to the OOV index 1
+            (0 = no minimum).
+        max_items: Keep only the most frequent items in the vocabulary, the
+            rest map to OOV (0 = no cap).
+        memory_limit: ``duckdb``: the engine's memory budget for sorting, e.g.
+            ``2GB`` (it spills to disk beyond it).
+        batch_rows: ``duckdb``: rows per streamed batch (the bounded buffer).
     """
 
     data: DataConfig = dataclasses.field(default_factory=lambda: DataConfig(dataset="ml-100k"))
@@ -59,13 +78,25 @@ class PrepareConfig(JsonConfig):
     extras: bool = True
     num_shards: int = 8
     overwrite: bool = False
+    engine: Literal["auto", "pandas", "duckdb"] = "auto"
+    min_item_count: int = 0
+    max_items: int = 0
+    memory_limit: str = "2GB"
+    batch_rows: int = 262_144
 
     def __post_init__(self) -> None:
         if self.mode not in ("all", "last"):
             raise ValueError(f"PrepareConfig.mode={self.mode!r}; expected 'all' or 'last'")
-        for name in ("max_len", "num_shards"):
+        if self.engine not in ENGINES:
+            raise ValueError(f"PrepareConfig.engine={self.engine!r}; expected one of {ENGINES}")
+        for name in ("max_len", "num_shards", "batch_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"PrepareConfig.{name}={getattr(self, name)}; expected >= 1")
+        for name in ("min_item_count", "max_items"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"PrepareConfig.{name}={getattr(self, name)}; expected >= 0 (0 = no cap)"
+                )
 
 
 @dataclasses.dataclass
@@ -83,6 +114,9 @@ class PrepareResult(JsonConfig):
         user_vocab_size: Embedding rows for users (incl. padding and OOV).
         item_vocab_size: Embedding rows for items (incl. padding and OOV).
         notes: Cleaning and split reports.
+        engine: The engine that wrote the directory.
+        oov_item_ids: Item ids the vocabulary caps mapped to OOV.
+        oov_interactions: Interactions whose item maps to OOV.
     """
 
     output_dir: str
@@ -95,6 +129,67 @@ class PrepareResult(JsonConfig):
     user_vocab_size: int
     item_vocab_size: int
     notes: list[str]
+    engine: str = "pandas"
+    oov_item_ids: int = 0
+    oov_interactions: int = 0
+
+
+def choose_engine(config: PrepareConfig) -> tuple[str, str]:
+    """The engine ``config.engine`` resolves to, and why.
+
+    ``auto`` is ``duckdb`` for ``--dataset csv`` (files of any size) unless the
+    settings need the whole log in memory (the random split, k-core filters)
+    or DuckDB is not installed; ``pandas`` for the built-in datasets.
+    """
+    if config.engine != "auto":
+        return config.engine, "requested"
+    data = config.data
+    if data.dataset != "csv":
+        return "pandas", f"dataset {data.dataset!r} is loaded in memory by its loader"
+    if data.split not in STREAMING_SPLITS:
+        return "pandas", f"the {data.split} split needs the whole log in memory"
+    if data.min_user_interactions or data.min_item_interactions:
+        return "pandas", "k-core filtering iterates over the whole log"
+    if importlib.util.find_spec("duckdb") is None:
+        return "pandas", "duckdb is not installed"
+    return "duckdb", "csv/parquet input, streamed out of core"
+
+
+def capped_item_vocabulary(
+    item_vocab: IdVocabulary, item_ids: pd.Series, config: PrepareConfig
+) -> tuple[IdVocabulary, list[str], tuple[int, int]]:
+    """Applies ``min_item_count``/``max_items`` to an in-memory item vocabulary.
+
+    Returns:
+        The (possibly) capped vocabulary, its note (empty without caps) and
+        ``(oov_item_ids, oov_interactions)``.
+    """
+    if not (config.min_item_count or config.max_items):
+        return item_vocab, [], (0, 0)
+    counts = item_ids.value_counts().reindex(item_vocab.tokens, fill_value=0).to_numpy()
+    keep = cap_vocabulary(counts, config.min_item_count, config.max_items)
+    report = vocab_report(counts, keep, config.min_item_count, config.max_items)
+    logger.info("prepare: %s", report.note())
+    tokens = [t for t, k in zip(item_vocab.tokens, keep, strict=True) if k]
+    capped = IdVocabulary(tokens, name=item_vocab.name)
+    return capped, [report.note()], (report.oov_ids, report.oov_interactions)
+
+
+def make_temp_dir(out: Path) -> Path:
+    """A temporary sibling of ``out`` to build the output in."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Renames the complete ``tmp`` to ``out``, replacing an existing ``out``."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
@@ -108,7 +203,9 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         {train,valid,test}/spec.json + part-*.tfrecord
 
     Vocabularies cover every user and item of the loaded data plus the item
-    catalogue (the same rule as training). ``train`` examples come from
+    catalogue (the same rule as training), items capped by ``min_item_count``
+    and ``max_items``. The engine is chosen by :func:`choose_engine`; both
+    write the same vocabularies and examples. ``train`` examples come from
     :func:`~tfrec.data.sequences.retrieval_examples` (``config.mode``); ``valid``
     and ``test`` from :func:`~tfrec.data.sequences.heldout_examples` with
     train (train + valid for test) as context.
@@ -120,7 +217,8 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         A :class:`PrepareResult` (also written as ``summary.json``).
 
     Raises:
-        ValueError: No ``output_dir``, or it exists and ``overwrite`` is False.
+        ValueError: No ``output_dir``, or it exists and ``overwrite`` is False;
+            settings the chosen engine does not support.
         DatasetNotFoundError, DataError: From loading.
     """
     if not config.output_dir:
@@ -128,10 +226,24 @@ def prepare(config: PrepareConfig) -> PrepareResult:
     out = Path(config.output_dir)
     if out.exists() and not config.overwrite:
         raise ValueError(f"{out} already exists; pass --overwrite to replace it")
+    engine, why = choose_engine(config)
+    logger.info("prepare: engine %s (%s)", engine, why)
+    if engine == "duckdb":
+        from tfrec.data.streaming_prepare import prepare_streaming  # noqa: PLC0415
+
+        return prepare_streaming(config)
+    return _prepare_in_memory(config, out)
+
+
+def _prepare_in_memory(config: PrepareConfig, out: Path) -> PrepareResult:
+    """The ``pandas`` engine: the whole log in memory."""
     logger.info("prepare: loading %s", config.data.dataset)
     data = config.data.load()
     split = config.data.make_split(data)
     user_vocab, item_vocab = build_vocabularies(data)
+    item_vocab, vocab_notes, (oov_ids, oov_rows) = capped_item_vocabulary(
+        item_vocab, data.frame["item_id"], config
+    )
     parts = split.parts()
     seqs = {name: user_sequences(part, user_vocab, item_vocab) for name, part in parts.items()}
     examples = {
@@ -158,10 +270,12 @@ def prepare(config: PrepareConfig) -> PrepareResult:
         examples={name: len(ex["user"]) for name, ex in examples.items()},
         user_vocab_size=user_vocab.size,
         item_vocab_size=item_vocab.size,
-        notes=[*data.notes, *split.notes],
+        notes=[*data.notes, *split.notes, *vocab_notes],
+        engine="pandas",
+        oov_item_ids=oov_ids,
+        oov_interactions=oov_rows,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         user_vocab.save(tmp / "user_vocab.txt")
         item_vocab.save(tmp / "item_vocab.txt")
@@ -181,13 +295,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
             write_tfrecords(features, tmp / name, num_shards=config.num_shards)
         config.save(tmp / "prepare_config.json")
         result.save(tmp / "summary.json")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

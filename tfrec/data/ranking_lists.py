@@ -1,10 +1,18 @@
-"""Training inputs of the ranker: shuffled datasets, per-epoch negatives, validation lists."""
+"""Training inputs of the ranker: shuffled datasets, per-epoch negatives, validation lists.
+
+Rating objective: shuffled batches of :func:`~tfrec.data.ranking_examples.rating_features`.
+Next-item objective: each training list is the true item plus ``num_negatives``
+negatives re-drawn every epoch (seeded by ``(seed, epoch)``); with
+``negative_sampling="hard"`` the negatives come from a retrieval model's top items
+(:func:`tfrec.data.negatives.retrieval_pool`). Without a ``valid`` split part,
+:func:`split_validation` holds out each user's most recent examples.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -18,8 +26,10 @@ from tfrec.data.ranking_examples import (
     rating_features,
 )
 from tfrec.data.vocab import NUM_RESERVED
-from tfrec.models.ranking import RankerDataSpec, RankingConfig
-from tfrec.models.two_stage import RetrievalScorer
+
+if TYPE_CHECKING:  # the data layer builds model inputs; it never builds models
+    from tfrec.models.ranking import RankerDataSpec, RankingConfig
+    from tfrec.models.two_stage import RetrievalScorer
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +71,15 @@ class _ListBatches:
         num_items: int,
         popularity: np.ndarray | None,
         pool: np.ndarray | None,
+        *,
+        epoch: int = 0,
     ):
         self.examples = examples
         self.config = config
         self.num_items = num_items
         self.popularity = popularity
         self.pool = pool
-        self.epoch = 0
+        self.epoch = epoch  # the next epoch's number: seeds its negatives
 
     def __call__(self) -> Iterator[dict[str, np.ndarray]]:
         rng = np.random.default_rng([self.config.seed, self.epoch])
@@ -133,8 +145,14 @@ def ranker_datasets(
     train: RankingExamples,
     valid: RankingExamples,
     retrieval: RetrievalScorer | None,
+    *,
+    initial_epoch: int = 0,
 ) -> tuple[tf.data.Dataset, dict[str, np.ndarray]]:
-    """Training dataset (shuffled; next-item negatives re-drawn per epoch), validation features."""
+    """Training dataset (shuffled; next-item negatives re-drawn per epoch), validation features.
+
+    ``initial_epoch``: the first epoch the dataset is iterated for (a resumed
+    run), so next-item negatives follow the same per-epoch seeds.
+    """
     if config.objective == "rating":
         rng = np.random.default_rng([config.seed, 3])
         train = train.take(rng.permutation(len(train)))
@@ -153,7 +171,8 @@ def ranker_datasets(
             )
         else:
             valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
-        train_ds = _ListBatches(train, config, spec.num_items, popularity, pool).dataset()
+        batches = _ListBatches(train, config, spec.num_items, popularity, pool, epoch=initial_epoch)
+        train_ds = batches.dataset()
     return train_ds, valid_features
 
 

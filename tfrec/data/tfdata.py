@@ -19,13 +19,11 @@ is complete.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tensorflow as tf  # tfrec/__init__ (imported first, as our package) set the Keras-2 guard
@@ -281,13 +279,3 @@ def tfrecord_dataset(  # noqa: PLR0917  (mirrors make_dataset)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-_PREPARE_NAMES = ("PrepareConfig", "PrepareResult", "PreparedData", "prepare", "load_prepared")
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy re-export of :mod:`tfrec.data.preparation` (``tfrec prepare``), avoiding a cycle."""
-    if name in _PREPARE_NAMES:
-        return getattr(importlib.import_module("tfrec.data.preparation"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

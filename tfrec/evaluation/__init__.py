@@ -3,6 +3,11 @@
 The numpy metric modules do not import TensorFlow. Import from here::
 
     from tfrec.evaluation import RankingMetrics, evaluate_full_ranking
+
+Model evaluations (TensorFlow) are imported from their modules:
+:mod:`~tfrec.evaluation.retrieval` (two-tower, full ranking), :mod:`~tfrec.evaluation.ranker`
+(the ranker's own lists), :mod:`~tfrec.evaluation.two_stage` (retrieval vs two-stage,
+fusion weight); :mod:`~tfrec.evaluation.config` holds ``EvalConfig``.
 """
 
 from tfrec.evaluation.metrics import (

@@ -1,8 +1,7 @@
-"""Experiment configuration shared by the retrieval and ranking runners.
+"""``EvalConfig``: how models are evaluated (cutoffs, history masking, sampled protocol).
 
-An experiment is data (which dataset, which split) + a model config +
-evaluation settings. The whole thing is one typed :class:`~tfrec.config.JsonConfig`
-saved as ``config.json`` beside every trained model.
+Shared by every experiment kind and saved inside its ``config.json``
+(``"evaluation": {...}``).
 """
 
 from __future__ import annotations
@@ -12,31 +11,10 @@ import logging
 import typing
 from typing import Any, Literal
 
-import numpy as np
-
 from tfrec.config import JsonConfig
-from tfrec.data.config import DataConfig
-from tfrec.data.interactions import Interactions, concat_interactions
-from tfrec.data.sequences import history_matrix, seen_items, user_sequences
-from tfrec.data.vocab import IdVocabulary, build_vocabularies
 from tfrec.evaluation.metrics import DEFAULT_KS
-from tfrec.evaluation.protocol import ScoreFn, evaluate_full_ranking, evaluate_sampled
 
 logger = logging.getLogger(__name__)
-
-# Re-exported for the runners: the data layer owns these.
-concat_parts = concat_interactions
-__all__ = [
-    "EVAL_MASKS",
-    "DataConfig",
-    "EvalConfig",
-    "EvalMask",
-    "EvalQueries",
-    "build_vocabularies",
-    "concat_parts",
-    "eval_queries",
-    "protocol_metrics",
-]
 
 
 #: How each user's history (the items before the held-out part) is treated in
@@ -51,6 +29,11 @@ EVAL_MASKS: tuple[str, ...] = typing.get_args(EvalMask)
 
 #: Key suffix of the part name per masking: ``test/...`` and ``test_unmasked/...``.
 MASK_SUFFIX: dict[bool, str] = {True: "", False: "_unmasked"}
+
+
+def prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``{"ndcg@10": v}`` -> ``{"<prefix>/ndcg@10": v}`` (the keys of ``metrics.json``)."""
+    return {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
 
 
 @dataclasses.dataclass
@@ -127,128 +110,3 @@ class EvalConfig(JsonConfig):
                 data["mask"] = "both" if legacy.get("report_unmasked", False) else "history"
             logger.info("%s: old fields %s read as mask=%r", where, legacy, data["mask"])
         return super().from_dict(data, _where=_where)
-
-
-@dataclasses.dataclass
-class EvalQueries:
-    """Evaluation queries for one split part.
-
-    Attributes:
-        user_ids: String id per query user.
-        users: int32 ``[Q]`` user indices.
-        history: int32 ``[Q, L]`` left-padded history (context before the part).
-        relevant: Per query, the part's item indices.
-        seen: Per query, every item index of the context (for masking).
-    """
-
-    user_ids: list[str]
-    users: np.ndarray
-    history: np.ndarray
-    relevant: list[np.ndarray]
-    seen: list[np.ndarray]
-
-    def __len__(self) -> int:
-        return len(self.user_ids)
-
-    def sample(self, max_users: int, seed: int) -> EvalQueries:
-        """A seeded random subset of at most ``max_users`` queries (order kept)."""
-        if max_users <= 0 or max_users >= len(self):
-            return self
-        rows = np.sort(np.random.default_rng(seed).choice(len(self), max_users, replace=False))
-        return EvalQueries(
-            user_ids=[self.user_ids[r] for r in rows],
-            users=self.users[rows],
-            history=self.history[rows],
-            relevant=[self.relevant[r] for r in rows],
-            seen=[self.seen[r] for r in rows],
-        )
-
-
-def eval_queries(
-    context: Interactions,
-    part: Interactions,
-    user_vocab: IdVocabulary,
-    item_vocab: IdVocabulary,
-    max_len: int,
-) -> EvalQueries:
-    """Queries for evaluating on ``part`` given the interactions before it.
-
-    Args:
-        context: What the model may see (train, or train + valid for test).
-        part: The held-out interactions; each of its users is one query.
-        user_vocab: User vocabulary.
-        item_vocab: Item vocabulary.
-        max_len: History length L.
-
-    Returns:
-        :class:`EvalQueries`; users of ``part`` absent from ``context`` get an
-        empty history (they are kept, not dropped).
-    """
-    ctx = user_sequences(context, user_vocab, item_vocab)
-    position = {u: i for i, u in enumerate(ctx.user_ids)}
-    held = user_sequences(part, user_vocab, item_vocab)
-    empty = np.zeros(0, dtype=np.int32)
-    lists = [ctx.items[position[u]] if u in position else empty for u in held.user_ids]
-    return EvalQueries(
-        user_ids=held.user_ids,
-        users=held.users,
-        history=history_matrix(lists, max_len),
-        relevant=[np.unique(items) for items in held.items],
-        seen=seen_items(lists),
-    )
-
-
-def protocol_metrics(
-    score_fn: ScoreFn,
-    queries: EvalQueries,
-    config: EvalConfig,
-    *,
-    masked: bool,
-    sampled: bool = False,
-    item_counts: np.ndarray | None = None,
-    seed: int = 0,
-    log_every_s: float = 30.0,
-) -> dict[str, float]:
-    """One evaluation report over ``queries``: full ranking or sampled, masked or not.
-
-    The users' history (``queries.seen``) is always passed: removed from the
-    ranking when ``masked`` (a held-out item that repeats it is a miss), kept
-    rankable otherwise; in both cases counted. Every query with a held-out item
-    is in the denominator ``users``.
-
-    Args:
-        score_fn: ``rows [b] -> scores [b, I]`` over ``queries``.
-        queries: The evaluation queries of one split part.
-        config: Cutoffs, batch size and sampled-protocol settings.
-        masked: Remove each user's history from the ranking.
-        sampled: The sampled protocol (``config.sampled_negatives`` negatives)
-            instead of full ranking; cutoffs above the list length are dropped.
-        item_counts: ``[I]`` item counts for popularity sampling.
-        seed: Seed of the sampled negatives.
-        log_every_s: Seconds between progress log lines.
-
-    Returns:
-        Plain keys (``"ndcg@10"``, ``"users"``, ``"masked_target_users"``,
-        ``"repeat_target_users"``, ...) plus ``"mask_history"`` (1.0 or 0.0).
-    """
-    rows = np.arange(len(queries))
-    common = {"batch_size": config.batch_size, "log_every_s": log_every_s, "mask_exclude": masked}
-    if sampled:
-        metrics = evaluate_sampled(
-            score_fn,
-            rows,
-            queries.relevant,
-            queries.seen,
-            ks=[k for k in config.ks if k <= config.sampled_negatives + 1],
-            num_negatives=config.sampled_negatives,
-            sampling=config.sampled_strategy,
-            item_counts=item_counts,
-            seed=seed,
-            **common,
-        )
-    else:
-        metrics = evaluate_full_ranking(
-            score_fn, rows, queries.relevant, queries.seen, ks=config.ks, **common
-        )
-    metrics["mask_history"] = float(masked)
-    return metrics

@@ -1,4 +1,8 @@
-"""Two-stage evaluation: retrieval alone vs retrieval -> ranker, same full-ranking protocol."""
+"""Two-stage evaluation: retrieval alone vs retrieval -> ranker, same full-ranking protocol.
+
+Also the score-fusion weight (final score = ranker + w * retrieval score), picked
+on the validation part by :func:`tune_retrieval_weight`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,39 @@ import numpy as np
 import tensorflow as tf
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.data.ranking_examples import RankingExamples
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
-from tfrec.evaluation import evaluate_full_ranking
+from tfrec.evaluation.protocol import evaluate_full_ranking
+from tfrec.evaluation.ranker import FEATURE_KEYS, evaluation_examples
+from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-from tfrec.training.ranking import FEATURE_KEYS, TrainedRanker, evaluation_examples
+
+
+def _queries(
+    trained: TrainedRanker,
+    retrieval: RetrievalScorer,
+    split: Split,
+    *,
+    part: str,
+    max_queries: int | None,
+    retrieval_user_vocab: IdVocabulary | None,
+) -> tuple[RankingExamples, dict[str, np.ndarray]]:
+    """The evaluation examples of ``part`` (a seeded subset of ``max_queries``) and their features.
+
+    Histories are long enough for both stages; ``retrieval_user`` holds the user
+    indices of the retrieval model's vocabulary when it differs from the ranker's.
+    """
+    length = max(trained.config.max_history, retrieval.max_history)
+    examples = evaluation_examples(trained, split, max_history=length, part=part)
+    if max_queries is not None and len(examples) > max_queries:
+        rng = np.random.default_rng([trained.config.seed, 13])
+        examples = examples.take(np.sort(rng.choice(len(examples), max_queries, replace=False)))
+    features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
+    if retrieval_user_vocab is not None:
+        tokens = np.array(trained.user_vocab.all_tokens(), dtype=object)[examples.user]
+        features["retrieval_user"] = retrieval_user_vocab.lookup(tokens)
+    return examples, features
 
 
 def evaluate_two_stage(
@@ -67,15 +99,10 @@ def evaluate_two_stage(
         ranker_history=trained.config.max_history,
         retrieval_weight=weight,
     )
-    length = max(trained.config.max_history, retrieval.max_history)
-    examples = evaluation_examples(trained, split, max_history=length, part=part)
-    if max_queries is not None and len(examples) > max_queries:
-        rng = np.random.default_rng([trained.config.seed, 13])
-        examples = examples.take(np.sort(rng.choice(len(examples), max_queries, replace=False)))
-    features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
-    if retrieval_user_vocab is not None:
-        tokens = np.array(trained.user_vocab.all_tokens(), dtype=object)[examples.user]
-        features["retrieval_user"] = retrieval_user_vocab.lookup(tokens)
+    examples, features = _queries(
+        trained, retrieval, split, part=part, max_queries=max_queries,
+        retrieval_user_vocab=retrieval_user_vocab,
+    )  # fmt: skip
     seen = examples.seen_items()
     relevant = [np.array([i]) for i in examples.item]
     num_items = trained.spec.num_items

@@ -58,9 +58,9 @@ from tfrec.export.retrieval import (
     string_lookup,
 )
 from tfrec.layers.towers import compact_history
+from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.retrieval import TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-from tfrec.training.ranking import TrainedRanker
 
 logger = logging.getLogger(__name__)
 

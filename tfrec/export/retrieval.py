@@ -24,6 +24,14 @@ sizes differ raise ``InvalidArgumentError`` inside the graph (gRPC
 ``INVALID_ARGUMENT`` from TF Serving). The candidate vectors are precomputed and
 stored as a variable; scoring is a brute-force matmul + ``tf.math.top_k``.
 The SavedModel needs only TensorFlow to load (no tfrec import).
+
+``index="ivf"`` replaces the brute-force scoring with an IVF index built from
+stock TF ops (:mod:`tfrec.export.ivf`): same signature, same exclusion and ``k``
+rules, approximate top K. It adds a second signature, ``with_nprobe``: the same
+inputs plus ``nprobe`` int32 ``[B]`` (partitions probed per row, ``1..P``,
+checked in-graph like ``k``); ``serving_default`` probes the export's default
+``nprobe``. TF Serving clients choose the signature by name
+(``model_spec.signature_name``).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import tf_keras as keras
 
 from tfrec._version import __version__
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.ivf import IvfIndex, build_export_index, with_index_info
 from tfrec.export.layout import ASSETS_EXTRA, check_file_name, staged_version, write_assets_extra
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
@@ -48,6 +57,7 @@ from tfrec.models.retrieval import TwoTowerModel
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
+NPROBE_SIGNATURE_NAME = "with_nprobe"  # IVF exports only: serving_default + an nprobe input
 CONFIG_FILE = "tfrec_config.json"
 USER_VOCAB_FILE = "user_vocab.txt"
 ITEM_VOCAB_FILE = "item_vocab.txt"
@@ -69,13 +79,22 @@ class RetrievalServingModule(tf.Module):
             vectors are computed once here).
         user_vocab: The user vocabulary the model was trained with.
         item_vocab: The item vocabulary the model was trained with.
+        index: An IVF index over the model's candidate vectors (from
+            :func:`~tfrec.export.ivf.make_ivf_index`) to score instead of brute
+            force; it adds the ``serve_with_nprobe`` function.
 
     Raises:
         ValueError: Vocabulary sizes that do not match the model, a catalogue
             without real items, or a model that needs context features.
     """
 
-    def __init__(self, model: TwoTowerModel, user_vocab: IdVocabulary, item_vocab: IdVocabulary):
+    def __init__(
+        self,
+        model: TwoTowerModel,
+        user_vocab: IdVocabulary,
+        item_vocab: IdVocabulary,
+        index: IvfIndex | None = None,
+    ):
         super().__init__(name="retrieval_serving")
         if item_vocab.size != model.num_items:
             raise ValueError(
@@ -100,9 +119,21 @@ class RetrievalServingModule(tf.Module):
         self.user_lookup = string_lookup(user_vocab, "user_lookup")
         self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self.query_tower = model.query_tower
-        self.candidates = tf.Variable(
-            model.candidate_embeddings(), trainable=False, name="candidate_embeddings"
-        )  # [I, D]
+        self.index = index
+        if index is None:
+            self.candidates = tf.Variable(
+                model.candidate_embeddings(), trainable=False, name="candidate_embeddings"
+            )  # [I, D]
+        else:
+            self.serve_with_nprobe = tf.function(
+                self._serve_with_nprobe,
+                input_signature=[
+                    tf.TensorSpec([None], tf.string, name="user_id"),
+                    tf.TensorSpec([None, None], tf.string, name="history"),
+                    tf.TensorSpec([None], tf.int32, name="k"),
+                    tf.TensorSpec([None], tf.int32, name="nprobe"),
+                ],
+            )
         self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
 
     @tf.function(
@@ -114,23 +145,71 @@ class RetrievalServingModule(tf.Module):
     )
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K items per user; see the module docstring for the contract."""
-        checks = request_checks(
+        if self.index is not None:
+            nprobe = tf.fill(tf.shape(user_id)[:1], self.index.default_nprobe)
+            return self._ivf_top_k(user_id, history, k, nprobe, [])
+        query, items = self._query(user_id, history, k, [])
+        scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
+        scores = exclude_items(scores, items)
+        top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
+        values, indices = tf.math.top_k(scores, k=top)  # [B, K]
+        return self._outputs(values, indices)
+
+    def _serve_with_nprobe(
+        self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, nprobe: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """``serving_default`` with the partitions probed per row (IVF exports)."""
+        partitions = self.index.num_partitions
+        checks = [
+            tf.debugging.assert_equal(
+                tf.shape(nprobe)[0], tf.shape(user_id)[0],
+                message="nprobe must have one value per user_id",
+            ),
+            tf.debugging.assert_greater_equal(nprobe, 1, message="nprobe must be >= 1"),
+            tf.debugging.assert_less_equal(
+                nprobe, partitions, message=f"nprobe must be <= {partitions} (the partitions)"
+            ),
+        ]  # fmt: skip
+        return self._ivf_top_k(user_id, history, k, nprobe, checks)
+
+    def _ivf_top_k(
+        self,
+        user_id: tf.Tensor,
+        history: tf.Tensor,
+        k: tf.Tensor,
+        nprobe: tf.Tensor,
+        checks: list[tf.Operation],
+    ) -> dict[str, tf.Tensor]:
+        query, items = self._query(user_id, history, k, checks)
+        top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
+        values, indices = self.index.search(query, items, top, nprobe)  # [B, K]
+        return self._outputs(values, indices)
+
+    def _query(
+        self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, checks: list[tf.Operation]
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Checked inputs -> ``[B, D]`` query vectors and ``[B, L]`` history item indices."""
+        checks = checks + request_checks(
             user_id, history, k, self.num_real_items, "the number of catalogue items"
         )
         with tf.control_dependencies(checks):
             users = tf.cast(self.user_lookup(user_id), tf.int32)  # [B]
             items = tf.cast(self.item_lookup(history), tf.int32)  # [B, L]; OOV = 1
-        # An ID-only query tower ignores the history; it still excludes items below.
+        # An ID-only query tower ignores the history; it still excludes items (callers).
         # compact_history turns a [B, 0] history into one padding column (an empty history).
         recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
-        query = self.query_tower.final_query(users, recent)  # [B, D]
-        scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
-        scores = exclude_items(scores, items)
-        top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
-        values, indices = tf.math.top_k(scores, k=top)  # [B, K]
+        return self.query_tower.final_query(users, recent), items  # [B, D], [B, L]
+
+    def _outputs(self, values: tf.Tensor, indices: tf.Tensor) -> dict[str, tf.Tensor]:
         ids = tf.gather(self._item_tokens, indices)  # [B, K]
         ids = tf.where(tf.math.is_inf(values), tf.constant("", tf.string), ids)
         return {"item_ids": ids, "scores": values}
+
+    def signatures(self) -> dict[str, Any]:
+        """The SavedModel signatures: ``serving_default`` (+ ``with_nprobe`` with an index)."""
+        if self.index is None:
+            return {SIGNATURE_NAME: self.serve}
+        return {SIGNATURE_NAME: self.serve, NPROBE_SIGNATURE_NAME: self.serve_with_nprobe}
 
 
 def request_checks(
@@ -184,7 +263,9 @@ def exclude_items(scores: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
     return tf.where(reserved[tf.newaxis, :], tf.constant(-np.inf, scores.dtype), scores)
 
 
-def _default_config(model: TwoTowerModel, module: RetrievalServingModule) -> str:
+def _default_config(
+    model: TwoTowerModel, module: RetrievalServingModule, index_info: dict[str, Any]
+) -> str:
     history = "string [B, L]"
     if not module.encodes_history:
         history += " (ID-only model: excluded from the results, not used by the query)"
@@ -200,7 +281,13 @@ def _default_config(model: TwoTowerModel, module: RetrievalServingModule) -> str
         "user_vocab": USER_VOCAB_FILE,
         "item_vocab": ITEM_VOCAB_FILE,
         "retrieval_config": model.config.to_dict(),
+        "index": index_info,
     }
+    if module.index is not None:
+        info["signatures"] = {
+            NPROBE_SIGNATURE_NAME: f"{SIGNATURE_NAME} inputs + nprobe int32 [B] "
+            f"(1..{module.index.num_partitions}; default {module.index.default_nprobe})"
+        }
     return json.dumps(info, indent=2, sort_keys=True) + "\n"
 
 
@@ -251,13 +338,23 @@ def export_retrieval(
     version: int | None = None,
     assets_extra: Mapping[str, bytes] | None = None,
     extra_files: Mapping[str, str] | None = None,
+    index: str = "brute",
+    num_partitions: int | None = None,
+    nprobe: int | None = None,
+    tuning_queries: np.ndarray | None = None,
 ) -> Path:
     """Exports the retrieval SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
-    ``assets.extra/`` holds ``tfrec_config.json`` (model type, signature, sizes and
-    the RetrievalConfig; a caller's ``extra_files["tfrec_config.json"]`` replaces
-    it), ``user_vocab.txt`` / ``item_vocab.txt`` (one known id per line, in index
+    ``assets.extra/`` holds ``tfrec_config.json`` (model type, signature, sizes,
+    the RetrievalConfig and ``"index"``, the index parameters; a caller's
+    ``extra_files["tfrec_config.json"]`` replaces it, and with ``index="ivf"``
+    it must be a JSON object, which gets the ``"index"`` entry added),
+    ``user_vocab.txt`` / ``item_vocab.txt`` (one known id per line, in index
     order from 2) and the caller's files.
+
+    ``index="ivf"`` partitions the candidate vectors by k-means at export time
+    (about a minute at 10^6 items) and scores only the probed partitions; see
+    :mod:`tfrec.export.ivf` and docs/architecture.md, "Export contract".
 
     Args:
         model: The trained model.
@@ -269,26 +366,41 @@ def export_retrieval(
         assets_extra: Binary files for ``assets.extra/`` (e.g. the TF Serving
             warmup file ``tf_serving_warmup_requests``).
         extra_files: Text files for ``assets.extra/`` (e.g. ``metrics.json``).
+        index: ``"brute"`` (exact, every item scored) or ``"ivf"`` (approximate).
+        num_partitions: IVF partitions P (default ``round(4 * sqrt(items))``;
+            oversized partitions are split, so the index may have a few more).
+        nprobe: IVF partitions probed by ``serving_default`` (default: the
+            smallest reaching a recall@10 of 0.95 against brute force on
+            ``tuning_queries``).
+        tuning_queries: ``[Q, D]`` validation-like query vectors for choosing
+            ``nprobe`` (default: a sample of the candidate vectors). Never pass
+            test queries: the choice would be tuned on the test set.
 
     Returns:
         The final version directory.
 
     Raises:
         ValueError: Vocabularies that do not match the model, a bad name or version,
-            a file name that is not plain or clashes with the vocabulary files.
+            a file name that is not plain or clashes with the vocabulary files, an
+            unknown ``index``, IVF options with ``index="brute"`` or out of range.
         FileExistsError: The version already exists (it is never overwritten).
     """
-    module = RetrievalServingModule(model, user_vocab, item_vocab)
-    files = assets_extra_files(_default_config(model, module), assets_extra, extra_files)
+    ivf, index_info = build_export_index(model, index, num_partitions, nprobe, tuning_queries)
+    module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf)
+    config = _default_config(model, module, index_info)
+    files = assets_extra_files(config, assets_extra, extra_files)
+    if ivf is not None:
+        files[CONFIG_FILE] = with_index_info(files[CONFIG_FILE], index_info, CONFIG_FILE)
     with staged_version(base_dir, model_name, version) as staged:
-        tf.saved_model.save(module, str(staged.path), signatures={SIGNATURE_NAME: module.serve})
+        tf.saved_model.save(module, str(staged.path), signatures=module.signatures())
         directory = write_assets_extra(staged.path, files)
         user_vocab.save(directory / USER_VOCAB_FILE)
         item_vocab.save(directory / ITEM_VOCAB_FILE)
     logger.info(
-        "exported retrieval model to %s (%d items, %s/ %s)",
+        "exported retrieval model to %s (%d items, %s index, %s/ %s)",
         staged.final_path,
         module.num_real_items,
+        index,
         ASSETS_EXTRA,
         sorted([*files, USER_VOCAB_FILE, ITEM_VOCAB_FILE]),
     )

@@ -8,10 +8,8 @@ from tfrec.layers.encoders import (
     get_encoder,
 )
 from tfrec.layers.towers import (
-    ItemFeatureTables,
     ItemTower,
     QueryTower,
-    build_item_feature_tables,
     compact_history,
     trim_leading_padding,
 )
@@ -19,14 +17,12 @@ from tfrec.layers.user_tower import UserQueryTower
 
 __all__ = [
     "ENCODERS",
-    "ItemFeatureTables",
     "ItemTower",
     "MeanEncoder",
     "QueryTower",
     "RNNEncoder",
     "TransformerEncoder",
     "UserQueryTower",
-    "build_item_feature_tables",
     "compact_history",
     "get_encoder",
     "trim_leading_padding",

@@ -41,6 +41,7 @@ from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower
 from tfrec.models.base import TfrecModel
 from tfrec.tasks.ranking import RankingTask
+from tfrec.training.optimizers import Optimizer, check_optimizer_settings
 
 
 @dataclasses.dataclass
@@ -80,7 +81,11 @@ class RankingConfig(JsonConfig):
             ``serving_default`` signature).
         dropout: Dropout rate (LSTM input and MLP).
         l2: L2 penalty on embeddings and dense kernels.
-        learning_rate: Adam learning rate.
+        optimizer: ``"adam"``, ``"adamw"``, ``"adagrad"`` or ``"sgd"``
+            (:func:`tfrec.training.optimizers.make_optimizer`).
+        learning_rate: Optimizer learning rate.
+        weight_decay: Decoupled weight decay (``"adamw"`` only).
+        clipnorm: Clip each gradient to this norm (0 = off).
         batch_size: Training batch size.
         epochs: Maximum epochs.
         early_stopping_patience: Epochs without validation improvement before stopping.
@@ -92,7 +97,7 @@ class RankingConfig(JsonConfig):
         num_candidates: Retrieval top-N re-ranked by the two-stage pipeline.
         retrieval_weight: Two-stage final score = ranker score + this * retrieval
             score (0 = ranker only); pick it on validation
-            (:func:`tfrec.training.two_stage.tune_retrieval_weight`).
+            (:func:`tfrec.evaluation.two_stage.tune_retrieval_weight`).
         seed: Random seed (weights, shuffling, negatives).
     """
 
@@ -118,7 +123,10 @@ class RankingConfig(JsonConfig):
     signal_dropout: float = 0.1
     dropout: float = 0.25
     l2: float = 5e-5
+    optimizer: Optimizer = "adam"
     learning_rate: float = 2e-3
+    weight_decay: float = 0.0
+    clipnorm: float = 0.0
     batch_size: int = 512
     epochs: int = 20
     early_stopping_patience: int = 3
@@ -162,12 +170,11 @@ class RankingConfig(JsonConfig):
                 f"got {self.mlp_layers!r}"
             )
         self._check_fractions()
-        for name in ("retrieval_weight", "l2", "learning_rate"):
+        for name in ("retrieval_weight", "l2"):
             value = getattr(self, name)
-            low_ok = value > 0.0 if name == "learning_rate" else value >= 0.0
-            if not low_ok:
-                bound = "> 0" if name == "learning_rate" else ">= 0"
-                raise ValueError(f"RankingConfig.{name}: expected {bound}, got {value!r}")
+            if not value >= 0.0:
+                raise ValueError(f"RankingConfig.{name}: expected >= 0, got {value!r}")
+        check_optimizer_settings("RankingConfig", self)
         if self.negative_sampling == "hard" and self.hard_pool_size < self.num_negatives:
             raise ValueError(
                 f"RankingConfig.hard_pool_size: {self.hard_pool_size} is smaller than "

@@ -28,25 +28,19 @@ from typing import Literal
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from tfrec.config import JsonConfig
+from tfrec.data.item_features import ItemFeatureTables
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
 from tfrec.layers.encoders import ENCODERS, get_encoder
-from tfrec.layers.towers import (
-    ItemFeatureTables,
-    ItemTower,
-    QueryTower,
-    compact_history,
-    trim_leading_padding,
-)
+from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
 from tfrec.tasks.retrieval import LOSSES, RetrievalTask
+from tfrec.training.optimizers import Optimizer, check_optimizer_settings
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "adamw", "adagrad", "sgd")
 POSITIONS = ("all", "last")
 #: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
 NO_ENCODER = "none"
@@ -121,7 +115,7 @@ class RetrievalConfig(JsonConfig):
     remove_accidental_hits: bool = True
     num_hard_negatives: int = 0
     l2: float = 0.0
-    optimizer: Literal["adam", "adamw", "adagrad", "sgd"] = "adam"
+    optimizer: Optimizer = "adam"
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     clipnorm: float = 0.0
@@ -160,11 +154,6 @@ class RetrievalConfig(JsonConfig):
                 f"RetrievalConfig.num_hard_negatives={self.num_hard_negatives} needs "
                 f"loss='sampled' (got loss={self.loss!r})"
             )
-        if self.weight_decay and self.optimizer != "adamw":
-            raise ValueError(
-                f"RetrievalConfig.weight_decay={self.weight_decay} needs optimizer='adamw' "
-                f"(got {self.optimizer!r})"
-            )
         if not self.monitor:
             raise ValueError(
                 "RetrievalConfig.monitor is empty; expected a metric name like 'ndcg@10'"
@@ -174,7 +163,6 @@ class RetrievalConfig(JsonConfig):
         choices = {
             "encoder": ENCODER_CHOICES,
             "loss": LOSSES,
-            "optimizer": OPTIMIZERS,
             "training_positions": POSITIONS,
         }
         for name, allowed in choices.items():
@@ -199,14 +187,14 @@ class RetrievalConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
-        for name in ("context_dim", "num_hard_negatives", "l2", "weight_decay", "clipnorm"):
+        for name in ("context_dim", "num_hard_negatives", "l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"RetrievalConfig.dropout={self.dropout}; expected 0 <= dropout < 1")
-        for name in ("temperature", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected > 0")
+        if self.temperature <= 0:
+            raise ValueError(f"RetrievalConfig.temperature={self.temperature}; expected > 0")
+        check_optimizer_settings("RetrievalConfig", self)
 
 
 def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:
@@ -242,7 +230,7 @@ class TwoTowerModel(TfrecModel):
         num_users: User vocabulary size (padding and OOV included).
         num_items: Item vocabulary size I (padding and OOV included).
         item_features: Content tables from
-            :func:`tfrec.layers.towers.build_item_feature_tables`, used when
+            :func:`tfrec.data.item_features.build_item_feature_tables`, used when
             ``config.use_item_features``.
         item_log_probs: ``[I]`` log item sampling probabilities (see
             :func:`item_log_probabilities`) for logQ correction with
@@ -451,24 +439,3 @@ class TwoTowerModel(TfrecModel):
         scores = tf.matmul(self.query_embeddings(user, history), candidates, transpose_b=True)
         reserved = tf.range(tf.shape(scores)[1]) < NUM_RESERVED  # [I]
         return tf.where(reserved[tf.newaxis, :], -np.inf, scores)
-
-
-def make_optimizer(config: RetrievalConfig) -> keras.optimizers.Optimizer:
-    """Builds the optimizer named by ``config.optimizer``.
-
-    Args:
-        config: Uses ``optimizer``, ``learning_rate``, ``weight_decay``, ``clipnorm``.
-
-    Returns:
-        A tf-keras optimizer.
-    """
-    kwargs = {"learning_rate": config.learning_rate}
-    if config.clipnorm:
-        kwargs["clipnorm"] = config.clipnorm
-    if config.optimizer == "adam":
-        return keras.optimizers.Adam(**kwargs)
-    if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
-    if config.optimizer == "adagrad":
-        return keras.optimizers.Adagrad(**kwargs)
-    return keras.optimizers.SGD(**kwargs)

@@ -1,7 +1,8 @@
 """Keras callbacks for training runs: validation-metric early stopping, progress log, outputs.
 
+:func:`build_callbacks` assembles them the same way for every model kind.
 Order matters: put :class:`MetricEarlyStopping` before callbacks that read its
-``val_*`` entries (ModelCheckpoint with ``monitor="val_ndcg@10"``, TensorBoard,
+``val_*`` entries (:class:`~tfrec.training.checkpoints.RunCheckpoint`, TensorBoard,
 :class:`ProgressLogger`), because Keras calls them in list order with one shared
 ``logs`` dict. :class:`ProgressLogger` writes the one INFO line per epoch (with
 those ``val_*`` entries); run ``fit(..., verbose=0)`` beside it.
@@ -23,6 +24,8 @@ import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.logs import Progress, format_rate
+from tfrec.training.checkpoints import RunCheckpoint, TrainingState
+from tfrec.training.experiment import RunLayout
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ class MetricEarlyStopping(keras.callbacks.Callback):
         self.min_delta = min_delta
         self.restore_best_weights = restore_best_weights
         self.log_prefix = log_prefix
+        self._initial_state: dict[str, Any] | None = None
+        self._best_weights_path: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -103,9 +108,40 @@ class MetricEarlyStopping(keras.callbacks.Callback):
             return value > self.best_value + self.min_delta
         return value < self.best_value - self.min_delta
 
+    def state(self) -> dict[str, Any]:
+        """The state a resumed run continues from (JSON-compatible; see :meth:`resume_from`)."""
+        return {
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "best_metrics": dict(self.best_metrics),
+            "history": [dict(m) for m in self.history],
+            "wait": self._wait,
+        }
+
+    def resume_from(
+        self, state: Mapping[str, Any], best_weights: str | os.PathLike[str] | None = None
+    ) -> None:
+        """Makes the next ``fit`` continue an interrupted one.
+
+        Args:
+            state: :meth:`state` at the end of the last finished epoch.
+            best_weights: Weights prefix of the best epoch, restored at the end
+                when no later epoch beats it (the in-memory copy was lost).
+        """
+        self._initial_state = dict(state)
+        self._best_weights_path = None if best_weights is None else str(best_weights)
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        """Forgets the state of a previous ``fit``."""
+        """Forgets the state of a previous ``fit`` (or takes the resumed one)."""
         self._reset()
+        if self._initial_state is not None:
+            state = self._initial_state
+            self.best_value = state.get("best_value")
+            self.best_epoch = int(state.get("best_epoch", -1))
+            self.best_metrics = dict(state.get("best_metrics") or {})
+            self.history = [dict(m) for m in state.get("history") or []]
+            self._wait = int(state.get("wait", 0))
+            self._last_epoch = len(self.history) - 1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Evaluates, records, and decides whether to stop."""
@@ -152,18 +188,20 @@ class MetricEarlyStopping(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         """Restores the best weights when the last epoch was not the best."""
-        if (
-            self.restore_best_weights
-            and self._best_weights is not None
-            and self.best_epoch != self._last_epoch
-        ):
+        if not self.restore_best_weights or self.best_epoch == self._last_epoch:
+            return
+        if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
-            logger.info(
-                "restored the weights of epoch %d (%s=%.4f)",
-                self.best_epoch + 1,
-                self.monitor,
-                self.best_value,
-            )
+        elif self._best_weights_path is not None:  # best epoch before a resume
+            self.model.load_weights(self._best_weights_path).expect_partial()
+        else:
+            return
+        logger.info(
+            "restored the weights of epoch %d (%s=%.4f)",
+            self.best_epoch + 1,
+            self.monitor,
+            self.best_value,
+        )
 
 
 # TFRS bookkeeping keys left out of the INFO epoch line (total_loss = loss + regularization_loss).
@@ -280,36 +318,6 @@ class ProgressLogger(keras.callbacks.Callback):
             self.log.debug("epoch %d logs: %s", epoch + 1, _format(scalars))
 
 
-def make_checkpoint_callback(
-    output_dir: str | os.PathLike[str],
-    monitor: str | None = None,
-    mode: str = "max",
-) -> keras.callbacks.ModelCheckpoint:
-    """Weights checkpoints under ``<output_dir>/checkpoints/``.
-
-    Args:
-        output_dir: Run output directory.
-        monitor: With a logged metric (e.g. ``"val_ndcg@10"`` from
-            :class:`MetricEarlyStopping`), keep only the best epoch in
-            ``checkpoints/best``; without, overwrite ``checkpoints/last`` every epoch.
-        mode: ``"max"`` or ``"min"`` for ``monitor``.
-
-    Returns:
-        A ``ModelCheckpoint`` saving TF-format weights (``model.load_weights(path)``).
-    """
-    directory = Path(output_dir) / "checkpoints"
-    directory.mkdir(parents=True, exist_ok=True)
-    if monitor is None:
-        return keras.callbacks.ModelCheckpoint(str(directory / "last"), save_weights_only=True)
-    return keras.callbacks.ModelCheckpoint(
-        str(directory / "best"),
-        monitor=monitor,
-        mode=mode,
-        save_best_only=True,
-        save_weights_only=True,
-    )
-
-
 def make_tensorboard_callback(output_dir: str | os.PathLike[str]) -> keras.callbacks.TensorBoard:
     """TensorBoard event files under ``<output_dir>/tensorboard/`` (per-epoch scalars).
 
@@ -330,24 +338,48 @@ def make_tensorboard_callback(output_dir: str | os.PathLike[str]) -> keras.callb
     )
 
 
-def output_callbacks(
-    output_dir: str | os.PathLike[str], monitor: str | None = None, mode: str = "max"
+def build_callbacks(
+    evaluate_fn: Callable[[], Mapping[str, float]] | None,
+    *,
+    monitor: str,
+    patience: int,
+    mode: str = "max",
+    output_dir: str | os.PathLike[str] | None = None,
+    examples_per_step: int | None = None,
+    resume: TrainingState | None = None,
 ) -> list[keras.callbacks.Callback]:
-    """The checkpoint callback plus TensorBoard when the package is installed.
+    """The callbacks of every model kind's ``fit``, in their required order.
+
+    1. :class:`MetricEarlyStopping` on ``evaluate_fn``'s ``monitor`` (best epoch
+       restored at the end), when there is a validation evaluation.
+    2. :class:`ProgressLogger` (one line per epoch).
+    3. With ``output_dir``: :class:`~tfrec.training.checkpoints.RunCheckpoint`
+       (``weights/model`` = best epoch, ``checkpoints/last`` + its state every
+       epoch) and TensorBoard logs when the ``tensorboard`` package is installed
+       (a warning otherwise).
 
     Args:
-        output_dir: Run output directory (``checkpoints/``, ``tensorboard/``).
-        monitor: See :func:`make_checkpoint_callback`.
-        mode: See :func:`make_checkpoint_callback`.
-
-    Returns:
-        Callbacks to append after :class:`MetricEarlyStopping`.
+        evaluate_fn: The validation evaluation (None: no early stopping).
+        monitor: Its key that decides the best epoch.
+        patience: Epochs without improvement before stopping.
+        mode: ``"max"`` or ``"min"`` for ``monitor``.
+        output_dir: The run directory (None: nothing written).
+        examples_per_step: Batch size, for the examples/s of the progress lines.
+        resume: The state of an interrupted run being continued.
     """
-    callbacks: list[keras.callbacks.Callback] = [
-        make_checkpoint_callback(output_dir, monitor=monitor, mode=mode)
-    ]
-    if importlib.util.find_spec("tensorboard") is None:
-        logger.warning("tensorboard is not installed: no TensorBoard logs in %s", output_dir)
-    else:
-        callbacks.append(make_tensorboard_callback(output_dir))
+    callbacks: list[keras.callbacks.Callback] = []
+    stopper = None
+    layout = RunLayout(Path(output_dir)) if output_dir is not None else None
+    if evaluate_fn is not None:
+        stopper = MetricEarlyStopping(evaluate_fn, monitor=monitor, patience=patience, mode=mode)
+        if resume is not None and resume.early_stopping is not None:
+            stopper.resume_from(resume.early_stopping, layout.weights if layout else None)
+        callbacks.append(stopper)
+    callbacks.append(ProgressLogger(examples_per_step=examples_per_step))
+    if layout is not None:
+        callbacks.append(RunCheckpoint(layout, stopper, resume))
+        if importlib.util.find_spec("tensorboard") is None:
+            logger.warning("tensorboard is not installed: no TensorBoard logs in %s", output_dir)
+        else:
+            callbacks.append(make_tensorboard_callback(output_dir))
     return callbacks

@@ -1,19 +1,24 @@
-"""Ranking and two-stage (retrieve -> rank) experiments end to end.
+"""Two-stage (retrieve -> rank) experiments end to end: the ``"pipeline"`` kind.
 
-Used by ``tfrec train --model ranking`` and ``tfrec train --model pipeline``::
+Used by ``tfrec train --model pipeline``::
 
     config = RankingExperimentConfig.for_dataset("beauty", kind="pipeline")
-    metrics = run_ranking_experiment(config, "runs/beauty-pipeline")
+    experiment = PipelineExperiment(config, output_dir="runs/beauty-pipeline")
+    experiment.fit()        # retrieval, then the ranker on retrieval's lists, then fusion
+    experiment.evaluate()   # test_ranker/..., test_retrieval/..., test_two_stage/...
+    experiment.save()
+    experiment.export("exports")   # ranking, retrieval and the combined recommender
 
-``kind="ranking"`` trains the LSTM ranker alone (rating regression on rated data,
-next-item list ranking otherwise) and exports ``ranking``. ``kind="pipeline"``
-trains the retrieval model and the ranker on the SAME split and vocabularies,
-reports retrieval-only vs two-stage with the same full-ranking protocol
-(``test_retrieval/...`` vs ``test_two_stage/...``), and exports ``retrieval``,
-``ranking`` and the combined ``recommender``.
+The retrieval model and the ranker are trained on the SAME split and
+vocabularies; the ranker learns on the lists it will re-rank (hard negatives
+from the trained retrieval model). The score-fusion weight is picked on the
+validation part (``fusion_weights``), never on test. Retrieval-only and
+two-stage are reported with the same full-ranking protocol, once per
+``evaluation.mask`` protocol (``test_two_stage/...``, ``test_two_stage_unmasked/...``).
 
-Output directory: ``config.json``, ``metrics.json``, ``ranking/`` (the saved
-ranker), ``retrieval/`` (pipeline: the retrieval experiment), ``export/<name>/<version>/``.
+Run directory: ``config.json`` (kind ``pipeline``), ``metrics.json``,
+``retrieval/`` (a complete retrieval run), ``ranking/`` (a complete ranking run,
+its ``config.json`` carrying the picked fusion weight), ``export/``.
 """
 
 from __future__ import annotations
@@ -21,272 +26,295 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import time
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from tfrec.config import JsonConfig, atomic_write_text
-from tfrec.data.config import DataConfig
-from tfrec.models.ranking import RankingConfig
-from tfrec.models.retrieval import RetrievalConfig
-from tfrec.training.experiment import EvalConfig
-from tfrec.training.retrieval import PRESETS, RetrievalExperiment, RetrievalExperimentConfig
+import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.data.interactions import Interactions
+from tfrec.data.splits import Split
+from tfrec.evaluation.config import MASK_SUFFIX, prefixed
+from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
+from tfrec.models.two_stage import RetrievalScorer
+from tfrec.training.experiment import (
+    RunLayout,
+    read_json,
+    read_run_config,
+    register_experiment,
+    select_exports,
+    write_json,
+)
+from tfrec.training.ranking import RankingExperiment
+from tfrec.training.ranking_config import RankingExperimentConfig
+from tfrec.training.retrieval import RetrievalExperiment
+from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
 logger = logging.getLogger(__name__)
 
-#: Ranker defaults per dataset and kind (on top of RankingConfig's defaults).
-RANKING_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("ml-100k", "ranking"): {"objective": "rating", "max_history": 50},
-    ("ml-latest-small", "ranking"): {"objective": "rating", "max_history": 50},
-    # Two-stage ranker (measured on Beauty, benchmarks/two_stage.py): each training list
-    # is the true item + the rest of the retrieval top-100, kept only where retrieval
-    # found the true item (retrieved_only): the very lists stage 2 re-ranks. No per-user
-    # embedding (leave-one-out users have a handful of events each).
-    ("beauty", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "num_negatives": 99,
-        "use_user": False,
-        "loss": "softmax",
-        "max_history": 50,
-    },
-    # the synthetic catalogue is small (80 items by default): smaller pools and lists
-    ("synthetic", "ranking"): {"objective": "rating", "eval_negatives": 30},
-    ("synthetic", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "hard_pool_size": 30,
-        "num_candidates": 30,
-        "num_negatives": 10,
-        "eval_negatives": 30,
-    },
-    ("ml-100k", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "num_negatives": 99,
-        "loss": "softmax",
-        "max_history": 50,
-    },
-}
+#: The two sub-runs of a pipeline run directory.
+RETRIEVAL_DIR = "retrieval"
+RANKING_DIR = "ranking"
 
 
-@dataclasses.dataclass
-class RankingExperimentConfig(JsonConfig):
-    """A ranking or two-stage experiment (saved as ``config.json``).
-
-    Attributes:
-        data: Dataset and split.
-        ranking: LSTM ranker hyper-parameters.
-        retrieval: Two-tower hyper-parameters (``pipeline`` only).
-        evaluation: Full-ranking protocol of the two-stage comparison.
-        kind: ``ranking`` (the ranker alone) or ``pipeline`` (retrieval + ranker).
-        retrieval_model_name: Export name of the retrieval model.
-        ranking_model_name: Export name of the ranker.
-        recommender_model_name: Export name of the combined recommender.
-        fusion_weights: ``pipeline`` only: candidate score-fusion weights (final
-            score = ranker + w * retrieval score); the one with the best validation
-            ``fusion_metric`` is picked (never on test) and written into the saved
-            ranker config and the combined export. Empty = keep
-            ``ranking.retrieval_weight``, as also happens without a validation part.
-        fusion_metric: Full-ranking metric the fusion weight is picked by.
-        fusion_queries: Validation queries used to pick it (seeded subset; 0 = all).
-    """
-
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
-    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
-    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    kind: Literal["ranking", "pipeline"] = "ranking"
-    retrieval_model_name: str = "retrieval"
-    ranking_model_name: str = "ranking"
-    recommender_model_name: str = "recommender"
-    fusion_weights: list[float] = dataclasses.field(
-        default_factory=lambda: [0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0]
-    )
-    fusion_metric: str = "ndcg@10"
-    fusion_queries: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("ranking", "pipeline"):
-            raise ValueError(
-                f"RankingExperimentConfig.kind={self.kind!r}; expected 'ranking' or 'pipeline'"
-            )
-        bad = [w for w in self.fusion_weights if isinstance(w, bool) or not float(w) >= 0.0]
-        if bad:
-            raise ValueError(
-                f"RankingExperimentConfig.fusion_weights: expected numbers >= 0, got {bad!r}"
-            )
-        if "@" not in self.fusion_metric:
-            raise ValueError(
-                f"RankingExperimentConfig.fusion_metric={self.fusion_metric!r}; expected a "
-                "cutoff metric such as 'ndcg@10' or 'hr@20'"
-            )
-        if self.fusion_queries < 0:
-            raise ValueError(
-                f"RankingExperimentConfig.fusion_queries={self.fusion_queries}; expected >= 0"
-            )
-
-    @classmethod
-    def for_dataset(cls, dataset: str, kind: str = "ranking", **data_kwargs: Any):
-        """The documented defaults for ``dataset`` and ``kind``.
-
-        The data split and retrieval settings are the retrieval presets
-        (:data:`tfrec.training.retrieval.PRESETS`); the ranker's come from
-        :data:`RANKING_PRESETS` (rating regression when the data has ratings).
-        """
-        base = RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
-        overrides = RANKING_PRESETS.get((dataset, kind), {})
-        if not overrides and kind == "pipeline":
-            overrides = {
-                "objective": "next_item",
-                "negative_sampling": "hard",
-                "retrieved_only": True,
-            }
-        if not overrides and dataset not in PRESETS:
-            raise ValueError(f"unknown dataset {dataset!r}")
-        return cls(
-            data=base.data,
-            ranking=RankingConfig(**overrides),
-            retrieval=base.model,
-            evaluation=base.evaluation,
-            kind=kind,
-        )
-
-
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
-
-
-def _tune_fusion(
-    config: RankingExperimentConfig, trained: Any, scorer: Any, split: Any
-) -> dict[str, float]:
-    """Picks the fusion weight on validation and sets it in ``trained.config``.
-
-    Returns:
-        ``valid/fusion_weight`` and the validation metric of every weight tried
-        (nothing when there are no weights or no validation part).
-    """
-    from tfrec.training.two_stage import tune_retrieval_weight  # noqa: PLC0415
-
-    if not config.fusion_weights or split.valid is None or not len(split.valid):
-        return {}
-    best, table = tune_retrieval_weight(
-        trained, scorer, split, weights=config.fusion_weights,
-        metric=config.fusion_metric, max_queries=config.fusion_queries or None,
-    )  # fmt: skip
-    logger.info(
-        "fusion weight %s (validation %s: %s)",
-        best,
-        config.fusion_metric,
-        ", ".join(f"w={w:g}: {v:.4f}" for w, v in table.items()),
-    )
-    trained.config = dataclasses.replace(trained.config, retrieval_weight=best)
-    metrics = {"valid/fusion_weight": best}
-    for weight, value in table.items():
-        metrics[f"valid_fusion/w={weight:g}/{config.fusion_metric}"] = float(value)
-    return metrics
-
-
-def run_ranking_experiment(
-    config: RankingExperimentConfig, output_dir: str | Path, export: bool = True
-) -> dict[str, float]:
-    """Trains, evaluates, saves and exports a ranking or two-stage experiment.
+@register_experiment("pipeline")
+class PipelineExperiment:
+    """A retrieval experiment and a ranker on its lists, evaluated and exported together.
 
     Args:
-        config: The experiment.
-        output_dir: Where everything is written.
-        export: Whether to write the SavedModels under ``output_dir/export``.
+        config: The experiment (``kind="pipeline"``).
+        output_dir: The run directory (sub-runs in ``retrieval/`` and ``ranking/``).
+        data: Already-loaded interactions (default ``config.data.load()``).
+        split: A precomputed split of ``data``.
+        retrieval: An existing stage 1 (what :meth:`from_dir` passes).
+        ranking: An existing stage 2 (what :meth:`from_dir` passes); otherwise the
+            ranker is built in :meth:`fit`, once the retrieval model is trained.
 
-    Returns:
-        The flat metrics also written to ``metrics.json``: ranking runs give
-        ``test/rmse``, ``test/mae`` (rating) or ``test/auc``, ``test/ndcg@K`` of the
-        candidate lists (next item); pipeline runs give the ranker's as
-        ``test_ranker/...``, the full-ranking comparison as ``test_retrieval/...``
-        and ``test_two_stage/...`` (with the fusion weight picked on validation,
-        ``valid/fusion_weight``; see ``RankingExperimentConfig.fusion_weights``).
+    Raises:
+        ValueError: ``config.kind`` is not ``pipeline``.
     """
-    from tfrec.export.ranking import export_ranking, export_recommender  # noqa: PLC0415
-    from tfrec.models.two_stage import RetrievalScorer  # noqa: PLC0415
-    from tfrec.training.ranking import (  # noqa: PLC0415
-        build_vocabularies,
-        evaluate_ranker,
-        save_ranker,
-        train_ranker,
-    )
-    from tfrec.training.two_stage import evaluate_two_stage  # noqa: PLC0415
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.json")
-    data = config.data.load()
-    split = config.data.make_split(data)
-    metrics: dict[str, float] = {}
-    experiment = scorer = None
-    if config.kind == "pipeline":
-        logger.info("stage 1/2: retrieval model")
-        retrieval_config = RetrievalExperimentConfig(
+    kind: ClassVar[str] = "pipeline"
+    exports: ClassVar[tuple[str, ...]] = ("ranking", "retrieval", "recommender")
+    config_class: ClassVar[type[RankingExperimentConfig]] = RankingExperimentConfig
+
+    def __init__(
+        self,
+        config: RankingExperimentConfig,
+        output_dir: str | os.PathLike[str] | None = None,
+        *,
+        data: Interactions | None = None,
+        split: Split | None = None,
+        retrieval: RetrievalExperiment | None = None,
+        ranking: RankingExperiment | None = None,
+    ) -> None:
+        if config.kind != self.kind:
+            raise ValueError(
+                f"PipelineExperiment: config.kind={config.kind!r}; expected 'pipeline'"
+            )
+        self.config = config
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.metrics: dict[str, float] = {}
+        if retrieval is None:
+            retrieval = RetrievalExperiment(
+                self._retrieval_config(), self._sub_dir(RETRIEVAL_DIR), data=data, split=split
+            )
+        self.retrieval = retrieval
+        self.ranking = ranking
+        self._scorer: RetrievalScorer | None = None
+
+    def _sub_dir(self, name: str) -> Path | None:
+        return self.output_dir / name if self.output_dir is not None else None
+
+    def _retrieval_config(self) -> RetrievalExperimentConfig:
+        config = self.config
+        return RetrievalExperimentConfig(
             data=config.data,
             model=config.retrieval,
             evaluation=config.evaluation,
             model_name=config.retrieval_model_name,
         )
-        experiment = RetrievalExperiment(
-            retrieval_config, output_dir=out / "retrieval", data=data, split=split
-        )
-        experiment.fit()
-        experiment.evaluate()  # full metrics in retrieval/metrics.json
-        experiment.save(out / "retrieval")
-        metrics["retrieval/train_seconds"] = round(experiment.train_seconds, 2)
-        scorer = RetrievalScorer(experiment.model)
-        user_vocab, item_vocab = experiment.user_vocab, experiment.item_vocab
-    else:
-        user_vocab, item_vocab = build_vocabularies(split)
-    logger.info("stage %s: LSTM ranker (%s)", "2/2" if scorer else "1/1", config.ranking.objective)
-    started = time.perf_counter()
-    trained = train_ranker(
-        split,
-        config.ranking,
-        user_vocab=user_vocab,
-        item_vocab=item_vocab,
-        retrieval=scorer,
-        model_dir=out / "ranking",
-    )
-    metrics["ranking/train_seconds"] = round(time.perf_counter() - started, 2)
-    if scorer is not None:
-        metrics.update(_tune_fusion(config, trained, scorer, split))
-    save_ranker(trained, out / "ranking")
-    # The ranker's own metrics (RMSE/MAE, or AUC/NDCG of its candidate lists) are
-    # "test/..." for a ranking run; in a pipeline "test/..." would read as full-ranking
-    # metrics, so they are "test_ranker/..." there.
-    prefix = "test_ranker" if scorer is not None else "test"
-    metrics.update(_prefixed(prefix, evaluate_ranker(trained, split)))
-    if scorer is not None:
-        both = evaluate_two_stage(trained, scorer, split, ks=config.evaluation.ks)
-        metrics.update(_prefixed("test_retrieval", both["retrieval"]))
-        metrics.update(_prefixed("test_two_stage", both["two_stage"]))
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    if export:
-        extra = {"metrics.json": json.dumps(metrics, indent=2, sort_keys=True)}
-        path = export_ranking(
-            trained, out / "export", model_name=config.ranking_model_name, extra_files=extra
-        )
-        logger.info("exported the ranker to %s", path)
-        if experiment is not None:
-            experiment.export(out / "export")
-            if data.items is not None:
-                titles = dict(zip(data.items["item_id"], data.items["title"], strict=True))
+
+    def _ranking_config(self) -> RankingExperimentConfig:
+        return dataclasses.replace(self.config, kind="ranking")
+
+    @property
+    def scorer(self) -> RetrievalScorer:
+        """Stage 1 as a scorer of the whole catalogue (built after training)."""
+        if self._scorer is None:
+            self._scorer = RetrievalScorer(self.retrieval.model)
+        return self._scorer
+
+    @classmethod
+    def default_config(cls, dataset: str, **data_kwargs: Any) -> RankingExperimentConfig:
+        """The preset of ``dataset`` (:meth:`RankingExperimentConfig.for_dataset`)."""
+        return RankingExperimentConfig.for_dataset(dataset, kind=cls.kind, **data_kwargs)
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
+    ) -> dict[str, list[float]]:
+        """Trains stage 1, then the ranker on its lists, then picks the fusion weight.
+
+        Args:
+            epochs: Overrides the epochs of both stages.
+            resume: Continue an interrupted run: a retrieval stage that finished
+                (``retrieval/history.json`` saved) is reloaded, not retrained; an
+                interrupted stage continues from its ``checkpoints/last``.
+            verbose: Keras verbosity.
+
+        Returns:
+            Both stages' per-epoch logs, keys prefixed ``retrieval/`` and ``ranking/``.
+        """
+        if self.output_dir is not None:
+            self.config.save(RunLayout(self.output_dir).config)
+        logger.info("stage 1/2: retrieval model")
+        self._fit_retrieval(epochs, resume=resume, verbose=verbose)
+        self.metrics["retrieval/train_seconds"] = round(self.retrieval.train_seconds, 2)
+        logger.info("stage 2/2: LSTM ranker (%s)", self.config.ranking.objective)
+        self._scorer = None  # a snapshot of the trained model's item vectors
+        self.ranking = RankingExperiment(
+            self._ranking_config(), self._sub_dir(RANKING_DIR),
+            data=self.retrieval.data, split=self.retrieval.split,
+            user_vocab=self.retrieval.user_vocab, item_vocab=self.retrieval.item_vocab,
+            retrieval=self.scorer,
+        )  # fmt: skip
+        layout = RunLayout(self.output_dir) if self.output_dir is not None else None
+        ranker_resume = resume and layout is not None
+        if ranker_resume and not layout.sub_run(RANKING_DIR).checkpoint_state.is_file():
+            ranker_resume = False  # interrupted before the ranker's first epoch
+        self.ranking.fit(epochs, resume=ranker_resume, verbose=verbose)
+        self.metrics["ranking/train_seconds"] = round(self.ranking.train_seconds, 2)
+        self.metrics.update(self._tune_fusion())
+        return {
+            **{f"retrieval/{k}": v for k, v in self.retrieval.history.items()},
+            **{f"ranking/{k}": v for k, v in self.ranking.history.items()},
+        }
+
+    def _fit_retrieval(self, epochs: int | None, *, resume: bool, verbose: int | str) -> None:
+        """Trains (or, resuming a run whose stage 1 finished, reloads) the retrieval model."""
+        sub = RunLayout(self.output_dir).sub_run(RETRIEVAL_DIR) if self.output_dir else None
+        if resume and sub is not None and sub.history.is_file():
+            logger.info("resuming: stage 1 had finished; loading %s", sub.weights)
+            self.retrieval.model.load_weights(str(sub.weights)).expect_partial()
+            self.retrieval.history = read_json(sub.history, {})
+            self.retrieval.train_seconds = float(
+                read_json(sub.metrics, {}).get("train_seconds", 0.0)
+            )
+            return
+        retrieval_resume = resume and sub is not None and sub.checkpoint_state.is_file()
+        self.retrieval.fit(epochs, resume=retrieval_resume, verbose=verbose)
+        self.retrieval.metrics["train_seconds"] = round(self.retrieval.train_seconds, 2)
+        if sub is not None:
+            self.retrieval.save(sub.root)  # stage 1 is complete (history.json marks it)
+
+    def _tune_fusion(self) -> dict[str, float]:
+        """Picks the fusion weight on validation and sets it in the ranker's config.
+
+        Every ``evaluation.mask`` protocol reports its table
+        (``valid_fusion/w=<w>/<metric>``, ``valid_fusion_unmasked/...``); the first
+        one picks the weight (``valid/fusion_weight``). Nothing without weights
+        or a validation part.
+        """
+        config, split = self.config, self.retrieval.split
+        if not config.fusion_weights or split.valid is None or not len(split.valid):
+            return {}
+        trained = self.ranking.trained
+        metrics: dict[str, float] = {}
+        for masked in config.evaluation.masked_protocols:
+            best, table = tune_retrieval_weight(
+                trained, self.scorer, split, weights=config.fusion_weights,
+                metric=config.fusion_metric, max_queries=config.fusion_queries or None,
+                mask_history=masked,
+            )  # fmt: skip
+            suffix = MASK_SUFFIX[masked]
+            logger.info(
+                "fusion weight%s %s (validation %s: %s)",
+                f" ({suffix[1:]})" if suffix else "",
+                best,
+                config.fusion_metric,
+                ", ".join(f"w={w:g}: {v:.4f}" for w, v in table.items()),
+            )
+            if "valid/fusion_weight" not in metrics:  # the primary protocol decides
+                metrics["valid/fusion_weight"] = best
+            for weight, value in table.items():
+                metrics[f"valid_fusion{suffix}/w={weight:g}/{config.fusion_metric}"] = float(value)
+        chosen = metrics["valid/fusion_weight"]
+        trained.config = dataclasses.replace(trained.config, retrieval_weight=chosen)
+        return metrics
+
+    # ------------------------------------------------------------------ evaluation
+    def _stage2(self) -> RankingExperiment:
+        if self.ranking is None:
+            raise ValueError("the pipeline has no ranker yet: call fit() (or from_dir) first")
+        return self.ranking
+
+    def evaluate(self, parts: Sequence[str] | None = None) -> dict[str, float]:
+        """Ranker, retrieval-only and two-stage metrics of ``parts`` (default: test).
+
+        Keys: ``<part>_ranker/...`` (the ranker's own lists), ``<part>_retrieval/...``
+        and ``<part>_two_stage/...`` (full ranking, same queries) per
+        ``evaluation.mask`` protocol (``_unmasked`` suffix for the unmasked one).
+        The stages' own reports (both parts) are kept in their sub-runs.
+        """
+        ranking = self._stage2()
+        sub_parts = None if parts is None else tuple(parts)  # None: the stages' full reports
+        parts = ("test",) if parts is None else tuple(parts)
+        evaluation = self.config.evaluation
+        self.retrieval.config.evaluation = evaluation  # one protocol for the whole run
+        self.retrieval.evaluate(sub_parts)
+        own = ranking.evaluate(sub_parts)
+        metrics: dict[str, float] = {}
+        for part in parts:
+            ranker = {k.split("/", 1)[1]: v for k, v in own.items() if k.startswith(f"{part}/")}
+            metrics.update(prefixed(f"{part}_ranker", ranker))
+            for masked in evaluation.masked_protocols:
+                both = evaluate_two_stage(
+                    ranking.trained, self.scorer, self.retrieval.split, part=part,
+                    ks=evaluation.ks, mask_history=masked,
+                )  # fmt: skip
+                suffix = MASK_SUFFIX[masked]
+                metrics.update(prefixed(f"{part}_retrieval{suffix}", both["retrieval"]))
+                metrics.update(prefixed(f"{part}_two_stage{suffix}", both["two_stage"]))
+        self.metrics.update(metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ io
+    def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Writes ``config.json``, ``metrics.json`` and both complete sub-runs."""
+        layout = RunLayout(Path(output_dir or self.output_dir or "."))
+        layout.root.mkdir(parents=True, exist_ok=True)
+        self.config.save(layout.config)
+        write_json(layout.metrics, self.metrics)
+        self.retrieval.save(layout.sub_run(RETRIEVAL_DIR).root)
+        self._stage2().save(layout.sub_run(RANKING_DIR).root)
+        return layout.root
+
+    def export(
+        self,
+        base_dir: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        models: Sequence[str] | None = None,
+        model_name: str | None = None,
+    ) -> list[Path]:
+        """Writes the ranking, retrieval and combined recommender SavedModels (or ``models``)."""
+        from tfrec.export.ranking import export_recommender  # noqa: PLC0415
+
+        chosen = select_exports(self.kind, self.exports, models, model_name)
+        paths: list[Path] = []
+        if "ranking" in chosen:
+            paths += self._stage2().export(base_dir, version, model_name=model_name)
+        if "retrieval" in chosen:
+            paths += self.retrieval.export(base_dir, version, model_name=model_name)
+        if "recommender" in chosen:
+            extra = {"metrics.json": json.dumps(self.metrics, indent=2, sort_keys=True)}
+            items = self.retrieval.data.items
+            if items is not None:
+                titles = dict(zip(items["item_id"], items["title"], strict=True))
                 extra["item_titles.json"] = json.dumps(titles, ensure_ascii=False)
             path = export_recommender(
-                experiment.model,
-                experiment.user_vocab,
-                experiment.item_vocab,
-                trained,
-                out / "export",
-                model_name=config.recommender_model_name,
-                extra_files=extra,
-            )
+                self.retrieval.model, self.retrieval.user_vocab, self.retrieval.item_vocab,
+                self._stage2().trained, base_dir, version=version, extra_files=extra,
+                model_name=model_name or self.config.recommender_model_name,
+            )  # fmt: skip
             logger.info("exported the combined recommender to %s", path)
-    return metrics
+            paths.append(path)
+        return paths
+
+    @classmethod
+    def from_dir(
+        cls, run_dir: str | os.PathLike[str], data_dir: str | None = None
+    ) -> PipelineExperiment:
+        """Reopens a pipeline run: its config, metrics and both sub-runs.
+
+        Raises:
+            FileNotFoundError: ``config.json`` or a file of a sub-run is missing.
+        """
+        layout, config = read_run_config(run_dir, RankingExperimentConfig, data_dir)
+        retrieval = RetrievalExperiment.from_dir(layout.sub_run(RETRIEVAL_DIR).root, data_dir)
+        ranking = RankingExperiment.from_dir(layout.sub_run(RANKING_DIR).root, data_dir)
+        ranking.split = retrieval.split  # the same data, loaded once
+        experiment = cls(config, layout.root, retrieval=retrieval, ranking=ranking)
+        experiment.metrics = read_json(layout.metrics, {})
+        return experiment

@@ -1,156 +1,63 @@
 """One retrieval experiment end to end: data -> split -> fit -> evaluate -> export.
 
-This is the Keras-style high-level API used by ``tfrec train``, the notebooks and
-the benchmarks::
+The ``"retrieval"`` kind of the :mod:`~tfrec.training.experiment` contract, used by
+``tfrec train``, the notebooks and the benchmarks::
 
     from tfrec.training.retrieval import RetrievalExperiment, RetrievalExperimentConfig
 
     experiment = RetrievalExperiment(RetrievalExperimentConfig.for_dataset("ml-100k"))
     experiment.fit()                   # early stopping on validation NDCG@10
     metrics = experiment.evaluate()    # {"test/ndcg@10": ..., "test/hr@10": ...}
-    experiment.export("exports")       # exports/retrieval/1/ (TF Serving layout)
+    experiment.export("exports")       # [exports/retrieval/1] (TF Serving layout)
 
 Everything a later ``tfrec evaluate``/``tfrec export`` needs is written to the
-output directory: ``config.json``, ``metrics.json``, ``user_vocab.txt``,
-``item_vocab.txt`` and ``weights/``; :meth:`RetrievalExperiment.from_dir`
-rebuilds the experiment from them (data and split are reloaded deterministically).
+output directory in the common :class:`~tfrec.training.experiment.RunLayout`;
+:meth:`RetrievalExperiment.from_dir` (or ``tfrec.load_experiment``) rebuilds the
+experiment from it (data and split are reloaded deterministically).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import tensorflow as tf
 
-from tfrec.config import JsonConfig, atomic_write_text
-from tfrec.data.interactions import Interactions
-from tfrec.data.pipeline import make_dataset
+from tfrec.data.interactions import Interactions, concat_interactions
+from tfrec.data.item_features import ItemFeatureTables, build_item_feature_tables
+from tfrec.data.queries import EvalQueries
 from tfrec.data.sequences import interaction_pairs, retrieval_examples, user_sequences
 from tfrec.data.splits import Split
-from tfrec.data.vocab import IdVocabulary
-from tfrec.layers.towers import ItemFeatureTables, build_item_feature_tables
-from tfrec.models.retrieval import (
-    NO_ENCODER,
-    RetrievalConfig,
-    TwoTowerModel,
-    item_log_probabilities,
-    make_optimizer,
-)
-from tfrec.training.callbacks import MetricEarlyStopping, ProgressLogger, output_callbacks
+from tfrec.data.tfdata import make_dataset
+from tfrec.data.vocab import IdVocabulary, build_vocabularies
+from tfrec.evaluation.retrieval import RetrievalEvaluator
+from tfrec.models.retrieval import NO_ENCODER, TwoTowerModel, item_log_probabilities
+from tfrec.training.checkpoints import save_weights
 from tfrec.training.experiment import (
-    MASK_SUFFIX,
-    DataConfig,
-    EvalConfig,
-    EvalQueries,
-    build_vocabularies,
-    concat_parts,
-    eval_queries,
-    protocol_metrics,
+    RunLayout,
+    read_json,
+    read_run_config,
+    register_experiment,
+    select_exports,
+    write_json,
 )
+from tfrec.training.loop import fit_model
+from tfrec.training.optimizers import make_optimizer
+from tfrec.training.retrieval_config import RetrievalExperimentConfig
 from tfrec.training.strategy import configure_precision, get_strategy
 
 logger = logging.getLogger(__name__)
 
-#: Defaults per dataset: (data overrides, model overrides, eval overrides).
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "beauty": (
-        {"split": "leave_one_out"},
-        {
-            "encoder": "transformer",
-            "max_history": 50,
-            "loss": "full",
-            "embedding_dim": 64,
-            "batch_size": 128,
-            "learning_rate": 2e-3,
-            "dropout": 0.3,
-            "epochs": 18,
-            "patience": 3,
-        },
-        {"mask": "both"},
-    ),
-    "beauty-bert4rec": (
-        {"split": "leave_one_out"},
-        {"encoder": "transformer", "max_history": 50, "loss": "full"},
-        {"mask": "both"},
-    ),
-    "ml-100k": (
-        {"split": "random", "train_ratio": 0.75, "valid_fraction": 0.05},
-        {
-            "encoder": "mean",
-            "use_user_embedding": True,
-            "max_history": 200,
-            "batch_size": 32,
-            "l2": 1e-4,
-        },
-        {"ks": [1, 5, 10, 20, 50, 100]},
-    ),
-    "ml-latest-small": (
-        {"split": "random", "train_ratio": 0.75},
-        {"encoder": "mean", "use_user_embedding": True, "max_history": 200},
-        {},
-    ),
-    "synthetic": (
-        {"split": "leave_one_out"},
-        {"encoder": "gru", "embedding_dim": 32, "epochs": 10, "batch_size": 64},
-        {},
-    ),
-    "csv": ({}, {}, {}),
-}
 
-
-@dataclasses.dataclass
-class RetrievalExperimentConfig(JsonConfig):
-    """Everything that defines a retrieval experiment (saved as ``config.json``).
-
-    Attributes:
-        data: Dataset and split.
-        model: Two-tower hyper-parameters (including optimisation settings).
-        evaluation: Metrics protocol.
-        model_name: Name of the export under the TF Serving base directory.
-        prepared_dir: Train from the sharded TFRecords of a ``tfrec prepare``
-            directory (streaming, for data larger than memory) instead of
-            building examples in memory; its split and vocabularies are used and
-            ``data`` is ignored.
-        kind: Always ``"retrieval"`` (lets tools tell experiment types apart).
-    """
-
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
-    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    model_name: str = "retrieval"
-    prepared_dir: str | None = None
-    kind: str = "retrieval"
-
-    @classmethod
-    def for_dataset(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:
-        """The documented defaults for ``dataset`` (see :data:`PRESETS`).
-
-        Args:
-            dataset: A dataset name (``ml-100k``, ``beauty``, ``synthetic``, ...).
-            **data_kwargs: Further :class:`DataConfig` fields (``data_dir``, ...).
-        """
-        if dataset not in PRESETS:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(PRESETS)}")
-        data, model, evaluation = PRESETS[dataset]
-        return cls(
-            data=DataConfig(dataset=dataset, **{**data, **data_kwargs}),
-            model=RetrievalConfig(**model),
-            evaluation=EvalConfig(**evaluation),
-        )
-
-
-def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{prefix}/{key}": float(value) for key, value in metrics.items()}
-
-
+@register_experiment("retrieval")
 class RetrievalExperiment:
-    """Trains, evaluates and exports a :class:`TwoTowerModel`.
+    """Trains, evaluates and exports a :class:`TwoTowerModel` (kind ``"retrieval"``).
 
     Args:
         config: The experiment.
@@ -159,6 +66,10 @@ class RetrievalExperiment:
         data: Optional already-loaded interactions (skips ``config.data.load()``).
         split: Optional precomputed split of ``data`` (skips the splitting).
     """
+
+    kind: ClassVar[str] = "retrieval"
+    exports: ClassVar[tuple[str, ...]] = ("retrieval",)
+    config_class: ClassVar[type[RetrievalExperimentConfig]] = RetrievalExperimentConfig
 
     def __init__(
         self,
@@ -184,19 +95,49 @@ class RetrievalExperiment:
         self.strategy = get_strategy()
         configure_precision(config.model.mixed_precision)
         self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
-        # ID-only (encoder="none"): the query is the user embedding alone, so every train
-        # interaction is a (user, item) pair, first items and one-interaction users included.
-        # History encoders need a history before each target: rows from the 2nd item on.
-        self.examples: dict[str, np.ndarray] | None = None
+        self.examples, self.num_examples, counts = self._training_examples()
+        self.item_counts = counts
+        with self.strategy.scope():
+            self.model = TwoTowerModel(
+                config.model,
+                num_users=self.user_vocab.size,
+                num_items=self.item_vocab.size,
+                item_features=self.item_features,
+                item_log_probs=item_log_probabilities(counts),
+            )
+            self.model.compile(
+                optimizer=make_optimizer(config.model), jit_compile=config.model.jit_compile
+            )
+        self.evaluator = RetrievalEvaluator(
+            self.model, self.split, self.user_vocab, self.item_vocab,
+            max_history=config.model.max_history, seed=config.data.seed, item_counts=counts,
+        )  # fmt: skip
+        self.history: dict[str, list[float]] = {}
+        self.metrics: dict[str, float] = {}
+        self.train_seconds = 0.0
+
+    def _training_examples(self) -> tuple[dict[str, np.ndarray] | None, int, np.ndarray]:
+        """``(in-memory examples or None for prepared runs, their count, item target counts)``.
+
+        ID-only (encoder="none"): the query is the user embedding alone, so every
+        train interaction is a (user, item) pair, first items and one-interaction
+        users included. History encoders need a history before each target: rows
+        from the 2nd item on.
+
+        Raises:
+            ValueError: No training example.
+        """
+        config = self.config
+        examples: dict[str, np.ndarray] | None = None
         pairs = config.model.encoder == NO_ENCODER and self.prepared is None
         if pairs:
-            self.examples = interaction_pairs(self.train_seqs)
-            num_examples = len(self.examples["user"])
+            examples = interaction_pairs(self.train_seqs)
+            num_examples = len(examples["user"])
         elif self.prepared is None:
-            self.examples = retrieval_examples(
+            examples = retrieval_examples(
                 self.train_seqs, config.model.max_history, mode=config.model.training_positions
             )
-            num_examples = len(self.examples["user"])
+            num_examples = len(examples["user"])
         else:
             num_examples = self.prepared.summary.examples.get("train", 0)
             if config.model.encoder == NO_ENCODER:
@@ -211,7 +152,6 @@ class RetrievalExperiment:
                 else "every user has fewer than 2 training interactions"
             )
             raise ValueError(f"dataset {self.data.name!r}: no training examples ({reason})")
-        self.num_examples = num_examples
         # The training targets, for item popularity and logQ: every train item with
         # interaction pairs, else every item after a user's first train item.
         first = 0 if pairs else 1
@@ -220,23 +160,7 @@ class RetrievalExperiment:
             np.float64
         )
         counts[:2] = 0.0
-        self.item_counts = counts
-        with self.strategy.scope():
-            self.model = TwoTowerModel(
-                config.model,
-                num_users=self.user_vocab.size,
-                num_items=self.item_vocab.size,
-                item_features=self.item_features,
-                item_log_probs=item_log_probabilities(counts),
-            )
-            self.model.compile(
-                optimizer=make_optimizer(config.model), jit_compile=config.model.jit_compile
-            )
-        self._queries: dict[str, EvalQueries] = {}
-        self._score_graph = None
-        self.history: dict[str, list[float]] = {}
-        self.metrics: dict[str, float] = {}
-        self.train_seconds = 0.0
+        return examples, num_examples, counts
 
     def _load_prepared(self, directory: str) -> None:
         """Uses a ``tfrec prepare`` directory: its split, vocabularies and item table."""
@@ -257,7 +181,7 @@ class RetrievalExperiment:
             test=parts["test"],
             protocol=prepared.summary.protocol,
         )
-        self.data = concat_parts(*parts.values())
+        self.data = concat_interactions(*parts.values())
         self.user_vocab, self.item_vocab = prepared.user_vocab, prepared.item_vocab
 
     def _train_dataset(self) -> tf.data.Dataset:
@@ -270,7 +194,14 @@ class RetrievalExperiment:
         return make_dataset(self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, data_dir: str | None = None) -> RetrievalExperiment:
+    def default_config(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:
+        """The preset of ``dataset`` (:meth:`RetrievalExperimentConfig.for_dataset`)."""
+        return RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
+
+    @classmethod
+    def from_dir(
+        cls, run_dir: str | os.PathLike[str], data_dir: str | None = None
+    ) -> RetrievalExperiment:
         """Rebuilds a trained experiment from the directory :meth:`save` wrote.
 
         The data and split are reloaded with the saved config (they are
@@ -278,155 +209,47 @@ class RetrievalExperiment:
         changed dataset is caught instead of silently mis-indexing the weights.
 
         Args:
-            model_dir: The output directory of ``tfrec train``.
+            run_dir: The output directory of ``tfrec train``.
             data_dir: Overrides the data directory saved in the config.
 
         Raises:
             FileNotFoundError: ``config.json`` or the weights are missing.
             ValueError: The data no longer matches the saved vocabularies.
         """
-        model_dir = Path(model_dir)
-        config_path = model_dir / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"{config_path} not found: expected the output directory of `tfrec train`"
-            )
-        config = RetrievalExperimentConfig.load(config_path)
-        if data_dir is not None:
-            config.data.data_dir = data_dir
-        experiment = cls(config, output_dir=model_dir)
+        layout, config = read_run_config(run_dir, RetrievalExperimentConfig, data_dir)
+        experiment = cls(config, output_dir=layout.root)
         for name, vocab in (("user", experiment.user_vocab), ("item", experiment.item_vocab)):
-            saved = IdVocabulary.load(model_dir / f"{name}_vocab.txt", name=name)
+            path = getattr(layout, f"{name}_vocab")
+            saved = IdVocabulary.load(path, name=name)
             if saved.tokens != vocab.tokens:
                 raise ValueError(
-                    f"{model_dir / f'{name}_vocab.txt'}: the {name} ids of the reloaded data "
-                    f"({len(vocab.tokens)}) differ from those the model was trained with "
-                    f"({len(saved.tokens)}); pass the same dataset/--data-dir as for training"
+                    f"{path}: the {name} ids of the reloaded data ({len(vocab.tokens)}) differ "
+                    f"from those the model was trained with ({len(saved.tokens)}); pass the "
+                    "same dataset/--data-dir as for training"
                 )
-        weights = model_dir / "weights" / "model"
-        if not Path(f"{weights}.index").is_file():
-            raise FileNotFoundError(f"{weights}.index not found: the model was not saved")
-        experiment.model.load_weights(str(weights)).expect_partial()
-        metrics_path = model_dir / "metrics.json"
-        if metrics_path.is_file():
-            experiment.metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        if not Path(f"{layout.weights}.index").is_file():
+            raise FileNotFoundError(f"{layout.weights}.index not found: the model was not saved")
+        experiment.model.load_weights(str(layout.weights)).expect_partial()
+        experiment.metrics = read_json(layout.metrics, {})
+        experiment.history = read_json(layout.history, {})
+        experiment.train_seconds = float(experiment.metrics.get("train_seconds", 0.0))
         return experiment
 
-    # ------------------------------------------------------------------ queries
+    # ------------------------------------------------------------------ evaluation
     def queries(self, part: str) -> EvalQueries:
-        """Evaluation queries for ``"valid"`` or ``"test"`` (cached)."""
-        if part not in self._queries:
-            split = self.split
-            if part == "valid":
-                if split.valid is None:
-                    raise ValueError("this split has no validation part")
-                context, held = split.train, split.valid
-            elif part == "test":
-                context, held = concat_parts(split.train, split.valid), split.test
-            else:
-                raise ValueError(f"part={part!r}; expected 'valid' or 'test'")
-            queries = eval_queries(
-                context, held, self.user_vocab, self.item_vocab, self.config.model.max_history
-            )
-            if part == "valid":
-                queries = queries.sample(
-                    self.config.evaluation.valid_max_users, self.config.data.seed
-                )
-            self._queries[part] = queries
-        return self._queries[part]
-
-    def _score_fn(self, queries: EvalQueries):
-        """``rows [b] -> scores [b, I]`` over ``queries`` (one traced graph per experiment)."""
-        if self._score_graph is None:
-            max_len = self.config.model.max_history
-            self._score_graph = tf.function(
-                lambda user, history, candidates: self.model.score(
-                    user, history, candidates=candidates
-                ),
-                input_signature=[
-                    tf.TensorSpec([None], tf.int32),  # user [B]
-                    tf.TensorSpec([None, max_len], tf.int32),  # history [B, L]
-                    tf.TensorSpec([None, None], tf.float32),  # candidates [I, D]
-                ],
-            )
-        candidates = self.model.candidate_embeddings()  # [I, D], once per evaluation
-
-        def score_fn(rows: np.ndarray) -> np.ndarray:
-            return self._score_graph(queries.users[rows], queries.history[rows], candidates).numpy()
-
-        return score_fn
+        """Evaluation queries for ``"valid"`` (``evaluation.valid_max_users``) or ``"test"``."""
+        return self.evaluator.queries(part, self.config.evaluation.valid_max_users)
 
     def evaluate_part(
         self, part: str = "test", log_every_s: float = 30.0, extras: bool = True
     ) -> dict[str, float]:
-        """Full-ranking metrics on one split part, prefixed with the part name.
+        """Metrics of one split part under ``config.evaluation`` (keys ``<part>/...``).
 
-        ``evaluation.mask`` picks the reports: ``history`` gives keys such as
-        ``"test/ndcg@10"`` (history removed from the ranking, a repeated held-out
-        item is a miss), ``none`` gives ``"test_unmasked/ndcg@10"`` (history
-        rankable), ``both`` gives both. With ``sampled_negatives`` also
-        ``"test_sampled/..."`` (``"test_sampled_unmasked/..."``). See
-        :func:`~tfrec.training.experiment.protocol_metrics` for the counts.
-        ``extras=False`` computes only the first full-ranking report, as the
-        per-epoch early-stopping evaluation does.
+        See :meth:`tfrec.evaluation.retrieval.RetrievalEvaluator.evaluate_part`.
         """
-        cfg = self.config.evaluation
-        queries = self.queries(part)
-        score_fn = self._score_fn(queries)
-        kinds = ("", "_sampled") if extras and cfg.sampled_negatives > 0 else ("",)
-        out: dict[str, float] = {}
-        for masked in cfg.masked_protocols if extras else cfg.masked_protocols[:1]:
-            for kind in kinds:
-                metrics = protocol_metrics(
-                    score_fn, queries, cfg, masked=masked, sampled=bool(kind),
-                    item_counts=self.item_counts, seed=self.config.data.seed,
-                    log_every_s=log_every_s,
-                )  # fmt: skip
-                out.update(_prefixed(f"{part}{kind}{MASK_SUFFIX[masked]}", metrics))
-        return out
-
-    # ------------------------------------------------------------------ training
-    def fit(self, epochs: int | None = None, verbose: int | str = "auto") -> dict[str, list[float]]:
-        """Trains with early stopping on validation ``config.model.monitor``.
-
-        Args:
-            epochs: Overrides ``config.model.epochs``.
-            verbose: Keras verbosity (progress bar on a terminal, else log lines).
-
-        Returns:
-            The Keras history dict (loss and validation metrics per epoch).
-        """
-        cfg = self.config.model
-        epochs = cfg.epochs if epochs is None else epochs
-        dataset = self._train_dataset()
-        callbacks: list[tf.keras.callbacks.Callback] = [ProgressLogger()]
-        if self.split.valid is not None and len(self.split.valid) > 0:
-            callbacks.insert(
-                0,
-                MetricEarlyStopping(
-                    self._validation_metrics,
-                    monitor=cfg.monitor,
-                    patience=cfg.patience,
-                    restore_best_weights=True,
-                ),
-            )
-        else:
-            logger.warning("no validation part: training %d epochs without early stopping", epochs)
-        if self.output_dir is not None:
-            callbacks += output_callbacks(self.output_dir)
-        logger.info(
-            "training %s on %d examples (%d users), batch %d, up to %d epochs",
-            cfg.encoder,
-            self.num_examples,
-            len(self.train_seqs),
-            cfg.batch_size,
-            epochs,
+        return self.evaluator.evaluate_part(
+            part, self.config.evaluation, log_every_s=log_every_s, extras=extras
         )
-        start = time.perf_counter()
-        history = self.model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
-        self.train_seconds += time.perf_counter() - start
-        self.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-        return self.history
 
     def _validation_metrics(self) -> dict[str, float]:
         """The few validation metrics logged after each epoch (monitor included).
@@ -439,25 +262,78 @@ class RetrievalExperiment:
         plain = {key.split("/", 1)[1]: value for key, value in metrics.items()}
         return {key: value for key, value in plain.items() if key in keep}
 
-    def evaluate(self) -> dict[str, float]:
-        """Test metrics (plus validation ones when a validation part exists)."""
+    def _has_valid(self) -> bool:
+        return self.split.valid is not None and len(self.split.valid) > 0
+
+    def evaluate(self, parts: Sequence[str] | None = None) -> dict[str, float]:
+        """Metrics of ``parts`` (default: valid when the split has it, and test).
+
+        Returns them with ``train_seconds`` and ``epochs_run``; all are merged
+        into :attr:`metrics`.
+        """
+        if parts is None:
+            parts = ("valid", "test") if self._has_valid() else ("test",)
         metrics: dict[str, float] = {}
-        if self.split.valid is not None and len(self.split.valid) > 0:
-            metrics.update(self.evaluate_part("valid"))
-        metrics.update(self.evaluate_part("test"))
+        for part in parts:
+            metrics.update(self.evaluate_part(part))
         metrics["train_seconds"] = round(self.train_seconds, 2)
-        metrics["epochs_run"] = float(len(self.history.get("loss", [])))
-        self.metrics = metrics
+        if self.history or "epochs_run" not in self.metrics:  # a run saved without history
+            metrics["epochs_run"] = float(len(self.history.get("loss", [])))
+        self.metrics.update(metrics)
         for key in (f"test/ndcg@{k}" for k in (10, 20)):
             if key in metrics:
                 logger.info("%s = %.4f", key, metrics[key])
         return metrics
 
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
+    ) -> dict[str, list[float]]:
+        """Trains with early stopping on validation ``config.model.monitor``.
+
+        Args:
+            epochs: Overrides ``config.model.epochs``.
+            resume: Continue an interrupted run from ``output_dir``'s checkpoint.
+            verbose: Keras verbosity (0: tfrec's one line per epoch only).
+
+        Returns:
+            The per-epoch logs (loss and validation metrics).
+        """
+        cfg = self.config.model
+        epochs = cfg.epochs if epochs is None else epochs
+        if self.output_dir is not None:
+            self.config.save(RunLayout(self.output_dir).config)
+        logger.info(
+            "training %s on %d examples (%d users), batch %d, up to %d epochs",
+            cfg.encoder,
+            self.num_examples,
+            len(self.train_seqs),
+            cfg.batch_size,
+            epochs,
+        )
+        start = time.perf_counter()
+        self.history = fit_model(
+            self.model, self._train_dataset(), epochs=epochs,
+            evaluate_fn=self._validation_metrics if self._has_valid() else None,
+            monitor=cfg.monitor, patience=cfg.patience, output_dir=self.output_dir,
+            examples_per_step=cfg.batch_size, resume=resume, verbose=verbose,
+        )  # fmt: skip
+        self.train_seconds += time.perf_counter() - start
+        return self.history
+
     # ------------------------------------------------------------------ export / io
-    def export(self, base_dir: str | Path, version: int | None = None) -> Path:
+    def export(
+        self,
+        base_dir: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        models: Sequence[str] | None = None,
+        model_name: str | None = None,
+    ) -> list[Path]:
         """Writes a TF Serving SavedModel ``<base_dir>/<model_name>/<version>/``."""
         from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
 
+        select_exports(self.kind, self.exports, models, model_name)
         extra = {"tfrec_config.json": self.config.to_json(), "metrics.json": self._metrics_json()}
         if self.data.items is not None:
             titles = dict(zip(self.data.items["item_id"], self.data.items["title"], strict=True))
@@ -467,13 +343,13 @@ class RetrievalExperiment:
             self.user_vocab,
             self.item_vocab,
             base_dir,
-            model_name=self.config.model_name,
+            model_name=model_name or self.config.model_name,
             version=version,
             assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
             extra_files=extra,
         )
         logger.info("exported SavedModel to %s", path)
-        return path
+        return [path]
 
     def _warmup_records(self, num_requests: int = 4) -> bytes:
         """A few realistic Predict requests (test users) for TF Serving warmup."""
@@ -495,13 +371,17 @@ class RetrievalExperiment:
     def _metrics_json(self) -> str:
         return json.dumps(self.metrics, indent=2, sort_keys=True) + "\n"
 
-    def save(self, output_dir: str | Path | None = None) -> Path:
-        """Writes config, metrics, vocabularies, item features and weights."""
-        out = Path(output_dir or self.output_dir or ".")
-        out.mkdir(parents=True, exist_ok=True)
-        self.config.save(out / "config.json")
-        atomic_write_text(out / "metrics.json", self._metrics_json())
-        self.user_vocab.save(out / "user_vocab.txt")
-        self.item_vocab.save(out / "item_vocab.txt")
-        self.model.save_weights(str(out / "weights" / "model"))
-        return out
+    def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Writes the run: config, metrics, vocabularies, weights and history.
+
+        The files are those of :class:`~tfrec.training.experiment.RunLayout`.
+        """
+        layout = RunLayout(Path(output_dir or self.output_dir or "."))
+        layout.root.mkdir(parents=True, exist_ok=True)
+        self.config.save(layout.config)
+        write_json(layout.metrics, self.metrics)
+        self.user_vocab.save(layout.user_vocab)
+        self.item_vocab.save(layout.item_vocab)
+        save_weights(self.model, layout.weights)
+        write_json(layout.history, self.history)
+        return layout.root

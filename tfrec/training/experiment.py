@@ -1,0 +1,334 @@
+"""The Experiment contract: what every model kind implements, its registry, its saved layout.
+
+An experiment is one model kind (``retrieval``, ``ranking``, ``pipeline``, ...)
+run end to end on one dataset::
+
+    experiment = experiment_class("ranking")(config, output_dir="runs/r1")
+    experiment.fit()                 # best validation epoch restored
+    experiment.evaluate()            # {"test/...": ..., "valid/...": ...}
+    experiment.save()                # runs/r1/ in the RunLayout
+    experiment.export("exports")     # TF Serving SavedModel(s)
+
+    tfrec.load_experiment("runs/r1").evaluate()   # any kind, from its config.json
+
+Every kind saves the same :class:`RunLayout` (``config.json`` carrying ``"kind"``,
+``metrics.json``, vocabularies, ``weights/model``, ``checkpoints/last``, ...) and
+registers its class with :func:`register_experiment`, so the CLI and the notebooks
+never branch on the kind. This module imports no TensorFlow (the classes are
+imported on first use).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+from tfrec.config import atomic_write_text
+
+#: The built-in kinds and the module that registers each one (imported on first use).
+_BUILTIN_MODULES: dict[str, str] = {
+    "retrieval": "tfrec.training.retrieval",
+    "ranking": "tfrec.training.ranking",
+    "pipeline": "tfrec.training.pipeline",
+}
+EXPERIMENT_KINDS: tuple[str, ...] = tuple(_BUILTIN_MODULES)
+_REGISTRY: dict[str, type[Experiment]] = {}
+#: The methods a registered class must have.
+_CONTRACT_METHODS = ("fit", "evaluate", "save", "export", "from_dir")
+
+E = TypeVar("E", bound=type)
+C = TypeVar("C")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+    """The files of a saved run, the same for every kind.
+
+    ``root/``: ``config.json`` (the experiment config, with ``"kind"``),
+    ``metrics.json``, ``user_vocab.txt``, ``item_vocab.txt``, ``weights/model``
+    (TF-format weights of the best validation epoch), ``checkpoints/last`` (the
+    last finished epoch, for resuming; ``checkpoints/last.json`` holds its
+    epoch number and early-stopping state), ``tensorboard/``, ``history.json``
+    (per-epoch training logs) and ``export/`` (``tfrec train``'s SavedModels).
+    A kind may add its own files (the ranker's ``data_spec.json``) or complete
+    sub-runs (a pipeline's ``retrieval/`` and ``ranking/``).
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """``config.json``."""
+        return self.root / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``."""
+        return self.root / "metrics.json"
+
+    @property
+    def user_vocab(self) -> Path:
+        """``user_vocab.txt``."""
+        return self.root / "user_vocab.txt"
+
+    @property
+    def item_vocab(self) -> Path:
+        """``item_vocab.txt``."""
+        return self.root / "item_vocab.txt"
+
+    @property
+    def weights(self) -> Path:
+        """The weights prefix ``weights/model`` (files ``model.index``, ``model.data-*``)."""
+        return self.root / "weights" / "model"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The last-epoch weights prefix ``checkpoints/last``."""
+        return self.root / "checkpoints" / "last"
+
+    @property
+    def checkpoint_state(self) -> Path:
+        """``checkpoints/last.json``: the epoch count and early-stopping state of ``last``."""
+        return self.root / "checkpoints" / "last.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``."""
+        return self.root / "tensorboard"
+
+    @property
+    def history(self) -> Path:
+        """``history.json``."""
+        return self.root / "history.json"
+
+    @property
+    def export(self) -> Path:
+        """``export/``: where ``tfrec train`` writes the SavedModels."""
+        return self.root / "export"
+
+    def sub_run(self, name: str) -> RunLayout:
+        """The layout of a complete sub-run saved in ``root/name/``."""
+        return RunLayout(self.root / name)
+
+
+@runtime_checkable
+class Experiment(Protocol):
+    """What every model kind implements (see the module docstring).
+
+    Attributes:
+        kind: The registered kind, also ``config.kind`` and ``config.json``'s ``"kind"``.
+        exports: The models :meth:`export` writes, by role (e.g. ``("retrieval",)``).
+        config: The experiment config (a :class:`~tfrec.config.JsonConfig` with
+            ``data``, ``evaluation`` and ``kind`` fields).
+        metrics: The metrics so far (what ``metrics.json`` holds).
+    """
+
+    kind: ClassVar[str]
+    exports: ClassVar[tuple[str, ...]]
+    config: Any
+    metrics: dict[str, float]
+
+    def fit(self, epochs: int | None = None, *, resume: bool = False) -> dict[str, list[float]]:
+        """Trains (early stopping on validation, best epoch restored); returns the history.
+
+        ``resume=True`` continues from ``checkpoints/last`` of the output directory.
+        """
+        ...
+
+    def evaluate(self, parts: Sequence[str] | None = None) -> dict[str, float]:
+        """Metrics of ``parts``, merged into :attr:`metrics` and returned.
+
+        ``parts``: ``"valid"`` and/or ``"test"``; None = the kind's standard
+        report (test and valid, as ``metrics.json`` holds it after training).
+        """
+        ...
+
+    def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Writes the run in the :class:`RunLayout`; returns its directory."""
+        ...
+
+    def export(
+        self,
+        base_dir: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        models: Sequence[str] | None = None,
+        model_name: str | None = None,
+    ) -> list[Path]:
+        """Writes TF Serving SavedModels ``<base_dir>/<name>/<version>/``.
+
+        ``models``: a subset of :attr:`exports` (default all); ``model_name``:
+        the name under ``base_dir`` of the one model exported.
+        """
+        ...
+
+    @classmethod
+    def from_dir(cls, run_dir: str | os.PathLike[str], data_dir: str | None = None) -> Experiment:
+        """Reopens a run :meth:`save` wrote (``data_dir`` overrides the saved one)."""
+        ...
+
+    @classmethod
+    def default_config(cls, dataset: str, **data_kwargs: Any) -> Any:
+        """The documented preset config of this kind for ``dataset``."""
+        ...
+
+
+def register_experiment(*kinds: str) -> Callable[[E], E]:
+    """Class decorator registering an experiment class under ``kinds`` (default its ``kind``).
+
+    Raises:
+        ValueError: The class lacks a contract method, or a kind is already
+            registered to another class.
+    """
+
+    def decorator(cls: E) -> E:
+        missing = [name for name in _CONTRACT_METHODS if not callable(getattr(cls, name, None))]
+        if missing:
+            raise ValueError(
+                f"register_experiment: {cls.__name__} lacks {missing} of the Experiment contract"
+            )
+        for kind in kinds or (cls.kind,):  # type: ignore[attr-defined]
+            known = _REGISTRY.get(kind)
+            if known is not None and _name(known) != _name(cls):
+                raise ValueError(
+                    f"register_experiment: kind {kind!r} is already registered to {_name(known)}"
+                )
+            _REGISTRY[kind] = cls  # type: ignore[assignment]
+        return cls
+
+    return decorator
+
+
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def experiment_kinds() -> tuple[str, ...]:
+    """The built-in kinds, then any other registered one."""
+    return (*EXPERIMENT_KINDS, *sorted(set(_REGISTRY) - set(EXPERIMENT_KINDS)))
+
+
+def experiment_class(kind: str) -> type[Experiment]:
+    """The class registered for ``kind`` (a built-in one is imported on first use).
+
+    Raises:
+        ValueError: No class is registered for ``kind`` (the message lists the known kinds).
+    """
+    if kind not in _REGISTRY and kind in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[kind])
+    if kind not in _REGISTRY:
+        raise ValueError(
+            f"unknown experiment kind {kind!r}; known kinds: {list(experiment_kinds())}"
+        )
+    return _REGISTRY[kind]
+
+
+def read_kind(config_path: str | os.PathLike[str]) -> str:
+    """The ``"kind"`` recorded in a run's ``config.json``.
+
+    Raises:
+        FileNotFoundError: The file does not exist (not a saved run).
+        ValueError: Not a JSON object, or no string ``"kind"`` in it.
+    """
+    path = Path(config_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: expected the output directory of `tfrec train` "
+            "(a saved run holds config.json)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object (an experiment config)")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(
+            f'{path}: no "kind" field (got {kind!r}); expected one of '
+            f'{list(experiment_kinds())}, e.g. add "kind": "retrieval" to a retrieval run'
+        )
+    return kind
+
+
+def load_experiment(run_dir: str | os.PathLike[str], data_dir: str | None = None) -> Experiment:
+    """Reopens any saved run: reads ``config.json``'s ``"kind"`` and calls its ``from_dir``.
+
+    Args:
+        run_dir: A directory written by :meth:`Experiment.save` (``tfrec train``'s output).
+        data_dir: Overrides the data directory saved in the config.
+
+    Raises:
+        FileNotFoundError: No ``config.json`` (or a file of the run is missing).
+        ValueError: ``config.json`` has no known ``"kind"``.
+    """
+    kind = read_kind(RunLayout(Path(run_dir)).config)
+    return experiment_class(kind).from_dir(run_dir, data_dir=data_dir)
+
+
+def read_run_config(
+    run_dir: str | os.PathLike[str], config_class: type[C], data_dir: str | None = None
+) -> tuple[RunLayout, C]:
+    """The layout and config of a saved run (``data_dir`` overrides the saved data directory).
+
+    Raises:
+        FileNotFoundError: No ``config.json`` in ``run_dir``.
+        ValueError: ``config.json`` does not match ``config_class``.
+    """
+    layout = RunLayout(Path(run_dir))
+    if not layout.config.is_file():
+        raise FileNotFoundError(
+            f"{layout.config} not found: expected the output directory of `tfrec train`"
+        )
+    config = config_class.load(layout.config)
+    if data_dir is not None:
+        config.data.data_dir = data_dir
+    return layout, config
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Writes ``data`` as pretty, key-sorted JSON, atomically (``metrics.json``, ...)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
+    """Reads a JSON file written by :func:`write_json`; ``default`` when it does not exist.
+
+    Raises:
+        ValueError: The file is not valid JSON (the message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return default
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+
+
+def select_exports(
+    kind: str, available: Sequence[str], models: Sequence[str] | None, model_name: str | None
+) -> list[str]:
+    """The models an :meth:`Experiment.export` call writes, checked.
+
+    Raises:
+        ValueError: A model this kind does not export, or ``model_name`` with
+            more than one model.
+    """
+    chosen = list(available) if models is None else list(models)
+    unknown = [m for m in chosen if m not in available]
+    if unknown or not chosen:
+        raise ValueError(
+            f"export models={chosen}: a {kind} run exports {list(available)}; pick among them"
+        )
+    if model_name is not None and len(chosen) != 1:
+        raise ValueError(
+            f"export model_name={model_name!r} names one model, but {chosen} are exported; "
+            "select one model"
+        )
+    return chosen
