@@ -97,7 +97,7 @@ class EpochLog(logging.Handler):
     """
 
     def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
+        super().__init__(level=logging.DEBUG)  # the validation line is a DEBUG record
         self.epochs: list[dict[str, Any]] = []
         self._validation: dict[int, float] = {}
 
@@ -159,7 +159,7 @@ def run_experiment(config: Any, work_dir: Path) -> dict[str, Any]:
     callbacks_logger = logging.getLogger("tfrec.training.callbacks")
     callbacks_logger.addHandler(handler)
     previous_level = callbacks_logger.level
-    callbacks_logger.setLevel(logging.INFO)
+    callbacks_logger.setLevel(logging.DEBUG)
     try:
         with _report.Timer() as setup:
             experiment = RetrievalExperiment(config, output_dir=work_dir)
@@ -342,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark and writes the report; returns the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for console in logging.getLogger().handlers:  # DEBUG records reach EpochLog, not the console
+        console.setLevel(logging.INFO)
     facts = _report.machine_facts()
     config = build_config(args)
     overrides = {k: v for k, v in (("encoder", args.encoder), ("epochs", args.epochs)) if v}
