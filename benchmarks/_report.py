@@ -288,3 +288,21 @@ def write_report(
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     atomic_write_text(md_path, text)
     return json_path, md_path
+
+
+def publish(
+    name: str,
+    results: dict[str, Any],
+    markdown: str,
+    *,
+    facts: dict[str, Any] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+) -> int:
+    """Writes the report (:func:`write_report`), prints it and where it went; returns 0.
+
+    The last step of every benchmark's ``main``.
+    """
+    paths = write_report(name, results, markdown, facts=facts, output_dir=output_dir)
+    print(markdown)
+    print(f"wrote {paths[0]} and {paths[1]}")
+    return 0

@@ -413,11 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_campaign(Path(tmp), s)
     results["quick"] = args.quick
     results["run"] = "quick" if args.quick else "small" if name.endswith("_small") else "full"
-    markdown = render(results)
-    paths = _report.write_report(name, results, markdown, facts=facts, output_dir=args.output)
-    print(markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    return _report.publish(name, results, render(results), facts=facts, output_dir=args.output)
 
 
 if __name__ == "__main__":

@@ -260,11 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_end": [round(x, 2) for x in os.getloadavg()],
     }
     name = NAME + ("_quick" if args.quick else "")
-    markdown = render_markdown(results)
-    paths = _report.write_report(name, results, markdown, facts=facts, output_dir=args.output)
-    print(markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    return _report.publish(
+        name, results, render_markdown(results), facts=facts, output_dir=args.output
+    )
 
 
 if __name__ == "__main__":

@@ -204,14 +204,19 @@ def serialize(requests: list[dict[str, np.ndarray]]) -> list[bytes]:
 
 
 def measure_overhead(
-    signature: Any, target: str, requests: list[dict[str, np.ndarray]], n: int
+    signature: Any, target: str, requests: list[dict[str, np.ndarray]], n: int, servable: Any
 ) -> dict[str, Any]:
-    """Interleaves in-process calls and RecommenderClient.predict calls, batch 1 each."""
+    """Interleaves in-process calls and RecommenderClient.predict calls, batch 1 each.
+
+    ``servable`` (a :class:`~tfrec.serving.servable.Servable` of the same export) is the
+    server's own model call in this process, without gRPC: comparing the gRPC path with it
+    isolates the serving overhead from the server's faster model call.
+    """
     import tensorflow as tf
 
     from tfrec.serving.client import RecommenderClient
 
-    local, remote = [], []
+    local, direct, remote = [], [], []
     with RecommenderClient(target, MODEL_NAME, timeout=10.0) as client:
         for i in range(n + 5):
             inputs = requests[i % len(requests)]
@@ -219,17 +224,25 @@ def measure_overhead(
             outputs = signature(**{k: tf.constant(v) for k, v in inputs.items()})
             _ = {k: v.numpy() for k, v in outputs.items()}
             middle = time.perf_counter()
+            servable.run("serving_default", inputs)
+            second = time.perf_counter()
             client.predict(inputs)
             end = time.perf_counter()
             if i >= 5:  # the first calls trace / connect
                 local.append(middle - start)
-                remote.append(end - middle)
+                direct.append(second - middle)
+                remote.append(end - second)
     in_process, grpc_client = percentiles_ms(local), percentiles_ms(remote)
+    server_call = percentiles_ms(direct)
     return {
         "requests": n,
         "in_process": in_process,
+        "in_process_server_call": server_call,
         "grpc_client": grpc_client,
         "overhead_ratio_p50": round(grpc_client["p50_ms"] / in_process["p50_ms"], 3),
+        "overhead_ratio_vs_server_call_p50": round(
+            grpc_client["p50_ms"] / server_call["p50_ms"], 3
+        ),
     }
 
 
@@ -333,6 +346,7 @@ def render(results: dict[str, Any]) -> str:
         ["path (batch 1, interleaved)", "requests", "p50 ms", "p95 ms", "p99 ms"],
         [
             ["in-process signature call", o["requests"], *_p(o["in_process"])],
+            ["in-process server model call", o["requests"], *_p(o["in_process_server_call"])],
             ["gRPC RecommenderClient.predict", o["requests"], *_p(o["grpc_client"])],
         ],
     )
@@ -387,7 +401,11 @@ def notes(results: dict[str, Any]) -> str:
         "- Overhead ratio: in-process = numpy inputs -> `tf.constant` -> "
         '`signatures["serving_default"]` -> `.numpy()`; gRPC = `RecommenderClient.predict` '
         "with the same numpy inputs (request proto, loopback RPC, server, response decode); "
-        "one of each per request, interleaved.\n"
+        "one of each per request, interleaved. The server's own model call (`Servable.run`: "
+        "flat call on the single-threaded executor, see docs/serving_performance.md) is "
+        "timed in-process too: gRPC p50 / its p50 = "
+        f"{results['overhead']['overhead_ratio_vs_server_call_p50']} is the overhead of "
+        "serving alone.\n"
         "- Start -> AVAILABLE includes process start, the Python/TensorFlow import, the "
         f"SavedModel load and replaying {NUM_WARMUP} warmup requests; the first answer comes "
         "after that.\n"
@@ -413,6 +431,7 @@ def measure(work: Path, s: Settings) -> dict[str, Any]:
     import tensorflow as tf
 
     from tfrec.serving.model_config import BatchingConfig
+    from tfrec.serving.servable import Servable
 
     requests = make_requests(*synthetic_ids(s), s)
     build_s = build_export(work / "export", s, warmup=requests[:NUM_WARMUP])
@@ -420,12 +439,15 @@ def measure(work: Path, s: Settings) -> dict[str, Any]:
     loaded = tf.saved_model.load(str(work / "export" / MODEL_NAME / "1"))
     load_s = time.perf_counter() - start
     signature = loaded.signatures["serving_default"]
+    servable = Servable(MODEL_NAME, 1, work / "export" / MODEL_NAME / "1")
     batching = BatchingConfig()
     servers: dict[str, Server] = {}
     try:
         servers["off"] = start_server(work / "export", None, requests, s)
         servers["on"] = start_server(work / "export", batching, requests, s)
-        overhead = measure_overhead(signature, servers["off"].target, requests, s.overhead_requests)
+        overhead = measure_overhead(
+            signature, servers["off"].target, requests, s.overhead_requests, servable
+        )
         load = load_rounds(servers, serialize(requests), s)
     finally:
         for server in servers.values():
@@ -468,11 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["acceptance"] = acceptance(
         results["overhead"], results["load"]["off"], results["load"]["on"]
     )
-    markdown = render(results)
-    paths = _report.write_report(NAME, results, markdown, facts=facts, output_dir=args.output)
-    print(markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    return _report.publish(NAME, results, render(results), facts=facts, output_dir=args.output)
 
 
 if __name__ == "__main__":

@@ -258,11 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         name += "_" + args.dataset.replace("-", "")
     if args.tag:
         name += f"_{args.tag}"
-    markdown = render_markdown(results)
-    paths = _report.write_report(name, results, markdown, facts=facts, output_dir=args.output)
-    print(markdown)
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+    return _report.publish(
+        name, results, render_markdown(results), facts=facts, output_dir=args.output
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from tfrec.config import JsonConfig, atomic_write_text
+from tfrec.config import JsonConfig, atomic_write_text, choices
 
 
 @dataclasses.dataclass
@@ -88,3 +88,37 @@ def test_atomic_write_text_gives_umask_modes_not_private_ones(tmp_path):
     # 0o666 & ~0o022 = 0o644 (world-readable); 0o666 & ~0o027 = 0o640
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o640
+
+
+Color = Literal["red", "green"]
+
+
+@dataclasses.dataclass
+class Checked(JsonConfig):
+    color: Color = "red"
+    maybe: Color | None = None
+    checked_by_post_init: int = 0
+
+    def __post_init__(self) -> None:
+        # runs after the Literal check: a bad color never reaches it
+        if self.color not in ("red", "green"):
+            self.checked_by_post_init = -1
+
+
+def test_literal_fields_are_checked_at_construction_before_post_init():
+    with pytest.raises(
+        ValueError, match=r"Checked.color='blue'; expected one of \['red', 'green'\]"
+    ):
+        Checked(color="blue")
+    with pytest.raises(ValueError, match=r"Checked.maybe='blue'; expected one of"):
+        Checked(maybe="blue")
+    assert Checked(maybe=None).maybe is None  # None allowed where the hint allows it
+    with pytest.raises(ValueError, match=r"Outer.mode='c'"):  # inherited __post_init__
+        Outer(mode="c")
+
+
+def test_choices_reads_literal_aliases_and_unions():
+    assert choices(Color) == ("red", "green")
+    assert choices(Color | None) == ("red", "green")
+    with pytest.raises(TypeError, match="expected a Literal alias"):
+        choices(int)

@@ -23,6 +23,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -321,3 +322,21 @@ def model_test(
     if fresh_process:
         check_in_fresh_process([case], tmp_path)
     return case
+
+
+#: The repository root (holds ``tfrec/``, ``benchmarks/`` and ``tests/``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_benchmark(name: str) -> ModuleType:
+    """Imports ``benchmarks.<name>`` from the repository root.
+
+    ``benchmarks`` is a package at the repository root, which the pytest binary
+    does not put on ``sys.path`` (and ``tests/benchmarks/`` would otherwise shadow
+    it as a namespace package).
+    """
+    import importlib
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return importlib.import_module(f"benchmarks.{name}")

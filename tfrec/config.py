@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -56,6 +57,71 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def choices(alias: Any) -> tuple[Any, ...]:
+    """The values of a ``Literal`` alias (of every ``Literal`` in a union such as ``X | None``).
+
+    The one source of every runtime choice list: a config field typed with the
+    alias is checked by :class:`JsonConfig`, and argparse ``choices=`` use this.
+
+    Raises:
+        TypeError: ``alias`` holds no ``Literal``.
+    """
+    origin = typing.get_origin(alias)
+    if origin is typing.Literal:
+        return typing.get_args(alias)
+    if origin in (typing.Union, types.UnionType):
+        values = [
+            v for arg in typing.get_args(alias) if arg is not type(None) for v in choices(arg)
+        ]
+        return tuple(values)
+    raise TypeError(f"choices: expected a Literal alias, got {alias!r}")
+
+
+def check_choice(owner: str, value: Any, alias: Any) -> None:
+    """Checks that ``value`` is one of ``choices(alias)``.
+
+    Raises:
+        ValueError: ``<owner>=<value>; expected one of [...]`` (``owner`` names the
+            field, e.g. ``"RetrievalConfig.loss"``).
+    """
+    allowed = choices(alias)
+    if value not in allowed:
+        raise ValueError(f"{owner}={value!r}; expected one of {list(allowed)}")
+
+
+def _is_literal_hint(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is typing.Literal:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(typing.get_origin(arg) is typing.Literal for arg in typing.get_args(hint))
+    return False
+
+
+@functools.cache
+def _literal_fields(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(field name, hint) of every ``Literal``-typed init field of the dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init and _is_literal_hint(hints.get(f.name))
+    )
+
+
+def check_literal_fields(config: Any) -> None:
+    """Checks every ``Literal``-typed field of a dataclass instance (``None`` where allowed).
+
+    Raises:
+        ValueError: ``<Class>.<field>=<value>; expected one of [...]``.
+    """
+    for name, hint in _literal_fields(type(config)):
+        value = getattr(config, name)
+        if value is None and type(None) in typing.get_args(hint):
+            continue
+        check_choice(f"{type(config).__name__}.{name}", value, hint)
 
 
 #: JSON scalar checks: type -> (accepts(value), what was expected, converter).
@@ -124,7 +190,28 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 @dataclasses.dataclass
 class JsonConfig:
-    """Mixin for dataclass configs: dict/JSON round trip with type checks."""
+    """Mixin for dataclass configs: dict/JSON round trip with type checks.
+
+    Every ``Literal``-typed field is checked when an instance is built (before a
+    subclass's own ``__post_init__`` runs), so no config repeats its choice lists.
+    """
+
+    def __post_init__(self) -> None:
+        check_literal_fields(self)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is None or getattr(own, "_checks_literals", False):
+            return
+
+        @functools.wraps(own)
+        def post_init(self: Any, *args: Any) -> None:
+            check_literal_fields(self)
+            own(self, *args)
+
+        post_init._checks_literals = True  # type: ignore[attr-defined]
+        cls.__post_init__ = post_init  # type: ignore[method-assign]
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-compatible dict (nested configs become dicts)."""

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from testing_utils import REPO_ROOT, import_benchmark
 
-# ``benchmarks`` is a package at the repository root, which the pytest binary does
-# not put on sys.path (tests/benchmarks/ would otherwise shadow it as a namespace
-# package): make the root importable first.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-_report = importlib.import_module("benchmarks._report")
+_report = import_benchmark("_report")
 
 
 def test_machine_facts_fields():

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import socket
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from testing_utils import import_benchmark
 
-# ``benchmarks`` is a package at the repository root, which the pytest binary does
-# not put on sys.path (tests/benchmarks/ would otherwise shadow it): make it importable.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-hostile = importlib.import_module("benchmarks.hostile")
-phases = importlib.import_module("benchmarks._hostile_phases")
-report = importlib.import_module("benchmarks._hostile_report")
-requests = importlib.import_module("benchmarks._hostile_requests")
-rest = importlib.import_module("benchmarks._hostile_rest")
-table = importlib.import_module("benchmarks._hostile_table")
+hostile = import_benchmark("hostile")
+phases = import_benchmark("_hostile_phases")
+report = import_benchmark("_hostile_report")
+requests = import_benchmark("_hostile_requests")
+rest = import_benchmark("_hostile_rest")
+table = import_benchmark("_hostile_table")
 
 
 def test_class_summary_counts_mismatches_and_hangs() -> None:

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 import types
 from pathlib import Path
 
 import pytest
+from testing_utils import import_benchmark
 
-# ``benchmarks`` is a package at the repository root (see test_retrieval_quality.py).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-ranking_rating = importlib.import_module("benchmarks.ranking_rating")
-ranking_speed = importlib.import_module("benchmarks.ranking_speed")
-two_stage = importlib.import_module("benchmarks.two_stage")
+ranking_rating = import_benchmark("ranking_rating")
+ranking_speed = import_benchmark("ranking_speed")
+two_stage = import_benchmark("two_stage")
 
 
 def _report(out: Path, stem: str) -> tuple[dict, str]:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from testing_utils import import_benchmark
 
-# ``benchmarks`` is a package at the repository root, which the pytest binary does
-# not put on sys.path (tests/benchmarks/ would otherwise shadow it): make it importable.
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-serving_load = importlib.import_module("benchmarks.serving_load")
-load_clients = importlib.import_module("benchmarks._load_clients")
+serving_load = import_benchmark("serving_load")
+load_clients = import_benchmark("_load_clients")
 
 
 def _cell(latencies: list[float], window: float, server_cpu: float) -> dict:

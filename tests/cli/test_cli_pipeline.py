@@ -81,7 +81,9 @@ def test_pipeline_picks_the_fusion_weight_on_validation_and_ships_it(pipeline_ru
             (pipeline_run / "export" / "recommender").glob("*/assets.extra/tfrec_config.json")
         ).read_text()
     )
-    assert exported["ranking_config"]["retrieval_weight"] == best
+    assert exported["kind"] == "recommender"
+    assert exported["model_config"]["ranking"]["retrieval_weight"] == best
+    assert exported["experiment_config"]["kind"] == "pipeline"
 
 
 def test_pipeline_reports_retrieval_only_and_two_stage_on_the_same_queries(pipeline_run):

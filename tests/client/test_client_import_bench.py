@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-bench = importlib.import_module("benchmarks.client_import")
+from testing_utils import import_benchmark
+
+bench = import_benchmark("client_import")
 
 
 def test_summary_uses_the_median_and_fails_if_tensorflow_loaded() -> None:

@@ -46,9 +46,9 @@ def test_protocol_and_metrics_are_sane(experiment):
 def test_export_reloads_in_a_fresh_process_with_identical_top_k(experiment, tmp_path):
     [path] = experiment.export(tmp_path / "serving")
     assert path.name == "1" and (path / "saved_model.pb").is_file()
-    assert json.loads((path / "assets.extra" / "tfrec_config.json").read_text())["kind"] == (
-        "retrieval"
-    )
+    exported = json.loads((path / "assets.extra" / "tfrec_config.json").read_text())
+    assert exported["kind"] == "retrieval" and exported["schema_version"] == 1
+    assert exported["experiment_config"] == json.loads(experiment.config.to_json())
     queries = experiment.queries("test")
     rows = np.arange(5)
     history = np.array(

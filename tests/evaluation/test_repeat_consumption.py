@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tfrec.evaluation import evaluate_full_ranking, ranking_metrics, sampled_ranking_metrics
-from tfrec.evaluation.config import EVAL_MASKS, EvalConfig
+from tfrec.evaluation.config import EvalConfig
 
 LOG2_3 = math.log2(3)
 
@@ -152,11 +152,9 @@ def _parse(command: str, argv: list[str]) -> argparse.Namespace:
 
 
 def test_cli_eval_mask_choices_match_the_config_and_are_saved() -> None:
-    from tfrec.cli.common import EVAL_MASK_CHOICES
     from tfrec.cli.evaluate import _eval_mask
     from tfrec.cli.train import experiment_config
 
-    assert EVAL_MASK_CHOICES == EVAL_MASKS
     args = _parse("train", ["--dataset", "synthetic", "--output-dir", "x", "--eval-mask", "none"])
     kind, config = experiment_config(args)
     assert kind == "retrieval"

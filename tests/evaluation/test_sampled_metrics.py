@@ -10,7 +10,7 @@ import pytest
 from tfrec.evaluation import (
     SampledRankingMetrics,
     metric_keys,
-    sample_negatives,
+    sample_eval_negatives,
     sampled_ranking_metrics,
 )
 from tfrec.evaluation.metrics import relevance_masks
@@ -106,24 +106,24 @@ def test_relevant_excluded_and_invalid_items_are_never_negatives(sampling: str) 
     assert got["users"] == num_users
 
 
-def test_sample_negatives_respects_forbidden_and_popularity() -> None:
+def test_sample_eval_negatives_respects_forbidden_and_popularity() -> None:
     relevant = [arr(2, 3)]
     exclude = [arr(4)]
     forbidden = relevance_masks(1, 8, relevant, exclude, (0, 1)).forbidden
     # forbidden = {0, 1} invalid + {2, 3} relevant + {4} excluded -> drawable {5, 6, 7}
     np.testing.assert_array_equal(np.flatnonzero(~forbidden[0]), [5, 6, 7])
     rng = np.random.default_rng(0)
-    draws = np.concatenate([sample_negatives(forbidden[0], 2, rng) for _ in range(200)])
+    draws = np.concatenate([sample_eval_negatives(forbidden[0], 2, rng) for _ in range(200)])
     assert set(draws.tolist()) == {5, 6, 7}
     # popularity: counts 5: 0 (never), 6: 9, 7: 1 -> one draw is item 6 with p = 0.9
     counts = np.array([50, 50, 50, 50, 50, 0, 9, 1], dtype=np.float64)
     one = np.array(
-        [sample_negatives(forbidden[0], 1, rng, "popularity", counts)[0] for _ in range(2000)]
+        [sample_eval_negatives(forbidden[0], 1, rng, "popularity", counts)[0] for _ in range(2000)]
     )
     assert set(one.tolist()) == {6, 7}
     assert abs(np.mean(one == 6) - 0.9) < 0.03  # 4.5 standard deviations
     with pytest.raises(ValueError, match="only 2 items can be sampled"):
-        sample_negatives(forbidden[0], 3, rng, "popularity", counts)
+        sample_eval_negatives(forbidden[0], 3, rng, "popularity", counts)
 
 
 def test_validation() -> None:

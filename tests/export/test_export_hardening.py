@@ -14,9 +14,9 @@ from testing_utils import fit_one_step, tiny_batch, tiny_vocabs
 
 from tfrec.cli.main import describe_error
 from tfrec.config import atomic_write_text
-from tfrec.export import layout
 from tfrec.export.layout import ExportError, host_tag, staged_version
 from tfrec.export.retrieval import export_retrieval
+from tfrec.export.versions import version_dirs
 from tfrec.export.warmup import build_warmup_records
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.serving import versions as serving_versions
@@ -222,7 +222,7 @@ def test_staging_directory_of_a_killed_export_is_removed_by_the_next_one(tmp_pat
         writer.wait(timeout=60)
         writer.stdout.close()
     assert staging.is_dir()
-    assert layout.list_versions(tmp_path / "m") == [1]  # the half-written version is no version
+    assert list(version_dirs(tmp_path / "m")) == [1]  # the half-written version is no version
     assert serving_versions.list_versions(tmp_path / "m") == {}  # no saved_model.pb in 1
     with staged_version(tmp_path, "m") as staged:
         (staged.path / "saved_model.pb").write_bytes(b"x")
@@ -233,4 +233,4 @@ def test_the_server_scanner_ignores_staging_directories(tmp_path):
     _make(tmp_path, f".tmp-4-{host_tag()}-{os.getpid()}-abc")  # holds a saved_model.pb
     _make(tmp_path, "2")
     assert serving_versions.list_versions(tmp_path) == {2: tmp_path / "2"}
-    assert layout.list_versions(tmp_path) == [2]
+    assert list(version_dirs(tmp_path)) == [2]

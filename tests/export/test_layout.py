@@ -2,11 +2,11 @@ import pytest
 
 from tfrec.export.layout import (
     check_model_name,
-    list_versions,
     next_version,
     staged_version,
     write_assets_extra,
 )
+from tfrec.export.versions import latest_version_dir, parse_version, version_dirs
 
 
 def test_next_version_ignores_non_integer_entries(tmp_path):
@@ -15,8 +15,30 @@ def test_next_version_ignores_non_integer_entries(tmp_path):
     for name in ("1", "3", ".tmp-7-abc", "latest", "10x"):
         (model_dir / name).mkdir(parents=True)
     (model_dir / "12").write_text("a file, not a version")
-    assert list_versions(model_dir) == [1, 3]
+    assert list(version_dirs(model_dir)) == [1, 3]
     assert next_version(model_dir) == 4
+
+
+def test_one_version_rule_canonical_int64_names_and_servable_dirs(tmp_path):
+    # canonical non-negative int64 decimals only: 2**63 - 1 = 9223372036854775807
+    assert [parse_version(n) for n in ("0", "7", "12", "9223372036854775807")] == [
+        0,
+        7,
+        12,
+        2**63 - 1,
+    ]
+    for name in ("007", "+1", "-1", "1e3", " 1", "9223372036854775808", ".tmp-3-h-1-x", ""):
+        assert parse_version(name) is None, name
+    for name in ("2", "10", "007", ".tmp-11-h-1-x"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "10" / "saved_model.pb").write_bytes(b"x")
+    (tmp_path / "2" / "saved_model.pb").write_bytes(b"x")
+    (tmp_path / "11").mkdir()  # still being copied: a version, but not servable
+    assert list(version_dirs(tmp_path)) == [2, 10, 11]
+    assert version_dirs(tmp_path, servable=True) == {2: tmp_path / "2", 10: tmp_path / "10"}
+    assert latest_version_dir(tmp_path) == tmp_path / "10"
+    assert latest_version_dir(tmp_path / "missing") is None
+    assert next_version(tmp_path) == 12
 
 
 def test_staged_version_renames_on_success(tmp_path):

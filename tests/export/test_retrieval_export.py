@@ -15,6 +15,7 @@ from testing_utils import (
 )
 
 from tfrec.export.retrieval import export_retrieval
+from tfrec.export.schema import read_export_config
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 
 
@@ -56,10 +57,15 @@ def test_layout_and_assets_extra(exported, trained):
     model, users, items = trained
     assert path.name == "1" and path.parent.name == "retrieval"
     extra = path / "assets.extra"
-    config = json.loads((extra / "tfrec_config.json").read_text())
-    assert config["model_type"] == "retrieval"
-    assert config["num_items"] == items.size
-    assert RetrievalConfig.from_dict(config["retrieval_config"]) == model.config
+    config = read_export_config(path)  # the one schema (tfrec.export.schema)
+    assert (config["schema_version"], config["kind"]) == (1, "retrieval")
+    assert config["vocabulary_sizes"] == {"users": users.size, "items": items.size}
+    assert config["num_real_items"] == items.size - 2  # padding and OOV rows are reserved
+    assert config["vocabularies"] == {"user": "user_vocab.txt", "item": "item_vocab.txt"}
+    assert config["signature"]["name"] == "serving_default"
+    assert sorted(config["signature"]["outputs"]) == ["item_ids", "scores"]
+    assert config["experiment_config"] is None  # exported outside a run
+    assert RetrievalConfig.from_dict(config["model_config"]) == model.config
     assert (extra / "item_vocab.txt").read_text().split("\n")[:-1] == items.tokens
     assert (extra / "user_vocab.txt").read_text().split("\n")[:-1] == users.tokens
     assert (extra / "tf_serving_warmup_requests").read_bytes() == b"\x00warm"

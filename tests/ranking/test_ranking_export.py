@@ -16,6 +16,7 @@ from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
 from tfrec.data.vocab import IdVocabulary, build_vocabularies
 from tfrec.export.ranking import export_ranking, export_recommender
+from tfrec.export.schema import read_export_config
 from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
@@ -165,15 +166,19 @@ def test_exports_reload_in_a_fresh_process_with_the_same_outputs(models, tmp_pat
         assert not set(served["item_ids"][row]) & (set(history) - {""})  # history excluded
 
     # Layout and assets.
-    for directory in (ranking_dir, recommender_dir):
+    for directory, kind in ((ranking_dir, "ranking"), (recommender_dir, "recommender")):
         extra = directory / "assets.extra"
-        config = json.loads((extra / "tfrec_config.json").read_text())
-        assert config["ranking_config"]["num_candidates"] == NUM_CANDIDATES
+        config = read_export_config(directory)  # the one schema (tfrec.export.schema)
+        assert (config["schema_version"], config["kind"]) == (1, kind)
+        ranker = config["model_config"] if kind == "ranking" else config["model_config"]["ranking"]
+        assert ranker["num_candidates"] == NUM_CANDIDATES
+        assert config["ranker_data_spec"] == trained.spec.to_dict()
+        assert config["num_real_items"] == trained.item_vocab.size - 2  # 2 reserved rows
         assert (extra / "item_vocab.txt").read_text().split() == trained.item_vocab.tokens
-    assert (
-        json.loads((ranking_dir / "assets.extra" / "tfrec_config.json").read_text())["model_type"]
-        == "ranking"
-    )
+    recommender = read_export_config(recommender_dir)
+    assert recommender["num_candidates"] == NUM_CANDIDATES
+    assert recommender["vocabularies"]["retrieval_user"] == "retrieval_user_vocab.txt"
+    assert "index" not in recommender and "num_candidates" not in read_export_config(ranking_dir)
     assert (ranking_dir / "assets.extra" / "metrics.json").read_text() == "{}\n"
     assert (recommender_dir / "assets.extra" / "retrieval_user_vocab.txt").is_file()
 

@@ -11,24 +11,18 @@ batch. The slow test runs the whole campaign on a small budget; the full
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from testing_utils import import_benchmark
 
-# ``benchmarks`` is a package at the repository root, which the pytest binary does
-# not put on sys.path: make it importable (as tests/benchmarks/ does).
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-hostile = importlib.import_module("benchmarks.hostile")
-phases = importlib.import_module("benchmarks._hostile_phases")
-requests = importlib.import_module("benchmarks._hostile_requests")
-rest = importlib.import_module("benchmarks._hostile_rest")
-table = importlib.import_module("benchmarks._hostile_table")
+hostile = import_benchmark("hostile")
+phases = import_benchmark("_hostile_phases")
+requests = import_benchmark("_hostile_requests")
+rest = import_benchmark("_hostile_rest")
+table = import_benchmark("_hostile_table")
 
 SETTINGS = dataclasses.replace(hostile.QUICK, oversized_per_variant=1)
 MODES = ("off", "on")

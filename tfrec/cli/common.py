@@ -12,13 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tfrec.config import choices
+from tfrec.names import DatasetName, SplitName
+
 logger = logging.getLogger(__name__)
 
-DATASET_CHOICES = ("ml-100k", "ml-latest-small", "beauty", "beauty-bert4rec", "csv", "synthetic")
-
-#: ``--eval-mask`` choices: ``tfrec.evaluation.config.EVAL_MASKS`` (not imported
-#: here so that ``tfrec --help`` stays instant; a test keeps the two equal).
-EVAL_MASK_CHOICES = ("history", "none", "both")
 EVAL_MASK_HELP = (
     "how each user's history is treated in evaluation. history: removed from the ranking "
     "like the exported model does, a held-out item that repeats a history item is a miss "
@@ -28,12 +26,41 @@ EVAL_MASK_HELP = (
 )
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    doc: str | None,
+    defaults_in_help: bool = True,
+) -> argparse.ArgumentParser:
+    r"""Adds the subcommand ``name``, its help and description taken from ``doc``.
+
+    Args:
+        subparsers: The ``tfrec`` subparsers.
+        name: The subcommand.
+        doc: The command module's docstring: its first line
+            (``\`\`tfrec NAME\`\`: help.``) is the one-line help, its second
+            paragraph the ``--help`` description (later paragraphs are notes for
+            developers).
+        defaults_in_help: Append each option's default to its help.
+
+    Returns:
+        The subcommand's parser.
+    """
+    paragraphs = (doc or "").strip().split("\n\n")
+    help_text = paragraphs[0].strip().removeprefix(f"``tfrec {name}``:").strip().rstrip(".")
+    description = " ".join(paragraphs[1].split()) if len(paragraphs) > 1 else help_text
+    kwargs: dict[str, Any] = {"help": help_text, "description": description}
+    if defaults_in_help:
+        kwargs["formatter_class"] = argparse.ArgumentDefaultsHelpFormatter
+    return subparsers.add_parser(name, **kwargs)
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds ``--dataset``, ``--data-dir``, ``--download`` and the csv options."""
     group = parser.add_argument_group("data")
     group.add_argument(
         "--dataset",
-        choices=DATASET_CHOICES,
+        choices=choices(DatasetName),
         help=(
             "ml-100k / ml-latest-small (MovieLens, GroupLens licence), beauty (Amazon Beauty, "
             "S3-Rec release), beauty-bert4rec, csv (your own file, see --path), synthetic "
@@ -51,7 +78,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--split",
-        choices=("leave_one_out", "temporal", "random"),
+        choices=choices(SplitName),
         help="split protocol (default: the dataset's preset)",
     )
     group.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
@@ -113,8 +140,9 @@ def resolve_export_dir(path: str | Path) -> Path:
     """Finds the SavedModel to load under ``path``.
 
     Accepts a version dir (holding ``saved_model.pb``), a model dir (its latest
-    integer version), a TF Serving base dir holding one model dir, or a
-    ``tfrec train`` output dir (``export/<name>/<version>/``).
+    servable version, :func:`tfrec.export.versions.latest_version_dir`), a TF
+    Serving base dir holding one model dir, or a ``tfrec train`` output dir
+    (``export/<name>/<version>/``).
 
     Raises:
         FileNotFoundError: No SavedModel found.
@@ -124,13 +152,7 @@ def resolve_export_dir(path: str | Path) -> Path:
     if (path / "saved_model.pb").is_file():
         return path
 
-    def latest(model_dir: Path) -> Path | None:
-        versions = [
-            (int(p.name), p)
-            for p in model_dir.iterdir()
-            if p.name.isdigit() and (p / "saved_model.pb").is_file()
-        ]
-        return max(versions)[1] if versions else None
+    from tfrec.export.versions import latest_version_dir as latest  # noqa: PLC0415
 
     if path.is_dir() and (found := latest(path)) is not None:
         return found

@@ -1,4 +1,12 @@
-"""``tfrec demo``: the whole path on one machine: train, evaluate, export, serve, query."""
+"""``tfrec demo``: end-to-end demo: train, evaluate, export, serve, query over gRPC.
+
+Train a retrieval model on MovieLens 100K when its files are found (or can be downloaded
+with --download), otherwise on the synthetic dataset (saying so); evaluate it, export a
+SavedModel, start a TF Serving endpoint (the real tensorflow_model_server when it is on
+PATH, else tfrec's local TF-Serving-compatible server), query it with the gRPC client,
+print top-10 recommendations with titles for a few users, and shut the server down
+cleanly.
+"""
 
 from __future__ import annotations
 
@@ -13,24 +21,16 @@ import sys
 import time
 from pathlib import Path
 
+from tfrec.cli.common import add_command
+from tfrec.config import choices
+from tfrec.names import ServingBackend
+
 logger = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``demo`` subcommand."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="end-to-end demo: train, evaluate, export, serve, query over gRPC",
-        description=(
-            "Train a retrieval model on MovieLens 100K when its files are found (or can be "
-            "downloaded with --download), otherwise on the synthetic dataset (saying so); "
-            "evaluate it, export a SavedModel, start a TF Serving endpoint (the real "
-            "tensorflow_model_server when it is on PATH, else tfrec's local TF-Serving-compatible "
-            "server), query it with the gRPC client, print top-10 recommendations with titles "
-            "for a few users, and shut the server down cleanly."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "demo", __doc__)
     parser.add_argument(
         "--dataset",
         choices=("auto", "ml-100k", "synthetic"),
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-k", "--top-k", type=int, default=10, help="items per user")
     parser.add_argument(
         "--backend",
-        choices=("auto", "local", "tfserving"),
+        choices=("auto", *choices(ServingBackend)),
         default="auto",
         help="auto: tensorflow_model_server when on PATH, else the local server",
     )

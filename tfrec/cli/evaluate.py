@@ -1,4 +1,10 @@
-"""``tfrec evaluate``: re-evaluate a trained model directory."""
+"""``tfrec evaluate``: re-evaluate a trained model (full ranking, optional sampled protocol).
+
+Reload a `tfrec train` output directory of any kind (config, vocabularies, weights; the
+data is reloaded with the saved config) and compute the metrics of one split part again
+(full ranking over the whole catalogue; a ranker also on its candidate lists; a pipeline
+retrieval-only vs two-stage). Results are printed and merged into OUT/metrics.json.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +12,22 @@ import argparse
 import json
 from pathlib import Path
 
-from tfrec.cli.common import EVAL_MASK_CHOICES, EVAL_MASK_HELP, apply_overrides
+from tfrec.cli.common import EVAL_MASK_HELP, add_command, apply_overrides
+from tfrec.config import choices
+from tfrec.names import EvalMask, EvalPart, SampledStrategy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``evaluate`` subcommand."""
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="re-evaluate a trained model (full ranking, optional sampled protocol)",
-        description=(
-            "Reload a `tfrec train` output directory of any kind (config, vocabularies, weights; "
-            "the data is reloaded with the saved config) and compute the metrics of one split "
-            "part again (full ranking over the whole catalogue; a ranker also on its candidate "
-            "lists; a pipeline retrieval-only vs two-stage). Results are printed and merged "
-            "into OUT/metrics.json."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "evaluate", __doc__)
     parser.add_argument("--model-dir", required=True, help="output directory of `tfrec train`")
     parser.add_argument("--data-dir", help="override the data directory saved in config.json")
     parser.add_argument(
-        "--part", choices=("test", "valid"), default="test", help="which split part to score"
+        "--part", choices=choices(EvalPart), default="test", help="which split part to score"
     )
     parser.add_argument(
         "--eval-mask",
-        choices=EVAL_MASK_CHOICES,
+        choices=choices(EvalMask),
         help=f"{EVAL_MASK_HELP} (default: the mode saved in config.json)",
     )
     parser.add_argument(
@@ -45,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also report the sampled protocol with N negatives per user (0 = off)",
     )
     parser.add_argument(
-        "--sampling", choices=("uniform", "popularity"), default="uniform", help="negatives"
+        "--sampling", choices=choices(SampledStrategy), default="uniform", help="negatives"
     )
     parser.add_argument("--ks", default="1,5,10,20,50,100", help="comma-separated cutoffs K")
 

@@ -1,26 +1,25 @@
-"""``tfrec export``: write TF Serving SavedModels from a trained run directory (any kind)."""
+"""``tfrec export``: export a trained model as a TF Serving SavedModel.
+
+Export a `tfrec train` output directory to <export-dir>/<model-name>/<version>/ (TF
+Serving layout; integer versions, a new version each time, never overwritten; written to
+a temporary directory and renamed). A retrieval run exports `retrieval`, a ranking run
+`ranking`, a pipeline run `ranking`, `retrieval` and the combined `recommender`
+(retrieval's serving_default: user_id, history and k -> item_ids and scores).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from tfrec.cli.common import add_command
+from tfrec.config import choices
+from tfrec.names import ExportKind
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``export`` subcommand."""
-    parser = subparsers.add_parser(
-        "export",
-        help="export a trained model as a TF Serving SavedModel",
-        description=(
-            "Export a `tfrec train` output directory to <export-dir>/<model-name>/<version>/ "
-            "(TF Serving layout; integer versions, a new version each time, never overwritten; "
-            "written to a temporary directory and renamed). A retrieval run exports "
-            "`retrieval`, a ranking run `ranking`, a pipeline run `ranking`, `retrieval` and "
-            "the combined `recommender` (retrieval's serving_default: user_id, history and k "
-            "-> item_ids and scores)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "export", __doc__)
     parser.add_argument("--model-dir", required=True, help="output directory of `tfrec train`")
     parser.add_argument(
         "--export-dir", required=True, help="TF Serving base directory (model_base_path's parent)"
@@ -32,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-dir", help="override the data directory saved in config.json")
     parser.add_argument(
         "--kind",
-        choices=("auto", "retrieval", "ranking", "recommender"),
+        choices=("auto", *choices(ExportKind)),
         default="auto",
         help="which model to export (auto: every model the run exports)",
     )

@@ -1,4 +1,10 @@
-"""``tfrec recommend``: top-K items from an export (in-process) or a running server (gRPC)."""
+"""``tfrec recommend``: print top-K recommendations from an export or a TF Serving server.
+
+Query a retrieval or combined recommender SavedModel for one or more users and/or a
+history of item ids, and print the top-K with titles when the export knows them. Either
+--export (loads the SavedModel in-process with tf.saved_model.load) or --server
+host:port (TF Serving or `tfrec serve`, via the gRPC client).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tfrec.cli.common import resolve_export_dir
+from tfrec.cli.common import add_command, resolve_export_dir
 from tfrec.cli.main import CommandError, tensorflow_message
 
 logger = logging.getLogger(__name__)
@@ -21,18 +27,7 @@ INT64_MAX = 2**63 - 1  # versions are int64
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``recommend`` subcommand."""
-    parser = subparsers.add_parser(
-        "recommend",
-        help="print top-K recommendations from an export or a TF Serving server",
-        description=(
-            "Query a retrieval or combined recommender SavedModel for one or more users "
-            "and/or a history of item ids, and print the top-K with titles when the export "
-            "knows them. Either --export (loads the SavedModel in-process with "
-            "tf.saved_model.load) or --server host:port (TF Serving or `tfrec serve`, via the "
-            "gRPC client)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "recommend", __doc__)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--export",
@@ -99,14 +94,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
 def catalogue_size(export_dir: Path) -> int | None:
     """The number of recommendable items recorded in the export, if it says.
 
-    Reads ``num_real_items`` from ``assets.extra/tfrec_config.json`` (written by
-    tfrec's retrieval and recommender exports); None when absent or unreadable.
+    Reads ``num_real_items`` from ``assets.extra/tfrec_config.json``
+    (:func:`tfrec.export.schema.read_export_config`); None when absent or unreadable.
     """
-    path = export_dir / "assets.extra" / "tfrec_config.json"
+    from tfrec.export.schema import read_export_config  # noqa: PLC0415
+
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("num_real_items")
-    except (OSError, ValueError, AttributeError) as err:
-        logger.debug("no catalogue size from %s: %s", path, err)
+        value = read_export_config(export_dir).get("num_real_items")
+    except (OSError, ValueError) as err:
+        logger.debug("no catalogue size from %s: %s", export_dir, err)
         return None
     return value if isinstance(value, int) and value > 0 else None
 

@@ -1,4 +1,9 @@
-"""``tfrec serve``: serve exported models over TF Serving's gRPC (and REST) API.
+"""``tfrec serve``: serve exported models (TF Serving gRPC/REST API).
+
+Serve models in the TF Serving layout <base>/<model>/<version>/. Uses the real
+tensorflow_model_server when it is on PATH (or --backend tfserving), else tfrec's local
+TF-Serving-compatible server. Give one model source: --model_config_file, --export_dir
+(every model folder in it) or --model_base_path (+ --model_name).
 
 Flags carry ``tensorflow_model_server``'s names, so the same invocation starts
 either backend: the real binary when it is on PATH (``--backend auto``) or
@@ -15,6 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tfrec.cli.common import add_command
+from tfrec.config import choices
+from tfrec.names import ServingBackend
 
 if TYPE_CHECKING:
     from tfrec.serving.model_config import BatchingConfig, MonitoringSettings
@@ -35,20 +44,11 @@ def _bool(text: str) -> bool:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``serve`` subcommand."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve exported models (TF Serving gRPC/REST API)",
-        description=(
-            "Serve models in the TF Serving layout <base>/<model>/<version>/. Uses the real "
-            "tensorflow_model_server when it is on PATH (or --backend tfserving), else tfrec's "
-            "local TF-Serving-compatible server. Give one model source: --model_config_file, "
-            "--export_dir (every model folder in it) or --model_base_path (+ --model_name)."
-        ),
-    )
+    parser = add_command(subparsers, "serve", __doc__, defaults_in_help=False)
     add = parser.add_argument
     add(
         "--backend",
-        choices=("auto", "local", "tfserving"),
+        choices=("auto", *choices(ServingBackend)),
         default="auto",
         help="auto: tensorflow_model_server if on PATH, else local (default: auto)",
     )
@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=False,
         help="merge concurrent requests server-side",
     )
+    _add_server_limits(parser)
+
+
+def _add_server_limits(parser: argparse.ArgumentParser) -> None:
+    """Batching, monitoring, version polling, load retries, limits and thread flags."""
+    add = parser.add_argument
     add("--batching_parameters_file", help="BatchingParameters text proto")
     add("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on REST port)")
     add(
@@ -103,6 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="wait between those retries in microseconds, < 0 = none (default 60000000 = "
         "1 minute, as tensorflow_model_server)",
     )
+    _add_local_limits(parser)
+
+
+def _add_local_limits(parser: argparse.ArgumentParser) -> None:
+    """The local backend's shutdown, memory, REST and gRPC limits and thread flags."""
+    add = parser.add_argument
     add(
         "--shutdown_grace_seconds",
         type=float,

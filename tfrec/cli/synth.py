@@ -1,10 +1,22 @@
-"""``tfrec synth``: write a large synthetic interaction log (Parquet) with bounded memory."""
+"""``tfrec synth``: generate a large synthetic interaction log (Parquet) plus an item file.
+
+Generate a synthetic interaction log of exactly INTERACTIONS rows (user_id, item_id,
+timestamp) with Zipf item popularity, long-tailed user activity and a planted sequential
+signal (with probability --p-successor the next item is the previous item's fixed
+successor in its category, so a sequence model can beat popularity), plus an item file
+(item_id, title, genres = the category) for cold-start features. Written in row groups
+with bounded memory, to temporary files renamed when complete; deterministic by --seed.
+Read it back with `tfrec prepare|train --dataset csv --path OUTPUT --time-col timestamp
+--items-path ITEMS`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from typing import TYPE_CHECKING
+
+from tfrec.cli.common import add_command
 
 if TYPE_CHECKING:
     from tfrec.data.synth import SynthConfig
@@ -26,21 +38,7 @@ OPTIONS = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``synth`` subcommand."""
-    parser = subparsers.add_parser(
-        "synth",
-        help="generate a large synthetic interaction log (Parquet) plus an item file",
-        description=(
-            "Generate a synthetic interaction log of exactly INTERACTIONS rows (user_id, item_id, "
-            "timestamp) with Zipf item popularity, long-tailed user activity and a planted "
-            "sequential signal (with probability --p-successor the next item is the previous "
-            "item's fixed successor in its category, so a sequence model can beat popularity), "
-            "plus an item file (item_id, title, genres = the category) for cold-start features. "
-            "Written in row groups with bounded memory, to temporary files renamed when "
-            "complete; deterministic by --seed. Read it back with `tfrec prepare|train "
-            "--dataset csv --path OUTPUT --time-col timestamp --items-path ITEMS`."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "synth", __doc__)
     parser.add_argument("--users", type=int, required=True, help="number of users")
     parser.add_argument("--items", type=int, required=True, help="catalogue size (cold included)")
     parser.add_argument(

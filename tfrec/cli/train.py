@@ -1,4 +1,11 @@
-"""``tfrec train``: train, evaluate and export a model in one command."""
+"""``tfrec train``: train + evaluate + export a model.
+
+Train a model on a dataset, evaluate it with full ranking over the whole catalogue
+(validation early stopping with the best epoch restored, test metrics), and export TF
+Serving SavedModels. Writes OUT/config.json, OUT/metrics.json (flat keys such as
+test/ndcg@10), vocabularies, weights/ (best epoch), checkpoints/last (for --resume),
+TensorBoard logs and OUT/export/<model_name>/<version>/.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from tfrec.cli.common import (
-    EVAL_MASK_CHOICES,
     EVAL_MASK_HELP,
+    add_command,
     add_data_arguments,
     apply_overrides,
     data_overrides,
     parse_set_options,
     parse_weights,
 )
-from tfrec.training.experiment import EXPERIMENT_KINDS
+from tfrec.config import choices
+from tfrec.names import EvalMask, ExperimentKind, HistoryEncoder, RetrievalLoss
 
 logger = logging.getLogger(__name__)
 
@@ -54,21 +62,10 @@ SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``train`` subcommand."""
-    parser = subparsers.add_parser(
-        "train",
-        help="train + evaluate + export a model",
-        description=(
-            "Train a model on a dataset, evaluate it with full ranking over the whole catalogue "
-            "(validation early stopping with the best epoch restored, test metrics), and export "
-            "TF Serving SavedModels. Writes OUT/config.json, OUT/metrics.json (flat keys such as "
-            "test/ndcg@10), vocabularies, weights/ (best epoch), checkpoints/last (for --resume), "
-            "TensorBoard logs and OUT/export/<model_name>/<version>/."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = add_command(subparsers, "train", __doc__)
     parser.add_argument(
         "--model",
-        choices=EXPERIMENT_KINDS,
+        choices=choices(ExperimentKind),
         help=(
             "retrieval: two-tower model; ranking: LSTM ranker; pipeline: retrieval + ranker "
             "with retrieval-only vs two-stage metrics and the combined recommender export "
@@ -105,7 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--eval-mask",
-        choices=EVAL_MASK_CHOICES,
+        choices=choices(EvalMask),
         help=f"{EVAL_MASK_HELP} (default: the dataset's preset, history for most)",
     )
 
@@ -115,7 +112,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (defaults: the dataset's preset)")
     model.add_argument(
         "--encoder",
-        choices=("mean", "gru", "lstm", "transformer", "none"),
+        choices=choices(HistoryEncoder),
         help=(
             "history encoder of the query tower; none = ID-only two-tower (query = user "
             "embedding, no history; needs --set use_user_embedding=true unless the preset has it)"
@@ -126,7 +123,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--learning-rate", type=float)
     model.add_argument("--embedding-dim", type=int)
     model.add_argument("--max-history", type=int, help="history length L")
-    model.add_argument("--loss", choices=("full", "sampled"), help="full or in-batch softmax")
+    model.add_argument("--loss", choices=choices(RetrievalLoss), help="full or in-batch softmax")
     model.add_argument(
         "--patience", type=int, help="early-stopping patience in epochs (every kind)"
     )

@@ -350,6 +350,7 @@ class DatasetInfo:
     downloadable: bool = False
 
 
+#: The loader of every :data:`tfrec.names.DatasetName` (the names are defined there).
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in (

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import numpy as np
 
+from tfrec.config import choices
 from tfrec.data.vocab import NUM_RESERVED, PAD_INDEX
+from tfrec.names import NegativeSampling
 
-Strategy = Literal["uniform", "popularity", "hard"]
-STRATEGIES: tuple[str, ...] = ("uniform", "popularity", "hard")
+#: Negative samplers (``RankingConfig.negative_sampling``).
+Strategy = NegativeSampling
 
 # score_fn(histories [b, L] int32, users [b] int32) -> scores [b, vocab_size] float
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -306,4 +307,6 @@ def sample_negatives(
         if (np.asarray(pool) == np.asarray(positives)[:, None]).any():
             raise ValueError("pool: contains the example's positive item")
         return hard_negatives(pool, num_negatives, rng)
-    raise ValueError(f"negative_sampling: expected one of {list(STRATEGIES)}, got {strategy!r}")
+    raise ValueError(
+        f"negative_sampling: expected one of {list(choices(Strategy))}, got {strategy!r}"
+    )

@@ -22,7 +22,7 @@ from tfrec.evaluation.protocol import evaluate_full_ranking, evaluate_sampled
 from tfrec.evaluation.rating import auc, list_ndcg, mae, mean_list_auc, rmse
 from tfrec.evaluation.sampled import (
     SampledRankingMetrics,
-    sample_negatives,
+    sample_eval_negatives,
     sampled_ranking_metrics,
 )
 
@@ -40,7 +40,7 @@ __all__ = [
     "metric_keys",
     "ranking_metrics",
     "rmse",
-    "sample_negatives",
+    "sample_eval_negatives",
     "sampled_ranking_metrics",
     "top_k_items",
 ]

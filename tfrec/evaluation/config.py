@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import typing
-from typing import Any, Literal
+from typing import Any
 
 from tfrec.config import JsonConfig
 from tfrec.evaluation.metrics import DEFAULT_KS
+from tfrec.names import EvalMask, SampledStrategy
 
 logger = logging.getLogger(__name__)
 
 
-#: How each user's history (the items before the held-out part) is treated in
-#: evaluation. ``history``: removed from the ranking, as the exported model does;
-#: a held-out item that repeats a history item is a miss (keys ``<part>/...``).
-#: ``none``: every item stays rankable, for repeat-consumption domains (music,
-#: groceries, restaurants) where a repeat can be hit (keys ``<part>_unmasked/...``).
-#: ``both``: the two reports. Every user with a held-out item is in the denominator
-#: in every mode.
-EvalMask = Literal["history", "none", "both"]
-EVAL_MASKS: tuple[str, ...] = typing.get_args(EvalMask)
+__all__ = ["MASK_SUFFIX", "EvalConfig", "EvalMask", "prefixed"]
 
 #: Key suffix of the part name per masking: ``test/...`` and ``test_unmasked/...``.
 MASK_SUFFIX: dict[bool, str] = {True: "", False: "_unmasked"}
@@ -58,15 +50,13 @@ class EvalConfig(JsonConfig):
     ks: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_KS))
     mask: EvalMask = "history"
     sampled_negatives: int = 0
-    sampled_strategy: Literal["uniform", "popularity"] = "uniform"
+    sampled_strategy: SampledStrategy = "uniform"
     batch_size: int = 512
     valid_max_users: int = 0
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ValueError(f"EvalConfig.ks={self.ks}; expected positive integers")
-        if self.mask not in EVAL_MASKS:
-            raise ValueError(f"EvalConfig.mask={self.mask!r}; expected one of {list(EVAL_MASKS)}")
         if self.sampled_negatives < 0:
             raise ValueError(
                 f"EvalConfig.sampled_negatives={self.sampled_negatives}; expected >= 0"

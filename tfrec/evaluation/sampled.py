@@ -42,7 +42,7 @@ from tfrec.evaluation.metrics import (
 SAMPLING_MODES: tuple[str, ...] = ("uniform", "popularity")
 
 
-def sample_negatives(
+def sample_eval_negatives(
     forbidden: np.ndarray,
     num_negatives: int,
     rng: np.random.Generator,
@@ -164,7 +164,7 @@ class SampledRankingMetrics(_UserMeanAccumulator):
                 continue
             rng = np.random.default_rng([self.seed, self._seen + row])
             try:
-                negatives = sample_negatives(
+                negatives = sample_eval_negatives(
                     masks.forbidden[row], self.num_negatives, rng, self.sampling, self.item_counts
                 )
             except ValueError as err:

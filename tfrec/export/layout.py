@@ -3,7 +3,7 @@
 TF Serving watches ``<base>/<model_name>/`` and serves the integer-named
 subdirectories as versions. A version is written into a temporary sibling
 directory whose name is not an integer (TF Serving and
-:func:`tfrec.serving.versions.list_versions` ignore it) and renamed into place
+:mod:`tfrec.export.versions` ignores it) and renamed into place
 only when complete, so a server never sees a half-written version. An existing
 version is never overwritten.
 
@@ -34,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tfrec.config import process_umask
+from tfrec.export.versions import version_dirs
 
 logger = logging.getLogger(__name__)
 
@@ -66,18 +67,14 @@ def check_model_name(model_name: str) -> str:
     return model_name
 
 
-def list_versions(model_dir: str | os.PathLike[str]) -> list[int]:
-    """Integer versions present under ``model_dir`` (sorted; [] if it does not exist)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def next_version(model_dir: str | os.PathLike[str]) -> int:
-    """``1 + max`` existing integer version under ``model_dir`` (1 when there is none)."""
-    versions = list_versions(model_dir)
-    return versions[-1] + 1 if versions else 1
+    """``1 + max`` existing version under ``model_dir`` (1 when there is none).
+
+    Every version directory counts (:func:`tfrec.export.versions.version_dirs`),
+    servable or not, so a number is never reused.
+    """
+    versions = version_dirs(model_dir)
+    return max(versions) + 1 if versions else 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,7 +34,6 @@ TensorFlow alone (no tfrec import). Versions are written atomically through
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -45,11 +44,9 @@ import tensorflow as tf
 from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec._version import __version__
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
 from tfrec.export.layout import ASSETS_EXTRA, staged_version, write_assets_extra
 from tfrec.export.retrieval import (
-    CONFIG_FILE,
     ITEM_VOCAB_FILE,
     SIGNATURE_NAME,
     USER_VOCAB_FILE,
@@ -57,6 +54,7 @@ from tfrec.export.retrieval import (
     request_checks,
     string_lookup,
 )
+from tfrec.export.schema import CONFIG_FILE, export_config_json
 from tfrec.layers.towers import compact_history
 from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.retrieval import TwoTowerModel
@@ -199,19 +197,33 @@ def _save(module: tf.Module, path: Path) -> None:
         tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serve})
 
 
-def _config_json(info: dict[str, Any]) -> str:
-    return json.dumps({"tfrec_version": __version__, **info}, indent=2, sort_keys=True) + "\n"
+def _export_config(
+    kind: str,
+    trained: TrainedRanker,
+    signature: dict[str, Any],
+    experiment_config: Mapping[str, Any] | None,
+    **fields: Any,
+) -> str:
+    """``tfrec_config.json`` of a ranker-holding export (:mod:`tfrec.export.schema`).
 
-
-def _ranker_info(trained: TrainedRanker) -> dict[str, Any]:
-    return {
-        "ranking_config": trained.config.to_dict(),
-        "ranker_data_spec": trained.spec.to_dict(),
-        "num_users": trained.spec.num_users,
-        "num_items": trained.spec.num_items,
-        "user_vocab": USER_VOCAB_FILE,
-        "item_vocab": ITEM_VOCAB_FILE,
-    }
+    ``fields`` may replace ``model_config``, extend ``vocabularies`` /
+    ``vocabulary_sizes`` (``extra_vocabularies``, ``extra_sizes``) or add kind fields.
+    """
+    vocabularies = {"user": USER_VOCAB_FILE, "item": ITEM_VOCAB_FILE}
+    vocabularies.update(fields.pop("extra_vocabularies", {}))
+    sizes = {"users": trained.spec.num_users, "items": trained.spec.num_items}
+    sizes.update(fields.pop("extra_sizes", {}))
+    return export_config_json(
+        kind=kind,
+        signature={"name": SIGNATURE_NAME, **signature},
+        vocabularies=vocabularies,
+        vocabulary_sizes=sizes,
+        num_real_items=trained.item_vocab.size - NUM_RESERVED,
+        model_config=fields.pop("model_config", trained.config.to_dict()),
+        experiment_config=experiment_config,
+        ranker_data_spec=trained.spec.to_dict(),
+        **fields,
+    )
 
 
 def export_ranking(
@@ -222,6 +234,7 @@ def export_ranking(
     version: int | None = None,
     assets_extra: Mapping[str, bytes] | None = None,
     extra_files: Mapping[str, str] | None = None,
+    experiment_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports the ranking SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
@@ -232,6 +245,7 @@ def export_ranking(
         version: Integer version, or None for the next free one.
         assets_extra: Binary files for ``assets.extra/`` (e.g. warmup requests).
         extra_files: Text files for ``assets.extra/`` (e.g. ``metrics.json``).
+        experiment_config: The run's ``config.json`` contents (``tfrec_config.json``).
 
     Returns:
         The final version directory.
@@ -241,18 +255,16 @@ def export_ranking(
         FileExistsError: The version already exists (never overwritten).
     """
     module = RankingServingModule(trained)
-    info = {
-        "model_type": "ranking",
-        "signature": SIGNATURE_NAME,
+    signature = {
         "inputs": {
             "history": "string [B, L]",
             "candidates": "string [B, C]",
             "user_id": "string [B]",
         },
         "outputs": {"scores": "float32 [B, C]"},
-        **_ranker_info(trained),
     }
-    files = assets_extra_files(_config_json(info), assets_extra, extra_files)
+    config = _export_config("ranking", trained, signature, experiment_config)
+    files = assets_extra_files(config, assets_extra, extra_files)
     with staged_version(base_dir, model_name, version) as staged:
         _save(module, staged.path)
         directory = write_assets_extra(staged.path, files)
@@ -276,6 +288,7 @@ def export_recommender(
     num_candidates: int | None = None,
     assets_extra: Mapping[str, bytes] | None = None,
     extra_files: Mapping[str, str] | None = None,
+    experiment_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports the combined retrieve -> rank SavedModel (retrieval signature).
 
@@ -290,6 +303,7 @@ def export_recommender(
         num_candidates: N (default ``trained.config.num_candidates``).
         assets_extra: Binary files for ``assets.extra/``.
         extra_files: Text files for ``assets.extra/``.
+        experiment_config: The run's ``config.json`` contents (``tfrec_config.json``).
 
     Returns:
         The final version directory.
@@ -305,18 +319,24 @@ def export_recommender(
         trained,
         num_candidates or trained.config.num_candidates,
     )
-    info = {
-        "model_type": "recommender",
-        "signature": SIGNATURE_NAME,
+    signature = {
         "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
         "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
-        "num_candidates": module.num_candidates,
-        "num_real_items": item_vocab.size - NUM_RESERVED,
-        "retrieval_config": retrieval_model.config.to_dict(),
-        "retrieval_user_vocab": RETRIEVAL_USER_VOCAB_FILE,
-        **_ranker_info(trained),
     }
-    files = assets_extra_files(_config_json(info), assets_extra, extra_files)
+    config = _export_config(
+        "recommender",
+        trained,
+        signature,
+        experiment_config,
+        model_config={
+            "retrieval": retrieval_model.config.to_dict(),
+            "ranking": trained.config.to_dict(),
+        },
+        extra_vocabularies={"retrieval_user": RETRIEVAL_USER_VOCAB_FILE},
+        extra_sizes={"retrieval_users": retrieval_model.num_users},
+        num_candidates=module.num_candidates,
+    )
+    files = assets_extra_files(config, assets_extra, extra_files)
     if RETRIEVAL_USER_VOCAB_FILE in files:
         raise ValueError(f"{RETRIEVAL_USER_VOCAB_FILE!r} is written by the exporter")
     with staged_version(base_dir, model_name, version) as staged:

@@ -36,7 +36,6 @@ checked in-graph like ``k``); ``serving_default`` probes the export's default
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -47,10 +46,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec._version import __version__
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
 from tfrec.export.ivf import IvfIndex, build_export_index, with_index_info
 from tfrec.export.layout import ASSETS_EXTRA, check_file_name, staged_version, write_assets_extra
+from tfrec.export.schema import CONFIG_FILE, export_config_json
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
 
@@ -58,7 +57,6 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 NPROBE_SIGNATURE_NAME = "with_nprobe"  # IVF exports only: serving_default + an nprobe input
-CONFIG_FILE = "tfrec_config.json"
 USER_VOCAB_FILE = "user_vocab.txt"
 ITEM_VOCAB_FILE = "item_vocab.txt"
 _RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE)
@@ -264,31 +262,37 @@ def exclude_items(scores: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
 
 
 def _default_config(
-    model: TwoTowerModel, module: RetrievalServingModule, index_info: dict[str, Any]
+    model: TwoTowerModel,
+    module: RetrievalServingModule,
+    index_info: dict[str, Any],
+    experiment_config: Mapping[str, Any] | None = None,
 ) -> str:
+    """The export's ``tfrec_config.json`` (:mod:`tfrec.export.schema`, kind ``retrieval``)."""
     history = "string [B, L]"
     if not module.encodes_history:
         history += " (ID-only model: excluded from the results, not used by the query)"
-    info: dict[str, Any] = {
-        "model_type": "retrieval",
-        "tfrec_version": __version__,
-        "signature": SIGNATURE_NAME,
+    signature = {
+        "name": SIGNATURE_NAME,
         "inputs": {"user_id": "string [B]", "history": history, "k": "int32 [B]"},
         "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
-        "num_users": model.num_users,
-        "num_items": model.num_items,
-        "num_real_items": module.num_real_items,
-        "user_vocab": USER_VOCAB_FILE,
-        "item_vocab": ITEM_VOCAB_FILE,
-        "retrieval_config": model.config.to_dict(),
-        "index": index_info,
     }
+    others = {}
     if module.index is not None:
-        info["signatures"] = {
+        others["signatures"] = {
             NPROBE_SIGNATURE_NAME: f"{SIGNATURE_NAME} inputs + nprobe int32 [B] "
             f"(1..{module.index.num_partitions}; default {module.index.default_nprobe})"
         }
-    return json.dumps(info, indent=2, sort_keys=True) + "\n"
+    return export_config_json(
+        kind="retrieval",
+        signature=signature,
+        vocabularies={"user": USER_VOCAB_FILE, "item": ITEM_VOCAB_FILE},
+        vocabulary_sizes={"users": model.num_users, "items": model.num_items},
+        num_real_items=module.num_real_items,
+        model_config=model.config.to_dict(),
+        experiment_config=experiment_config,
+        index=index_info,
+        **others,
+    )
 
 
 def assets_extra_files(
@@ -342,11 +346,13 @@ def export_retrieval(
     num_partitions: int | None = None,
     nprobe: int | None = None,
     tuning_queries: np.ndarray | None = None,
+    experiment_config: Mapping[str, Any] | None = None,
 ) -> Path:
     """Exports the retrieval SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
-    ``assets.extra/`` holds ``tfrec_config.json`` (model type, signature, sizes,
-    the RetrievalConfig and ``"index"``, the index parameters; a caller's
+    ``assets.extra/`` holds ``tfrec_config.json`` (:mod:`tfrec.export.schema`:
+    kind, signature, sizes, the RetrievalConfig, the run's config and ``"index"``,
+    the index parameters; a caller's
     ``extra_files["tfrec_config.json"]`` replaces it, and with ``index="ivf"``
     it must be a JSON object, which gets the ``"index"`` entry added),
     ``user_vocab.txt`` / ``item_vocab.txt`` (one known id per line, in index
@@ -375,6 +381,7 @@ def export_retrieval(
         tuning_queries: ``[Q, D]`` validation-like query vectors for choosing
             ``nprobe`` (default: a sample of the candidate vectors). Never pass
             test queries: the choice would be tuned on the test set.
+        experiment_config: The run's ``config.json`` contents (``experiment_config``).
 
     Returns:
         The final version directory.
@@ -387,7 +394,7 @@ def export_retrieval(
     """
     ivf, index_info = build_export_index(model, index, num_partitions, nprobe, tuning_queries)
     module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf)
-    config = _default_config(model, module, index_info)
+    config = _default_config(model, module, index_info, experiment_config)
     files = assets_extra_files(config, assets_extra, extra_files)
     if ivf is not None:
         files[CONFIG_FILE] = with_index_info(files[CONFIG_FILE], index_info, CONFIG_FILE)

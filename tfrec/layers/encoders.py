@@ -17,8 +17,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.config import choices
+from tfrec.names import HistoryEncoder
 
-ENCODERS = ("mean", "gru", "lstm", "transformer")
+#: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
+NO_ENCODER = "none"
+#: The history encoders :func:`get_encoder` builds (every ``HistoryEncoder`` but ``none``).
+ENCODERS: tuple[str, ...] = tuple(e for e in choices(HistoryEncoder) if e != NO_ENCODER)
 
 
 def _float_mask(padding_mask: tf.Tensor | None, inputs: tf.Tensor) -> tf.Tensor:

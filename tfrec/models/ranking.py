@@ -27,7 +27,6 @@ The model's one contract is :meth:`LSTMRanker.compute_loss` (``features`` with
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -40,6 +39,7 @@ from tfrec.layers.encoders import RNNEncoder
 from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower
 from tfrec.models.base import TfrecModel
+from tfrec.names import NegativeSampling, RankerInteraction, RankingLoss, RankingObjective
 from tfrec.tasks.ranking import RankingTask
 from tfrec.training.optimizers import Optimizer, check_optimizer_settings
 
@@ -101,10 +101,10 @@ class RankingConfig(JsonConfig):
         seed: Random seed (weights, shuffling, negatives).
     """
 
-    objective: Literal["rating", "next_item"] = "rating"
-    loss: Literal["bce", "softmax"] = "softmax"
+    objective: RankingObjective = "rating"
+    loss: RankingLoss = "softmax"
     num_negatives: int = 20
-    negative_sampling: Literal["uniform", "popularity", "hard"] = "uniform"
+    negative_sampling: NegativeSampling = "uniform"
     hard_pool_size: int = 100
     hard_fraction: float = 1.0
     retrieved_only: bool = False
@@ -113,7 +113,7 @@ class RankingConfig(JsonConfig):
     embedding_dim: int = 48
     lstm_units: int = 48
     mlp_layers: list[int] = dataclasses.field(default_factory=lambda: [64])
-    interaction: Literal["concat", "attention"] = "concat"
+    interaction: RankerInteraction = "concat"
     use_cross: bool = False
     cross_layers: int = 1
     use_user: bool = True
@@ -139,18 +139,6 @@ class RankingConfig(JsonConfig):
     seed: int = 42
 
     def __post_init__(self) -> None:
-        choices = {
-            "objective": ("rating", "next_item"),
-            "loss": ("bce", "softmax"),
-            "negative_sampling": ("uniform", "popularity", "hard"),
-            "interaction": ("concat", "attention"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"RankingConfig.{name}: expected one of {list(allowed)}, "
-                    f"got {getattr(self, name)!r}"
-                )
         positive = (
             "num_negatives", "hard_pool_size", "eval_negatives", "embedding_dim",
             "lstm_units", "cross_layers", "batch_size", "epochs", "max_history",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Literal
 
 import numpy as np
 import tensorflow as tf
@@ -32,19 +31,15 @@ import tensorflow as tf
 from tfrec.config import JsonConfig
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
-from tfrec.layers.encoders import ENCODERS, get_encoder
+from tfrec.layers.encoders import NO_ENCODER, get_encoder
 from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
-from tfrec.tasks.retrieval import LOSSES, RetrievalTask
+from tfrec.names import HistoryEncoder, RetrievalLoss, TrainingPositions
+from tfrec.tasks.retrieval import RetrievalTask
 from tfrec.training.optimizers import Optimizer, check_optimizer_settings
 
 logger = logging.getLogger(__name__)
-
-POSITIONS = ("all", "last")
-#: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
-NO_ENCODER = "none"
-ENCODER_CHOICES = (*ENCODERS, NO_ENCODER)
 
 
 @dataclasses.dataclass
@@ -100,7 +95,7 @@ class RetrievalConfig(JsonConfig):
     """
 
     embedding_dim: int = 64
-    encoder: Literal["mean", "gru", "lstm", "transformer", "none"] = "transformer"
+    encoder: HistoryEncoder = "transformer"
     max_history: int = 50
     num_layers: int = 2
     num_heads: int = 1
@@ -109,7 +104,7 @@ class RetrievalConfig(JsonConfig):
     use_item_features: bool = True
     share_item_embeddings: bool = True
     context_dim: int = 0
-    loss: Literal["full", "sampled"] = "full"
+    loss: RetrievalLoss = "full"
     temperature: float = 1.0
     logq_correction: bool = True
     remove_accidental_hits: bool = True
@@ -121,7 +116,7 @@ class RetrievalConfig(JsonConfig):
     clipnorm: float = 0.0
     batch_size: int = 256
     epochs: int = 50
-    training_positions: Literal["all", "last"] = "all"
+    training_positions: TrainingPositions = "all"
     max_title_tokens: int = 16
     patience: int = 5
     monitor: str = "ndcg@10"
@@ -130,7 +125,6 @@ class RetrievalConfig(JsonConfig):
     seed: int = 42
 
     def __post_init__(self) -> None:
-        self._check_choices()
         self._check_ranges()
         if self.encoder == "transformer" and self.embedding_dim % self.num_heads:
             raise ValueError(
@@ -158,19 +152,6 @@ class RetrievalConfig(JsonConfig):
             raise ValueError(
                 "RetrievalConfig.monitor is empty; expected a metric name like 'ndcg@10'"
             )
-
-    def _check_choices(self) -> None:
-        choices = {
-            "encoder": ENCODER_CHOICES,
-            "loss": LOSSES,
-            "training_positions": POSITIONS,
-        }
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ValueError(
-                    f"RetrievalConfig.{name}={value!r}; expected one of {list(allowed)}"
-                )
 
     def _check_ranges(self) -> None:
         positive_ints = (

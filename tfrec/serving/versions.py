@@ -1,19 +1,19 @@
 """Version directories of the TF Serving layout and version policies.
 
-A model's ``base_path`` holds one folder per version. Like TF Serving, only
-folders whose name is a non-negative integer are versions, and tfrec further
-requires a ``saved_model.pb`` inside, so a version that is still being copied
-under a temporary name (or an empty folder) is never picked up.
+A model's ``base_path`` holds one folder per version. Which folders are
+versions is the one rule of :mod:`tfrec.export.versions` (canonical
+non-negative int64 names, staging ``.tmp-*`` folders ignored); the server
+further requires a ``saved_model.pb`` inside, so a version that is still being
+copied (or an empty folder) is never picked up.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
-_VERSION_NAME = re.compile(r"^[0-9]{1,18}$")
+from tfrec.export.versions import version_dirs
 
 
 def list_versions(base_path: str | os.PathLike[str]) -> dict[int, Path]:
@@ -23,18 +23,9 @@ def list_versions(base_path: str | os.PathLike[str]) -> dict[int, Path]:
         base_path: A model's base folder (``<base>/<version>/saved_model.pb``).
 
     Returns:
-        Version number -> version folder; empty if ``base_path`` is missing.
+        Version number -> version folder (ascending); empty if ``base_path`` is missing.
     """
-    base = Path(base_path)
-    try:
-        children = list(base.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return {}
-    versions = {}
-    for child in children:
-        if _VERSION_NAME.match(child.name) and (child / "saved_model.pb").is_file():
-            versions[int(child.name)] = child
-    return versions
+    return version_dirs(base_path, servable=True)
 
 
 def select_versions(

@@ -1,5 +1,6 @@
 """Tasks: losses and metrics of the models (TFRS ``Task`` layers)."""
 
-from tfrec.tasks.retrieval import LOSSES, RetrievalTask
+from tfrec.tasks.ranking import RankingTask
+from tfrec.tasks.retrieval import RetrievalTask
 
-__all__ = ["LOSSES", "RetrievalTask"]
+__all__ = ["RankingTask", "RetrievalTask"]

@@ -23,9 +23,8 @@ import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-
-OBJECTIVES: tuple[str, ...] = ("rating", "next_item")
-LOSSES: tuple[str, ...] = ("bce", "softmax")
+from tfrec.config import check_choice
+from tfrec.names import RankingLoss, RankingObjective
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -161,10 +160,8 @@ class RankingTask(tfrs.tasks.Ranking):
     def __init__(
         self, objective: str = "rating", loss: str = "softmax", ndcg_k: int = 10, **kwargs: Any
     ):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"RankingTask: objective={objective!r}; expected one of {OBJECTIVES}")
-        if loss not in LOSSES:
-            raise ValueError(f"RankingTask: loss={loss!r}; expected one of {LOSSES}")
+        check_choice("RankingTask.objective", objective, RankingObjective)
+        check_choice("RankingTask.loss", loss, RankingLoss)
         if ndcg_k < 1:
             raise ValueError(f"RankingTask: ndcg_k={ndcg_k}; expected >= 1")
         if objective == "rating":

@@ -23,9 +23,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
+from tfrec.config import check_choice
 from tfrec.data.vocab import NUM_RESERVED
-
-LOSSES = ("sampled", "full")
+from tfrec.names import RetrievalLoss
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -62,8 +62,7 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if loss not in LOSSES:
-            raise ValueError(f"RetrievalTask: loss={loss!r}; expected one of {list(LOSSES)}")
+        check_choice("RetrievalTask.loss", loss, RetrievalLoss)
         if temperature <= 0:
             raise ValueError(f"RetrievalTask: temperature={temperature}; expected > 0")
         if num_hard_negatives < 0:

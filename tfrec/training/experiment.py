@@ -28,13 +28,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from tfrec.config import atomic_write_text
+from tfrec.config import atomic_write_text, choices
+from tfrec.names import ExperimentKind
 
 #: The built-in kinds and the module that registers each one (imported on first use).
 _BUILTIN_MODULES: dict[str, str] = {
-    "retrieval": "tfrec.training.retrieval",
-    "ranking": "tfrec.training.ranking",
-    "pipeline": "tfrec.training.pipeline",
+    kind: f"tfrec.training.{kind}" for kind in choices(ExperimentKind)
 }
 EXPERIMENT_KINDS: tuple[str, ...] = tuple(_BUILTIN_MODULES)
 _REGISTRY: dict[str, type[Experiment]] = {}

@@ -8,15 +8,15 @@ config's ``__post_init__`` and :func:`make_optimizer` builds the tf-keras optimi
 
 from __future__ import annotations
 
-import typing
-from typing import Literal, Protocol
+from typing import Protocol
 
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.config import check_choice
+from tfrec.names import OptimizerName as Optimizer
 
-Optimizer = Literal["adam", "adamw", "adagrad", "sgd"]
-OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+__all__ = ["Optimizer", "check_optimizer_settings", "make_optimizer"]
 
 
 class OptimizerSettings(Protocol):
@@ -36,10 +36,7 @@ def check_optimizer_settings(owner: str, settings: OptimizerSettings) -> None:
             ``weight_decay``/``clipnorm``, or ``weight_decay`` without ``adamw``
             (the message names ``owner.field``, the value and what was expected).
     """
-    if settings.optimizer not in OPTIMIZERS:
-        raise ValueError(
-            f"{owner}.optimizer={settings.optimizer!r}; expected one of {list(OPTIMIZERS)}"
-        )
+    check_choice(f"{owner}.optimizer", settings.optimizer, Optimizer)
     if not settings.learning_rate > 0:
         raise ValueError(f"{owner}.learning_rate={settings.learning_rate}; expected > 0")
     for name in ("weight_decay", "clipnorm"):

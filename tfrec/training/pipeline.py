@@ -296,6 +296,7 @@ class PipelineExperiment:
             path = export_recommender(
                 self.retrieval.model, self.retrieval.user_vocab, self.retrieval.item_vocab,
                 self._stage2().trained, base_dir, version=version, extra_files=extra,
+                experiment_config=self.config.to_dict(),
                 model_name=model_name or self.config.recommender_model_name,
             )  # fmt: skip
             logger.info("exported the combined recommender to %s", path)

@@ -327,6 +327,7 @@ class RankingExperiment:
             model_name=model_name or self.config.ranking_model_name,
             version=version,
             extra_files={"metrics.json": json.dumps(self.metrics, indent=2, sort_keys=True)},
+            experiment_config=self.config.to_dict(),
         )
         logger.info("exported the ranker to %s", path)
         return [path]

@@ -2,58 +2,23 @@
 
 Saved as the run's ``config.json``: ``"kind": "ranking"`` (the LSTM ranker alone)
 or ``"pipeline"`` (retrieval + ranker). The data split and the retrieval stage
-come from the retrieval presets (:data:`tfrec.training.retrieval_config.PRESETS`).
+come from the retrieval presets (:data:`tfrec.training.retrieval_config.PRESETS`),
+the ranker from :data:`RANKING_PRESETS` (typed :class:`RankingConfig` instances).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from typing import Any, Literal
+from typing import Any
 
 from tfrec.config import JsonConfig
 from tfrec.data.config import DataConfig
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig
-from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
-
-#: Ranker defaults per dataset and kind (on top of RankingConfig's defaults).
-RANKING_PRESETS: dict[tuple[str, str], dict[str, Any]] = {
-    ("ml-100k", "ranking"): {"objective": "rating", "max_history": 50},
-    ("ml-latest-small", "ranking"): {"objective": "rating", "max_history": 50},
-    # Two-stage ranker (measured on Beauty, benchmarks/two_stage.py): each training list
-    # is the true item + the rest of the retrieval top-100, kept only where retrieval
-    # found the true item (retrieved_only): the very lists stage 2 re-ranks. No per-user
-    # embedding (leave-one-out users have a handful of events each).
-    ("beauty", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "num_negatives": 99,
-        "use_user": False,
-        "loss": "softmax",
-        "max_history": 50,
-    },
-    # the synthetic catalogue is small (80 items by default): smaller pools and lists
-    ("synthetic", "ranking"): {"objective": "rating", "eval_negatives": 30},
-    ("synthetic", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "hard_pool_size": 30,
-        "num_candidates": 30,
-        "num_negatives": 10,
-        "eval_negatives": 30,
-    },
-    ("ml-100k", "pipeline"): {
-        "objective": "next_item",
-        "negative_sampling": "hard",
-        "retrieved_only": True,
-        "num_negatives": 99,
-        "loss": "softmax",
-        "max_history": 50,
-    },
-}
+from tfrec.names import DatasetName, RankingKind
+from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
 
 @dataclasses.dataclass
@@ -83,7 +48,7 @@ class RankingExperimentConfig(JsonConfig):
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    kind: Literal["ranking", "pipeline"] = "ranking"
+    kind: RankingKind = "ranking"
     retrieval_model_name: str = "retrieval"
     ranking_model_name: str = "ranking"
     recommender_model_name: str = "recommender"
@@ -94,10 +59,6 @@ class RankingExperimentConfig(JsonConfig):
     fusion_queries: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("ranking", "pipeline"):
-            raise ValueError(
-                f"RankingExperimentConfig.kind={self.kind!r}; expected 'ranking' or 'pipeline'"
-            )
         bad = [w for w in self.fusion_weights if isinstance(w, bool) or not float(w) >= 0.0]
         if bad:
             raise ValueError(
@@ -121,22 +82,51 @@ class RankingExperimentConfig(JsonConfig):
 
         The data split and retrieval settings are the retrieval presets
         (:data:`tfrec.training.retrieval_config.PRESETS`); the ranker's come from
-        :data:`RANKING_PRESETS` (rating regression when the data has ratings).
+        :data:`RANKING_PRESETS`, else :data:`DEFAULT_RANKERS` of ``kind``.
+
+        Raises:
+            ValueError: An unknown dataset or kind.
         """
         base = RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
-        overrides = RANKING_PRESETS.get((dataset, kind), {})
-        if not overrides and kind == "pipeline":
-            overrides = {
-                "objective": "next_item",
-                "negative_sampling": "hard",
-                "retrieved_only": True,
-            }
-        if not overrides and dataset not in PRESETS:
-            raise ValueError(f"unknown dataset {dataset!r}")
+        if kind not in DEFAULT_RANKERS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(DEFAULT_RANKERS)}")
+        ranking = RANKING_PRESETS.get((dataset, kind), DEFAULT_RANKERS[kind])  # type: ignore[index]
         return cls(
             data=base.data,
-            ranking=RankingConfig(**overrides),
+            ranking=copy.deepcopy(ranking),
             retrieval=base.model,
             evaluation=base.evaluation,
-            kind=kind,
+            kind=kind,  # type: ignore[arg-type]
         )
+
+
+#: Next-item lists that re-rank retrieval's hard candidates, kept only where
+#: retrieval found the true item (the lists stage 2 really re-ranks).
+_RERANK_LISTS = {"objective": "next_item", "negative_sampling": "hard", "retrieved_only": True}
+
+#: The ranker of a dataset without its own preset, per kind: the class defaults
+#: (rating regression) for ``ranking``; :data:`_RERANK_LISTS` for ``pipeline``.
+DEFAULT_RANKERS: dict[RankingKind, RankingConfig] = {
+    "ranking": RankingConfig(),
+    "pipeline": RankingConfig(**_RERANK_LISTS),
+}
+
+#: Ranker defaults per dataset and kind (fields not given keep RankingConfig's defaults).
+RANKING_PRESETS: dict[tuple[DatasetName, RankingKind], RankingConfig] = {
+    ("ml-100k", "ranking"): RankingConfig(objective="rating", max_history=50),
+    ("ml-latest-small", "ranking"): RankingConfig(objective="rating", max_history=50),
+    # Two-stage ranker (measured on Beauty, benchmarks/two_stage.py): each training list
+    # is the true item + the rest of the retrieval top-100. No per-user embedding
+    # (leave-one-out users have a handful of events each).
+    ("beauty", "pipeline"): RankingConfig(
+        **_RERANK_LISTS, num_negatives=99, use_user=False, loss="softmax", max_history=50
+    ),
+    # the synthetic catalogue is small (80 items by default): smaller pools and lists
+    ("synthetic", "ranking"): RankingConfig(objective="rating", eval_negatives=30),
+    ("synthetic", "pipeline"): RankingConfig(
+        **_RERANK_LISTS, hard_pool_size=30, num_candidates=30, num_negatives=10, eval_negatives=30
+    ),
+    ("ml-100k", "pipeline"): RankingConfig(
+        **_RERANK_LISTS, num_negatives=99, loss="softmax", max_history=50
+    ),
+}

@@ -334,7 +334,7 @@ class RetrievalExperiment:
         from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
 
         select_exports(self.kind, self.exports, models, model_name)
-        extra = {"tfrec_config.json": self.config.to_json(), "metrics.json": self._metrics_json()}
+        extra = {"metrics.json": self._metrics_json()}
         if self.data.items is not None:
             titles = dict(zip(self.data.items["item_id"], self.data.items["title"], strict=True))
             extra["item_titles.json"] = json.dumps(titles, ensure_ascii=False)
@@ -347,6 +347,7 @@ class RetrievalExperiment:
             version=version,
             assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
             extra_files=extra,
+            experiment_config=self.config.to_dict(),
         )
         logger.info("exported SavedModel to %s", path)
         return [path]

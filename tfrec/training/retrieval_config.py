@@ -1,11 +1,13 @@
 """``RetrievalExperimentConfig``: everything that defines a retrieval run, and its presets.
 
-Saved as the run's ``config.json`` (``"kind": "retrieval"``); the pipeline kind
-reuses :data:`PRESETS` for its data split and retrieval stage.
+Saved as the run's ``config.json`` (``"kind": "retrieval"``). :data:`PRESETS` holds
+one typed config per dataset; the ranking and pipeline kinds reuse them for their
+data split and retrieval stage.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -13,52 +15,7 @@ from tfrec.config import JsonConfig
 from tfrec.data.config import DataConfig
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.retrieval import RetrievalConfig
-
-#: Defaults per dataset: (data overrides, model overrides, eval overrides).
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
-    "beauty": (
-        {"split": "leave_one_out"},
-        {
-            "encoder": "transformer",
-            "max_history": 50,
-            "loss": "full",
-            "embedding_dim": 64,
-            "batch_size": 128,
-            "learning_rate": 2e-3,
-            "dropout": 0.3,
-            "epochs": 18,
-            "patience": 3,
-        },
-        {"mask": "both"},
-    ),
-    "beauty-bert4rec": (
-        {"split": "leave_one_out"},
-        {"encoder": "transformer", "max_history": 50, "loss": "full"},
-        {"mask": "both"},
-    ),
-    "ml-100k": (
-        {"split": "random", "train_ratio": 0.75, "valid_fraction": 0.05},
-        {
-            "encoder": "mean",
-            "use_user_embedding": True,
-            "max_history": 200,
-            "batch_size": 32,
-            "l2": 1e-4,
-        },
-        {"ks": [1, 5, 10, 20, 50, 100]},
-    ),
-    "ml-latest-small": (
-        {"split": "random", "train_ratio": 0.75},
-        {"encoder": "mean", "use_user_embedding": True, "max_history": 200},
-        {},
-    ),
-    "synthetic": (
-        {"split": "leave_one_out"},
-        {"encoder": "gru", "embedding_dim": 32, "epochs": 10, "batch_size": 64},
-        {},
-    ),
-    "csv": ({}, {}, {}),
-}
+from tfrec.names import DatasetName
 
 
 @dataclasses.dataclass
@@ -90,17 +47,60 @@ class RetrievalExperimentConfig(JsonConfig):
 
     @classmethod
     def for_dataset(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:
-        """The documented defaults for ``dataset`` (see :data:`PRESETS`).
+        """The documented defaults for ``dataset`` (a copy of its :data:`PRESETS` entry).
 
         Args:
             dataset: A dataset name (``ml-100k``, ``beauty``, ``synthetic``, ...).
             **data_kwargs: Further :class:`DataConfig` fields (``data_dir``, ...).
+
+        Raises:
+            ValueError: An unknown dataset or ``data_kwargs`` field.
         """
         if dataset not in PRESETS:
             raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(PRESETS)}")
-        data, model, evaluation = PRESETS[dataset]
-        return cls(
-            data=DataConfig(dataset=dataset, **{**data, **data_kwargs}),
-            model=RetrievalConfig(**model),
-            evaluation=EvalConfig(**evaluation),
-        )
+        config = copy.deepcopy(PRESETS[dataset])
+        if data_kwargs:
+            config.data = dataclasses.replace(config.data, **data_kwargs)
+        return config
+
+
+#: The documented defaults of every dataset (:meth:`RetrievalExperimentConfig.for_dataset`
+#: returns copies). Fields not given keep the config classes' defaults.
+PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
+    "beauty": RetrievalExperimentConfig(
+        data=DataConfig(dataset="beauty", split="leave_one_out"),
+        model=RetrievalConfig(
+            encoder="transformer",
+            max_history=50,
+            loss="full",
+            embedding_dim=64,
+            batch_size=128,
+            learning_rate=2e-3,
+            dropout=0.3,
+            epochs=18,
+            patience=3,
+        ),
+        evaluation=EvalConfig(mask="both"),
+    ),
+    "beauty-bert4rec": RetrievalExperimentConfig(
+        data=DataConfig(dataset="beauty-bert4rec", split="leave_one_out"),
+        model=RetrievalConfig(encoder="transformer", max_history=50, loss="full"),
+        evaluation=EvalConfig(mask="both"),
+    ),
+    "ml-100k": RetrievalExperimentConfig(
+        data=DataConfig(dataset="ml-100k", split="random", train_ratio=0.75, valid_fraction=0.05),
+        model=RetrievalConfig(
+            encoder="mean", use_user_embedding=True, max_history=200, batch_size=32, l2=1e-4
+        ),
+        evaluation=EvalConfig(ks=[1, 5, 10, 20, 50, 100]),
+    ),
+    "ml-latest-small": RetrievalExperimentConfig(
+        data=DataConfig(dataset="ml-latest-small", split="random", train_ratio=0.75),
+        model=RetrievalConfig(encoder="mean", use_user_embedding=True, max_history=200),
+    ),
+    "synthetic": RetrievalExperimentConfig(
+        data=DataConfig(dataset="synthetic", split="leave_one_out"),
+        model=RetrievalConfig(encoder="gru", embedding_dim=32, epochs=10, batch_size=64),
+    ),
+    "csv": RetrievalExperimentConfig(data=DataConfig(dataset="csv")),
+}

@@ -1,0 +1,52 @@
+"""Every closed choice list of tfrec, defined once as a ``Literal`` alias.
+
+Configs type their fields with these aliases; :class:`tfrec.config.JsonConfig`
+checks every ``Literal`` field on construction and on load, and the CLI's
+argparse ``choices=`` come from :func:`tfrec.config.choices` of the same alias.
+This module imports nothing heavy (``tfrec --help`` reads it without TensorFlow).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+#: Registered datasets (:data:`tfrec.data.loaders.DATASETS` maps each to its loader).
+DatasetName = Literal["ml-100k", "ml-latest-small", "beauty", "beauty-bert4rec", "csv", "synthetic"]
+#: Split protocols of :class:`tfrec.data.config.DataConfig`.
+SplitName = Literal["leave_one_out", "temporal", "random"]
+#: Split protocols the streaming (sharded TFRecord) preparation supports.
+StreamingSplitName = Literal["leave_one_out", "temporal"]
+#: Parts of a split that are evaluated.
+EvalPart = Literal["test", "valid"]
+#: How each user's history (the items before the held-out part) is treated in
+#: evaluation (:class:`tfrec.evaluation.config.EvalConfig`). ``history``: removed from
+#: the ranking, as the exported model does; a held-out item that repeats a history item
+#: is a miss (keys ``<part>/...``). ``none``: every item stays rankable, for
+#: repeat-consumption domains (keys ``<part>_unmasked/...``). ``both``: the two reports.
+EvalMask = Literal["history", "none", "both"]
+#: Negatives of the sampled evaluation protocol.
+SampledStrategy = Literal["uniform", "popularity"]
+#: History encoders of the retrieval query tower (``none`` = ID-only two-tower).
+HistoryEncoder = Literal["mean", "gru", "lstm", "transformer", "none"]
+#: Losses of :class:`tfrec.tasks.retrieval.RetrievalTask`.
+RetrievalLoss = Literal["full", "sampled"]
+#: Training targets of the retrieval model: every history position or the last one.
+TrainingPositions = Literal["all", "last"]
+#: Ranker objectives.
+RankingObjective = Literal["rating", "next_item"]
+#: Losses of :class:`tfrec.tasks.ranking.RankingTask` (next-item objective).
+RankingLoss = Literal["bce", "softmax"]
+#: Negative sampling of the ranker's training lists.
+NegativeSampling = Literal["uniform", "popularity", "hard"]
+#: History/candidate interaction of the ranker.
+RankerInteraction = Literal["concat", "attention"]
+#: Optimizers of :func:`tfrec.training.optimizers.make_optimizer`.
+OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
+#: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
+ExperimentKind = Literal["retrieval", "ranking", "pipeline"]
+#: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.
+RankingKind = Literal["ranking", "pipeline"]
+#: ``kind`` of ``assets.extra/tfrec_config.json`` (:mod:`tfrec.export.schema`).
+ExportKind = Literal["retrieval", "ranking", "recommender"]
+#: Serving backends of ``tfrec serve``/``tfrec demo``: TF Serving's binary or tfrec's server.
+ServingBackend = Literal["local", "tfserving"]
