@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
 QUIET_TF_LOG_LEVEL = "3"  # C++ INFO, WARNING and ERROR hidden (FATAL still shown)
-NOISY_LOGGERS = ("absl", "tensorflow")
+#: Loggers shown only at ERROR unless -v. ``tfrec_client`` logs one warning per retry of
+#: an UNAVAILABLE call; a CLI command reports the final outcome in one line instead.
+NOISY_LOGGERS = ("absl", "tensorflow", "tfrec_client")
 VERBOSE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VERBOSE_DATEFMT = "%H:%M:%S"
 
