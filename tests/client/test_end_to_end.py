@@ -9,13 +9,13 @@ its ``scale`` signature returns y = x * factor. Ranking: score = len(candidate)
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 
 import grpc
 import numpy as np
 import pytest
 import tfrec_client
+from process_utils import stop_process
 from tfrec_client import (
     DeadlineExceededError,
     NotFoundError,
@@ -148,9 +148,4 @@ def test_real_tensorflow_model_server(export_dir, tmp_path, free_port) -> None:
         with RecommenderClient(f"127.0.0.1:{free_port}", "nope") as c, pytest.raises(NotFoundError):
             c.status()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -62,9 +62,7 @@ def test_encode_in_place_matches_a_new_proto(array: np.ndarray) -> None:
     response = predict_pb2.PredictResponse()
     filled = to_tensor_proto(array, out=response.outputs["x"])
     assert filled is response.outputs["x"]
-    assert filled.SerializeToString(deterministic=True) == new.SerializeToString(
-        deterministic=True
-    )
+    assert filled.SerializeToString(deterministic=True) == new.SerializeToString(deterministic=True)
     back = tf.make_ndarray(response.outputs["x"])
     assert back.dtype == array.dtype and back.tolist() == array.tolist()
 

@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from process_utils import wait_for
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -32,14 +33,6 @@ from tfrec.serving.manager import AVAILABLE, END, LOADING, ModelManager, load_se
 from tfrec.serving.model_config import BatchingConfig, ModelEntry
 from tfrec.serving.server import ModelServer, ServerOptions
 from tfrec.serving.tensors import SignatureInfo, TensorSpecInfo
-
-
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def hostile_request() -> predict_pb2.PredictRequest:

@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from process_utils import wait_for
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -44,14 +45,6 @@ def entries(export_dir: Path, **retrieval: object) -> list[ModelEntry]:
 
 def client(server, model: str = "retrieval", **kwargs) -> RecommenderClient:
     return RecommenderClient(f"127.0.0.1:{server.port}", model, max_retries=0, **kwargs)
-
-
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_predict_metadata_status(export_dir, start_server) -> None:

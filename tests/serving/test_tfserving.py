@@ -8,11 +8,11 @@ skipped with that reason.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 
 import numpy as np
 import pytest
+from process_utils import stop_process
 
 from tfrec.serving.client import NotFoundError, RecommenderClient
 from tfrec.serving.model_config import BatchingConfig, discover_models, write_serving_configs
@@ -53,9 +53,4 @@ def test_real_tensorflow_model_server(export_dir, tmp_path, free_port) -> None:
         with RecommenderClient(f"127.0.0.1:{free_port}", "nope") as c, pytest.raises(NotFoundError):
             c.status()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

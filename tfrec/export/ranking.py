@@ -48,6 +48,7 @@ from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
 from tfrec.export.layout import ASSETS_EXTRA, staged_version, write_assets_extra
 from tfrec.export.retrieval import (
     ITEM_VOCAB_FILE,
+    RECOMMEND_SIGNATURE,
     SIGNATURE_NAME,
     USER_VOCAB_FILE,
     assets_extra_files,
@@ -162,13 +163,7 @@ class RecommenderServingModule(tf.Module):
         self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="user_id"),
-            tf.TensorSpec([None, None], tf.string, name="history"),
-            tf.TensorSpec([None], tf.int32, name="k"),
-        ]
-    )
+    @tf.function(input_signature=RECOMMEND_SIGNATURE)
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K re-ranked items per user; see the module docstring for the contract."""
         checks = request_checks(

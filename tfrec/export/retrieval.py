@@ -60,6 +60,12 @@ NPROBE_SIGNATURE_NAME = "with_nprobe"  # IVF exports only: serving_default + an 
 USER_VOCAB_FILE = "user_vocab.txt"
 ITEM_VOCAB_FILE = "item_vocab.txt"
 _RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE)
+#: The inputs of every recommender signature (retrieval, combined): ``user_id``, ``history``, ``k``.
+RECOMMEND_SIGNATURE = (
+    tf.TensorSpec([None], tf.string, name="user_id"),
+    tf.TensorSpec([None, None], tf.string, name="history"),
+    tf.TensorSpec([None], tf.int32, name="k"),
+)
 
 
 def string_lookup(vocab: IdVocabulary, name: str) -> keras.layers.StringLookup:
@@ -126,21 +132,13 @@ class RetrievalServingModule(tf.Module):
             self.serve_with_nprobe = tf.function(
                 self._serve_with_nprobe,
                 input_signature=[
-                    tf.TensorSpec([None], tf.string, name="user_id"),
-                    tf.TensorSpec([None, None], tf.string, name="history"),
-                    tf.TensorSpec([None], tf.int32, name="k"),
+                    *RECOMMEND_SIGNATURE,
                     tf.TensorSpec([None], tf.int32, name="nprobe"),
                 ],
             )
         self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
 
-    @tf.function(
-        input_signature=[
-            tf.TensorSpec([None], tf.string, name="user_id"),
-            tf.TensorSpec([None, None], tf.string, name="history"),
-            tf.TensorSpec([None], tf.int32, name="k"),
-        ]
-    )
+    @tf.function(input_signature=RECOMMEND_SIGNATURE)
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K items per user; see the module docstring for the contract."""
         if self.index is not None:

@@ -44,6 +44,18 @@ E = TypeVar("E", bound=type)
 C = TypeVar("C")
 
 
+class _RunFile:
+    """A read-only :class:`RunLayout` attribute: a path below the run's root."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, layout: RunLayout | None, owner: type | None = None) -> Path:
+        if layout is None:  # the class attribute itself (documentation tools)
+            return Path(*self.parts)
+        return layout.root.joinpath(*self.parts)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
     """The files of a saved run, the same for every kind.
@@ -60,55 +72,26 @@ class RunLayout:
 
     root: Path
 
-    @property
-    def config(self) -> Path:
-        """``config.json``."""
-        return self.root / "config.json"
-
-    @property
-    def metrics(self) -> Path:
-        """``metrics.json``."""
-        return self.root / "metrics.json"
-
-    @property
-    def user_vocab(self) -> Path:
-        """``user_vocab.txt``."""
-        return self.root / "user_vocab.txt"
-
-    @property
-    def item_vocab(self) -> Path:
-        """``item_vocab.txt``."""
-        return self.root / "item_vocab.txt"
-
-    @property
-    def weights(self) -> Path:
-        """The weights prefix ``weights/model`` (files ``model.index``, ``model.data-*``)."""
-        return self.root / "weights" / "model"
-
-    @property
-    def checkpoint(self) -> Path:
-        """The last-epoch weights prefix ``checkpoints/last``."""
-        return self.root / "checkpoints" / "last"
-
-    @property
-    def checkpoint_state(self) -> Path:
-        """``checkpoints/last.json``: the epoch count and early-stopping state of ``last``."""
-        return self.root / "checkpoints" / "last.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        """``tensorboard/``."""
-        return self.root / "tensorboard"
-
-    @property
-    def history(self) -> Path:
-        """``history.json``."""
-        return self.root / "history.json"
-
-    @property
-    def export(self) -> Path:
-        """``export/``: where ``tfrec train`` writes the SavedModels."""
-        return self.root / "export"
+    #: ``config.json``.
+    config = _RunFile("config.json")
+    #: ``metrics.json``.
+    metrics = _RunFile("metrics.json")
+    #: ``user_vocab.txt``.
+    user_vocab = _RunFile("user_vocab.txt")
+    #: ``item_vocab.txt``.
+    item_vocab = _RunFile("item_vocab.txt")
+    #: The weights prefix ``weights/model`` (files ``model.index``, ``model.data-*``).
+    weights = _RunFile("weights", "model")
+    #: The last-epoch weights prefix ``checkpoints/last``.
+    checkpoint = _RunFile("checkpoints", "last")
+    #: ``checkpoints/last.json``: the epoch count and early-stopping state of ``last``.
+    checkpoint_state = _RunFile("checkpoints", "last.json")
+    #: ``tensorboard/``.
+    tensorboard = _RunFile("tensorboard")
+    #: ``history.json``.
+    history = _RunFile("history.json")
+    #: ``export/``: where ``tfrec train`` writes the SavedModels.
+    export = _RunFile("export")
 
     def sub_run(self, name: str) -> RunLayout:
         """The layout of a complete sub-run saved in ``root/name/``."""
@@ -331,3 +314,124 @@ def select_exports(
             "select one model"
         )
     return chosen
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    """One checked :meth:`ExperimentBase.export` call.
+
+    Attributes:
+        base_dir: The model base directory.
+        version: The version directory (None: the next free one).
+        models: The models to write (a subset of the kind's ``exports``).
+        model_name: The name under ``base_dir`` of the one model exported (None: default).
+    """
+
+    base_dir: Path
+    version: int | None
+    models: tuple[str, ...]
+    model_name: str | None
+
+
+class ExperimentBase:
+    """What the built-in kinds share: the export entry point and the run-layout chores.
+
+    A subclass sets :attr:`kind`, :attr:`exports`, ``config``, ``output_dir``,
+    ``metrics`` and ``train_seconds`` and implements :meth:`_export` (the
+    models chosen by :meth:`export`, already checked).
+    """
+
+    kind: ClassVar[str]
+    exports: ClassVar[tuple[str, ...]]
+    config: Any
+    output_dir: Path | None
+    metrics: dict[str, float]
+    train_seconds: float
+
+    def export(
+        self,
+        base_dir: str | os.PathLike[str],
+        version: int | None = None,
+        *,
+        models: Sequence[str] | None = None,
+        model_name: str | None = None,
+    ) -> list[Path]:
+        """Writes TF Serving SavedModels ``<base_dir>/<name>/<version>/``.
+
+        Args:
+            base_dir: The model base directory.
+            version: The version directory (default: the next free one).
+            models: A subset of :attr:`exports` (default all).
+            model_name: The name under ``base_dir`` of the one model exported.
+
+        Returns:
+            The version directories written.
+
+        Raises:
+            ValueError: A model this kind does not export, or ``model_name``
+                with more than one model.
+        """
+        chosen = select_exports(self.kind, self.exports, models, model_name)
+        return self._export(ExportRequest(Path(base_dir), version, tuple(chosen), model_name))
+
+    def _export(self, request: ExportRequest) -> list[Path]:
+        """Writes the models of ``request`` (checked by :meth:`export`)."""
+        raise NotImplementedError
+
+    def _save_config(self) -> RunLayout | None:
+        """Writes ``config.json`` into the output directory (if any) before training."""
+        if self.output_dir is None:
+            return None
+        layout = RunLayout(self.output_dir)
+        self.config.save(layout.config)
+        return layout
+
+    def _save_layout(self, output_dir: str | os.PathLike[str] | None) -> RunLayout:
+        """The layout :meth:`save` writes (``output_dir``, the run's or ``.``), created."""
+        layout = RunLayout(Path(output_dir or self.output_dir or "."))
+        layout.root.mkdir(parents=True, exist_ok=True)
+        return layout
+
+    def _finish_report(
+        self, metrics: dict[str, float], history: dict[str, list[float]]
+    ) -> dict[str, float]:
+        """Adds ``train_seconds`` and ``epochs_run`` to ``metrics``; merges into :attr:`metrics`."""
+        metrics["train_seconds"] = round(self.train_seconds, 2)
+        if history or "epochs_run" not in self.metrics:  # a run saved without history
+            metrics["epochs_run"] = float(len(history.get("loss", [])))
+        self.metrics.update(metrics)
+        return metrics
+
+    def _restore_metrics(self, layout: RunLayout) -> None:
+        """Reads ``metrics.json`` (and the recorded training time) of a reopened run."""
+        self.metrics = read_json(layout.metrics, {})
+        self.train_seconds = float(self.metrics.get("train_seconds", 0.0))
+
+
+def export_extra_files(metrics: dict[str, float], items: Any) -> dict[str, str]:
+    """``assets.extra`` files of an export: ``metrics.json`` and, with an item table, titles."""
+    extra = {"metrics.json": json.dumps(metrics, indent=2, sort_keys=True) + "\n"}
+    if items is not None:
+        titles = dict(zip(items["item_id"], items["title"], strict=True))
+        extra["item_titles.json"] = json.dumps(titles, ensure_ascii=False)
+    return extra
+
+
+def save_model_run(
+    layout: RunLayout,
+    config: Any,
+    *,
+    metrics: dict[str, float],
+    vocabs: tuple[Any, Any],
+    model: Any,
+    history: dict[str, list[float]],
+) -> None:
+    """Writes a one-model run's config, metrics, vocabularies, weights and history."""
+    from tfrec.training.checkpoints import save_weights  # noqa: PLC0415  (imports TensorFlow)
+
+    config.save(layout.config)
+    write_json(layout.metrics, metrics)
+    vocabs[0].save(layout.user_vocab)
+    vocabs[1].save(layout.item_vocab)
+    save_weights(model, layout.weights)
+    write_json(layout.history, history)

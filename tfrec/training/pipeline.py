@@ -24,7 +24,6 @@ its ``config.json`` carrying the picked fusion weight), ``export/``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -38,11 +37,13 @@ from tfrec.evaluation.config import MASK_SUFFIX, prefixed
 from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
 from tfrec.models.two_stage import RetrievalScorer
 from tfrec.training.experiment import (
+    ExperimentBase,
+    ExportRequest,
     RunLayout,
+    export_extra_files,
     read_json,
     read_run_config,
     register_experiment,
-    select_exports,
     write_json,
 )
 from tfrec.training.ranking import RankingExperiment
@@ -58,7 +59,7 @@ RANKING_DIR = "ranking"
 
 
 @register_experiment("pipeline")
-class PipelineExperiment:
+class PipelineExperiment(ExperimentBase):
     """A retrieval experiment and a ranker on its lists, evaluated and exported together.
 
     Args:
@@ -146,8 +147,7 @@ class PipelineExperiment:
         Returns:
             Both stages' per-epoch logs, keys prefixed ``retrieval/`` and ``ranking/``.
         """
-        if self.output_dir is not None:
-            self.config.save(RunLayout(self.output_dir).config)
+        layout = self._save_config()
         logger.info("stage 1/2: retrieval model")
         self._fit_retrieval(epochs, resume=resume, verbose=verbose)
         self.metrics["retrieval/train_seconds"] = round(self.retrieval.train_seconds, 2)
@@ -159,7 +159,6 @@ class PipelineExperiment:
             user_vocab=self.retrieval.user_vocab, item_vocab=self.retrieval.item_vocab,
             retrieval=self.scorer,
         )  # fmt: skip
-        layout = RunLayout(self.output_dir) if self.output_dir is not None else None
         ranker_resume = resume and layout is not None
         if ranker_resume and not layout.sub_run(RANKING_DIR).checkpoint_state.is_file():
             ranker_resume = False  # interrupted before the ranker's first epoch
@@ -262,37 +261,25 @@ class PipelineExperiment:
     # ------------------------------------------------------------------ io
     def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
         """Writes ``config.json``, ``metrics.json`` and both complete sub-runs."""
-        layout = RunLayout(Path(output_dir or self.output_dir or "."))
-        layout.root.mkdir(parents=True, exist_ok=True)
+        layout = self._save_layout(output_dir)
         self.config.save(layout.config)
         write_json(layout.metrics, self.metrics)
         self.retrieval.save(layout.sub_run(RETRIEVAL_DIR).root)
         self._stage2().save(layout.sub_run(RANKING_DIR).root)
         return layout.root
 
-    def export(
-        self,
-        base_dir: str | os.PathLike[str],
-        version: int | None = None,
-        *,
-        models: Sequence[str] | None = None,
-        model_name: str | None = None,
-    ) -> list[Path]:
+    def _export(self, request: ExportRequest) -> list[Path]:
         """Writes the ranking, retrieval and combined recommender SavedModels (or ``models``)."""
         from tfrec.export.ranking import export_recommender  # noqa: PLC0415
 
-        chosen = select_exports(self.kind, self.exports, models, model_name)
         paths: list[Path] = []
-        if "ranking" in chosen:
+        base_dir, version, model_name = request.base_dir, request.version, request.model_name
+        if "ranking" in request.models:
             paths += self._stage2().export(base_dir, version, model_name=model_name)
-        if "retrieval" in chosen:
+        if "retrieval" in request.models:
             paths += self.retrieval.export(base_dir, version, model_name=model_name)
-        if "recommender" in chosen:
-            extra = {"metrics.json": json.dumps(self.metrics, indent=2, sort_keys=True)}
-            items = self.retrieval.data.items
-            if items is not None:
-                titles = dict(zip(items["item_id"], items["title"], strict=True))
-                extra["item_titles.json"] = json.dumps(titles, ensure_ascii=False)
+        if "recommender" in request.models:
+            extra = export_extra_files(self.metrics, self.retrieval.data.items)
             path = export_recommender(
                 self.retrieval.model, self.retrieval.user_vocab, self.retrieval.item_vocab,
                 self._stage2().trained, base_dir, version=version, extra_files=extra,

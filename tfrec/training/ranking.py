@@ -21,7 +21,6 @@ re-drawn every epoch (seeded); evaluation is :mod:`tfrec.evaluation.ranker`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -49,14 +48,15 @@ from tfrec.models.ranker_state import (
 )
 from tfrec.models.ranking import RankerDataSpec, RankingConfig
 from tfrec.models.two_stage import RetrievalScorer
-from tfrec.training.checkpoints import TrainingState, save_weights
+from tfrec.training.checkpoints import TrainingState
 from tfrec.training.experiment import (
-    RunLayout,
+    ExperimentBase,
+    ExportRequest,
+    export_extra_files,
     read_json,
     read_run_config,
     register_experiment,
-    select_exports,
-    write_json,
+    save_model_run,
 )
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
@@ -88,7 +88,7 @@ def data_spec(
 
 
 @register_experiment("ranking")
-class RankingExperiment:
+class RankingExperiment(ExperimentBase):
     """Trains, evaluates, saves and exports an :class:`~tfrec.models.ranking.LSTMRanker`.
 
     Args:
@@ -250,9 +250,7 @@ class RankingExperiment:
         self._check_trainable()
         cfg, model, spec = self.config.ranking, self.trained.model, self.trained.spec
         epochs = cfg.epochs if epochs is None else epochs
-        layout = RunLayout(self.output_dir) if self.output_dir is not None else None
-        if layout is not None:
-            self.config.save(layout.config)
+        layout = self._save_config()
         train, valid = self._examples()
         initial = TrainingState.read(layout).epoch if resume and layout is not None else 0
         train_ds, valid_features = ranker_datasets(
@@ -290,43 +288,30 @@ class RankingExperiment:
         metrics: dict[str, float] = {}
         for part in parts:
             metrics.update(prefixed(part, evaluate_ranker(self.trained, self.split, part=part)))
-        metrics["train_seconds"] = round(self.train_seconds, 2)
-        if self.history or "epochs_run" not in self.metrics:  # a run saved without history
-            metrics["epochs_run"] = float(len(self.history.get("loss", [])))
-        self.metrics.update(metrics)
-        return metrics
+        return self._finish_report(metrics, self.history)
 
     def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
         """Writes the run: the common layout plus ``data_spec.json`` (+ ``item_features.npz``)."""
-        layout = RunLayout(Path(output_dir or self.output_dir or "."))
-        layout.root.mkdir(parents=True, exist_ok=True)
-        dataclasses.replace(self.config, ranking=self.trained.config).save(layout.config)
-        write_json(layout.metrics, self.metrics)
-        self.trained.user_vocab.save(layout.user_vocab)
-        self.trained.item_vocab.save(layout.item_vocab)
-        save_weights(self.trained.model, layout.weights)
-        save_ranker_files(self.trained, layout.root)
-        write_json(layout.history, self.trained.history)
+        layout = self._save_layout(output_dir)
+        trained = self.trained
+        save_model_run(
+            layout, dataclasses.replace(self.config, ranking=trained.config), metrics=self.metrics,
+            vocabs=(trained.user_vocab, trained.item_vocab), model=trained.model,
+            history=trained.history,
+        )  # fmt: skip
+        save_ranker_files(trained, layout.root)
         return layout.root
 
-    def export(
-        self,
-        base_dir: str | os.PathLike[str],
-        version: int | None = None,
-        *,
-        models: Sequence[str] | None = None,
-        model_name: str | None = None,
-    ) -> list[Path]:
+    def _export(self, request: ExportRequest) -> list[Path]:
         """Writes the ranking SavedModel ``<base_dir>/<ranking_model_name>/<version>/``."""
         from tfrec.export.ranking import export_ranking  # noqa: PLC0415
 
-        select_exports(self.kind, self.exports, models, model_name)
         path = export_ranking(
             self.trained,
-            base_dir,
-            model_name=model_name or self.config.ranking_model_name,
-            version=version,
-            extra_files={"metrics.json": json.dumps(self.metrics, indent=2, sort_keys=True)},
+            request.base_dir,
+            model_name=request.model_name or self.config.ranking_model_name,
+            version=request.version,
+            extra_files=export_extra_files(self.metrics, None),
             experiment_config=self.config.to_dict(),
         )
         logger.info("exported the ranker to %s", path)
@@ -353,8 +338,7 @@ class RankingExperiment:
             history=read_json(layout.history, {}),
         )
         experiment = cls(config, output_dir=layout.root, state=state)
-        experiment.metrics = read_json(layout.metrics, {})
-        experiment.train_seconds = float(experiment.metrics.get("train_seconds", 0.0))
+        experiment._restore_metrics(layout)
         return experiment
 
 

@@ -18,7 +18,6 @@ experiment from it (data and split are reloaded deterministically).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -38,14 +37,14 @@ from tfrec.data.tfdata import make_dataset
 from tfrec.data.vocab import IdVocabulary, build_vocabularies
 from tfrec.evaluation.retrieval import RetrievalEvaluator
 from tfrec.models.retrieval import NO_ENCODER, TwoTowerModel, item_log_probabilities
-from tfrec.training.checkpoints import save_weights
 from tfrec.training.experiment import (
-    RunLayout,
+    ExperimentBase,
+    ExportRequest,
+    export_extra_files,
     read_json,
     read_run_config,
     register_experiment,
-    select_exports,
-    write_json,
+    save_model_run,
 )
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
@@ -56,7 +55,7 @@ logger = logging.getLogger(__name__)
 
 
 @register_experiment("retrieval")
-class RetrievalExperiment:
+class RetrievalExperiment(ExperimentBase):
     """Trains, evaluates and exports a :class:`TwoTowerModel` (kind ``"retrieval"``).
 
     Args:
@@ -230,9 +229,8 @@ class RetrievalExperiment:
         if not Path(f"{layout.weights}.index").is_file():
             raise FileNotFoundError(f"{layout.weights}.index not found: the model was not saved")
         experiment.model.load_weights(str(layout.weights)).expect_partial()
-        experiment.metrics = read_json(layout.metrics, {})
+        experiment._restore_metrics(layout)
         experiment.history = read_json(layout.history, {})
-        experiment.train_seconds = float(experiment.metrics.get("train_seconds", 0.0))
         return experiment
 
     # ------------------------------------------------------------------ evaluation
@@ -276,10 +274,7 @@ class RetrievalExperiment:
         metrics: dict[str, float] = {}
         for part in parts:
             metrics.update(self.evaluate_part(part))
-        metrics["train_seconds"] = round(self.train_seconds, 2)
-        if self.history or "epochs_run" not in self.metrics:  # a run saved without history
-            metrics["epochs_run"] = float(len(self.history.get("loss", [])))
-        self.metrics.update(metrics)
+        self._finish_report(metrics, self.history)
         for key in (f"test/ndcg@{k}" for k in (10, 20)):
             if key in metrics:
                 logger.info("%s = %.4f", key, metrics[key])
@@ -301,8 +296,7 @@ class RetrievalExperiment:
         """
         cfg = self.config.model
         epochs = cfg.epochs if epochs is None else epochs
-        if self.output_dir is not None:
-            self.config.save(RunLayout(self.output_dir).config)
+        self._save_config()
         logger.info(
             "training %s on %d examples (%d users), batch %d, up to %d epochs",
             cfg.encoder,
@@ -322,31 +316,19 @@ class RetrievalExperiment:
         return self.history
 
     # ------------------------------------------------------------------ export / io
-    def export(
-        self,
-        base_dir: str | os.PathLike[str],
-        version: int | None = None,
-        *,
-        models: Sequence[str] | None = None,
-        model_name: str | None = None,
-    ) -> list[Path]:
+    def _export(self, request: ExportRequest) -> list[Path]:
         """Writes a TF Serving SavedModel ``<base_dir>/<model_name>/<version>/``."""
         from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
 
-        select_exports(self.kind, self.exports, models, model_name)
-        extra = {"metrics.json": self._metrics_json()}
-        if self.data.items is not None:
-            titles = dict(zip(self.data.items["item_id"], self.data.items["title"], strict=True))
-            extra["item_titles.json"] = json.dumps(titles, ensure_ascii=False)
         path = export_retrieval(
             self.model,
             self.user_vocab,
             self.item_vocab,
-            base_dir,
-            model_name=model_name or self.config.model_name,
-            version=version,
+            request.base_dir,
+            model_name=request.model_name or self.config.model_name,
+            version=request.version,
             assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
-            extra_files=extra,
+            extra_files=export_extra_files(self.metrics, self.data.items),
             experiment_config=self.config.to_dict(),
         )
         logger.info("exported SavedModel to %s", path)
@@ -369,20 +351,14 @@ class RetrievalExperiment:
             )
         return build_warmup_records(self.config.model_name, requests)
 
-    def _metrics_json(self) -> str:
-        return json.dumps(self.metrics, indent=2, sort_keys=True) + "\n"
-
     def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
         """Writes the run: config, metrics, vocabularies, weights and history.
 
         The files are those of :class:`~tfrec.training.experiment.RunLayout`.
         """
-        layout = RunLayout(Path(output_dir or self.output_dir or "."))
-        layout.root.mkdir(parents=True, exist_ok=True)
-        self.config.save(layout.config)
-        write_json(layout.metrics, self.metrics)
-        self.user_vocab.save(layout.user_vocab)
-        self.item_vocab.save(layout.item_vocab)
-        save_weights(self.model, layout.weights)
-        write_json(layout.history, self.history)
+        layout = self._save_layout(output_dir)
+        save_model_run(
+            layout, self.config, metrics=self.metrics, vocabs=(self.user_vocab, self.item_vocab),
+            model=self.model, history=self.history,
+        )  # fmt: skip
         return layout.root
