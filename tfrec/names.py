@@ -50,3 +50,5 @@ RankingKind = Literal["ranking", "pipeline"]
 ExportKind = Literal["retrieval", "ranking", "recommender"]
 #: Serving backends of ``tfrec serve``/``tfrec demo``: TF Serving's binary or tfrec's server.
 ServingBackend = Literal["local", "tfserving"]
+#: Candidate index of a retrieval export: exact brute force or IVF (:mod:`tfrec.export.ivf`).
+IndexKind = Literal["brute", "ivf"]

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from tfrec.config import atomic_write_text, choices
-from tfrec.names import ExperimentKind
+from tfrec.config import atomic_write_text, check_choice, choices
+from tfrec.names import ExperimentKind, IndexKind
 
 #: The built-in kinds and the module that registers each one (imported on first use).
 _BUILTIN_MODULES: dict[str, str] = {
@@ -135,17 +135,14 @@ class Experiment(Protocol):
         ...
 
     def export(
-        self,
-        base_dir: str | os.PathLike[str],
-        version: int | None = None,
-        *,
-        models: Sequence[str] | None = None,
-        model_name: str | None = None,
+        self, base_dir: str | os.PathLike[str], version: int | None = None, **options: Any
     ) -> list[Path]:
         """Writes TF Serving SavedModels ``<base_dir>/<name>/<version>/``.
 
-        ``models``: a subset of :attr:`exports` (default all); ``model_name``:
-        the name under ``base_dir`` of the one model exported.
+        ``options`` are the keyword fields of :class:`ExportRequest`: ``models``
+        (a subset of :attr:`exports`, default all), ``model_name`` (the name under
+        ``base_dir`` of the one model exported), ``index`` / ``num_partitions`` /
+        ``nprobe`` (the retrieval model's candidate index).
         """
         ...
 
@@ -325,12 +322,36 @@ class ExportRequest:
         version: The version directory (None: the next free one).
         models: The models to write (a subset of the kind's ``exports``).
         model_name: The name under ``base_dir`` of the one model exported (None: default).
+        index: The retrieval model's candidate index: ``brute`` (exact) or ``ivf``
+            (approximate, :mod:`tfrec.export.ivf`).
+        num_partitions: ``ivf``: k-means partitions (None: the exporter's default).
+        nprobe: ``ivf``: partitions ``serving_default`` probes (None: tuned for recall).
     """
 
     base_dir: Path
     version: int | None
     models: tuple[str, ...]
     model_name: str | None
+    index: IndexKind = "brute"
+    num_partitions: int | None = None
+    nprobe: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("export index", self.index, IndexKind)
+        if self.index != "ivf" and (self.num_partitions is not None or self.nprobe is not None):
+            raise ValueError(
+                f"export num_partitions={self.num_partitions}, nprobe={self.nprobe}: these "
+                f"set an IVF index; they need index='ivf' (got index={self.index!r})"
+            )
+        if self.index == "ivf" and "retrieval" not in self.models:
+            raise ValueError(
+                f"export index='ivf' indexes the retrieval model, but the models exported "
+                f"are {list(self.models)}; export 'retrieval' (or use index='brute')"
+            )
+
+    def index_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`tfrec.export.retrieval.export_retrieval`."""
+        return {"index": self.index, "num_partitions": self.num_partitions, "nprobe": self.nprobe}
 
 
 class ExperimentBase:
@@ -355,6 +376,9 @@ class ExperimentBase:
         *,
         models: Sequence[str] | None = None,
         model_name: str | None = None,
+        index: IndexKind = "brute",
+        num_partitions: int | None = None,
+        nprobe: int | None = None,
     ) -> list[Path]:
         """Writes TF Serving SavedModels ``<base_dir>/<name>/<version>/``.
 
@@ -362,6 +386,10 @@ class ExperimentBase:
             base_dir: The model base directory.
             version: The version directory (default: the next free one).
             models: A subset of :attr:`exports` (default all).
+            index: The retrieval model's candidate index, ``brute`` or ``ivf``
+                (see :class:`ExportRequest`).
+            num_partitions: ``ivf``: k-means partitions (default: the exporter's).
+            nprobe: ``ivf``: partitions probed by ``serving_default`` (default: tuned).
             model_name: The name under ``base_dir`` of the one model exported.
 
         Returns:
@@ -372,7 +400,10 @@ class ExperimentBase:
                 with more than one model.
         """
         chosen = select_exports(self.kind, self.exports, models, model_name)
-        return self._export(ExportRequest(Path(base_dir), version, tuple(chosen), model_name))
+        request = ExportRequest(
+            Path(base_dir), version, tuple(chosen), model_name, index, num_partitions, nprobe
+        )
+        return self._export(request)
 
     def _export(self, request: ExportRequest) -> list[Path]:
         """Writes the models of ``request`` (checked by :meth:`export`)."""

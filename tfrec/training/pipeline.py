@@ -277,7 +277,9 @@ class PipelineExperiment(ExperimentBase):
         if "ranking" in request.models:
             paths += self._stage2().export(base_dir, version, model_name=model_name)
         if "retrieval" in request.models:
-            paths += self.retrieval.export(base_dir, version, model_name=model_name)
+            paths += self.retrieval.export(
+                base_dir, version, model_name=model_name, **request.index_options()
+            )
         if "recommender" in request.models:
             extra = export_extra_files(self.metrics, self.retrieval.data.items)
             path = export_recommender(

@@ -330,6 +330,7 @@ class RetrievalExperiment(ExperimentBase):
             assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
             extra_files=export_extra_files(self.metrics, self.data.items),
             experiment_config=self.config.to_dict(),
+            **request.index_options(),
         )
         logger.info("exported SavedModel to %s", path)
         return [path]
