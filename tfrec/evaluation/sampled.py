@@ -25,6 +25,7 @@ candidate list and only the negatives avoid the history.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -206,28 +207,21 @@ def sampled_ranking_metrics(
     scores: np.ndarray,
     relevant: IndexLists,
     exclude: IndexLists | None = None,
-    *,
-    ks: Sequence[int] = DEFAULT_KS,
-    num_negatives: int = 100,
-    sampling: str = "uniform",
-    item_counts: np.ndarray | None = None,
-    seed: int = 0,
-    invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
-    mask_exclude: bool = True,
+    **settings: Any,
 ) -> dict[str, float]:
-    """One-shot sampled-negatives metrics; see :class:`SampledRankingMetrics`.
+    """One-shot sampled-negatives metrics over one score matrix.
+
+    Args:
+        scores: ``[Q, num_items]`` scores.
+        relevant: Q integer arrays of relevant item indices.
+        exclude: Q integer arrays of excluded item indices (never drawn), or None.
+        **settings: The keyword arguments of :class:`SampledRankingMetrics`
+            (``ks``, ``num_negatives``, ``sampling``, ``item_counts``, ``seed``,
+            ``invalid_items``, ``mask_exclude``).
 
     Returns:
         Plain keys (``"ndcg@10"``, ``"mrr"``, counts); the caller adds any prefix.
     """
-    acc = SampledRankingMetrics(
-        ks=ks,
-        num_negatives=num_negatives,
-        sampling=sampling,
-        item_counts=item_counts,
-        seed=seed,
-        invalid_items=invalid_items,
-        mask_exclude=mask_exclude,
-    )
+    acc = SampledRankingMetrics(**settings)
     acc.update(scores, relevant, exclude)
     return acc.result()
