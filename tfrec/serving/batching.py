@@ -210,14 +210,19 @@ class BatchScheduler:
         with self._cond:
             if self._closing:
                 raise unavailable("server is shutting down")
-            queue = self._queues.setdefault(key, _Queue(run_fn=run_fn))
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = _Queue(run_fn=run_fn)
             self._check_capacity(queue, size)
             pieces = self._pieces(queue, size)
-            tasks, start = [], 0
-            for rows in pieces:
-                part = {n: a[start : start + rows] for n, a in inputs.items()}
-                tasks.append(_Task(inputs=part, size=rows, enqueued=now, future=Future()))
-                start += rows
+            if len(pieces) == 1:  # the usual case: queued whole, no slicing
+                tasks = [_Task(inputs=inputs, size=size, enqueued=now, future=Future())]
+            else:
+                tasks, start = [], 0
+                for rows in pieces:
+                    part = {n: a[start : start + rows] for n, a in inputs.items()}
+                    tasks.append(_Task(inputs=part, size=rows, enqueued=now, future=Future()))
+                    start += rows
             queue.run_fn = run_fn
             queue.tasks.extend(tasks)
             queue.rows += size
@@ -298,11 +303,11 @@ class BatchScheduler:
         """Pops a batch of compatible tasks from the front of ``queue`` (lock held)."""
         head = queue.tasks[0]
         shapes = {n: a.shape[1:] for n, a in head.inputs.items()}
+        pad = self.config.pad_variable_length_inputs
         batch, rows, keep = [], 0, collections.deque()
         while queue.tasks:
             task = queue.tasks.popleft()
-            same = all(task.inputs[n].shape[1:] == s for n, s in shapes.items())
-            compatible = self.config.pad_variable_length_inputs or same
+            compatible = pad or all(task.inputs[n].shape[1:] == s for n, s in shapes.items())
             if not batch or (compatible and rows + task.size <= self._max_rows):
                 batch.append(task)
                 rows += task.size

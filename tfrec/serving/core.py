@@ -23,6 +23,7 @@ from tfrec.serving.servable import Servable
 from tfrec.serving.tensors import DEFAULT_REQUEST_MEMORY_BYTES, SignatureInfo
 
 SIGNATURE_DEF_FIELD = "signature_def"
+_MAX_CACHED_SPECS = 256  # response ModelSpecs kept (servables x signatures)
 
 
 def spec_version(spec: model_pb2.ModelSpec) -> tuple[int | None, str]:
@@ -67,6 +68,7 @@ class ServingCore:
         self.batcher = batcher
         self.metrics = metrics
         self.request_memory_budget = request_memory_budget
+        self._specs: dict[tuple, model_pb2.ModelSpec] = {}
         self._active = 0
         self._closing = False
         self._idle = threading.Condition()
@@ -127,12 +129,21 @@ class ServingCore:
             return servable.run(signature.name, inputs)
 
     def response_spec(self, servable: Servable, signature_name: str | None) -> model_pb2.ModelSpec:
-        """The ModelSpec TF Serving echoes back (name, resolved version, signature)."""
-        spec = model_pb2.ModelSpec(
-            name=servable.name, version=wrappers_pb2.Int64Value(value=servable.version)
-        )
-        if signature_name is not None:
-            spec.signature_name = signature_name
+        """The ModelSpec TF Serving echoes back (name, resolved version, signature).
+
+        Built once per (servable, signature) and shared: callers copy it, never modify it.
+        """
+        key = (id(servable), servable.name, servable.version, signature_name)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = model_pb2.ModelSpec(
+                name=servable.name, version=wrappers_pb2.Int64Value(value=servable.version)
+            )
+            if signature_name is not None:
+                spec.signature_name = signature_name
+            if len(self._specs) >= _MAX_CACHED_SPECS:
+                self._specs.clear()
+            self._specs[key] = spec
         return spec
 
     def metadata(

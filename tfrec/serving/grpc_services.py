@@ -71,13 +71,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             servable = self.core.resolve(request.model_spec)
             signature = servable.signature(request.model_spec.signature_name)
             inputs = decode_inputs(signature, request.inputs, self.core.request_memory_budget)
-            check_output_filter(list(request.output_filter), list(signature.outputs))
+            output_filter = list(request.output_filter)
+            check_output_filter(output_filter, list(signature.outputs))
             outputs = self.core.run(servable, signature, inputs)
-            response = predict_pb2.PredictResponse(
-                model_spec=self.core.response_spec(servable, signature.name)
-            )
-            for name, proto in encode_outputs(outputs, list(request.output_filter)).items():
-                response.outputs[name].CopyFrom(proto)
+            response = predict_pb2.PredictResponse()
+            response.model_spec.CopyFrom(self.core.response_spec(servable, signature.name))
+            encode_outputs(outputs, output_filter, into=response.outputs)
             return response
 
         return _handle(self.core, "Predict", request.model_spec.name, context, body)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +23,126 @@ log = logging.getLogger(__name__)
 SERVE_TAG = "serve"
 DEFAULT_SIGNATURE = "serving_default"
 _INTERNAL_SIGNATURES = ("__saved_model_init_op",)
+SINGLE_THREADED_EXECUTOR = "SINGLE_THREADED_EXECUTOR"
+
+try:  # TensorFlow's per-thread choice of function executor (private, hence optional)
+    from tensorflow.python.eager.context import function_executor_type as _executor_type
+except ImportError:  # pragma: no cover - depends on the TensorFlow version
+    _executor_type = None
+
+Tensors = dict[str, tf.Tensor]
+
+
+class SignatureRunner:
+    """Calls one signature's concrete function with as little work per call as possible.
+
+    Two fast paths, each checked on the first successful call and dropped (with
+    a log line) if it fails or answers differently from the plain signature call:
+
+    * **flat call**: the input tensors in the function's flat order (sorted
+      names, as ``tf.nest`` flattens keyword inputs) and its captured
+      variables, given to ``ConcreteFunction._call_flat``. This skips binding
+      the structured inputs and looking the captures up again (~0.1 ms per
+      call, see ``docs/serving_performance.md``).
+    * **single-threaded executor**: TensorFlow's ``SINGLE_THREADED_EXECUTOR``
+      runs the graph's ops one after the other on the calling thread instead of
+      handing them to the inter-op thread pool and waiting; the ops still use
+      the intra-op pool. It cannot run graphs with low-level control flow
+      (``tf.cond``/``tf.while_loop`` lowered to Switch/Merge): such a graph
+      fails before running anything and the runner falls back to the default
+      executor for good.
+
+    Args:
+        function: The signature's ConcreteFunction (keyword inputs).
+        fast: Use the fast paths (False = always the plain signature call).
+    """
+
+    def __init__(self, function: Any, fast: bool = True):
+        self._function = function
+        self._lock = threading.Lock()
+        self._checked = not fast or not hasattr(function, "_call_flat")
+        self._order: list[str] | None = None  # None = plain signature call
+        self._captures: list[Any] = []
+        self._single_threaded = _executor_type is not None
+
+    @property
+    def fast_paths(self) -> tuple[bool, bool]:
+        """(flat call in use, single-threaded executor in use)."""
+        flat = self._order is not None
+        return flat, flat and self._single_threaded
+
+    def __call__(self, tensors: Tensors) -> Tensors:
+        """Runs the signature on ``tensors`` (input name -> tensor of the signature's dtype)."""
+        order = self._order
+        if order is None:
+            if self._checked:
+                return self._function(**tensors)
+            return self._first_call(tensors)
+        try:
+            return self._call_flat(tensors, order)
+        except tf.errors.OpError as err:
+            if not self._executor_refused(err):
+                raise
+            return self._call_flat(tensors, order)
+
+    def _call_flat(self, tensors: Tensors, order: list[str]) -> Tensors:
+        args = [tensors[name] for name in order]
+        scope = (
+            _executor_type(SINGLE_THREADED_EXECUTOR)
+            if self._single_threaded
+            else contextlib.nullcontext()
+        )
+        with scope:
+            return self._function._call_flat(args, self._captures)
+
+    def _executor_refused(self, err: tf.errors.OpError) -> bool:
+        """True (and the default executor from now on) if ``err`` is the executor's refusal."""
+        if not self._single_threaded or "Single-threaded executor" not in err.message:
+            return False
+        self._single_threaded = False
+        log.info("signature runs on the default executor: %s", err.message.splitlines()[0])
+        return True
+
+    def _first_call(self, tensors: Tensors) -> Tensors:
+        """The plain call; then, once, checks the fast paths against its answer."""
+        expected = self._function(**tensors)
+        with self._lock:
+            if not self._checked:
+                self._check_fast_paths(tensors, expected)
+                self._checked = True
+        return expected
+
+    def _check_fast_paths(self, tensors: Tensors, expected: Tensors) -> None:
+        """Turns the fast paths on if they reproduce ``expected`` (lock held)."""
+        order = sorted(tensors)
+        try:
+            self._captures = list(self._function.captured_inputs)
+            try:
+                got = self._call_flat(tensors, order)
+            except tf.errors.OpError as err:
+                if not self._executor_refused(err):
+                    raise
+                got = self._call_flat(tensors, order)
+            same = _same_outputs(expected, got)
+        except Exception as err:  # a private TensorFlow API changed: stay on the plain call
+            log.info("signature fast path unavailable (%s: %s)", type(err).__name__, err)
+            return
+        if same:
+            self._order = order
+        else:
+            log.info("signature fast path disabled: it did not reproduce the signature call")
+
+
+def _same_outputs(expected: Any, got: Any) -> bool:
+    """Whether two signature results hold the same names and values."""
+    if not isinstance(got, Mapping) or set(got) != set(expected):
+        return False
+    for name, tensor in expected.items():
+        a, b = tensor.numpy(), got[name].numpy()
+        nan = a.dtype.kind in "fc"
+        if a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=nan):
+            return False
+    return True
 
 
 def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
@@ -76,6 +198,9 @@ class Servable:
         except Exception as err:  # TF raises many error types for broken models
             raise ValueError(f"{self.path}: SavedModel failed to load: {err}") from err
         self._functions = dict(self._loaded.signatures)
+        self._runners: dict[str, Callable[[Tensors], Tensors]] = {
+            key: SignatureRunner(function) for key, function in self._functions.items()
+        }
         self._lock = threading.Lock()
         self.run_count = 0
 
@@ -109,7 +234,7 @@ class Servable:
                 INVALID_ARGUMENT) with the TensorFlow error's code and message.
         """
         signature = self.signature(signature_name)
-        function = self._functions[signature.name]
+        runner = self._runners[signature.name]
         with self._lock:
             self.run_count += 1
         try:
@@ -117,7 +242,7 @@ class Servable:
                 name: tf.constant(value, dtype=signature.inputs[name].dtype)
                 for name, value in inputs.items()
             }
-            result = function(**tensors)
+            result = runner(tensors)
         except tf.errors.OpError as err:
             raise ServingError(status_code_from_int(err.error_code), _concise(err.message)) from err
         except (TypeError, ValueError) as err:

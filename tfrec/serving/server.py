@@ -115,14 +115,47 @@ class ServerOptions(JsonConfig):
                 raise ValueError(f"{name}={getattr(self, name)}: expected >= 0")
 
 
-def configure_tf_threads(intra_op: int = 0, inter_op: int = 0) -> None:
-    """Sets TensorFlow's thread pools (0 = TensorFlow's default); call before serving."""
+def configure_tf_threads(
+    intra_op: int = 0, inter_op: int = 0, thread_spinning: bool = False
+) -> None:
+    """Sets TensorFlow's thread pools for serving; call before TensorFlow runs anything.
+
+    Args:
+        intra_op: Threads per op (0 = TensorFlow's default, one per core).
+        inter_op: Ops run in parallel (0 = TensorFlow's default).
+        thread_spinning: Let idle pool threads spin-wait for work (TensorFlow's
+            default). Off by default here (``ConfigProto.experimental.
+            disable_thread_spinning``): a spinning thread burns a core for a
+            while after every op, which on a small machine takes the CPU the
+            gRPC threads and the other requests need (on 2 cores a batch-1
+            retrieval call took 0.80 ms of CPU instead of 1.15 ms; see
+            ``docs/serving_performance.md``).
+    """
     import tensorflow as tf  # noqa: PLC0415
 
     if intra_op:
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
     if inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    if not thread_spinning:
+        _disable_thread_spinning()
+
+
+def _disable_thread_spinning() -> None:
+    """Sets ``disable_thread_spinning`` in the eager context's config (before it starts)."""
+    from tensorflow.python.eager import context  # noqa: PLC0415
+
+    ctx = context.context()
+    if getattr(ctx, "_context_handle", None) is not None or not hasattr(ctx, "_config"):
+        log.debug("TensorFlow already running: thread spinning left as it is")
+        return
+    from tensorflow.core.protobuf import config_pb2  # noqa: PLC0415
+
+    config = config_pb2.ConfigProto()
+    if ctx._config is not None:
+        config.CopyFrom(ctx._config)
+    config.experimental.disable_thread_spinning = True
+    ctx._config = config
 
 
 class ModelServer:

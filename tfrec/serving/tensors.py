@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import numpy as np
 import tensorflow as tf
@@ -67,6 +67,10 @@ _VALUE_FIELDS = {
 }
 
 
+# Byte size per dtype enum (tf.as_dtype per request costs more than the checks).
+_ITEMSIZE = {enum: tf.as_dtype(enum).size for enum in _VALUE_FIELDS}
+
+
 def _value_count(proto: tensor_pb2.TensorProto) -> int:
     """How many values the typed ``*_val`` field of ``proto``'s dtype holds."""
     field, per_value = _VALUE_FIELDS.get(proto.dtype, (None, 1))
@@ -96,26 +100,28 @@ def estimate_proto_bytes(name: str, proto: tensor_pb2.TensorProto, shape: tuple[
         ServingError: INVALID_ARGUMENT when the payload does not fit the shape.
     """
     size = math.prod(shape)
-    dtype = tf.as_dtype(proto.dtype)
-    if proto.tensor_content:
-        if dtype == tf.string:  # TensorFlow's encoded string list; decoding checks it
-            return size * STRING_ELEMENT_OVERHEAD_BYTES + len(proto.tensor_content)
-        if size and len(proto.tensor_content) != size * dtype.size:
+    enum = proto.dtype
+    content = proto.tensor_content
+    if content:
+        if enum == _STRING_ENUM:  # TensorFlow's encoded string list; decoding checks it
+            return size * STRING_ELEMENT_OVERHEAD_BYTES + len(content)
+        itemsize = _ITEMSIZE.get(enum) or tf.as_dtype(enum).size
+        if size and len(content) != size * itemsize:
             raise invalid_argument(
-                f"input {name!r}: tensor_content holds {len(proto.tensor_content)} bytes but "
-                f"shape {list(shape)} of {dtype.name} needs {size * dtype.size}"
+                f"input {name!r}: tensor_content holds {len(content)} bytes but "
+                f"shape {list(shape)} of {tf.as_dtype(enum).name} needs {size * itemsize}"
             )
-        return size * dtype.size
+        return size * itemsize
     count = _value_count(proto)
     if count > size:
         raise invalid_argument(
             f"input {name!r}: the tensor holds {count} values, more than the {size} elements "
             f"of its shape {list(shape)} (fewer values are padded with the last one)"
         )
-    if dtype != tf.string:
-        return size * max(dtype.size, 1)
+    if enum != _STRING_ENUM:
+        return size * max(_ITEMSIZE.get(enum) or tf.as_dtype(enum).size, 1)
     values = proto.string_val
-    payload = sum(len(v) for v in values)
+    payload = sum(map(len, values))
     if 0 < count < size:
         payload += (size - count) * len(values[-1])
     return size * STRING_ELEMENT_OVERHEAD_BYTES + payload
@@ -158,31 +164,46 @@ def _fast_ndarray(proto: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> np.n
     """
     size = math.prod(shape)
     array = None
-    if proto.dtype == _STRING_ENUM and not proto.tensor_content:
-        array = _padded(list(proto.string_val), size, np.dtype(object), b"")
-    elif proto.dtype in _FAST_NUMERIC:
-        np_dtype = _FAST_NUMERIC[proto.dtype]
+    enum = proto.dtype
+    if enum == _STRING_ENUM:
+        if not proto.tensor_content:
+            values = list(proto.string_val)
+            if len(values) == size:  # the usual case: one value per element
+                array = np.array(values, dtype=object) if size else np.empty(0, dtype=object)
+            else:
+                array = _padded(values, size, np.dtype(object), b"")
+    elif enum in _FAST_NUMERIC:
+        np_dtype = _FAST_NUMERIC[enum]
+        content = proto.tensor_content
         if size == 0:
             array = np.empty(0, dtype=np_dtype)
-        elif proto.tensor_content:
-            if len(proto.tensor_content) == size * np_dtype.itemsize:
-                array = np.frombuffer(proto.tensor_content, dtype=np_dtype)
+        elif content:
+            if len(content) == size * np_dtype.itemsize:
+                array = np.frombuffer(content, dtype=np_dtype)
         else:
-            values = getattr(proto, _VALUE_FIELDS[proto.dtype][0])
+            values = getattr(proto, _VALUE_FIELDS[enum][0])
             if len(values) <= size:
                 array = _padded(list(values), size, np_dtype, 0)
     return None if array is None else array.reshape(shape)
 
 
-def to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """A model output as a ``TensorProto`` (same content as ``tf.make_tensor_proto``)."""
+def to_tensor_proto(
+    array: np.ndarray, out: tensor_pb2.TensorProto | None = None
+) -> tensor_pb2.TensorProto:
+    """A model output as a ``TensorProto`` (same content as ``tf.make_tensor_proto``).
+
+    ``out``: an empty TensorProto to fill (e.g. a ``PredictResponse.outputs`` entry).
+    """
     enum = _FAST_NUMERIC_BY_NUMPY.get(array.dtype)
     fast_string = array.dtype.kind == "O" and all(type(v) is bytes for v in array.flat)
+    proto = tensor_pb2.TensorProto() if out is None else out
     if enum is None and not fast_string:
-        return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=_STRING_ENUM if fast_string else enum)
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return proto
+    proto.dtype = _STRING_ENUM if fast_string else enum
+    dims = proto.tensor_shape.dim
     for dim in array.shape:
-        proto.tensor_shape.dim.add(size=dim)
+        dims.add(size=dim)
     if fast_string:
         proto.string_val.extend(array.ravel().tolist())
     else:
@@ -290,10 +311,11 @@ def _declared_shape(
             f"input {name!r}: expected dtype {spec.dtype.name}, got {got} "
             f"(signature {signature.name!r} wants {spec.describe()})"
         )
-    if proto.tensor_shape.unknown_rank:
+    tensor_shape = proto.tensor_shape
+    if tensor_shape.unknown_rank:
         raise invalid_argument(f"input {name!r}: the tensor has an unknown rank")
-    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
-    if any(d < 0 for d in shape):
+    shape = tuple([d.size for d in tensor_shape.dim])
+    if shape and min(shape) < 0:
         raise invalid_argument(f"input {name!r}: negative dimension in shape {list(shape)}")
     if math.prod(shape) > MAX_TENSOR_ELEMENTS:
         raise invalid_argument(
@@ -342,11 +364,11 @@ def decode_inputs(
             shape or size, or a malformed TensorProto; RESOURCE_EXHAUSTED when
             the request is over ``memory_budget``.
     """
-    _check_names(signature, set(tensors))
-    shapes = {name: _declared_shape(signature, name, proto) for name, proto in tensors.items()}
-    estimated = sum(estimate_proto_bytes(n, p, shapes[n]) for n, p in tensors.items())
-    check_memory_budget(estimated, memory_budget)
-    return {name: _to_array(name, proto, shapes[name]) for name, proto in tensors.items()}
+    items = [(name, proto) for name, proto in tensors.items()]
+    _check_names(signature, {name for name, _ in items})
+    checked = [(n, p, _declared_shape(signature, n, p)) for n, p in items]
+    check_memory_budget(sum(estimate_proto_bytes(*c) for c in checked), memory_budget)
+    return {name: _to_array(name, proto, shape) for name, proto, shape in checked}
 
 
 def coerce_inputs(
@@ -413,9 +435,14 @@ def check_output_filter(names: list[str] | tuple[str, ...], available: list[str]
 
 
 def encode_outputs(
-    outputs: Mapping[str, np.ndarray], output_filter: list[str] | tuple[str, ...] = ()
-) -> dict[str, tensor_pb2.TensorProto]:
+    outputs: Mapping[str, np.ndarray],
+    output_filter: list[str] | tuple[str, ...] = (),
+    into: MutableMapping[str, tensor_pb2.TensorProto] | None = None,
+) -> MutableMapping[str, tensor_pb2.TensorProto]:
     """Converts model outputs to ``TensorProto``s, keeping only ``output_filter`` if given.
+
+    Fills ``into`` in place (e.g. ``PredictResponse.outputs``, saving a copy per
+    output) and returns it, or returns a new dict when ``into`` is None.
 
     Raises:
         ServingError: INVALID_ARGUMENT for an unknown or repeated name in
@@ -423,4 +450,8 @@ def encode_outputs(
     """
     check_output_filter(output_filter, list(outputs))
     names = list(output_filter) or list(outputs)
-    return {name: to_tensor_proto(outputs[name]) for name in names}
+    if into is None:
+        return {name: to_tensor_proto(outputs[name]) for name in names}
+    for name in names:
+        to_tensor_proto(outputs[name], out=into[name])
+    return into
