@@ -155,32 +155,9 @@ def make_synthetic(  # noqa: PLR0917  (the documented positional signature)
         preferred = rng.choice(num_genres, size=min(num_genres, rng.integers(1, 3)), replace=False)
         liked = np.isin(genre_of, preferred)
         length = int(rng.integers(min_len, max_len + 1))
-        seen = np.zeros(num_items, dtype=bool)
-
-        def popular(pool: np.ndarray, seen: np.ndarray = seen) -> int:
-            mask = pool & ~seen
-            if not mask.any():
-                mask = ~seen
-            p = weight * mask
-            return int(rng.choice(num_items, p=p / p.sum()))
-
-        current = popular(liked)
-        sequence = [current]
-        seen[current] = True
-        for _ in range(length - 1):
-            draw = rng.random()
-            if draw < p_successor:
-                nxt = successor(current, num_items, num_genres)
-            elif draw < p_successor + p_noise:
-                nxt = int(rng.integers(num_items))
-            else:
-                nxt = popular(liked)
-            if seen[nxt]:
-                nxt = popular(liked)
-            sequence.append(nxt)
-            seen[nxt] = True
-            current = nxt
-        seq = np.asarray(sequence)
+        seq = _walk(
+            rng, liked, length, weight, num_genres, p_successor=p_successor, p_noise=p_noise
+        )
         noise = rng.normal(0.0, 0.75, size=len(seq))
         rating = np.clip(np.rint(2.0 + 2.0 * liked[seq] + noise), 1, 5)
         gaps = 1 + rng.exponential(3600.0, size=len(seq)).astype(np.int64)
@@ -218,3 +195,56 @@ def make_synthetic(  # noqa: PLR0917  (the documented positional signature)
         has_timestamps=True,
         users=user_table,
     )
+
+
+def _walk(
+    rng: np.random.Generator,
+    liked: np.ndarray,
+    length: int,
+    weight: np.ndarray,
+    num_genres: int,
+    *,
+    p_successor: float,
+    p_noise: float,
+) -> np.ndarray:
+    """One user's item sequence: successor steps, noise, popular liked items; no repeats.
+
+    Args:
+        rng: The generator (draws happen in a fixed order, so output is seeded).
+        liked: ``[I]`` bool, items of the user's preferred genres.
+        length: Sequence length.
+        weight: ``[I]`` popularity weights.
+        num_genres: Genres (the successor map depends on it).
+        p_successor: Probability of the current item's successor.
+        p_noise: Probability of a uniformly random item.
+
+    Returns:
+        ``[length]`` item indices.
+    """
+    num_items = len(weight)
+    seen = np.zeros(num_items, dtype=bool)
+
+    def popular(pool: np.ndarray) -> int:
+        mask = pool & ~seen
+        if not mask.any():
+            mask = ~seen
+        p = weight * mask
+        return int(rng.choice(num_items, p=p / p.sum()))
+
+    current = popular(liked)
+    sequence = [current]
+    seen[current] = True
+    for _ in range(length - 1):
+        draw = rng.random()
+        if draw < p_successor:
+            nxt = successor(current, num_items, num_genres)
+        elif draw < p_successor + p_noise:
+            nxt = int(rng.integers(num_items))
+        else:
+            nxt = popular(liked)
+        if seen[nxt]:
+            nxt = popular(liked)
+        sequence.append(nxt)
+        seen[nxt] = True
+        current = nxt
+    return np.asarray(sequence)
