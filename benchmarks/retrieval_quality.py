@@ -116,7 +116,10 @@ class EpochLog(logging.Handler):
                     "steps": int(args[2]),
                     "train_s": round(float(args[3]), 2),
                     "total_s": round(float(args[5]), 2),
-                    "validation_s": round(self._validation.get(epoch, 0.0), 2),
+                    # None: no validation record was seen for this epoch
+                    "validation_s": (
+                        round(self._validation[epoch], 2) if epoch in self._validation else None
+                    ),
                     "load_1min": round(os.getloadavg()[0], 2),
                 }
             )
