@@ -327,8 +327,10 @@ def test_peak_memory_does_not_grow_with_rows(tmp_path):
         before, after = map(int, done.stdout.split()[-2:])
         added[rows] = after - before  # KiB the preparation added to the process's peak
     # same users and items (same vocabularies), 4x the rows: the in-memory engine would
-    # need about 900k x 680 B = +600 MB more; the streaming one stays within its buffers
-    assert added[1_200_000] - added[300_000] < 50 * 1024, added
+    # need about 900k x 680 B = +600 MB more; the streaming one stays within its buffers:
+    # DuckDB's sort may fill its 64 MB memory_limit with more rows (seen: +14 MB on one run,
+    # +52 MB on another), the 20,000-row batches add a few MB; 100 MB bounds both.
+    assert added[1_200_000] - added[300_000] < 100 * 1024, added
 
 
 def test_a_memory_limit_too_small_for_the_sort_says_which_option_to_raise(tmp_path):
