@@ -277,7 +277,7 @@ class RetrievalExperiment(ExperimentBase):
         self._finish_report(metrics, self.history)
         for key in (f"test/ndcg@{k}" for k in (10, 20)):
             if key in metrics:
-                logger.info("%s = %.4f", key, metrics[key])
+                logger.debug("%s = %.4f", key, metrics[key])
         return metrics
 
     # ------------------------------------------------------------------ training
@@ -332,7 +332,7 @@ class RetrievalExperiment(ExperimentBase):
             experiment_config=self.config.to_dict(),
             **request.index_options(),
         )
-        logger.info("exported SavedModel to %s", path)
+        logger.debug("exported SavedModel to %s", path)
         return [path]
 
     def _warmup_records(self, num_requests: int = 4) -> bytes:
