@@ -365,13 +365,19 @@ def take_references(ctx: Context, count: int) -> None:
 
 
 def answers_identical(ctx: Context) -> bool:
-    """True if every reference request gets exactly its reference answer again."""
+    """True if every reference request gets its reference answer again.
+
+    Compared with :func:`same_answer`: each row's first ``k`` items and scores.
+    Under batching a request merged with a leftover one of larger ``k`` gets
+    ``max(k)`` columns (the signature's contract, as with TF Serving's batching),
+    so whole arrays are not compared.
+    """
     for ref in ctx.references:
         try:
             answer = predict_answer(ctx, ref.inputs)
         except grpc.RpcError:
             return False
-        if any(not np.array_equal(answer[n], ref.answer[n]) for n in ("item_ids", "scores")):
+        if not same_answer(answer, ref.answer, ref.inputs["k"]):
             return False
     return True
 
