@@ -160,7 +160,7 @@ def tfrec_config(quick: bool, overrides: dict[str, Any]) -> Any:
     from tfrec.models.retrieval import RetrievalConfig
 
     base = {**TFREC_BASE, **(TFREC_QUICK if quick else {})}
-    return apply_overrides(RetrievalConfig(**base), overrides)
+    return apply_overrides(RetrievalConfig.from_dict(base), overrides)  # flat names nest
 
 
 def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]:
@@ -199,14 +199,15 @@ def run_tfrec(data: PairData, settings: Settings, config: Any) -> dict[str, Any]
 
         train = features(train_idx)
         test = features(test_idx)
-        tf.random.set_seed(config.seed)
+        loop = config.training
+        tf.random.set_seed(loop.seed)
         model = TwoTowerModel(config, num_users=user_vocab.size, num_items=item_vocab.size)
-        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
-        dataset = make_dataset(train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        model.compile(optimizer=make_optimizer(config.optimizer), jit_compile=loop.jit_compile)
+        dataset = make_dataset(train, batch_size=loop.batch_size, shuffle=True, seed=loop.seed)
 
     timer = epoch_timer()
     with _report.Timer() as fit:
-        model.fit(dataset, epochs=config.epochs, callbacks=[timer], verbose=0)
+        model.fit(dataset, epochs=config.training.epochs, callbacks=[timer], verbose=0)
     with _report.Timer() as evaluate:
         query = model.query_embeddings(test["user"]).numpy()  # [N, D]
         vectors = model.candidate_embeddings().numpy()  # [I, D]

@@ -78,6 +78,7 @@ from benchmarks._hostile_report import acceptance, render
 from benchmarks._hostile_requests import Context
 from benchmarks._hostile_table import ALL_EXPECTED
 from benchmarks._load_clients import Server
+from tfrec.training.config import TrainingConfig
 
 NAME = "hostile"
 MODEL_NAME = "retrieval"
@@ -186,7 +187,7 @@ def build_export(base_dir: Path, s: Settings) -> tuple[list[str], list[str]]:
         num_layers=1,
         use_user_embedding=True,
         use_item_features=False,
-        batch_size=32,
+        training=TrainingConfig(batch_size=32),
     )
     tf.random.set_seed(0)
     model = TwoTowerModel(config, user_vocab.size, item_vocab.size)

@@ -246,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     facts = _report.machine_facts()
     overrides = parse_set_options(args.set)
-    config = apply_overrides(RankingConfig(**(QUICK if args.quick else DEFAULTS)), overrides)
+    base = QUICK if args.quick else DEFAULTS  # flat names; from_dict nests them
+    config = apply_overrides(RankingConfig.from_dict(base), overrides)
     fold_numbers = [int(k) for k in args.folds.split(",") if k.strip()]
     if args.quick:
         folds = synthetic_folds(len(fold_numbers))

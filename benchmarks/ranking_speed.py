@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _report
+from tfrec.training.config import TrainingConfig
 
 NAME = "ranking_speed"
 VARIANTS = ("savedmodel", "in_memory")
@@ -66,7 +67,9 @@ def _train_ranker(args: argparse.Namespace) -> Any:
         config = RankingConfig(**QUICK)
     else:
         split = movielens_folds(Path(resolve_data_dir(args.data_dir)), [1])[0][1]
-        config = RankingConfig(objective="rating", max_history=50, epochs=args.train_epochs)
+        config = RankingConfig(
+            objective="rating", max_history=50, training=TrainingConfig(epochs=args.train_epochs)
+        )
     users, items = build_vocabularies(split.train)
     return train_ranker(split, config, user_vocab=users, item_vocab=items), split
 

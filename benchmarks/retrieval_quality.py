@@ -176,7 +176,7 @@ def run_experiment(config: Any, work_dir: Path) -> dict[str, Any]:
         callbacks_logger.setLevel(previous_level)
     epochs_run = int(metrics.get("epochs_run", 0))
     train_s = float(experiment.train_seconds)
-    val_key = f"val_{config.model.monitor}"
+    val_key = f"val_{config.model.training.monitor_mode('ndcg@10')[0]}"
     val_curve = experiment.history.get(val_key, [])
     best_epoch = 1 + max(range(len(val_curve)), key=val_curve.__getitem__) if val_curve else None
     return {

@@ -181,7 +181,11 @@ def render_markdown(
     rows = []
     for name, results in runs.items():
         for i, r in enumerate(results):
-            batch = r["settings"]["batch_size"] if name == "tutorial" else r["config"]["batch_size"]
+            batch = (
+                r["settings"]["batch_size"]
+                if name == "tutorial"
+                else r["config"]["training"]["batch_size"]
+            )
             rows.append(
                 [
                     name,

@@ -61,6 +61,7 @@ import numpy as np
 import tfrec  # noqa: F401  (light: sets the Keras-2 guard before any TensorFlow import)
 from benchmarks import _report
 from benchmarks._load_clients import Server, percentiles_ms, run_load, summarize
+from tfrec.training.config import TrainingConfig
 
 NAME = "serving_load"
 MODEL_NAME = "retrieval"
@@ -138,13 +139,13 @@ def build_export(base_dir: Path, s: Settings, warmup: list[dict[str, np.ndarray]
         max_history=s.max_history,
         num_layers=s.num_layers,
         use_item_features=False,
-        batch_size=64,
+        training=TrainingConfig(batch_size=64),
     )
     tf.random.set_seed(0)
     model = TwoTowerModel(config, user_vocab.size, item_vocab.size)
-    model.compile(optimizer=make_optimizer(config))
+    model.compile(optimizer=make_optimizer(config.optimizer))
     rng = np.random.default_rng(0)
-    rows = config.batch_size * s.train_steps
+    rows = config.training.batch_size * s.train_steps
     sequence = rng.integers(2, item_vocab.size, size=(rows, s.max_history + 1))
     data = {
         "user": rng.integers(2, user_vocab.size, size=rows).astype(np.int32),
@@ -152,7 +153,7 @@ def build_export(base_dir: Path, s: Settings, warmup: list[dict[str, np.ndarray]
         "target": sequence[:, 1:].astype(np.int32),
     }
     start = time.perf_counter()
-    model.fit(tf.data.Dataset.from_tensor_slices(data).batch(config.batch_size), verbose=0)
+    model.fit(tf.data.Dataset.from_tensor_slices(data).batch(config.training.batch_size), verbose=0)
     export_retrieval(
         model,
         user_vocab,

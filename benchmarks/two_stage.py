@@ -67,7 +67,7 @@ def _retrieval(args: argparse.Namespace, config: Any, data: Any, split: Any) -> 
     experiment.fit(verbose=0)
     if out is not None:
         experiment.save(out)
-    return experiment, f"trained here (epochs <= {model.epochs})"
+    return experiment, f"trained here (epochs <= {model.training.epochs})"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -177,7 +177,7 @@ class ExportCase:
 
 def fit_one_step(model: TwoTowerModel, batch: dict[str, np.ndarray]) -> float:
     """Compiles the model and runs one optimisation step; returns the loss."""
-    model.compile(make_optimizer(model.config))
+    model.compile(make_optimizer(model.config.optimizer))
     logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
     return float(logs["loss"][0])
 

@@ -179,13 +179,34 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected an object for {hint.__name__}, got {value!r}")
-        return hint.from_dict(value, _where=where)  # type: ignore[attr-defined]
+        try:
+            return hint.from_dict(value, _where=where)  # type: ignore[attr-defined]
+        except ValueError as err:  # a check in the sub-config's __post_init__: say where
+            if str(err).startswith(where):
+                raise
+            raise ValueError(f"{where}: {err}") from err
     if hint in _SCALARS:
         accepts, expected, convert = _SCALARS[hint]
         if not accepts(value):
             raise ValueError(f"{where}: expected {expected}, got {value!r}")
         return convert(value)
     return value
+
+
+def _over_default(cls: type, name: str, value: Any) -> Any:
+    """A partial dict for a nested config field, completed from the field's default.
+
+    ``{"training": {"epochs": 3}}`` keeps the other training settings of the
+    owning class's default (e.g. the ranker's batch of 512), not those of the
+    sub-config class.
+    """
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if not isinstance(value, dict) or field.default_factory is dataclasses.MISSING:
+        return value
+    default = field.default_factory()
+    if not isinstance(default, JsonConfig):
+        return value
+    return {**default.to_dict(), **value}
 
 
 @dataclasses.dataclass
@@ -236,6 +257,7 @@ class JsonConfig:
                 message names the field path and the expected type).
         """
         where = _where or cls.__name__
+        data = cls.upgrade_dict(data)
         hints = typing.get_type_hints(cls)
         fields = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(data) - fields)
@@ -244,9 +266,19 @@ class JsonConfig:
                 f"{where}: unknown field(s) {unknown}; expected some of {sorted(fields)}"
             )
         kwargs = {
-            name: _coerce(value, hints[name], f"{where}.{name}") for name, value in data.items()
+            name: _coerce(_over_default(cls, name, value), hints[name], f"{where}.{name}")
+            for name, value in data.items()
         }
         return cls(**kwargs)
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Rewrites a dict saved by an older tfrec into this class's current layout.
+
+        The default keeps ``data`` as is; a config whose fields moved overrides it
+        (e.g. the model configs nest their old flat optimizer/training fields).
+        """
+        return data
 
     @classmethod
     def from_json(cls: type[T], text: str) -> T:

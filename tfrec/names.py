@@ -42,6 +42,8 @@ NegativeSampling = Literal["uniform", "popularity", "hard"]
 RankerInteraction = Literal["concat", "attention"]
 #: Optimizers of :func:`tfrec.training.optimizers.make_optimizer`.
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
+#: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
+StrategyName = Literal["auto", "default", "mirrored"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
 ExperimentKind = Literal["retrieval", "ranking", "pipeline"]
 #: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.
@@ -52,3 +54,5 @@ ExportKind = Literal["retrieval", "ranking", "recommender"]
 ServingBackend = Literal["local", "tfserving"]
 #: Candidate index of a retrieval export: exact brute force or IVF (:mod:`tfrec.export.ivf`).
 IndexKind = Literal["brute", "ivf"]
+#: Apache Beam runners of ``tfrec prepare --runner`` (:mod:`tfrec.data.beam_prepare`).
+Runner = Literal["DirectRunner", "FlinkRunner", "SparkRunner", "DataflowRunner"]

@@ -53,7 +53,7 @@ def test_set_overrides_reach_the_config() -> None:
     # Preset (transformer, 64 dims) kept; flags layered on top as in `tfrec train`.
     assert config.model.encoder == "transformer"
     assert config.model.embedding_dim == 64
-    assert config.model.epochs == 3
+    assert config.model.training.epochs == 3
     assert config.model.dropout == 0.5
     assert config.data.data_dir == "/data"
     assert config.data.split == "leave_one_out"

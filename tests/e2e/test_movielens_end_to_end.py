@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def experiment(shared_datasets, tmp_path_factory):
     out = tmp_path_factory.mktemp("ml100k")
     config = RetrievalExperimentConfig.for_dataset("ml-100k", data_dir=str(shared_datasets))
-    config.model.epochs = 3
+    config.model.training.epochs = 3
     config.evaluation.sampled_negatives = 100
     exp = RetrievalExperiment(config, output_dir=out)
     exp.fit(verbose=0)

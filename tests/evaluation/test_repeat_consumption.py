@@ -15,6 +15,7 @@ import pytest
 
 from tfrec.evaluation import evaluate_full_ranking, ranking_metrics, sampled_ranking_metrics
 from tfrec.evaluation.config import EvalConfig
+from tfrec.training.config import TrainingConfig
 
 LOG2_3 = math.log2(3)
 
@@ -256,10 +257,18 @@ def test_two_stage_counts_the_repeat_as_a_miss() -> None:
     split = Split(train=base.train, valid=base.valid, test=test, protocol="crafted")
     users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     ranking = RankingConfig(
-        objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
-        max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, num_candidates=4,
+        objective="next_item",
+        embedding_dim=4,
+        lstm_units=4,
+        mlp_layers=[4],
+        max_history=4,
+        num_negatives=3,
+        eval_negatives=4,
+        ndcg_k=3,
+        num_candidates=4,
         use_item_features=False,
-    )  # fmt: skip
+        training=TrainingConfig(epochs=1),
+    )
     trained = train_ranker(split, ranking, user_vocab=users, item_vocab=items)
     retrieval = TwoTowerModel(
         RetrievalConfig(embedding_dim=4, encoder="mean", max_history=4), users.size, items.size

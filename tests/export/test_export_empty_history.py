@@ -19,6 +19,7 @@ from tfrec.export.ranking import export_ranking, export_recommender
 from tfrec.export.retrieval import export_retrieval
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.training.config import TrainingConfig
 from tfrec.training.ranking import train_ranker
 
 USERS = ["u1", "nobody"]  # a known user and an unknown one (OOV row of the user embedding)
@@ -102,10 +103,17 @@ def ranking(request, tmp_path_factory):
     split = leave_one_out(_interactions())
     users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     config = RankingConfig(
-        objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
-        max_history=3, num_negatives=2, eval_negatives=3, num_candidates=4,
+        objective="next_item",
+        embedding_dim=4,
+        lstm_units=4,
+        mlp_layers=[4],
+        max_history=3,
+        num_negatives=2,
+        eval_negatives=3,
+        num_candidates=4,
         interaction=request.param,
-    )  # fmt: skip
+        training=TrainingConfig(epochs=1),
+    )
     trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
     retrieval_model = TwoTowerModel(
         RetrievalConfig(embedding_dim=4, encoder="gru", max_history=3), users.size, items.size

@@ -20,6 +20,7 @@ from tfrec.export.ivf import IvfIndex, build_ivf_index
 from tfrec.export.ivf_partition import PAD, choose_nprobe, probe_recall
 from tfrec.export.retrieval import export_retrieval
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.training.config import TrainingConfig
 
 NUM_ITEMS = 40
 PARTITIONS = 5
@@ -136,7 +137,11 @@ def _model() -> tuple[TwoTowerModel, IdVocabulary, IdVocabulary]:
     users = IdVocabulary([f"u{i}" for i in range(6)], name="user")
     items = IdVocabulary([f"i{i}" for i in range(NUM_ITEMS)], name="item")
     config = RetrievalConfig(
-        embedding_dim=4, encoder="mean", max_history=4, use_user_embedding=True, seed=3
+        embedding_dim=4,
+        encoder="mean",
+        max_history=4,
+        use_user_embedding=True,
+        training=TrainingConfig(seed=3),
     )
     return TwoTowerModel(config, users.size, items.size), users, items
 

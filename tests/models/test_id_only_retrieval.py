@@ -18,6 +18,7 @@ from testing_utils import (
 
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.optimizers import make_optimizer
 
 
@@ -133,10 +134,14 @@ def _top1_accuracy(model: TwoTowerModel) -> float:
 @pytest.mark.parametrize("loss", ["full", "sampled"])
 def test_fit_learns_a_planted_user_item_signal(loss):
     keras.utils.set_random_seed(0)
-    config = _config(loss=loss, learning_rate=0.05, batch_size=32)
+    config = _config(
+        loss=loss,
+        optimizer=OptimizerConfig(learning_rate=0.05),
+        training=TrainingConfig(batch_size=32),
+    )
     model = TwoTowerModel(config, num_users=10, num_items=10)
     untrained = _top1_accuracy(model)
-    model.compile(make_optimizer(config))
+    model.compile(make_optimizer(config.optimizer))
     train = tf.data.Dataset.from_tensor_slices(_planted_pairs(24, seed=1)).shuffle(192, seed=0)
     model.fit(train.batch(32), epochs=20, verbose=0)
     trained = _top1_accuracy(model)

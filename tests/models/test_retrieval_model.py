@@ -7,6 +7,7 @@ import tf_keras as keras
 
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, item_log_probabilities
+from tfrec.training.config import OptimizerConfig
 from tfrec.training.optimizers import make_optimizer
 
 
@@ -27,13 +28,36 @@ def test_config_json_round_trip():
         ({"temperature": 0.0}, "RetrievalConfig.temperature=0.0"),
         ({"embedding_dim": 6, "num_heads": 4}, "RetrievalConfig.num_heads=4"),
         ({"num_hard_negatives": 5}, "RetrievalConfig.num_hard_negatives=5"),
-        ({"weight_decay": 0.1}, "RetrievalConfig.weight_decay=0.1"),
         ({"training_positions": "first"}, "RetrievalConfig.training_positions='first'"),
     ],
 )
 def test_config_validation_names_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
         RetrievalConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"optimizer": {"weight_decay": 0.1}},
+            "RetrievalConfig.optimizer: OptimizerConfig.weight_",
+        ),
+        (
+            {"optimizer": {"learning_rate": 0}},
+            "RetrievalConfig.optimizer: OptimizerConfig.learning",
+        ),
+        ({"training": {"epochs": 0}}, "RetrievalConfig.training: TrainingConfig.epochs=0"),
+        ({"training": {"strategy": "tpu"}}, "RetrievalConfig.training.strategy: expected one of"),
+        (
+            {"training": {"monitor": ""}},
+            "RetrievalConfig.training: TrainingConfig.monitor is empty",
+        ),
+    ],
+)
+def test_sub_config_errors_name_the_path(data, message):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        RetrievalConfig.from_dict(data)
 
 
 def _mean_model(loss: str = "full") -> TwoTowerModel:
@@ -121,12 +145,12 @@ def test_learns_planted_next_item_pattern(loss):
         max_history=length,
         dropout=0.0,
         loss=loss,
-        learning_rate=0.03,
         remove_accidental_hits=True,
+        optimizer=OptimizerConfig(learning_rate=0.03),
     )
     train = _planted_dataset(num_items, length, 256, seed=1)
     model = TwoTowerModel(config, num_users=6, num_items=num_items)
-    model.compile(make_optimizer(config))
+    model.compile(make_optimizer(config.optimizer))
     model.fit(tf.data.Dataset.from_tensor_slices(train).batch(32), epochs=15, verbose=0)
     test = _planted_dataset(num_items, length, 64, seed=2)
     scores = model.score(test["user"], test["history"]).numpy()
@@ -157,7 +181,7 @@ def test_mixed_precision_keeps_loss_and_scores_float32(mixed_bfloat16, loss):
     assert model(batch).dtype == tf.bfloat16
     assert model.compute_loss(batch).dtype == tf.float32
     assert model.score(batch["user"], batch["history"]).dtype == tf.float32
-    model.compile(make_optimizer(config))
+    model.compile(make_optimizer(config.optimizer))
     logs = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"][0])
     assert all(v.dtype == tf.float32 for v in model.trainable_variables)

@@ -134,11 +134,12 @@ def test_ranking_config_json_round_trip_and_validation():
         ("num_negatives", 0),
         ("mlp_layers", []),
         ("dropout", 1.0),
-        ("learning_rate", 0.0),
         ("validation_fraction", 0.0),
+        ("optimizer", {"learning_rate": 0.0}),
+        ("training", {"batch_size": 0}),
     ]:
         with pytest.raises(ValueError, match=f"RankingConfig.{field}"):
-            RankingConfig(**{field: value})
+            RankingConfig.from_dict({field: value})
 
 
 def test_list_metrics_match_the_evaluation_module():

@@ -14,15 +14,16 @@ from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.ranking import RankingExperiment, train_ranker
 
 
-def _tiny(objective: str, **overrides) -> RankingConfig:
+def _tiny(objective: str, epochs: int = 10, **overrides) -> RankingConfig:
     values = dict(
         objective=objective, embedding_dim=4, lstm_units=4, mlp_layers=[4], dropout=0.0,
-        l2=0.0, learning_rate=0.03, batch_size=32, epochs=10, early_stopping_patience=2,
-        max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, num_candidates=4,
-        use_item_features=False,
+        l2=0.0, max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, num_candidates=4,
+        use_item_features=False, optimizer=OptimizerConfig(learning_rate=0.03),
+        training=TrainingConfig(batch_size=32, epochs=epochs, patience=2),
     )  # fmt: skip
     values.update(overrides)
     return RankingConfig(**values)

@@ -21,6 +21,7 @@ from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.training.config import TrainingConfig
 from tfrec.training.ranking import train_ranker
 
 NUM_CANDIDATES = 4
@@ -59,10 +60,18 @@ def models() -> tuple[TrainedRanker, TwoTowerModel, IdVocabulary]:
     # 8 users, 10 item indices
     users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     config = RankingConfig(
-        objective="next_item", embedding_dim=4, lstm_units=4, mlp_layers=[4], epochs=1,
-        max_history=3, num_negatives=2, eval_negatives=3, num_candidates=NUM_CANDIDATES,
-        interaction="attention", use_cross=True,
-    )  # fmt: skip
+        objective="next_item",
+        embedding_dim=4,
+        lstm_units=4,
+        mlp_layers=[4],
+        max_history=3,
+        num_negatives=2,
+        eval_negatives=3,
+        num_candidates=NUM_CANDIDATES,
+        interaction="attention",
+        use_cross=True,
+        training=TrainingConfig(epochs=1),
+    )
     trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
     tf.keras.utils.set_random_seed(3)
     retrieval = TwoTowerModel(

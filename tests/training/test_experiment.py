@@ -16,6 +16,7 @@ from tfrec.evaluation.config import EvalConfig
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig
 from tfrec.training import experiment as contract
+from tfrec.training.config import TrainingConfig
 from tfrec.training.experiment import (
     EXPERIMENT_KINDS,
     Experiment,
@@ -139,7 +140,10 @@ def _retrieval_config() -> RetrievalExperimentConfig:
     return RetrievalExperimentConfig(
         data=DataConfig(**TINY_DATA),
         model=RetrievalConfig(
-            encoder="mean", embedding_dim=8, max_history=10, batch_size=64, epochs=2, patience=2
+            encoder="mean",
+            embedding_dim=8,
+            max_history=10,
+            training=TrainingConfig(batch_size=64, epochs=2, patience=2),
         ),
         evaluation=EvalConfig(ks=[1, 5, 10]),
     )
@@ -147,9 +151,14 @@ def _retrieval_config() -> RetrievalExperimentConfig:
 
 def _ranking_config() -> RankingExperimentConfig:
     ranking = RankingConfig(
-        objective="rating", embedding_dim=8, lstm_units=8, mlp_layers=[8], max_history=10,
-        batch_size=128, epochs=2, use_item_features=False,
-    )  # fmt: skip
+        objective="rating",
+        embedding_dim=8,
+        lstm_units=8,
+        mlp_layers=[8],
+        max_history=10,
+        use_item_features=False,
+        training=TrainingConfig(batch_size=128, epochs=2),
+    )
     return RankingExperimentConfig(data=DataConfig(**TINY_DATA), ranking=ranking)
 
 
@@ -278,5 +287,5 @@ def test_cli_train_resume_continues_a_retrieval_run(tmp_path, capsys):
     assert main([*argv, "--resume", "--epochs", "2"]) == 0
     capsys.readouterr()
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 2
-    assert json.loads((out / "config.json").read_text())["model"]["epochs"] == 2
+    assert json.loads((out / "config.json").read_text())["model"]["training"]["epochs"] == 2
     assert len(json.loads((out / "history.json").read_text())["val_ndcg@10"]) == 2

@@ -14,6 +14,7 @@ from tfrec.data.interactions import Interactions
 from tfrec.data.preparation import PrepareConfig, prepare
 from tfrec.data.splits import Split
 from tfrec.models.retrieval import RetrievalConfig
+from tfrec.training.config import TrainingConfig
 from tfrec.training.retrieval import RetrievalExperiment, RetrievalExperimentConfig
 
 
@@ -36,8 +37,8 @@ def _experiment(encoder: str, train=TRAIN, **model) -> RetrievalExperiment:
             encoder=encoder,
             use_user_embedding=True,
             max_history=2,
-            batch_size=4,
             **model,
+            training=TrainingConfig(batch_size=4),
         )
     )
     data = _log(train + TEST)

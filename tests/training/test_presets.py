@@ -2,6 +2,9 @@
 
 The expectations below are the dict presets as they were before the presets became
 typed config instances (issue 10), copied literally: the resolved configs must not change.
+They are flat (optimizer and training-loop fields beside the architecture, as in the
+``config.json`` of runs saved before the sub-configs), so reading them with
+``from_dict`` also checks that old flat configs nest into the same values.
 """
 
 from __future__ import annotations
@@ -110,7 +113,7 @@ def test_retrieval_preset_equals_the_old_dict_preset(dataset: str) -> None:
     data, model, evaluation = OLD_PRESETS[dataset]
     expected = RetrievalExperimentConfig(
         data=DataConfig(dataset=dataset, data_dir="/d", **data),
-        model=RetrievalConfig(**model),
+        model=RetrievalConfig.from_dict(model),
         evaluation=EvalConfig(**evaluation),
     )
     assert RetrievalExperimentConfig.for_dataset(dataset, data_dir="/d") == expected
@@ -123,8 +126,8 @@ def test_ranking_preset_equals_the_old_dict_preset(dataset: str, kind: str) -> N
     default = OLD_PIPELINE_DEFAULT if kind == "pipeline" else {}
     expected = RankingExperimentConfig(
         data=DataConfig(dataset=dataset, **data),
-        ranking=RankingConfig(**OLD_RANKING_PRESETS.get((dataset, kind), default)),
-        retrieval=RetrievalConfig(**model),
+        ranking=RankingConfig.from_dict(OLD_RANKING_PRESETS.get((dataset, kind), default)),
+        retrieval=RetrievalConfig.from_dict(model),
         evaluation=EvalConfig(**evaluation),
         kind=kind,
     )
@@ -134,10 +137,14 @@ def test_ranking_preset_equals_the_old_dict_preset(dataset: str, kind: str) -> N
 def test_presets_are_returned_as_independent_copies() -> None:
     first = RankingExperimentConfig.for_dataset("beauty", kind="pipeline")
     first.ranking.num_negatives = 3
-    first.retrieval.epochs = 1
+    first.retrieval.training.epochs = 1
     first.data = dataclasses.replace(first.data, seed=7)
     again = RankingExperimentConfig.for_dataset("beauty", kind="pipeline")
-    assert (again.ranking.num_negatives, again.retrieval.epochs, again.data.seed) == (99, 18, 42)
+    assert (again.ranking.num_negatives, again.retrieval.training.epochs, again.data.seed) == (
+        99,
+        18,
+        42,
+    )
 
 
 def test_unknown_dataset_and_kind_are_rejected() -> None:

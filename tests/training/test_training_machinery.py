@@ -33,7 +33,16 @@ def test_get_strategy_on_cpu_is_default(caplog):
     caplog.set_level(logging.DEBUG, logger="tfrec.training.strategy")  # a DEBUG line
     strategy = get_strategy()
     assert strategy.num_replicas_in_sync == 1
-    assert "default strategy on CPU" in caplog.text
+    assert "default strategy (0 GPU(s)" in caplog.text
+
+
+def test_get_strategy_by_name():
+    # no GPU here: "mirrored" mirrors over the one CPU device (1 replica), "default" is
+    # TensorFlow's default strategy; an unknown name is refused before TF is touched
+    assert isinstance(get_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    assert get_strategy("default") is tf.distribute.get_strategy()
+    with pytest.raises(ValueError, match=r"TrainingConfig\.strategy='tpu'; expected one of"):
+        get_strategy("tpu")
 
 
 def test_configure_precision_on_cpu():

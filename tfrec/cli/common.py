@@ -113,13 +113,67 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-    """Returns a copy of a dataclass config with ``overrides`` applied (validated)."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"{type(config).__name__}: unknown field(s) {unknown}")
-    merged = {**config.to_dict(), **overrides}
-    return type(config).from_dict(merged)
+    """Returns a copy of a dataclass config with ``overrides`` applied (validated).
+
+    A key is a field of ``config`` (``dropout``), a dotted path into its
+    sub-configs (``training.epochs``), or the flat name of a sub-config field
+    when exactly one sub-config has it (``epochs`` -> ``training.epochs``,
+    ``learning_rate`` -> ``optimizer.learning_rate``); the old flat spellings the
+    config class still reads (``optimizer=adamw``) work too.
+
+    Raises:
+        ValueError: An unknown or ambiguous key, or a bad value (the message
+            names the field and what was expected).
+    """
+    data = config.to_dict()
+    for key, value in overrides.items():
+        *parents, leaf = _field_path(config, key, whole=isinstance(value, dict))
+        target = data
+        for name in parents:
+            target = target[name]
+        current = target.get(leaf)
+        merge = isinstance(current, dict) and isinstance(value, dict)
+        target[leaf] = {**current, **value} if merge else value
+    return type(config).from_dict(data)
+
+
+def _init_fields(config: Any) -> list[str]:
+    return [f.name for f in dataclasses.fields(config) if f.init]
+
+
+def _field_path(config: Any, key: str, whole: bool = False) -> list[str]:
+    """The path of ``key`` (see :func:`apply_overrides`) in ``config``'s fields.
+
+    ``whole``: the value is a dict, so a sub-config's own name means the sub-config.
+    """
+    owner = type(config).__name__
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    subs = {name: value for name, value in fields.items() if dataclasses.is_dataclass(value)}
+    if "." in key:
+        head, rest = key.split(".", 1)
+        if head not in subs:
+            raise ValueError(f"{owner}: {key!r}: {head!r} is not a sub-config; expected one of "
+                             f"{sorted(subs)}")  # fmt: skip
+        return [head, *_field_path(subs[head], rest, whole)]
+    if key in fields and (key not in subs or whole):
+        return [key]
+    probe = {key: "<value>"}
+    moved = config.upgrade_dict(dict(probe)) if hasattr(config, "upgrade_dict") else probe
+    if moved != probe:  # an old flat spelling, e.g. optimizer -> optimizer.name
+        ((section, inner),) = moved.items()
+        return [section, next(iter(inner))]
+    owners = [name for name, sub in subs.items() if key in _init_fields(sub)]
+    if len(owners) == 1:
+        return [owners[0], key]
+    if owners:
+        raise ValueError(
+            f"{owner}: {key!r} is ambiguous; use one of {[f'{o}.{key}' for o in owners]}"
+        )
+    known = sorted(
+        [name for name in fields if name not in subs]
+        + [f"{name}.{field}" for name, sub in subs.items() for field in _init_fields(sub)]
+    )
+    raise ValueError(f"{owner}: unknown field {key!r}; expected one of {known}")
 
 
 def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = _pick_dataset(args)
     _say(f"1/5 training a two-tower retrieval model on {dataset} -> {output_dir}")
     config = RetrievalExperimentConfig.for_dataset(dataset, data_dir=args.data_dir)
-    config.model.epochs = args.epochs
+    config.model.training.epochs = args.epochs
     experiment = RetrievalExperiment(config, output_dir=output_dir)
     experiment.fit(verbose=0)  # one log line per epoch (tfrec's ProgressLogger), no Keras bar
     metrics = experiment.evaluate()

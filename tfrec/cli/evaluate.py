@@ -16,6 +16,9 @@ from tfrec.cli.common import EVAL_MASK_HELP, add_command, apply_overrides
 from tfrec.config import choices
 from tfrec.names import EvalMask, EvalPart, SampledStrategy
 
+#: Metrics printed with their confidence interval under ``--eval-users``.
+CI_SHOWN = ("@10", "mrr")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``evaluate`` subcommand."""
@@ -45,6 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sampling", choices=choices(SampledStrategy), default="uniform", help="negatives"
     )
     parser.add_argument("--ks", default="1,5,10,20,50,100", help="comma-separated cutoffs K")
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        metavar="N",
+        help=(
+            "evaluate a seeded sample of N users and report a 95%% confidence interval per "
+            "metric (default: the saved setting, every user unless train had --eval-users)"
+        ),
+    )
 
 
 def _eval_mask(args: argparse.Namespace) -> str | None:
@@ -64,6 +76,7 @@ def _eval_mask(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec evaluate`` through the Experiment contract (any kind)."""
+    from tfrec.evaluation.intervals import ci_lines  # noqa: PLC0415
     from tfrec.training.experiment import RunLayout, load_experiment, write_json  # noqa: PLC0415
 
     model_dir = Path(args.model_dir)
@@ -80,9 +93,13 @@ def run(args: argparse.Namespace) -> int:
     }
     if mask is not None:
         overrides["mask"] = mask
+    if args.eval_users is not None:
+        overrides["num_users"] = args.eval_users
     experiment.config.evaluation = apply_overrides(experiment.config.evaluation, overrides)
     metrics = experiment.evaluate(parts=[args.part])
     write_json(RunLayout(model_dir).metrics, experiment.metrics)
     shown = {k: round(float(v), 4) for k, v in metrics.items() if k.startswith(args.part)}
     print(json.dumps(shown, indent=2))
+    for line in ci_lines(metrics, [k for k in shown if k.endswith(CI_SHOWN)]):
+        print(line)
     return 0

@@ -35,21 +35,21 @@ logger = logging.getLogger(__name__)
 #: RETRIEVAL_STAGE_FLAGS (and --epochs) as well.
 MODEL_FLAGS = {
     "encoder": "encoder",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "learning_rate": "optimizer.learning_rate",
     "embedding_dim": "embedding_dim",
     "max_history": "max_history",
     "loss": "loss",
-    "patience": "patience",
+    "patience": "training.patience",
 }
 RANKING_FLAGS = {
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "learning_rate": "learning_rate",
+    "epochs": "training.epochs",
+    "batch_size": "training.batch_size",
+    "learning_rate": "optimizer.learning_rate",
     "embedding_dim": "embedding_dim",
     "max_history": "max_history",
-    "patience": "early_stopping_patience",
+    "patience": "training.patience",
 }
 MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "retrieval": ("model", MODEL_FLAGS),
@@ -105,6 +105,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=choices(EvalMask),
         help=f"{EVAL_MASK_HELP} (default: the dataset's preset, history for most)",
     )
+    parser.add_argument(
+        "--eval-users",
+        type=int,
+        metavar="N",
+        help=(
+            "evaluate a seeded sample of N users per part and report a 95%% confidence "
+            "interval per metric (default: every user)"
+        ),
+    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +140,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="any other model config field, e.g. --set dropout=0.3 --set num_layers=2",
+        help=(
+            "any other model config field, e.g. --set dropout=0.3 --set num_layers=2; "
+            "optimizer and training-loop fields by path or by their own name "
+            "(--set training.mixed_precision=true, --set weight_decay=1e-4)"
+        ),
     )
     model.add_argument(
         "--fusion-weights",
@@ -182,7 +195,7 @@ def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
     }
     overrides.update(parse_set_options(args.set))
     if args.seed is not None:
-        overrides["seed"] = args.seed
+        overrides["training.seed"] = args.seed
     setattr(config, section, apply_overrides(getattr(config, section), overrides))
     if kind in RETRIEVAL_STAGE_FLAGS:
         stage, names = RETRIEVAL_STAGE_FLAGS[kind]
@@ -208,7 +221,11 @@ def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
     _model_overrides(args, kind, config)
     if args.fusion_weights:
         config.fusion_weights = parse_weights(args.fusion_weights)
-    evaluation = {"sampled_negatives": args.sampled_negatives, "mask": args.eval_mask}
+    evaluation = {
+        "sampled_negatives": args.sampled_negatives,
+        "mask": args.eval_mask,
+        "num_users": args.eval_users,
+    }
     config.evaluation = apply_overrides(
         config.evaluation, {key: value for key, value in evaluation.items() if value is not None}
     )
@@ -217,6 +234,7 @@ def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec train``: fit, evaluate, save and export through the Experiment contract."""
+    from tfrec.evaluation.intervals import ci_lines  # noqa: PLC0415
     from tfrec.training.experiment import experiment_class  # noqa: PLC0415
 
     output_dir = Path(args.output_dir)
@@ -235,5 +253,7 @@ def run(args: argparse.Namespace) -> int:
         or key == "valid/fusion_weight"
     }
     print(json.dumps(shown, indent=2))
+    for line in ci_lines(metrics, [key for key in shown if key.endswith(("@10", "mrr"))]):
+        print(line)  # only with --eval-users (a sample of the users)
     print(f"wrote {output_dir / 'config.json'} and {output_dir / 'metrics.json'}")
     return 0

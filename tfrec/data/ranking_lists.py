@@ -82,15 +82,15 @@ class _ListBatches:
         self.epoch = epoch  # the next epoch's number: seeds its negatives
 
     def __call__(self) -> Iterator[dict[str, np.ndarray]]:
-        rng = np.random.default_rng([self.config.seed, self.epoch])
+        rng = np.random.default_rng([self.config.training.seed, self.epoch])
         self.epoch += 1
         ex = self.examples
         negatives = draw_negatives(
             self.config, ex.item, self.num_items, rng, popularity=self.popularity, pool=self.pool
         )
         order = rng.permutation(len(ex))
-        for start in range(0, len(ex), self.config.batch_size):
-            rows = order[start : start + self.config.batch_size]
+        for start in range(0, len(ex), self.config.training.batch_size):
+            rows = order[start : start + self.config.training.batch_size]
             yield list_features(ex.take(rows), negatives[rows])
 
     def dataset(self) -> tf.data.Dataset:
@@ -154,11 +154,11 @@ def ranker_datasets(
     run), so next-item negatives follow the same per-epoch seeds.
     """
     if config.objective == "rating":
-        rng = np.random.default_rng([config.seed, 3])
+        rng = np.random.default_rng([config.training.seed, 3])
         train = train.take(rng.permutation(len(train)))
         train_ds = tf.data.Dataset.from_tensor_slices(rating_features(train))
-        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.seed)
-        train_ds = train_ds.batch(config.batch_size).prefetch(2)
+        train_ds = train_ds.shuffle(min(len(train), 100_000), seed=config.training.seed)
+        train_ds = train_ds.batch(config.training.batch_size).prefetch(2)
         valid_features = rating_features(valid)
     else:
         popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
@@ -170,7 +170,9 @@ def ranker_datasets(
                 config, spec.num_items, train, valid, retrieval
             )
         else:
-            valid_features = eval_lists(valid, spec.num_items, config.eval_negatives, config.seed)
+            valid_features = eval_lists(
+                valid, spec.num_items, config.eval_negatives, config.training.seed
+            )
         batches = _ListBatches(train, config, spec.num_items, popularity, pool, epoch=initial_epoch)
         train_ds = batches.dataset()
     return train_ds, valid_features
@@ -222,7 +224,7 @@ def _retrieved_lists(
             len(train),
             len(valid),
         )
-    rng = np.random.default_rng([config.seed, 7])
+    rng = np.random.default_rng([config.training.seed, 7])
     valid_negatives = sample_negatives(
         "hard", valid.item, config.eval_negatives, num_items, rng, pool=valid_items
     )

@@ -44,7 +44,11 @@ class EvalConfig(JsonConfig):
         batch_size: Users scored per batch.
         valid_max_users: Score at most this many validation users (a seeded
             random sample) in the per-epoch early-stopping evaluation; 0 = all.
-            Test metrics always use every user.
+        num_users: Score a seeded random sample of this many users of each
+            reported part (``--eval-users``); 0 = all. The report then adds
+            ``sample_users``, ``population_users`` and a 95% confidence interval
+            ``<metric>_ci95`` per mean metric (:mod:`tfrec.evaluation.intervals`).
+            A validation part sampled by ``valid_max_users`` keeps that sample.
     """
 
     ks: list[int] = dataclasses.field(default_factory=lambda: list(DEFAULT_KS))
@@ -53,6 +57,7 @@ class EvalConfig(JsonConfig):
     sampled_strategy: SampledStrategy = "uniform"
     batch_size: int = 512
     valid_max_users: int = 0
+    num_users: int = 0
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -67,6 +72,8 @@ class EvalConfig(JsonConfig):
             raise ValueError(
                 f"EvalConfig.valid_max_users={self.valid_max_users}; expected >= 0 (0 = all)"
             )
+        if self.num_users < 0:
+            raise ValueError(f"EvalConfig.num_users={self.num_users}; expected >= 0 (0 = all)")
 
     @property
     def masked_protocols(self) -> tuple[bool, ...]:

@@ -48,6 +48,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from tfrec.evaluation.intervals import interval_keys
+
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100)
 DEFAULT_INVALID_ITEMS: tuple[int, ...] = (0, 1)
 AT_K_METRICS: tuple[str, ...] = ("hr", "recall", "precision", "ndcg", "map")
@@ -102,6 +104,34 @@ def check_scores(scores: np.ndarray, name: str = "scores") -> np.ndarray:
     return arr
 
 
+def index_pairs(
+    lists: IndexLists, num_rows: int, num_items: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flattens per-row item-index lists into ``(rows, cols)`` int64 arrays (duplicates kept).
+
+    Raises:
+        ValueError: Wrong number of rows, non-integer or out-of-range indices.
+    """
+    if len(lists) != num_rows:
+        raise ValueError(f"{name}: expected {num_rows} rows (one per score row), got {len(lists)}")
+    arrays = [np.asarray(x).reshape(-1) for x in lists]
+    for row, arr in enumerate(arrays):
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"{name}[{row}]: expected integer item indices, got dtype {arr.dtype}")
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    if lengths.sum() == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    cols = np.concatenate([a.astype(np.int64) for a in arrays])
+    rows = np.repeat(np.arange(num_rows), lengths)
+    bad = (cols < 0) | (cols >= num_items)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name}[{rows[first]}]: item index {cols[first]} out of range [0, {num_items})"
+        )
+    return rows, cols
+
+
 def index_mask(lists: IndexLists | None, num_rows: int, num_items: int, name: str) -> np.ndarray:
     """Scatters per-row item-index lists into a boolean mask.
 
@@ -120,23 +150,7 @@ def index_mask(lists: IndexLists | None, num_rows: int, num_items: int, name: st
     mask = np.zeros((num_rows, num_items), dtype=bool)
     if lists is None:
         return mask
-    if len(lists) != num_rows:
-        raise ValueError(f"{name}: expected {num_rows} rows (one per score row), got {len(lists)}")
-    arrays = [np.asarray(x).reshape(-1) for x in lists]
-    for row, arr in enumerate(arrays):
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(f"{name}[{row}]: expected integer item indices, got dtype {arr.dtype}")
-    lengths = np.array([a.size for a in arrays], dtype=np.int64)
-    if lengths.sum() == 0:
-        return mask
-    cols = np.concatenate([a.astype(np.int64) for a in arrays])
-    rows = np.repeat(np.arange(num_rows), lengths)
-    bad = (cols < 0) | (cols >= num_items)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name}[{rows[first]}]: item index {cols[first]} out of range [0, {num_items})"
-        )
+    rows, cols = index_pairs(lists, num_rows, num_items, name)
     mask[rows, cols] = True
     return mask
 
@@ -305,7 +319,18 @@ class _UserMeanAccumulator:
     def reset(self) -> None:
         """Forgets all accumulated users."""
         self._sums = dict.fromkeys(metric_keys(self.ks), 0.0)
+        self._sq_sums = dict.fromkeys(metric_keys(self.ks), 0.0)  # for confidence intervals
         self._counts = dict.fromkeys(COUNT_KEYS, 0)
+
+    def _add_values(self, per_user: dict[str, np.ndarray]) -> None:
+        """Adds per-user metric values (users not given add 0) to the sums and squared sums."""
+        for key, values in per_user.items():
+            self._sums[key] += float(values.sum())
+            self._sq_sums[key] += float(np.square(values).sum())
+
+    def confidence_intervals(self) -> dict[str, float]:
+        """``{"<metric>_ci95": half-width}`` over the users so far (see :mod:`~.intervals`)."""
+        return interval_keys(self._sums, self._sq_sums, self._counts["users"])
 
     def update(
         self,
@@ -402,8 +427,7 @@ class RankingMetrics(_UserMeanAccumulator):
         hits = (items >= 0) & np.take_along_axis(rel, items.clip(0), axis=1)
         per_user = metrics_from_hits(hits, n_targets, self.ks)
         per_user["mrr"] = 1.0 / (_first_relevant_rank(scores, valid, rel) + 1.0)
-        for key, values in per_user.items():
-            self._sums[key] += float(values.sum())
+        self._add_values(per_user)
 
 
 def check_mask_exclude(mask_exclude: bool) -> bool:

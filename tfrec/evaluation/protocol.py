@@ -75,6 +75,7 @@ def _run(
     score_fn: ScoreFn,
     queries: _Queries,
     label: str,
+    with_ci: bool = False,
 ) -> dict[str, float]:
     """Feeds ``score_fn`` outputs batch by batch into ``accumulator``, logging progress."""
     ids, relevant, exclude, batch_size, log_every_s = queries
@@ -94,6 +95,8 @@ def _run(
         accumulator.update(scores, relevant[start:stop], batch_exclude)
         progress.update(stop)
     result = accumulator.result()
+    if with_ci:
+        result.update(accumulator.confidence_intervals())
     elapsed = progress.close()
     # A short evaluation (no progress shown) logs its summary at DEBUG only.
     level = logging.INFO if progress.reported else logging.DEBUG
@@ -141,6 +144,7 @@ def evaluate_full_ranking(
     log_every_s: float = 10.0,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
     mask_exclude: bool = True,
+    with_ci: bool = False,
 ) -> dict[str, float]:
     """Full-catalogue ranking metrics for every query.
 
@@ -159,18 +163,20 @@ def evaluate_full_ranking(
         invalid_items: Item indices never ranked (default padding 0 and OOV 1).
         mask_exclude: False keeps the ``exclude`` items rankable (repeat consumption);
             they are then only counted (``repeat_target_users``, ``conflicts``).
+        with_ci: Also report ``<metric>_ci95`` (:mod:`tfrec.evaluation.intervals`).
 
     Returns:
         ``{"hr@10": ..., "ndcg@10": ..., "mrr": ..., "users": ..., "skipped_users": ...,
         "repeat_target_users": ..., "masked_target_users": ..., "conflicts": ...,
-        "invalid_relevant": ...}``; see :mod:`tfrec.evaluation.metrics`.
+        "invalid_relevant": ...}`` (and ``"ndcg@10_ci95"``, ... with ``with_ci``);
+        see :mod:`tfrec.evaluation.metrics`.
 
     Raises:
         ValueError: Inconsistent lengths, bad arguments, or badly shaped scores.
     """
     queries = _check_inputs(query_ids, relevant, exclude, batch_size, log_every_s)
     accumulator = RankingMetrics(ks=ks, invalid_items=invalid_items, mask_exclude=mask_exclude)
-    return _run(accumulator, score_fn, queries, "full")
+    return _run(accumulator, score_fn, queries, "full", with_ci)
 
 
 def evaluate_sampled(
@@ -188,6 +194,7 @@ def evaluate_sampled(
     log_every_s: float = 10.0,
     invalid_items: Sequence[int] = DEFAULT_INVALID_ITEMS,
     mask_exclude: bool = True,
+    with_ci: bool = False,
 ) -> dict[str, float]:
     """Sampled-negatives ranking metrics (see :mod:`tfrec.evaluation.sampled`).
 
@@ -206,6 +213,7 @@ def evaluate_sampled(
         invalid_items: Item indices never ranked or drawn.
         mask_exclude: True: a relevant item in ``exclude`` is a miss; False: it is
             ranked against the negatives (SASRec's protocol).
+        with_ci: Also report ``<metric>_ci95`` (:mod:`tfrec.evaluation.intervals`).
 
     Returns:
         Plain metric keys (the caller adds any prefix) and counts.
@@ -224,4 +232,4 @@ def evaluate_sampled(
         invalid_items=invalid_items,
         mask_exclude=mask_exclude,
     )
-    return _run(accumulator, score_fn, queries, "sampled")
+    return _run(accumulator, score_fn, queries, "sampled", with_ci)

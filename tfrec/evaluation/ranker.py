@@ -59,7 +59,7 @@ def list_metrics(
 
     The per-epoch validation metrics of ranker training (no clipping, every row).
     """
-    scores = predict_scores(model, features, batch_size=max(config.batch_size, 1024))
+    scores = predict_scores(model, features, batch_size=max(config.training.batch_size, 1024))
     labels = features["labels"]
     if config.objective == "rating":
         return {"rmse": rmse(labels, scores), "mae": mae(labels, scores)}
@@ -117,7 +117,8 @@ def evaluate_ranker(trained: TrainedRanker, split: Split, part: str = "test") ->
             "mae": mae(examples.rating[known], predicted[known]),
             "examples": float(known.sum()),
         }
-    lists = eval_lists(examples, trained.spec.num_items, config.eval_negatives, config.seed)
+    seed = config.training.seed
+    lists = eval_lists(examples, trained.spec.num_items, config.eval_negatives, seed)
     scores = predict_scores(trained.model, lists)
     return {
         "auc": mean_list_auc(lists["labels"], scores),

@@ -20,11 +20,13 @@ from tfrec.data.queries import EvalQueries, eval_queries
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
 from tfrec.evaluation.config import MASK_SUFFIX, EvalConfig, prefixed
+from tfrec.evaluation.intervals import POPULATION_KEY, SAMPLE_KEY
 from tfrec.evaluation.protocol import ScoreFn, evaluate_full_ranking, evaluate_sampled
+from tfrec.evaluation.topk import QueryFn, evaluate_full_ranking_topk
 
 
 def protocol_metrics(
-    score_fn: ScoreFn,
+    score_fn: ScoreFn | None,
     queries: EvalQueries,
     config: EvalConfig,
     *,
@@ -33,6 +35,7 @@ def protocol_metrics(
     item_counts: np.ndarray | None = None,
     seed: int = 0,
     log_every_s: float = 30.0,
+    dot_product: tuple[QueryFn, tf.Tensor] | None = None,
 ) -> dict[str, float]:
     """One evaluation report over ``queries``: full ranking or sampled, masked or not.
 
@@ -42,22 +45,32 @@ def protocol_metrics(
     is in the denominator ``users``.
 
     Args:
-        score_fn: ``rows [b] -> scores [b, I]`` over ``queries``.
+        score_fn: ``rows [b] -> scores [b, I]`` over ``queries`` (the sampled
+            protocol, and full ranking without ``dot_product``).
         queries: The evaluation queries of one split part.
-        config: Cutoffs, batch size and sampled-protocol settings.
+        config: Cutoffs, batch size and sampled-protocol settings; with
+            ``num_users`` the ``<metric>_ci95`` keys are added.
         masked: Remove each user's history from the ranking.
         sampled: The sampled protocol (``config.sampled_negatives`` negatives)
             instead of full ranking; cutoffs above the list length are dropped.
         item_counts: ``[I]`` item counts for popularity sampling.
         seed: Seed of the sampled negatives.
         log_every_s: Seconds between progress log lines.
+        dot_product: ``(query_fn, candidates)``: full ranking scores
+            ``query_fn(rows) @ candidates.T`` batched on the candidates' device
+            (:mod:`tfrec.evaluation.topk`; same metrics, only top-K ids leave it).
 
     Returns:
         Plain keys (``"ndcg@10"``, ``"users"``, ``"masked_target_users"``,
         ``"repeat_target_users"``, ...) plus ``"mask_history"`` (1.0 or 0.0).
     """
     rows = np.arange(len(queries))
-    common = {"batch_size": config.batch_size, "log_every_s": log_every_s, "mask_exclude": masked}
+    common = {
+        "batch_size": config.batch_size,
+        "log_every_s": log_every_s,
+        "mask_exclude": masked,
+        "with_ci": config.num_users > 0,
+    }
     if sampled:
         metrics = evaluate_sampled(
             score_fn,
@@ -70,6 +83,11 @@ def protocol_metrics(
             item_counts=item_counts,
             seed=seed,
             **common,
+        )
+    elif dot_product is not None:
+        query_fn, candidates = dot_product
+        metrics = evaluate_full_ranking_topk(
+            query_fn, candidates, rows, queries.relevant, queries.seen, ks=config.ks, **common
         )
     else:
         metrics = evaluate_full_ranking(
@@ -113,33 +131,44 @@ class RetrievalEvaluator:
         self.seed = seed
         self.item_counts = item_counts
         self._queries: dict[tuple[str, int], EvalQueries] = {}
+        self._population: dict[str, int] = {}
         self._score_graph: Callable[..., tf.Tensor] | None = None
+        self._query_graph: Callable[..., tf.Tensor] | None = None
 
-    def queries(self, part: str, valid_max_users: int = 0) -> EvalQueries:
+    def queries(self, part: str, valid_max_users: int = 0, num_users: int = 0) -> EvalQueries:
         """Evaluation queries of ``"valid"`` or ``"test"`` (cached).
 
-        ``"valid"`` keeps a seeded sample of at most ``valid_max_users`` users (0 = all).
+        ``"valid"`` keeps a seeded sample of at most ``valid_max_users`` users (0 = all);
+        otherwise (and for ``"test"``) a seeded sample of at most ``num_users``
+        users (0 = all). Same seed, same users.
 
         Raises:
             ValueError: Another ``part``, or ``"valid"`` on a split without one.
         """
-        key = (part, valid_max_users if part == "valid" else 0)
+        cap = valid_max_users if part == "valid" and valid_max_users > 0 else num_users
+        key = (part, cap)
         if key not in self._queries:
-            split = self.split
-            if part == "valid":
-                if split.valid is None:
-                    raise ValueError("this split has no validation part")
-                context, held = split.train, split.valid
-            elif part == "test":
-                context, held = concat_interactions(split.train, split.valid), split.test
-            else:
-                raise ValueError(f"part={part!r}; expected 'valid' or 'test'")
-            vocabs = (self.user_vocab, self.item_vocab)
-            queries = eval_queries(context, held, *vocabs, self.max_history)
-            if part == "valid":
-                queries = queries.sample(valid_max_users, self.seed)
-            self._queries[key] = queries
+            full = self._queries.get((part, 0))
+            if full is None:
+                full = self._part_queries(part)
+                self._queries[(part, 0)] = full
+                self._population[part] = len(full)
+            self._queries[key] = full.sample(cap, self.seed)
         return self._queries[key]
+
+    def _part_queries(self, part: str) -> EvalQueries:
+        """Every query of one part (history = train, or train + valid for test)."""
+        split = self.split
+        if part == "valid":
+            if split.valid is None:
+                raise ValueError("this split has no validation part")
+            context, held = split.train, split.valid
+        elif part == "test":
+            context, held = concat_interactions(split.train, split.valid), split.test
+        else:
+            raise ValueError(f"part={part!r}; expected 'valid' or 'test'")
+        vocabs = (self.user_vocab, self.item_vocab)
+        return eval_queries(context, held, *vocabs, self.max_history)
 
     def score_fn(self, queries: EvalQueries) -> ScoreFn:
         """``rows [b] -> scores [b, I]`` over ``queries`` (one traced graph per evaluator)."""
@@ -161,6 +190,23 @@ class RetrievalEvaluator:
 
         return score
 
+    def query_fn(self, queries: EvalQueries) -> QueryFn:
+        """``rows [b] -> query vectors [b, D]`` over ``queries`` (one graph per evaluator)."""
+        if self._query_graph is None:
+            self._query_graph = tf.function(
+                self.model.query_embeddings,
+                input_signature=[
+                    tf.TensorSpec([None], tf.int32),  # user [B]
+                    tf.TensorSpec([None, self.max_history], tf.int32),  # history [B, L]
+                ],
+            )
+        graph = self._query_graph
+
+        def vectors(rows: np.ndarray) -> np.ndarray:
+            return graph(queries.users[rows], queries.history[rows]).numpy()
+
+        return vectors
+
     def evaluate_part(
         self, part: str, config: EvalConfig, log_every_s: float = 30.0, extras: bool = True
     ) -> dict[str, float]:
@@ -173,9 +219,13 @@ class RetrievalEvaluator:
         ``"test_sampled/..."`` (``"test_sampled_unmasked/..."``). See
         :func:`protocol_metrics` for the counts. ``extras=False`` computes only
         the first full-ranking report, as the per-epoch early-stopping evaluation does.
+        With ``config.num_users`` the users are a seeded sample and every report
+        adds ``sample_users``, ``population_users`` and ``<metric>_ci95``.
+        Full ranking is batched top-K on the model's device (:mod:`~.topk`).
         """
-        queries = self.queries(part, config.valid_max_users)
+        queries = self.queries(part, config.valid_max_users, config.num_users)
         score_fn = self.score_fn(queries)
+        dot_product = (self.query_fn(queries), self.model.candidate_embeddings())
         kinds = ("", "_sampled") if extras and config.sampled_negatives > 0 else ("",)
         out: dict[str, float] = {}
         for masked in config.masked_protocols if extras else config.masked_protocols[:1]:
@@ -183,6 +233,10 @@ class RetrievalEvaluator:
                 metrics = protocol_metrics(
                     score_fn, queries, config, masked=masked, sampled=bool(kind),
                     item_counts=self.item_counts, seed=self.seed, log_every_s=log_every_s,
+                    dot_product=dot_product,
                 )  # fmt: skip
+                if config.num_users > 0:
+                    metrics[SAMPLE_KEY] = float(len(queries))
+                    metrics[POPULATION_KEY] = float(self._population[part])
                 out.update(prefixed(f"{part}{kind}{MASK_SUFFIX[masked]}", metrics))
         return out

@@ -199,8 +199,9 @@ class SampledRankingMetrics(_UserMeanAccumulator):
         hits = np.arange(self.ks[-1])[None, :] == rank[:, None]  # [P, Kmax]
         per_item = metrics_from_hits(hits, np.ones(rank.size, dtype=np.int64), self.ks)
         per_item["mrr"] = 1.0 / (rank + 1.0)
-        for key, values in per_item.items():
-            self._sums[key] += float(values.sum()) / num_targets
+        self._add_values(
+            {key: np.array([values.sum() / num_targets]) for key, values in per_item.items()}
+        )
 
 
 def sampled_ranking_metrics(

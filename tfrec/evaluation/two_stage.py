@@ -38,7 +38,7 @@ def _queries(
     length = max(trained.config.max_history, retrieval.max_history)
     examples = evaluation_examples(trained, split, max_history=length, part=part)
     if max_queries is not None and len(examples) > max_queries:
-        rng = np.random.default_rng([trained.config.seed, 13])
+        rng = np.random.default_rng([trained.config.training.seed, 13])
         examples = examples.take(np.sort(rng.choice(len(examples), max_queries, replace=False)))
     features = {k: v for k, v in examples.features().items() if k in FEATURE_KEYS}
     if retrieval_user_vocab is not None:

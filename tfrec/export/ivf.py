@@ -288,7 +288,7 @@ def build_export_index(
         num_partitions=num_partitions,
         nprobe=nprobe,
         tuning_queries=tuning_queries,
-        seed=model.config.seed,
+        seed=model.config.training.seed,
     )
 
 

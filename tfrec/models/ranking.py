@@ -27,6 +27,7 @@ The model's one contract is :meth:`LSTMRanker.compute_loss` (``features`` with
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -41,7 +42,7 @@ from tfrec.layers.towers import ItemTower
 from tfrec.models.base import TfrecModel
 from tfrec.names import NegativeSampling, RankerInteraction, RankingLoss, RankingObjective
 from tfrec.tasks.ranking import RankingTask
-from tfrec.training.optimizers import Optimizer, check_optimizer_settings
+from tfrec.training.config import OptimizerConfig, TrainingConfig, nest_flat_fields
 
 
 @dataclasses.dataclass
@@ -81,14 +82,6 @@ class RankingConfig(JsonConfig):
             ``serving_default`` signature).
         dropout: Dropout rate (LSTM input and MLP).
         l2: L2 penalty on embeddings and dense kernels.
-        optimizer: ``"adam"``, ``"adamw"``, ``"adagrad"`` or ``"sgd"``
-            (:func:`tfrec.training.optimizers.make_optimizer`).
-        learning_rate: Optimizer learning rate.
-        weight_decay: Decoupled weight decay (``"adamw"`` only).
-        clipnorm: Clip each gradient to this norm (0 = off).
-        batch_size: Training batch size.
-        epochs: Maximum epochs.
-        early_stopping_patience: Epochs without validation improvement before stopping.
         validation_fraction: Share of training examples held out for early stopping
             when the split has no validation part (each user's most recent ones).
         max_history: History length L.
@@ -98,7 +91,10 @@ class RankingConfig(JsonConfig):
         retrieval_weight: Two-stage final score = ranker score + this * retrieval
             score (0 = ranker only); pick it on validation
             (:func:`tfrec.evaluation.two_stage.tune_retrieval_weight`).
-        seed: Random seed (weights, shuffling, negatives).
+        optimizer: The optimizer (default Adam, learning rate 2e-3).
+        training: The training loop (default 20 epochs of batch 512, patience 3;
+            ``training.monitor`` defaults to ``rmse`` for ratings, else
+            ``ndcg@<ndcg_k>``; the seed also draws the negatives).
     """
 
     objective: RankingObjective = "rating"
@@ -123,26 +119,32 @@ class RankingConfig(JsonConfig):
     signal_dropout: float = 0.1
     dropout: float = 0.25
     l2: float = 5e-5
-    optimizer: Optimizer = "adam"
-    learning_rate: float = 2e-3
-    weight_decay: float = 0.0
-    clipnorm: float = 0.0
-    batch_size: int = 512
-    epochs: int = 20
-    early_stopping_patience: int = 3
     validation_fraction: float = 0.05
     max_history: int = 50
     min_history: int = 1
     ndcg_k: int = 10
     num_candidates: int = 100
     retrieval_weight: float = 0.0
-    seed: int = 42
+    optimizer: OptimizerConfig = dataclasses.field(
+        default_factory=lambda: OptimizerConfig(learning_rate=2e-3)
+    )
+    training: TrainingConfig = dataclasses.field(
+        default_factory=lambda: TrainingConfig(epochs=20, batch_size=512, patience=3)
+    )
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Nests the flat optimizer/training fields of configs saved by earlier versions."""
+        return nest_flat_fields(data)
+
+    def default_monitor(self) -> str:
+        """The validation metric early stopping uses when ``training.monitor`` is unset."""
+        return "rmse" if self.objective == "rating" else f"ndcg@{self.ndcg_k}"
 
     def __post_init__(self) -> None:
         positive = (
             "num_negatives", "hard_pool_size", "eval_negatives", "embedding_dim",
-            "lstm_units", "cross_layers", "batch_size", "epochs", "max_history",
-            "ndcg_k", "num_candidates", "early_stopping_patience",
+            "lstm_units", "cross_layers", "max_history", "ndcg_k", "num_candidates",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
@@ -162,7 +164,6 @@ class RankingConfig(JsonConfig):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"RankingConfig.{name}: expected >= 0, got {value!r}")
-        check_optimizer_settings("RankingConfig", self)
         if self.negative_sampling == "hard" and self.hard_pool_size < self.num_negatives:
             raise ValueError(
                 f"RankingConfig.hard_pool_size: {self.hard_pool_size} is smaller than "

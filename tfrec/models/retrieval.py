@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -37,7 +38,7 @@ from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
 from tfrec.names import HistoryEncoder, RetrievalLoss, TrainingPositions
 from tfrec.tasks.retrieval import RetrievalTask
-from tfrec.training.optimizers import Optimizer, check_optimizer_settings
+from tfrec.training.config import OptimizerConfig, TrainingConfig, nest_flat_fields
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +72,15 @@ class RetrievalConfig(JsonConfig):
         remove_accidental_hits: ``"sampled"``: mask negatives equal to the target.
         num_hard_negatives: ``"sampled"``: keep only the hardest negatives (0 = all).
         l2: L2 penalty on the embedding tables.
-        optimizer: ``"adam"``, ``"adamw"``, ``"adagrad"`` or ``"sgd"``.
-        learning_rate: Optimizer learning rate.
-        weight_decay: Decoupled weight decay (``"adamw"`` only).
-        clipnorm: Clip each gradient to this norm (0 = off).
-        batch_size: Users (examples) per training batch.
-        epochs: Maximum training epochs.
         training_positions: ``"all"`` (a target at every history position,
             SASRec style) or ``"last"`` (only the most recent item). Unused by
             ID-only in-memory training, which has one row per interaction
             (:func:`tfrec.data.sequences.interaction_pairs`).
         max_title_tokens: Title length of the item title table.
-        patience: Epochs without validation improvement before early stopping.
-        monitor: Validation metric for early stopping and checkpoints.
-        mixed_precision: Compute in float16 (GPU) / bfloat16 (CPU), variables
-            and loss in float32.
-        jit_compile: XLA-compile the train step (``model.compile(...,
-            jit_compile=...)``). The step has data-dependent shapes (number of
-            targets in the batch, trimmed history length), so XLA recompiles for
-            new shapes; on CPU it was ~6x slower than without it on Amazon Beauty
-            (0.16 vs 0.98 steps/s, batch 256, all positions), so it stays off by default.
-        seed: Random seed for weights and shuffling.
+        optimizer: The optimizer (name, learning rate, weight decay, clipping).
+        training: The training loop (epochs, batch size of users, early stopping
+            on validation ``training.monitor``, default ``ndcg@10``, seed,
+            precision, XLA, strategy).
     """
 
     embedding_dim: int = 64
@@ -110,19 +99,15 @@ class RetrievalConfig(JsonConfig):
     remove_accidental_hits: bool = True
     num_hard_negatives: int = 0
     l2: float = 0.0
-    optimizer: Optimizer = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    clipnorm: float = 0.0
-    batch_size: int = 256
-    epochs: int = 50
     training_positions: TrainingPositions = "all"
     max_title_tokens: int = 16
-    patience: int = 5
-    monitor: str = "ndcg@10"
-    mixed_precision: bool = False
-    jit_compile: bool = False
-    seed: int = 42
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+
+    @classmethod
+    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Nests the flat optimizer/training fields of configs saved by earlier versions."""
+        return nest_flat_fields(data)
 
     def __post_init__(self) -> None:
         self._check_ranges()
@@ -148,10 +133,6 @@ class RetrievalConfig(JsonConfig):
                 f"RetrievalConfig.num_hard_negatives={self.num_hard_negatives} needs "
                 f"loss='sampled' (got loss={self.loss!r})"
             )
-        if not self.monitor:
-            raise ValueError(
-                "RetrievalConfig.monitor is empty; expected a metric name like 'ndcg@10'"
-            )
 
     def _check_ranges(self) -> None:
         positive_ints = (
@@ -159,10 +140,7 @@ class RetrievalConfig(JsonConfig):
             "max_history",
             "num_layers",
             "num_heads",
-            "batch_size",
-            "epochs",
             "max_title_tokens",
-            "patience",
         )
         for name in positive_ints:
             value = getattr(self, name)
@@ -175,7 +153,6 @@ class RetrievalConfig(JsonConfig):
             raise ValueError(f"RetrievalConfig.dropout={self.dropout}; expected 0 <= dropout < 1")
         if self.temperature <= 0:
             raise ValueError(f"RetrievalConfig.temperature={self.temperature}; expected > 0")
-        check_optimizer_settings("RetrievalConfig", self)
 
 
 def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:

@@ -1,71 +1,37 @@
-"""The one optimizer factory of every model kind, and the checks of its settings.
+"""The one optimizer factory of every model kind.
 
-A model config that trains (``RetrievalConfig``, ``RankingConfig``) has the
-fields ``optimizer`` (:data:`Optimizer`), ``learning_rate``, ``weight_decay``
-and ``clipnorm``; :func:`check_optimizer_settings` validates them in the
-config's ``__post_init__`` and :func:`make_optimizer` builds the tf-keras optimizer.
+Every trainable model config holds an
+:class:`~tfrec.training.config.OptimizerConfig` (its ``optimizer`` field,
+validated when built); :func:`make_optimizer` turns it into a tf-keras optimizer.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec.config import check_choice
-from tfrec.names import OptimizerName as Optimizer
+from tfrec.training.config import OptimizerConfig
 
-__all__ = ["Optimizer", "check_optimizer_settings", "make_optimizer"]
-
-
-class OptimizerSettings(Protocol):
-    """The config fields :func:`make_optimizer` reads."""
-
-    optimizer: str
-    learning_rate: float
-    weight_decay: float
-    clipnorm: float
+__all__ = ["make_optimizer"]
 
 
-def check_optimizer_settings(owner: str, settings: OptimizerSettings) -> None:
-    """Validates the optimizer fields of the config named ``owner``.
-
-    Raises:
-        ValueError: An unknown optimizer, ``learning_rate <= 0``, a negative
-            ``weight_decay``/``clipnorm``, or ``weight_decay`` without ``adamw``
-            (the message names ``owner.field``, the value and what was expected).
-    """
-    check_choice(f"{owner}.optimizer", settings.optimizer, Optimizer)
-    if not settings.learning_rate > 0:
-        raise ValueError(f"{owner}.learning_rate={settings.learning_rate}; expected > 0")
-    for name in ("weight_decay", "clipnorm"):
-        if not getattr(settings, name) >= 0:
-            raise ValueError(f"{owner}.{name}={getattr(settings, name)}; expected >= 0")
-    if settings.weight_decay and settings.optimizer != "adamw":
-        raise ValueError(
-            f"{owner}.weight_decay={settings.weight_decay} needs optimizer='adamw' "
-            f"(got {settings.optimizer!r})"
-        )
-
-
-def make_optimizer(settings: OptimizerSettings) -> keras.optimizers.Optimizer:
-    """Builds the optimizer named by ``settings.optimizer``.
+def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
+    """Builds the optimizer named by ``config.name``.
 
     Args:
-        settings: A model config; uses ``optimizer``, ``learning_rate``,
-            ``weight_decay`` (``adamw`` only) and ``clipnorm`` (0 = no clipping).
+        config: Name, ``learning_rate``, ``weight_decay`` (``adamw`` only) and
+            ``clipnorm`` (0 = no clipping).
 
     Returns:
         A tf-keras optimizer.
     """
-    kwargs: dict[str, float] = {"learning_rate": settings.learning_rate}
-    if settings.clipnorm:
-        kwargs["clipnorm"] = settings.clipnorm
-    if settings.optimizer == "adam":
+    kwargs: dict[str, float] = {"learning_rate": config.learning_rate}
+    if config.clipnorm:
+        kwargs["clipnorm"] = config.clipnorm
+    if config.name == "adam":
         return keras.optimizers.Adam(**kwargs)
-    if settings.optimizer == "adamw":
-        return keras.optimizers.AdamW(weight_decay=settings.weight_decay, **kwargs)
-    if settings.optimizer == "adagrad":
+    if config.name == "adamw":
+        return keras.optimizers.AdamW(weight_decay=config.weight_decay, **kwargs)
+    if config.name == "adagrad":
         return keras.optimizers.Adagrad(**kwargs)
     return keras.optimizers.SGD(**kwargs)

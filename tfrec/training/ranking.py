@@ -61,7 +61,7 @@ from tfrec.training.experiment import (
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
 from tfrec.training.ranking_config import RankingExperimentConfig
-from tfrec.training.strategy import get_strategy
+from tfrec.training.strategy import configure_precision, get_strategy
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class RankingExperiment(ExperimentBase):
             # the same construction as retrieval's, so both share item indices on the same data
             users, items = build_vocabularies(concat_interactions(*split.parts().values()))
             user_vocab, item_vocab = user_vocab or users, item_vocab or items
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(cfg.training.seed)
         spec = data_spec(split.train, user_vocab, item_vocab)
         if not cfg.use_event_signals:
             spec = dataclasses.replace(spec, use_rating_signal=False, use_time_signal=False)
@@ -198,9 +198,12 @@ class RankingExperiment(ExperimentBase):
             if cfg.use_item_features and items_table is not None
             else None
         )
-        with get_strategy().scope():
+        configure_precision(cfg.training.mixed_precision)
+        with get_strategy(cfg.training.strategy).scope():
             model = build_ranker(cfg, spec, tables)
-            model.compile(optimizer=make_optimizer(cfg))
+            model.compile(
+                optimizer=make_optimizer(cfg.optimizer), jit_compile=cfg.training.jit_compile
+            )
         return TrainedRanker(model, cfg, spec, user_vocab, item_vocab, tables)
 
     def _examples(self) -> tuple[RankingExamples, RankingExamples]:
@@ -220,7 +223,7 @@ class RankingExperiment(ExperimentBase):
                 split.valid, *vocabs, cfg.max_history, context=split.train
             )
         else:
-            train, valid = split_validation(train, cfg.validation_fraction, cfg.seed)
+            train, valid = split_validation(train, cfg.validation_fraction, cfg.training.seed)
         if len(train) == 0 or len(valid) == 0:
             raise ValueError(
                 f"{split.train.name}: {len(train)} training / {len(valid)} validation examples; "
@@ -237,10 +240,12 @@ class RankingExperiment(ExperimentBase):
     def fit(
         self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
     ) -> dict[str, list[float]]:
-        """Trains with early stopping on validation RMSE (rating) or NDCG@K (next item).
+        """Trains with early stopping on validation ``config.ranking.training.monitor``.
+
+        By default RMSE (rating) or NDCG@K (next item).
 
         Args:
-            epochs: Overrides ``config.ranking.epochs``.
+            epochs: Overrides ``config.ranking.training.epochs``.
             resume: Continue an interrupted run from ``output_dir``'s checkpoint.
             verbose: Keras verbosity (0: tfrec's one line per epoch only).
 
@@ -249,7 +254,7 @@ class RankingExperiment(ExperimentBase):
         """
         self._check_trainable()
         cfg, model, spec = self.config.ranking, self.trained.model, self.trained.spec
-        epochs = cfg.epochs if epochs is None else epochs
+        epochs = cfg.training.epochs if epochs is None else epochs
         layout = self._save_config()
         train, valid = self._examples()
         initial = TrainingState.read(layout).epoch if resume and layout is not None else 0
@@ -261,13 +266,14 @@ class RankingExperiment(ExperimentBase):
             len(valid),
         )  # fmt: skip
         rating = cfg.objective == "rating"
+        monitor, mode = cfg.training.monitor_mode(cfg.default_monitor())
         start = time.perf_counter()
         history = fit_model(
             model, train_ds, epochs=epochs,
             evaluate_fn=lambda: list_metrics(model, cfg, valid_features),
-            monitor="rmse" if rating else f"ndcg@{cfg.ndcg_k}", mode="min" if rating else "max",
-            patience=cfg.early_stopping_patience, output_dir=self.output_dir,
-            examples_per_step=cfg.batch_size, resume=resume, verbose=verbose,
+            monitor=monitor, mode=mode, patience=cfg.training.patience,
+            output_dir=self.output_dir, examples_per_step=cfg.training.batch_size,
+            resume=resume, verbose=verbose,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
         skipped = () if rating else ("auc", f"ndcg@{cfg.ndcg_k}")

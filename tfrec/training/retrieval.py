@@ -53,6 +53,9 @@ from tfrec.training.strategy import configure_precision, get_strategy
 
 logger = logging.getLogger(__name__)
 
+#: Early stopping's metric when ``training.monitor`` is unset.
+DEFAULT_MONITOR = "ndcg@10"
+
 
 @register_experiment("retrieval")
 class RetrievalExperiment(ExperimentBase):
@@ -91,8 +94,8 @@ class RetrievalExperiment(ExperimentBase):
             self.item_features = build_item_feature_tables(
                 self.data.items, self.item_vocab, max_title_tokens=config.model.max_title_tokens
             )
-        self.strategy = get_strategy()
-        configure_precision(config.model.mixed_precision)
+        self.strategy = get_strategy(config.model.training.strategy)
+        configure_precision(config.model.training.mixed_precision)
         self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
         self.examples, self.num_examples, counts = self._training_examples()
         self.item_counts = counts
@@ -105,7 +108,8 @@ class RetrievalExperiment(ExperimentBase):
                 item_log_probs=item_log_probabilities(counts),
             )
             self.model.compile(
-                optimizer=make_optimizer(config.model), jit_compile=config.model.jit_compile
+                optimizer=make_optimizer(config.model.optimizer),
+                jit_compile=config.model.training.jit_compile,
             )
         self.evaluator = RetrievalEvaluator(
             self.model, self.split, self.user_vocab, self.item_vocab,
@@ -184,7 +188,7 @@ class RetrievalExperiment(ExperimentBase):
         self.user_vocab, self.item_vocab = prepared.user_vocab, prepared.item_vocab
 
     def _train_dataset(self) -> tf.data.Dataset:
-        cfg = self.config.model
+        cfg = self.config.model.training
         if self.prepared is not None:
             keys = ("user", "history", "target")
             return self.prepared.dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed).map(
@@ -256,7 +260,8 @@ class RetrievalExperiment(ExperimentBase):
         denominator as the test metrics (every validation user with a held-out item).
         """
         metrics = self.evaluate_part("valid", log_every_s=60, extras=False)  # one report
-        keep = {self.config.model.monitor, "ndcg@10", "hr@10", "recall@10", "mrr"}
+        monitor, _ = self.config.model.training.monitor_mode(DEFAULT_MONITOR)
+        keep = {monitor, "ndcg@10", "hr@10", "recall@10", "mrr"}
         plain = {key.split("/", 1)[1]: value for key, value in metrics.items()}
         return {key: value for key, value in plain.items() if key in keep}
 
@@ -284,33 +289,34 @@ class RetrievalExperiment(ExperimentBase):
     def fit(
         self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
     ) -> dict[str, list[float]]:
-        """Trains with early stopping on validation ``config.model.monitor``.
+        """Trains with early stopping on validation ``config.model.training.monitor``.
 
         Args:
-            epochs: Overrides ``config.model.epochs``.
+            epochs: Overrides ``config.model.training.epochs``.
             resume: Continue an interrupted run from ``output_dir``'s checkpoint.
             verbose: Keras verbosity (0: tfrec's one line per epoch only).
 
         Returns:
             The per-epoch logs (loss and validation metrics).
         """
-        cfg = self.config.model
-        epochs = cfg.epochs if epochs is None else epochs
+        cfg, loop = self.config.model, self.config.model.training
+        epochs = loop.epochs if epochs is None else epochs
+        monitor, mode = loop.monitor_mode(DEFAULT_MONITOR)
         self._save_config()
         logger.info(
             "training %s on %d examples (%d users), batch %d, up to %d epochs",
             cfg.encoder,
             self.num_examples,
             len(self.train_seqs),
-            cfg.batch_size,
+            loop.batch_size,
             epochs,
         )
         start = time.perf_counter()
         self.history = fit_model(
             self.model, self._train_dataset(), epochs=epochs,
             evaluate_fn=self._validation_metrics if self._has_valid() else None,
-            monitor=cfg.monitor, patience=cfg.patience, output_dir=self.output_dir,
-            examples_per_step=cfg.batch_size, resume=resume, verbose=verbose,
+            monitor=monitor, mode=mode, patience=loop.patience, output_dir=self.output_dir,
+            examples_per_step=loop.batch_size, resume=resume, verbose=verbose,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
         return self.history

@@ -16,6 +16,7 @@ from tfrec.data.config import DataConfig
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.retrieval import RetrievalConfig
 from tfrec.names import DatasetName
+from tfrec.training.config import OptimizerConfig, TrainingConfig
 
 
 @dataclasses.dataclass
@@ -74,11 +75,9 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
             max_history=50,
             loss="full",
             embedding_dim=64,
-            batch_size=128,
-            learning_rate=2e-3,
             dropout=0.3,
-            epochs=18,
-            patience=3,
+            optimizer=OptimizerConfig(learning_rate=2e-3),
+            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
         ),
         evaluation=EvalConfig(mask="both"),
     ),
@@ -90,7 +89,11 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
     "ml-100k": RetrievalExperimentConfig(
         data=DataConfig(dataset="ml-100k", split="random", train_ratio=0.75, valid_fraction=0.05),
         model=RetrievalConfig(
-            encoder="mean", use_user_embedding=True, max_history=200, batch_size=32, l2=1e-4
+            encoder="mean",
+            use_user_embedding=True,
+            max_history=200,
+            l2=1e-4,
+            training=TrainingConfig(batch_size=32),
         ),
         evaluation=EvalConfig(ks=[1, 5, 10, 20, 50, 100]),
     ),
@@ -100,7 +103,9 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
     ),
     "synthetic": RetrievalExperimentConfig(
         data=DataConfig(dataset="synthetic", split="leave_one_out"),
-        model=RetrievalConfig(encoder="gru", embedding_dim=32, epochs=10, batch_size=64),
+        model=RetrievalConfig(
+            encoder="gru", embedding_dim=32, training=TrainingConfig(epochs=10, batch_size=64)
+        ),
     ),
     "csv": RetrievalExperimentConfig(data=DataConfig(dataset="csv")),
 }

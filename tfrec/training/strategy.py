@@ -2,11 +2,11 @@
 
 Typical use::
 
-    strategy = get_strategy()
-    configure_precision(config.mixed_precision)
+    strategy = get_strategy(config.training.strategy)
+    configure_precision(config.training.mixed_precision)
     with strategy.scope():
         model = TwoTowerModel(...)
-        model.compile(make_optimizer(config), jit_compile=config.jit_compile)
+        model.compile(make_optimizer(config.optimizer), jit_compile=config.training.jit_compile)
     model.fit(dataset)
 """
 
@@ -18,30 +18,41 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.config import check_choice
+from tfrec.names import StrategyName
 
 logger = logging.getLogger(__name__)
 
 
-def get_strategy() -> tf.distribute.Strategy:
-    """Picks the distribution strategy for the visible devices (and logs it).
+def get_strategy(name: StrategyName = "auto") -> tf.distribute.Strategy:
+    """The distribution strategy named by ``TrainingConfig.strategy`` (and logs it).
 
-    Returns:
-        ``MirroredStrategy`` over all GPUs when there is more than one,
-        ``OneDeviceStrategy("/gpu:0")`` with one GPU, else the default strategy
-        (CPU). Batches given to ``fit`` are global batches; MirroredStrategy
-        splits each over the replicas.
+    Args:
+        name: ``"auto"``: ``MirroredStrategy`` over all GPUs when there is more
+            than one, ``OneDeviceStrategy("/gpu:0")`` with one GPU, else the
+            default strategy (CPU). ``"default"``: no distribution.
+            ``"mirrored"``: ``MirroredStrategy`` over every visible device (the
+            local CPU alone when there is no GPU). Batches given to ``fit`` are
+            global batches; MirroredStrategy splits each over the replicas.
+
+    Raises:
+        ValueError: An unknown ``name``.
     """
+    check_choice("TrainingConfig.strategy", name, StrategyName)
     gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy()
-        logger.info("Distribution: MirroredStrategy over %d GPUs", len(gpus))
-    elif len(gpus) == 1:
+        logger.info(
+            "Distribution: MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync
+        )
+    elif name == "auto" and len(gpus) == 1:
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0")
         logger.info("Distribution: OneDeviceStrategy on /gpu:0")
     else:
         strategy = tf.distribute.get_strategy()
         logger.debug(
-            "Distribution: default strategy on CPU (%d inter-op / %d intra-op threads)",
+            "Distribution: default strategy (%d GPU(s); %d inter-op / %d intra-op threads)",
+            len(gpus),
             tf.config.threading.get_inter_op_parallelism_threads(),
             tf.config.threading.get_intra_op_parallelism_threads(),
         )
