@@ -271,7 +271,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             [e["epoch"], e["steps"], e["train_s"], e["validation_s"], e["total_s"], e["load_1min"]]
             for e in run["epochs"]
         ]
-        val = run["history"].get(f"val_{results['config']['model']['monitor']}", [])
+        monitor = results["config"]["model"]["training"]["monitor"] or "ndcg@10"
+        val = run["history"].get(f"val_{monitor}", [])
         for row, value in zip(rows, val, strict=False):
             row.append(value)
         for row in rows[len(val) :]:

@@ -135,8 +135,8 @@ def _planted_dataset(num_items: int, length: int, count: int, seed: int):
     return {"user": users, "history": history, "target": target}
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled"])
-def test_learns_planted_next_item_pattern(loss):
+@pytest.mark.parametrize(("loss", "uniform"), [("full", 0), ("sampled", 0), ("sampled", 4)])
+def test_learns_planted_next_item_pattern(loss, uniform):
     keras.utils.set_random_seed(0)
     num_items, length = 10, 5
     config = RetrievalConfig(
@@ -145,6 +145,7 @@ def test_learns_planted_next_item_pattern(loss):
         max_history=length,
         dropout=0.0,
         loss=loss,
+        num_uniform_negatives=uniform,
         remove_accidental_hits=True,
         optimizer=OptimizerConfig(learning_rate=0.03),
     )
@@ -159,6 +160,43 @@ def test_learns_planted_next_item_pattern(loss):
     # Chance is 1/8 = 0.125 (8 real items); the pattern is deterministic, so a model
     # that learned "next = last + 1" is right on (almost) every test history.
     assert accuracy > 0.9, accuracy
+
+
+def test_uniform_negatives_are_real_items_and_corrected_by_expected_counts():
+    # 6 indices (4 real items 2..5), batch of N = 2 targets, M = 3 uniform extras. The model
+    # must draw only real items and pass the mixture probabilities (N q + M / C) / (N + M)
+    # (C = 4 real items), e.g. item 3: (2 * .2 + 3 / 4) / 5 = 0.23.
+    config = RetrievalConfig(
+        embedding_dim=4, encoder="mean", max_history=2, loss="sampled", num_uniform_negatives=3
+    )
+    log_q = np.log(np.array([1, 1, 4, 2, 1, 1], np.float32) / 10)  # q(2) = .4, q(3) = .2, ...
+    model = TwoTowerModel(config, num_users=3, num_items=6, item_log_probs=log_q)
+    seen = {}
+
+    class Spy:
+        needs_full_catalogue = False
+
+        def __call__(self, query, candidates, target_ids, *, candidate_sampling_probability,
+                     candidate_ids):  # fmt: skip
+            seen.update(ids=candidate_ids.numpy(), p=candidate_sampling_probability.numpy())
+            return tf.constant(0.0)
+
+    model.task = Spy()
+    batch = {"history": tf.constant([[2, 3], [3, 4]]), "target": tf.constant([[3, 0], [4, 0]])}
+    batch["user"] = tf.constant([1, 2])
+    for _ in range(20):
+        model.compute_loss(batch)
+        ids = seen["ids"]
+        assert ids.shape == (2 + 3,) and list(ids[:2]) == [3, 4]
+        assert ((ids[2:] >= 2) & (ids[2:] <= 5)).all(), ids
+        q = np.exp(log_q[ids])
+        np.testing.assert_allclose(seen["p"], (2 * q + 3 / 4) / 5, rtol=1e-6)
+        assert seen["p"][0] == pytest.approx(0.23)
+
+
+def test_uniform_negatives_need_the_sampled_loss():
+    with pytest.raises(ValueError, match="num_uniform_negatives=8 needs loss='sampled'"):
+        RetrievalConfig(loss="full", num_uniform_negatives=8)
 
 
 @pytest.fixture

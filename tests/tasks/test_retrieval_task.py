@@ -77,6 +77,28 @@ def test_sampled_softmax_accidental_hits():
     np.testing.assert_allclose(kept(QUERIES, POSITIVES, targets).numpy(), expected, rtol=1e-6)
 
 
+def test_sampled_softmax_with_extra_uniform_candidates():
+    # Mixed negative sampling: the 2 in-batch candidates, then extra items 3 and 2 drawn
+    # uniformly (vectors [0, 2] and [1, 0]). Scores = queries @ candidates^T:
+    #   row 0 (target 2): [1, 0, 0, 1]; the extra item 2 (column 3) is its accidental hit
+    #   row 1 (target 3): [0, 2, 2, 0]; the extra item 3 (column 2) is its accidental hit
+    # Candidate probabilities [.3, .3, .2, .2]: subtract log p per column, l = log(.3 / .2):
+    #   row 0 over columns 0, 1, 2: [1 - l, -l, 0] (+ log 5, the same for every column)
+    #     loss = log(e^.594535 + e^-.405465 + 1) - .594535 = 0.652168
+    #   row 1 over columns 0, 1, 3: [-l, 2 - l, 0] -> log(e^-.405465 + e^1.594535 + 1) - 1.594535
+    #     = 0.291429; mean 0.471798
+    extra = tf.constant([[0.0, 2.0], [1.0, 0.0]])
+    task = RetrievalTask(loss="sampled")
+    loss = task(
+        QUERIES,
+        tf.concat([POSITIVES, extra], axis=0),
+        tf.constant([2, 3]),
+        candidate_sampling_probability=tf.constant([0.3, 0.3, 0.2, 0.2]),
+        candidate_ids=tf.constant([2, 3, 3, 2]),
+    )
+    np.testing.assert_allclose(loss.numpy(), (0.652168 + 0.291429) / 2, rtol=1e-5)
+
+
 def test_sampled_hard_negatives():
     # 3 queries, scores q_i . c_j; with 1 hard negative each row keeps its positive and
     # its single highest negative. Row 0 scores [2, 1, 0] -> keeps [2, 1]: log(1 + e^-1).

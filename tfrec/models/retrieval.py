@@ -71,6 +71,13 @@ class RetrievalConfig(JsonConfig):
         logq_correction: ``"sampled"``: subtract log item frequency from the logits.
         remove_accidental_hits: ``"sampled"``: mask negatives equal to the target.
         num_hard_negatives: ``"sampled"``: keep only the hardest negatives (0 = all).
+        num_uniform_negatives: ``"sampled"``: M extra negatives per batch drawn
+            uniformly from the catalogue and shared by every query (mixed negative
+            sampling, Yang et al. 2020): in-batch negatives alone are popular items,
+            so at a large catalogue the tail is rarely contrasted. The logQ
+            correction then uses each candidate's probability under the mixture of
+            N in-batch and M uniform draws, ``(N * q(item) + M / C) / (N + M)``
+            (C real items). 0 = in-batch only.
         l2: L2 penalty on the embedding tables.
         training_positions: ``"all"`` (a target at every history position,
             SASRec style) or ``"last"`` (only the most recent item). Unused by
@@ -98,6 +105,7 @@ class RetrievalConfig(JsonConfig):
     logq_correction: bool = True
     remove_accidental_hits: bool = True
     num_hard_negatives: int = 0
+    num_uniform_negatives: int = 0
     l2: float = 0.0
     training_positions: TrainingPositions = "all"
     max_title_tokens: int = 16
@@ -128,11 +136,12 @@ class RetrievalConfig(JsonConfig):
                 f"(got encoder={self.encoder!r}): context features are per history position; "
                 "use context_dim=0 with encoder='none'"
             )
-        if self.num_hard_negatives and self.loss != "sampled":
-            raise ValueError(
-                f"RetrievalConfig.num_hard_negatives={self.num_hard_negatives} needs "
-                f"loss='sampled' (got loss={self.loss!r})"
-            )
+        for name in ("num_hard_negatives", "num_uniform_negatives"):
+            if getattr(self, name) and self.loss != "sampled":
+                raise ValueError(
+                    f"RetrievalConfig.{name}={getattr(self, name)} needs loss='sampled' "
+                    f"(got loss={self.loss!r})"
+                )
 
     def _check_ranges(self) -> None:
         positive_ints = (
@@ -146,7 +155,7 @@ class RetrievalConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
-        for name in ("context_dim", "num_hard_negatives", "l2"):
+        for name in ("context_dim", "num_hard_negatives", "num_uniform_negatives", "l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")
         if not 0.0 <= self.dropout < 1.0:
@@ -310,12 +319,28 @@ class TwoTowerModel(TfrecModel):
             query, target_ids = self._user_queries(features)  # [N, D], [N]
         if self.task.needs_full_catalogue:
             candidates = self.item_tower.all_items()  # [I, D]
-        else:
-            candidates = self.item_tower(target_ids)  # [N, D]
+            return self.task(query, candidates, target_ids)
+        candidate_ids = target_ids  # [N]: in-batch negatives
+        extra = self.config.num_uniform_negatives
+        if extra:
+            uniform = tf.random.uniform([extra], NUM_RESERVED, self.num_items, dtype=tf.int32)
+            candidate_ids = tf.concat([target_ids, uniform], axis=0)  # [N + M]
+        candidates = self.item_tower(candidate_ids)  # [N + M, D]
         probability = None
         if self._log_probs is not None:
-            probability = tf.exp(tf.gather(self._log_probs, target_ids))  # [N]
-        return self.task(query, candidates, target_ids, candidate_sampling_probability=probability)
+            probability = tf.exp(tf.gather(self._log_probs, candidate_ids))  # [N + M]
+            if extra:  # per-draw probability of each candidate under the N + M mixture
+                num_queries = tf.cast(tf.shape(target_ids)[0], tf.float32)
+                catalogue = float(self.num_items - NUM_RESERVED)
+                counts = num_queries * probability + extra / catalogue  # expected counts
+                probability = counts / (num_queries + extra)  # <= 1: TFRS clips at 1
+        return self.task(
+            query,
+            candidates,
+            target_ids,
+            candidate_sampling_probability=probability,
+            candidate_ids=candidate_ids,
+        )
 
     def _history_queries(
         self, features: Mapping[str, tf.Tensor], training: bool

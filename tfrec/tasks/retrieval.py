@@ -6,7 +6,9 @@ Two losses:
   the positives of the other queries in the batch are the negatives, with
   optional logQ correction (``candidate_sampling_probability``), removal of
   accidental hits (a negative that is the query's own target), a temperature and
-  hard-negative mining.
+  hard-negative mining. Extra candidates may follow the N in-batch ones (mixed
+  negative sampling: ``[N + M, D]`` candidates with their ids; the model draws M
+  uniform items, :class:`tfrec.models.retrieval.TwoTowerModel`).
 * ``"full"``: softmax over the whole catalogue, ``logits = query @ items^T``,
   the padding and OOV columns masked out, sparse cross-entropy at the target.
 
@@ -100,18 +102,25 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
         target_ids: tf.Tensor,
         candidate_sampling_probability: tf.Tensor | None = None,
         sample_weight: tf.Tensor | None = None,
+        *,
+        candidate_ids: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """Computes the mean loss over the N queries.
 
         Args:
             query_embeddings: ``[N, D]`` query vectors.
-            candidate_embeddings: ``"sampled"``: ``[N, D]``, row i = vector of
-                query i's target. ``"full"``: ``[I, D]``, row j = vector of item
-                index j (the whole catalogue, padding and OOV rows included).
+            candidate_embeddings: ``"sampled"``: ``[N + M, D]``, row i < N = vector
+                of query i's target, then M >= 0 extra negatives. ``"full"``:
+                ``[I, D]``, row j = vector of item index j (the whole catalogue,
+                padding and OOV rows included).
             target_ids: ``[N]`` int target item indices.
-            candidate_sampling_probability: ``"sampled"`` only: ``[N]`` probability
-                that target i appears as an in-batch candidate (logQ correction).
+            candidate_sampling_probability: ``"sampled"`` only: ``[N + M]``, each
+                candidate's sampling probability (or expected count; only its
+                ratios matter) for the logQ correction ``logit - log(p)``.
             sample_weight: Optional ``[N]`` weights.
+            candidate_ids: ``"sampled"`` only: ``[N + M]`` item indices of the
+                candidates, for removing accidental hits (default ``target_ids``,
+                i.e. in-batch candidates only).
 
         Returns:
             Scalar float32 loss.
@@ -132,7 +141,7 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
                     query,
                     candidates,
                     candidate_sampling_probability=candidate_sampling_probability,
-                    candidate_ids=target_ids,
+                    candidate_ids=target_ids if candidate_ids is None else candidate_ids,
                     compute_metrics=False,
                     compute_batch_metrics=False,
                 )  # [N]
