@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from tfrec.cli.common import add_data_arguments, data_overrides
+from tfrec.config import choices
+from tfrec.names import Runner
+
+
+class _BeamOptionsParser(argparse.ArgumentParser):
+    """Keeps the options ``prepare`` does not know as ``beam_args`` (Beam pipeline options)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parses ``args``; the unknown ones go to ``namespace.beam_args``."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        namespace.beam_args = [*getattr(namespace, "beam_args", []), *extras]
+        return namespace, []
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,10 +34,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "training examples as sharded TFRecord files (train/valid/test, each with spec.json) "
             "plus the held-out interactions, into OUTPUT_DIR (written to a temporary directory "
             "and renamed when complete). `tfrec train --prepared OUTPUT_DIR` trains from them "
-            "with a streaming tf.data pipeline."
+            "with a streaming tf.data pipeline. With --runner the preparation runs as an Apache "
+            "Beam pipeline (pip install 'tfrec[beam]'); every option prepare does not know is "
+            "passed to Beam as a pipeline option, e.g. `--runner DirectRunner "
+            "--direct_num_workers=2 --direct_running_mode=multi_processing` or `--runner "
+            "DataflowRunner --project P --region R --temp_location gs://B/tmp` (see docs/scale.md)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    parser.__class__ = _BeamOptionsParser  # the subparser parses the rest of the command line
     add_data_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="directory to create")
     parser.add_argument("--max-len", type=int, default=50, help="history length L")
@@ -43,6 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "CSV/Parquet files larger than memory (--dataset csv; --path may be a directory or "
             "a glob such as 'logs/part-*.parquet'; leave_one_out and temporal splits); auto: "
             "duckdb for --dataset csv when it can, else pandas. Both write the same files"
+        ),
+    )
+    scale.add_argument(
+        "--runner",
+        choices=choices(Runner),
+        default=None,
+        help=(
+            "run the preparation as an Apache Beam pipeline on this runner (--dataset csv, "
+            "leave_one_out or temporal; the same files as the embedded engines; --engine, "
+            "--memory-limit and --batch-rows' buffer do not apply). The options prepare does not "
+            "know are Beam pipeline options. Without --runner: the embedded engine (--engine)"
         ),
     )
     scale.add_argument(
@@ -74,10 +106,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec prepare``."""
     from tfrec.data.config import DataConfig  # noqa: PLC0415
-    from tfrec.data.preparation import PrepareConfig, prepare  # noqa: PLC0415
+    from tfrec.data.preparation import PrepareConfig  # noqa: PLC0415
 
     if args.dataset is None:
         raise ValueError("--dataset is required")
+    beam_args = list(getattr(args, "beam_args", []))
+    if beam_args and args.runner is None:
+        raise ValueError(
+            f"unrecognized arguments: {' '.join(beam_args)} (Beam pipeline options need --runner)"
+        )
     config = PrepareConfig(
         data=DataConfig(dataset=args.dataset, **data_overrides(args)),
         output_dir=args.output_dir,
@@ -91,10 +128,23 @@ def run(args: argparse.Namespace) -> int:
         memory_limit=args.memory_limit,
         batch_rows=args.batch_rows,
     )
-    result = prepare(config)
+    result = _prepare(config, args.runner, beam_args)
     print(
         json.dumps(
             result.to_dict() if hasattr(result, "to_dict") else vars(result), indent=2, default=str
         )
     )
     return 0
+
+
+def _prepare(config: Any, runner: str | None, beam_args: list[str]) -> Any:
+    """The embedded engines, or the Beam pipeline when a runner is given."""
+    if runner is None:
+        from tfrec.data.preparation import prepare  # noqa: PLC0415
+
+        return prepare(config)
+    try:
+        from tfrec.data.beam_prepare import prepare_beam  # noqa: PLC0415
+    except ImportError as err:
+        raise ValueError(str(err)) from err
+    return prepare_beam(config, runner, beam_args)
