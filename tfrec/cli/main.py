@@ -33,7 +33,17 @@ from collections.abc import Sequence
 from tfrec._version import __version__
 from tfrec.logs import configure as configure_logs
 
-COMMANDS = ("train", "evaluate", "export", "recommend", "prepare", "synth", "serve", "demo")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "export",
+    "index",
+    "recommend",
+    "prepare",
+    "synth",
+    "serve",
+    "demo",
+)
 #: Commands that never import TensorFlow (the quiet start-up import is skipped for them).
 NO_TENSORFLOW = ("synth",)
 

@@ -25,6 +25,10 @@ sizes differ raise ``InvalidArgumentError`` inside the graph (gRPC
 stored as a variable; scoring is a brute-force matmul + ``tf.math.top_k``.
 The SavedModel needs only TensorFlow to load (no tfrec import).
 
+``candidates`` (:class:`tfrec.export.candidates.Candidates`, from ``tfrec index``)
+replaces the model's catalogue by other ids and vectors: the query still reads the
+history through the training vocabulary; outputs and exclusion use the candidate ids.
+
 ``index="ivf"`` replaces the brute-force scoring with an IVF index built from
 stock TF ops (:mod:`tfrec.export.ivf`): same signature, same exclusion and ``k``
 rules, approximate top K. It adds a second signature, ``with_nprobe``: the same
@@ -40,7 +44,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
@@ -53,13 +57,18 @@ from tfrec.export.schema import CONFIG_FILE, export_config_json
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
 
+if TYPE_CHECKING:
+    from tfrec.export.candidates import Candidates
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 NPROBE_SIGNATURE_NAME = "with_nprobe"  # IVF exports only: serving_default + an nprobe input
 USER_VOCAB_FILE = "user_vocab.txt"
 ITEM_VOCAB_FILE = "item_vocab.txt"
-_RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE)
+#: Exports with :class:`Candidates` only: the ids the export returns (one per line, from index 2).
+CANDIDATE_VOCAB_FILE = "candidate_vocab.txt"
+_RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE, CANDIDATE_VOCAB_FILE)
 #: The inputs of every recommender signature (retrieval, combined): ``user_id``, ``history``, ``k``.
 RECOMMEND_SIGNATURE = (
     tf.TensorSpec([None], tf.string, name="user_id"),
@@ -83,9 +92,11 @@ class RetrievalServingModule(tf.Module):
             vectors are computed once here).
         user_vocab: The user vocabulary the model was trained with.
         item_vocab: The item vocabulary the model was trained with.
-        index: An IVF index over the model's candidate vectors (from
+        index: An IVF index over the candidate vectors (from
             :func:`~tfrec.export.ivf.make_ivf_index`) to score instead of brute
             force; it adds the ``serve_with_nprobe`` function.
+        candidates: Other candidates than the model's catalogue (their ids are
+            returned and excluded; the history is still read with ``item_vocab``).
 
     Raises:
         ValueError: Vocabulary sizes that do not match the model, a catalogue
@@ -98,6 +109,7 @@ class RetrievalServingModule(tf.Module):
         user_vocab: IdVocabulary,
         item_vocab: IdVocabulary,
         index: IvfIndex | None = None,
+        candidates: Candidates | None = None,
     ):
         super().__init__(name="retrieval_serving")
         if item_vocab.size != model.num_items:
@@ -117,16 +129,23 @@ class RetrievalServingModule(tf.Module):
                 f"the model uses context features (context_dim={model.config.context_dim}), "
                 "which the retrieval serving signature has no input for"
             )
-        self.num_real_items = item_vocab.size - NUM_RESERVED
+        if candidates is not None:  # other ids and vectors than the model's catalogue
+            candidates.check(model.config.embedding_dim)
+        catalogue = item_vocab if candidates is None else candidates.vocab
+        self.num_real_items = catalogue.size - NUM_RESERVED
         self.max_history = model.config.max_history
         self.encodes_history = model.encodes_history
         self.user_lookup = string_lookup(user_vocab, "user_lookup")
         self.item_lookup = string_lookup(item_vocab, "item_lookup")
+        self.candidate_lookup = (  # history ids -> candidate indices (None: item_lookup's)
+            None if candidates is None else string_lookup(candidates.vocab, "candidate_lookup")
+        )
         self.query_tower = model.query_tower
         self.index = index
         if index is None:
+            vectors = model.candidate_embeddings() if candidates is None else candidates.vectors
             self.candidates = tf.Variable(
-                model.candidate_embeddings(), trainable=False, name="candidate_embeddings"
+                tf.cast(vectors, tf.float32), trainable=False, name="candidate_embeddings"
             )  # [I, D]
         else:
             self.serve_with_nprobe = tf.function(
@@ -136,7 +155,7 @@ class RetrievalServingModule(tf.Module):
                     tf.TensorSpec([None], tf.int32, name="nprobe"),
                 ],
             )
-        self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
+        self._item_tokens = tf.constant(catalogue.all_tokens(), dtype=tf.string)  # [I]
 
     @tf.function(input_signature=RECOMMEND_SIGNATURE)
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -184,7 +203,7 @@ class RetrievalServingModule(tf.Module):
     def _query(
         self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, checks: list[tf.Operation]
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Checked inputs -> ``[B, D]`` query vectors and ``[B, L]`` history item indices."""
+        """Checked inputs -> ``[B, D]`` queries and the ``[B, L]`` candidate indices to exclude."""
         checks = checks + request_checks(
             user_id, history, k, self.num_real_items, "the number of catalogue items"
         )
@@ -194,7 +213,10 @@ class RetrievalServingModule(tf.Module):
         # An ID-only query tower ignores the history; it still excludes items (callers).
         # compact_history turns a [B, 0] history into one padding column (an empty history).
         recent = compact_history(items)[:, -self.max_history :]  # [B, <= max_history]
-        return self.query_tower.final_query(users, recent), items  # [B, D], [B, L]
+        # With other candidates, the history ids are looked up among them for the exclusion.
+        lookup = self.candidate_lookup
+        excluded = items if lookup is None else tf.cast(lookup(history), tf.int32)  # [B, L]
+        return self.query_tower.final_query(users, recent), excluded  # [B, D], [B, L]
 
     def _outputs(self, values: tf.Tensor, indices: tf.Tensor) -> dict[str, tf.Tensor]:
         ids = tf.gather(self._item_tokens, indices)  # [B, K]
@@ -264,8 +286,13 @@ def _default_config(
     module: RetrievalServingModule,
     index_info: dict[str, Any],
     experiment_config: Mapping[str, Any] | None = None,
+    candidates: Candidates | None = None,
 ) -> str:
-    """The export's ``tfrec_config.json`` (:mod:`tfrec.export.schema`, kind ``retrieval``)."""
+    """The export's ``tfrec_config.json`` (:mod:`tfrec.export.schema`, kind ``retrieval``).
+
+    With ``candidates``, ``vocabularies``/``vocabulary_sizes`` add ``"candidates"``
+    (the returned ids) and ``"catalogue"`` records ``candidates.info``.
+    """
     history = "string [B, L]"
     if not module.encodes_history:
         history += " (ID-only model: excluded from the results, not used by the query)"
@@ -280,11 +307,17 @@ def _default_config(
             NPROBE_SIGNATURE_NAME: f"{SIGNATURE_NAME} inputs + nprobe int32 [B] "
             f"(1..{module.index.num_partitions}; default {module.index.default_nprobe})"
         }
+    vocabularies = {"user": USER_VOCAB_FILE, "item": ITEM_VOCAB_FILE}
+    sizes = {"users": model.num_users, "items": model.num_items}
+    if candidates is not None:
+        vocabularies["candidates"] = CANDIDATE_VOCAB_FILE
+        sizes["candidates"] = candidates.vocab.size
+        others["catalogue"] = dict(candidates.info)
     return export_config_json(
         kind="retrieval",
         signature=signature,
-        vocabularies={"user": USER_VOCAB_FILE, "item": ITEM_VOCAB_FILE},
-        vocabulary_sizes={"users": model.num_users, "items": model.num_items},
+        vocabularies=vocabularies,
+        vocabulary_sizes=sizes,
         num_real_items=module.num_real_items,
         model_config=model.config.to_dict(),
         experiment_config=experiment_config,
@@ -345,6 +378,7 @@ def export_retrieval(
     nprobe: int | None = None,
     tuning_queries: np.ndarray | None = None,
     experiment_config: Mapping[str, Any] | None = None,
+    candidates: Candidates | None = None,
 ) -> Path:
     """Exports the retrieval SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
@@ -380,6 +414,10 @@ def export_retrieval(
             ``nprobe`` (default: a sample of the candidate vectors). Never pass
             test queries: the choice would be tuned on the test set.
         experiment_config: The run's ``config.json`` contents (``experiment_config``).
+        candidates: Items to return instead of the model's catalogue (their ids
+            and vectors, e.g. a new catalogue embedded by the item tower:
+            :mod:`tfrec.export.catalogue`); adds ``candidate_vocab.txt``. The
+            IVF index is then built on these vectors.
 
     Returns:
         The final version directory.
@@ -390,9 +428,15 @@ def export_retrieval(
             unknown ``index``, IVF options with ``index="brute"`` or out of range.
         FileExistsError: The version already exists (it is never overwritten).
     """
-    ivf, index_info = build_export_index(model, index, num_partitions, nprobe, tuning_queries)
-    module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf)
-    config = _default_config(model, module, index_info, experiment_config)
+    if candidates is None:
+        ivf, index_info = build_export_index(model, index, num_partitions, nprobe, tuning_queries)
+    else:
+        candidates.check(model.config.embedding_dim)
+        ivf, index_info = candidates.build_index(
+            index, num_partitions, nprobe, tuning_queries, seed=model.config.training.seed
+        )
+    module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf, candidates=candidates)
+    config = _default_config(model, module, index_info, experiment_config, candidates)
     files = assets_extra_files(config, assets_extra, extra_files)
     if ivf is not None:
         files[CONFIG_FILE] = with_index_info(files[CONFIG_FILE], index_info, CONFIG_FILE)
@@ -401,6 +445,8 @@ def export_retrieval(
         directory = write_assets_extra(staged.path, files)
         user_vocab.save(directory / USER_VOCAB_FILE)
         item_vocab.save(directory / ITEM_VOCAB_FILE)
+        if candidates is not None:
+            candidates.vocab.save(directory / CANDIDATE_VOCAB_FILE)
     logger.info(
         "exported retrieval model to %s (%d items, %s index, %s/ %s)",
         staged.final_path,

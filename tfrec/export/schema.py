@@ -23,7 +23,9 @@ server-side reader). Schema version 1::
       "ranker_data_spec": {...},    # ranking, recommender: the ranker's input spec
       "num_candidates": <N>,        # recommender: retrieval top-N re-ranked
       "experiment_config": {...} | null,  # the run's config.json when exported from a run
-      "index": {...}                # retrieval: the candidate index ({"type": "brute"} or IVF)
+      "index": {...},               # retrieval: the candidate index ({"type": "brute"} or IVF)
+      "catalogue": {...}            # retrieval from `tfrec index`: the catalogue's source file
+                                    # and item counts (added/removed/kept vs the run's)
     }
 
 Keys a kind does not use are absent. This module imports no TensorFlow.
@@ -46,7 +48,7 @@ SCHEMA_VERSION = 1
 CONFIG_FILE = "tfrec_config.json"
 ASSETS_EXTRA = "assets.extra"
 #: The optional, kind-specific top-level fields.
-KIND_FIELDS = ("index", "signatures", "ranker_data_spec", "num_candidates")
+KIND_FIELDS = ("index", "signatures", "ranker_data_spec", "num_candidates", "catalogue")
 
 
 def export_config(
@@ -71,7 +73,7 @@ def export_config(
         model_config: The model's config dict(s).
         experiment_config: The run's ``config.json`` contents, when exported from a run.
         **kind_fields: ``index``, ``signatures`` (other signatures), ``ranker_data_spec``,
-            ``num_candidates``.
+            ``num_candidates``, ``catalogue``.
 
     Returns:
         The JSON-compatible dict.
