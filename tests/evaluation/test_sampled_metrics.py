@@ -13,7 +13,7 @@ from tfrec.evaluation import (
     sample_eval_negatives,
     sampled_ranking_metrics,
 )
-from tfrec.evaluation.metrics import relevance_masks
+from tfrec.evaluation.masks import relevance_masks
 
 
 def arr(*values: int) -> np.ndarray:

@@ -8,13 +8,12 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import predict_pb2
 
+from tfrec.serving.tensor_proto import _fast_ndarray, to_tensor_proto
 from tfrec.serving.tensors import (
     SignatureInfo,
     TensorSpecInfo,
-    _fast_ndarray,
     decode_inputs,
     encode_outputs,
-    to_tensor_proto,
 )
 
 # Every dtype a Predict signature input or output can carry through tf.make_tensor_proto.

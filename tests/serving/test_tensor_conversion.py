@@ -8,12 +8,11 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
 from tfrec.serving.errors import ServingError
+from tfrec.serving.tensor_proto import _fast_ndarray, to_tensor_proto
 from tfrec.serving.tensors import (
     SignatureInfo,
     TensorSpecInfo,
-    _fast_ndarray,
     decode_inputs,
-    to_tensor_proto,
 )
 
 

@@ -45,143 +45,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from tfrec.data import download as dl
+from tfrec.data.beauty import load_beauty_bert4rec, load_beauty_s3rec
 from tfrec.data.interactions import DataError, Interactions
 from tfrec.data.movielens import load_movielens_100k, load_movielens_latest_small
 from tfrec.data.parquet_reader import read_parquet_columns
-from tfrec.data.parsing import (
-    Field,
-    check_unique_ids,
-    read_headerless,
-    read_with_header,
-    split_genres,
-)
+from tfrec.data.parsing import Field, check_unique_ids, read_with_header, split_genres
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-
-# Amazon Beauty releases: dataset name -> (folder, file, paper, repository holding data/<file>).
-_BEAUTY_RELEASES: dict[str, tuple[str, str, str, str]] = {
-    "beauty": ("amazon-beauty-s3rec", "Beauty.txt", "S3-Rec", "github.com/RUCAIBox/CIKM2020-S3Rec"),
-    "beauty-bert4rec": (
-        "amazon-beauty-bert4rec",
-        "beauty.txt",
-        "BERT4Rec",
-        "github.com/FeiSun/BERT4Rec",
-    ),
-}
-
-
-def _locate_beauty(name: str, data_dir: PathLike | None, download: bool) -> Path:
-    """The file of an Amazon Beauty release; the not-found error says where to get it."""
-    folder, filename, paper, repository = _BEAUTY_RELEASES[name]
-    how_to_get = (
-        f"It cannot be downloaded automatically: save data/{filename} from the {paper} "
-        f"repository ({repository}) as {folder}/{filename} in the data directory."
-    )
-    return dl.locate(name, folder, filename, data_dir, download=download, how_to_get=how_to_get)
-
-
-def load_beauty_s3rec(
-    data_dir: PathLike | None = None,
-    download: bool = False,
-    *,
-    min_user_interactions: int = 0,
-    min_item_interactions: int = 0,
-) -> Interactions:
-    """Loads Amazon Beauty as released with S3-Rec (``Beauty.txt``).
-
-    Each line is ``user item1 item2 ...`` (whitespace-separated integer ids, items
-    in chronological order). There are no times or ratings: ``timestamp`` is the
-    0-based position in the user's sequence (a user on several lines continues
-    their sequence in file order) and ``rating`` is NaN.
-
-    Args:
-        data_dir: Data directory (else ``$TFREC_DATA_DIR``, else the cache).
-        download: Not available for this dataset (the error says how to get it).
-        min_user_interactions: k-core threshold for users (0 = off).
-        min_item_interactions: k-core threshold for items (0 = off).
-
-    Returns:
-        Implicit-feedback Interactions with sequence order as timestamps.
-
-    Raises:
-        DatasetNotFoundError: ``Beauty.txt`` not found.
-        DataError: A line without items, a non-integer id, or an empty file.
-    """
-    path = _locate_beauty("beauty", data_dir, download)
-    users: list[str] = []
-    items: list[str] = []
-    lengths: list[int] = []
-    with path.open("r", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 2:
-                raise DataError(
-                    f"{path}: line {number}: found only {len(parts)} field; expected a user id "
-                    f"followed by at least one item id"
-                )
-            if not "".join(parts).isdigit():
-                column = next(i for i, p in enumerate(parts) if not p.isdigit())
-                label = "user id" if column == 0 else "item id"
-                raise DataError(
-                    f"{path}: line {number}, field {column + 1} ({label}): got {parts[column]!r}; "
-                    f"expected an integer id"
-                )
-            users.append(parts[0])
-            items.extend(parts[1:])
-            lengths.append(len(parts) - 1)
-    if not users:
-        raise DataError(f"{path}: no data (the file is empty)")
-    frame = pd.DataFrame(
-        {"user_id": np.repeat(np.asarray(users, dtype=object), lengths), "item_id": items}
-    )
-    inter = Interactions.from_frame(frame, name="beauty", has_ratings=False, has_timestamps=False)
-    repeated = len(users) - len(set(users))
-    if repeated:
-        inter.add_note(f"{repeated:,} user line(s) repeat an earlier user; sequences concatenated")
-    return inter.clean(min_user_interactions, min_item_interactions)
-
-
-def load_beauty_bert4rec(
-    data_dir: PathLike | None = None,
-    download: bool = False,
-    *,
-    min_user_interactions: int = 0,
-    min_item_interactions: int = 0,
-) -> Interactions:
-    """Loads Amazon Beauty as released with BERT4Rec (``beauty.txt``).
-
-    Each line is ``user item`` (whitespace-separated integer ids), chronological
-    within a user. ``timestamp`` is the 0-based position in the user's sequence;
-    ``rating`` is NaN.
-
-    Args:
-        data_dir: Data directory (else ``$TFREC_DATA_DIR``, else the cache).
-        download: Not available for this dataset (the error says how to get it).
-        min_user_interactions: k-core threshold for users (0 = off).
-        min_item_interactions: k-core threshold for items (0 = off).
-
-    Returns:
-        Implicit-feedback Interactions with sequence order as timestamps.
-
-    Raises:
-        DatasetNotFoundError: ``beauty.txt`` not found.
-        DataError: Not exactly two integer fields on a line, or an empty file.
-    """
-    path = _locate_beauty("beauty-bert4rec", data_dir, download)
-    fields = [Field("user_id", "int_id", "user id"), Field("item_id", "int_id", "item id")]
-    frame = read_headerless(path, fields, None)
-    inter = Interactions.from_frame(
-        frame, name="beauty-bert4rec", has_ratings=False, has_timestamps=False
-    )
-    return inter.clean(min_user_interactions, min_item_interactions)
 
 
 def check_distinct_columns(columns: dict[str, str | None], options: dict[str, str]) -> None:
@@ -282,6 +157,48 @@ def load_interactions_file(
         CSV_OPTIONS,
     )
     path = Path(path)
+    frame = _read_interaction_columns(
+        path, sep, user_col=user_col, item_col=item_col, time_col=time_col, rating_col=rating_col
+    )
+    items = None
+    if items_path is not None:
+        items = _read_item_table(
+            Path(items_path),
+            sep,
+            id_col=item_id_col or item_col,
+            title_col=title_col,
+            genres_col=genres_col,
+            genres_sep=genres_sep,
+        )
+    inter = Interactions.from_frame(
+        frame,
+        items=items,
+        name=name or path.stem,
+        has_ratings=bool(rating_col),
+        has_timestamps=bool(time_col),
+    )
+    return inter.clean(min_user_interactions, min_item_interactions)
+
+
+def _read_interaction_columns(
+    path: Path,
+    sep: str | None,
+    *,
+    user_col: str,
+    item_col: str,
+    time_col: str | None,
+    rating_col: str | None,
+) -> pd.DataFrame:
+    """The interaction file's columns, checked and renamed to the Interactions schema.
+
+    Returns:
+        ``user_id``, ``item_id`` and, when their columns are given, ``timestamp``
+        and ``rating``.
+
+    Raises:
+        DatasetNotFoundError: The file does not exist.
+        DataError: A missing column, an unparsable value or no data.
+    """
     fields = [Field(user_col, "id", "user id"), Field(item_col, "id", "item id")]
     if time_col:
         fields.append(Field(time_col, "time", "timestamp"))
@@ -293,34 +210,39 @@ def load_interactions_file(
         frame["timestamp"] = raw[time_col]
     if rating_col:
         frame["rating"] = raw[rating_col]
-    items = None
-    if items_path is not None:
-        items_path = Path(items_path)
-        id_col = item_id_col or item_col
-        keep = tuple(c for c in (title_col, genres_col) if c)
-        table = _read_table(items_path, [Field(id_col, "id", "item id")], sep, keep=keep)
-        for column in keep:
-            if column not in table.columns:
-                raise DataError(
-                    f"{items_path}: missing column '{column}'; check title_col/genres_col"
-                )
-        items = pd.DataFrame({"item_id": table[id_col].astype(str)})
-        items["title"] = table[title_col].fillna("").astype(str).str.strip() if title_col else ""
-        items["genres"] = (
-            split_genres(table[genres_col].fillna(""), genres_sep)
-            if genres_col
-            else [[] for _ in range(len(items))]
-        )
-        text_sep = sep or ("\t" if items_path.suffix.lower() == ".tsv" else ",")
-        check_unique_ids(items_path, items["item_id"], text_sep, quoted=True, header=True)
-    inter = Interactions.from_frame(
-        frame,
-        items=items,
-        name=name or path.stem,
-        has_ratings=bool(rating_col),
-        has_timestamps=bool(time_col),
+    return frame
+
+
+def _read_item_table(
+    items_path: Path,
+    sep: str | None,
+    *,
+    id_col: str,
+    title_col: str | None,
+    genres_col: str | None,
+    genres_sep: str,
+) -> pd.DataFrame:
+    """The item file as an Interactions item table: ``item_id``, ``title``, ``genres``.
+
+    Raises:
+        DatasetNotFoundError: The file does not exist.
+        DataError: A missing column, an unparsable id or an id on two rows.
+    """
+    keep = tuple(c for c in (title_col, genres_col) if c)
+    table = _read_table(items_path, [Field(id_col, "id", "item id")], sep, keep=keep)
+    for column in keep:
+        if column not in table.columns:
+            raise DataError(f"{items_path}: missing column '{column}'; check title_col/genres_col")
+    items = pd.DataFrame({"item_id": table[id_col].astype(str)})
+    items["title"] = table[title_col].fillna("").astype(str).str.strip() if title_col else ""
+    items["genres"] = (
+        split_genres(table[genres_col].fillna(""), genres_sep)
+        if genres_col
+        else [[] for _ in range(len(items))]
     )
-    return inter.clean(min_user_interactions, min_item_interactions)
+    text_sep = sep or ("\t" if items_path.suffix.lower() == ".tsv" else ",")
+    check_unique_ids(items_path, items["item_id"], text_sep, quoted=True, header=True)
+    return items
 
 
 def _load_synthetic(**kwargs: Any) -> Interactions:

@@ -213,7 +213,6 @@ def _first_bad_record(  # noqa: PLR0917
     header: bool,
     positions: Sequence[tuple[int, Field, str]],
     num_fields: int | None,
-    min_fields: int | None = None,
 ) -> DataError | None:
     """Slow scan: the first record with a wrong field count or a bad value."""
     sep_name = {"\t": "tab", ",": "comma", "|": "'|'", None: "whitespace"}.get(sep, repr(sep))
@@ -225,11 +224,6 @@ def _first_bad_record(  # noqa: PLR0917
             return DataError(
                 f"{path}: line {line}: expected {num_fields} {sep_name}-separated fields, "
                 f"found {len(fields)}"
-            )
-        if min_fields is not None and len(fields) < min_fields:
-            return DataError(
-                f"{path}: line {line}: expected at least {min_fields} "
-                f"{sep_name}-separated fields, found {len(fields)}"
             )
         for pos, field, kind in positions:
             value = fields[pos]

@@ -121,6 +121,94 @@ def _user_block_ends(codes: np.ndarray, start: np.ndarray) -> np.ndarray:
     return block_stops[np.searchsorted(block_starts, start, side="right") - 1]
 
 
+@dataclasses.dataclass(frozen=True)
+class _ContextRows:
+    """Per-row arrays of the time-sorted context events.
+
+    Attributes:
+        codes: ``[M]`` user codes, increasing with the sorted user ids.
+        starts: ``[M]`` index of the first row of each row's user block.
+        timestamps: int64 ``[M]`` event times.
+        items: int32 ``[M]`` item indices.
+        ratings: float32 ``[M]`` ratings (0 without one).
+        log_dt: float32 ``[M]`` log1p seconds since the user's previous event (0 for the first).
+    """
+
+    codes: np.ndarray
+    starts: np.ndarray
+    timestamps: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    log_dt: np.ndarray
+
+    @classmethod
+    def from_frame(cls, ctx: pd.DataFrame, item_vocab: IdVocabulary) -> _ContextRows:
+        """Reads a frame sorted by (user, timestamp)."""
+        codes, _ = pd.factorize(ctx["user_id"].to_numpy(), sort=True)
+        starts = _user_starts(codes)
+        ts = ctx["timestamp"].to_numpy(dtype=np.int64)
+        rows = np.arange(len(ctx))
+        dt = np.where(rows > starts, ts - np.r_[ts[:1], ts[:-1]], 0).clip(min=0)
+        return cls(
+            codes=codes,
+            starts=starts,
+            timestamps=ts,
+            items=item_vocab.lookup(ctx["item_id"].to_numpy()),
+            ratings=np.nan_to_num(ctx["rating"].to_numpy(dtype=np.float32), nan=0.0),
+            log_dt=np.log1p(dt.astype(np.float64)).astype(np.float32),
+        )
+
+
+def _target_bounds(
+    target: pd.DataFrame, ctx: pd.DataFrame, rows: _ContextRows
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Context rows of each target from another split: its user's, up to its timestamp.
+
+    Returns:
+        int64 ``[N]`` ``start`` (the user's first context row), ``end`` (one past
+        the user's last context row at or before the target's timestamp) and
+        ``user_end`` (one past the user's last context row); all 0 for users
+        without context.
+    """
+    ts = rows.timestamps
+    # Position of each target in the context's (user, timestamp) order.
+    user_index = {u: i for i, u in enumerate(pd.unique(ctx["user_id"].to_numpy()))}
+    t_codes = np.array([user_index.get(u, -1) for u in target["user_id"]], dtype=np.int64)
+    t_ts = target["timestamp"].to_numpy(dtype=np.int64)
+    t_min = min(int(ts.min()) if len(ts) else 0, int(t_ts.min()) if len(t_ts) else 0)
+    ckey = (rows.codes.astype(np.int64) << 33) + (ts - t_min)
+    tkey = (t_codes << 33) + (t_ts - t_min)
+    end = np.searchsorted(ckey, tkey, side="right").astype(np.int64)
+    start = np.searchsorted(ckey, t_codes << 33, side="left").astype(np.int64)
+    unknown = t_codes < 0
+    end[unknown] = 0
+    start[unknown] = 0
+    user_end = _user_block_ends(rows.codes, start)
+    return start, end, np.where(unknown, 0, user_end)  # users without context: empty
+
+
+def _gather_history(
+    rows: _ContextRows, start: np.ndarray, end: np.ndarray, max_history: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The last ``max_history`` context rows before ``end`` (not before ``start``), left-padded.
+
+    Returns:
+        ``[N, L]`` item indices (int32), ratings and log gaps (float32); 0 for padding.
+    """
+    items, ratings, log_dt = rows.items, rows.ratings, rows.log_dt
+    idx = end[:, None] - max_history + np.arange(max_history)[None, :]
+    valid = idx >= start[:, None]
+    safe = idx.clip(min=0)
+    if len(items) == 0:
+        safe = np.zeros_like(safe)
+        items, ratings, log_dt = (np.zeros(1, a.dtype) for a in (items, ratings, log_dt))
+    return (
+        np.where(valid, items[safe], 0).astype(np.int32),
+        np.where(valid, ratings[safe], 0.0).astype(np.float32),
+        np.where(valid, log_dt[safe], 0.0).astype(np.float32),
+    )
+
+
 def build_ranking_examples(
     events: Interactions,
     user_vocab: IdVocabulary,
@@ -157,52 +245,14 @@ def build_ranking_examples(
     for frame, name in ((target, events.name), (ctx, "context")):
         if frame["timestamp"].isna().any():
             raise DataError(f"{name}: column 'timestamp' has missing values")
-
-    # Per-context-row arrays: item, rating, log dt (same-user previous event).
-    ctx_users = ctx["user_id"].to_numpy()
-    codes, _ = pd.factorize(ctx_users, sort=True)
-    ctx_starts = _user_starts(codes)
-    ctx_items = item_vocab.lookup(ctx["item_id"].to_numpy())
-    ctx_rating = np.nan_to_num(ctx["rating"].to_numpy(dtype=np.float32), nan=0.0)
-    ts = ctx["timestamp"].to_numpy(dtype=np.int64)
-    rows = np.arange(len(ctx))
-    dt = np.where(rows > ctx_starts, ts - np.r_[ts[:1], ts[:-1]], 0).clip(min=0)
-    ctx_log_dt = np.log1p(dt.astype(np.float64)).astype(np.float32)
-
+    rows = _ContextRows.from_frame(ctx, item_vocab)
     if context is None:
-        end = rows.astype(np.int64)
-        start = ctx_starts.astype(np.int64)
+        end = np.arange(len(ctx), dtype=np.int64)
+        start = rows.starts.astype(np.int64)
+        user_end = _user_block_ends(rows.codes, start)
     else:
-        # Position of each target in the context's (user, timestamp) order.
-        user_index = {u: i for i, u in enumerate(pd.unique(ctx_users))}
-        t_codes = np.array([user_index.get(u, -1) for u in target["user_id"]], dtype=np.int64)
-        t_ts = target["timestamp"].to_numpy(dtype=np.int64)
-        t_min = min(int(ts.min()) if len(ts) else 0, int(t_ts.min()) if len(t_ts) else 0)
-        ckey = (codes.astype(np.int64) << 33) + (ts - t_min)
-        tkey = (t_codes << 33) + (t_ts - t_min)
-        end = np.searchsorted(ckey, tkey, side="right").astype(np.int64)
-        start = np.searchsorted(ckey, t_codes << 33, side="left").astype(np.int64)
-        unknown = t_codes < 0
-        end[unknown] = 0
-        start[unknown] = 0
-
-    user_end = _user_block_ends(codes, start)
-    if context is not None:
-        user_end = np.where(unknown, 0, user_end)  # users without context: empty
-
-    # [N, L] gather of the last L context rows before `end`.
-    idx = end[:, None] - max_history + np.arange(max_history)[None, :]
-    valid = idx >= start[:, None]
-    safe = idx.clip(min=0)
-    if len(ctx) == 0:
-        safe = np.zeros_like(safe)
-        ctx_items, ctx_rating, ctx_log_dt = (
-            np.zeros(1, a.dtype) for a in (ctx_items, ctx_rating, ctx_log_dt)
-        )
-    history = np.where(valid, ctx_items[safe], 0).astype(np.int32)
-    history_rating = np.where(valid, ctx_rating[safe], 0.0).astype(np.float32)
-    history_log_dt = np.where(valid, ctx_log_dt[safe], 0.0).astype(np.float32)
-
+        start, end, user_end = _target_bounds(target, ctx, rows)
+    history, history_rating, history_log_dt = _gather_history(rows, start, end, max_history)
     examples = RankingExamples(
         user=user_vocab.lookup(target["user_id"].to_numpy()),
         history=history,
@@ -210,7 +260,7 @@ def build_ranking_examples(
         history_log_dt=history_log_dt,
         item=item_vocab.lookup(target["item_id"].to_numpy()),
         rating=target["rating"].to_numpy(dtype=np.float32),
-        context_items=ctx_items[: len(ctx)].astype(np.int32),
+        context_items=rows.items.astype(np.int32),
         start=start,
         end=end,
         user_end=user_end.astype(np.int64),

@@ -148,19 +148,8 @@ def retrieval_examples(
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     # Slot 0 of every padded flat array is a padding sentinel: cell index 0 = padding.
     flat = np.concatenate([[0], _flatten(seqs.items, np.int32)]).astype(np.int32)
-    cols = np.arange(max_len)
-
     if mode == "all":
-        windows = np.where(lengths >= 2, -(-(lengths - 1) // max_len), 0)
-        row_user = np.repeat(np.arange(len(seqs)), windows)
-        # window rank counted from the latest: earliest window first in the output
-        first_row = np.concatenate([[0], np.cumsum(windows)[:-1]]).astype(np.int64)
-        from_latest = windows[row_user] - 1 - (np.arange(len(row_user)) - first_row[row_user])
-        top = lengths[row_user] - from_latest * max_len  # exclusive end of the window's targets
-        pos = top[:, None] - max_len + cols[None, :]  # target position per cell  [N, L]
-        # flat index + 1 of the history event s[pos - 1]; 0 (sentinel) where pos < 1
-        hist_index = np.where(pos >= 1, starts[row_user][:, None] + pos, 0)
-        target = flat[np.where(pos >= 1, hist_index + 1, 0)]
+        row_user, hist_index, target = _window_rows(lengths, starts, flat, max_len)
     else:
         has_target = np.repeat(starts, lengths) != np.arange(len(flat) - 1)  # t >= 1
         if target_mask is not None:
@@ -171,13 +160,7 @@ def retrieval_examples(
                     "target_mask must hold one bool array per user, aligned with items"
                 )
             has_target &= _flatten(target_mask, bool)
-        flat_t = np.nonzero(has_target)[0]
-        row_user = np.repeat(np.arange(len(seqs)), lengths)[flat_t]
-        local_t = flat_t - starts[row_user]
-        hist_pos = local_t[:, None] - max_len + cols[None, :]  # [N, L]
-        hist_index = np.where(hist_pos >= 0, flat_t[:, None] - max_len + cols[None, :] + 1, 0)
-        target = np.zeros((len(flat_t), max_len), dtype=np.int32)
-        target[:, -1] = flat[flat_t + 1]
+        row_user, hist_index, target = _last_target_rows(lengths, starts, flat, max_len, has_target)
     out = {
         "user": seqs.users[row_user].astype(np.int32),
         "history": flat[hist_index].reshape(-1, max_len),
@@ -190,6 +173,67 @@ def retrieval_examples(
         out["history_rating"] = np.concatenate([zero, ratings])[hist_index].reshape(-1, max_len)
         out["history_dt"] = np.concatenate([zero, gaps])[hist_index].reshape(-1, max_len)
     return out
+
+
+def _window_rows(
+    lengths: np.ndarray, starts: np.ndarray, flat: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mode="all"`` rows: each sequence cut into windows of ``max_len`` targets from the end.
+
+    Args:
+        lengths: ``[U]`` sequence lengths.
+        starts: ``[U]`` offset of each sequence in the flattened items.
+        flat: The flattened items after a padding sentinel at index 0.
+        max_len: ``L``.
+
+    Returns:
+        ``row_user`` ``[N]`` (the user of each row), ``hist_index`` ``[N, L]``
+        (index into ``flat`` of each history cell, 0 = padding) and ``target``
+        ``[N, L]`` (the item following each history cell, 0 where none).
+    """
+    cols = np.arange(max_len)
+    windows = np.where(lengths >= 2, -(-(lengths - 1) // max_len), 0)
+    row_user = np.repeat(np.arange(len(lengths)), windows)
+    # window rank counted from the latest: earliest window first in the output
+    first_row = np.concatenate([[0], np.cumsum(windows)[:-1]]).astype(np.int64)
+    from_latest = windows[row_user] - 1 - (np.arange(len(row_user)) - first_row[row_user])
+    top = lengths[row_user] - from_latest * max_len  # exclusive end of the window's targets
+    pos = top[:, None] - max_len + cols[None, :]  # target position per cell  [N, L]
+    # flat index + 1 of the history event s[pos - 1]; 0 (sentinel) where pos < 1
+    hist_index = np.where(pos >= 1, starts[row_user][:, None] + pos, 0)
+    target = flat[np.where(pos >= 1, hist_index + 1, 0)]
+    return row_user, hist_index, target
+
+
+def _last_target_rows(
+    lengths: np.ndarray,
+    starts: np.ndarray,
+    flat: np.ndarray,
+    max_len: int,
+    has_target: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``mode="last"`` rows: one per flattened position marked in ``has_target``.
+
+    Args:
+        lengths: See :func:`_window_rows`.
+        starts: See :func:`_window_rows`.
+        flat: See :func:`_window_rows`.
+        max_len: ``L``.
+        has_target: bool, one per flattened item (``len(flat) - 1``).
+
+    Returns:
+        ``row_user``, ``hist_index`` and ``target`` as in :func:`_window_rows`;
+        ``target`` holds the item in column ``L - 1`` only.
+    """
+    cols = np.arange(max_len)
+    flat_t = np.nonzero(has_target)[0]
+    row_user = np.repeat(np.arange(len(lengths)), lengths)[flat_t]
+    local_t = flat_t - starts[row_user]
+    hist_pos = local_t[:, None] - max_len + cols[None, :]  # [N, L]
+    hist_index = np.where(hist_pos >= 0, flat_t[:, None] - max_len + cols[None, :] + 1, 0)
+    target = np.zeros((len(flat_t), max_len), dtype=np.int32)
+    target[:, -1] = flat[flat_t + 1]
+    return row_user, hist_index, target
 
 
 def interaction_pairs(seqs: UserSequences) -> dict[str, np.ndarray]:

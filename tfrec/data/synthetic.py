@@ -145,36 +145,15 @@ def make_synthetic(  # noqa: PLR0917  (the documented positional signature)
         num_cold_items=num_cold_items,
     )
     rng = np.random.default_rng(seed)
-    genre_of = np.arange(num_items) % num_genres
-    # Zipf-like popularity inside each genre: the k-th item of a genre has weight 1/(k+1).
-    weight = 1.0 / (np.arange(num_items) // num_genres + 1.0)
-    max_len = min(max_len, num_items)
-
-    users, items, times, ratings, user_genres = [], [], [], [], []
-    for u in range(num_users):
-        preferred = rng.choice(num_genres, size=min(num_genres, rng.integers(1, 3)), replace=False)
-        liked = np.isin(genre_of, preferred)
-        length = int(rng.integers(min_len, max_len + 1))
-        seq = _walk(
-            rng, liked, length, weight, num_genres, p_successor=p_successor, p_noise=p_noise
-        )
-        noise = rng.normal(0.0, 0.75, size=len(seq))
-        rating = np.clip(np.rint(2.0 + 2.0 * liked[seq] + noise), 1, 5)
-        gaps = 1 + rng.exponential(3600.0, size=len(seq)).astype(np.int64)
-        start = start_time + int(rng.integers(0, 30 * 86400))
-        users.extend([f"u{u}"] * len(seq))
-        items.extend(f"i{i}" for i in seq)
-        times.append(start + np.cumsum(gaps))
-        ratings.append(rating)
-        user_genres.append([genre_name(int(g)) for g in sorted(preferred)])
-
-    frame = pd.DataFrame(
-        {
-            "user_id": users,
-            "item_id": items,
-            "timestamp": np.concatenate(times),
-            "rating": np.concatenate(ratings),
-        }
+    frame, user_genres = _user_events(
+        rng,
+        num_users=num_users,
+        num_items=num_items,
+        num_genres=num_genres,
+        lengths=(min_len, min(max_len, num_items)),
+        p_successor=p_successor,
+        p_noise=p_noise,
+        start_time=start_time,
     )
     catalogue = np.arange(num_items + num_cold_items)
     item_table = pd.DataFrame(
@@ -195,6 +174,64 @@ def make_synthetic(  # noqa: PLR0917  (the documented positional signature)
         has_timestamps=True,
         users=user_table,
     )
+
+
+def _user_events(
+    rng: np.random.Generator,
+    *,
+    num_users: int,
+    num_items: int,
+    num_genres: int,
+    lengths: tuple[int, int],
+    p_successor: float,
+    p_noise: float,
+    start_time: int,
+) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Every user's events, user after user (draws in a fixed order, so output is seeded).
+
+    Args:
+        rng: The generator.
+        num_users: Users (ids ``"u0"``, ...).
+        num_items: Items that can be interacted with.
+        num_genres: Genres; item ``i`` has genre ``i % num_genres``.
+        lengths: Shortest and longest sequence (the longest at most ``num_items``).
+        p_successor: Probability that the next item is the current item's successor.
+        p_noise: Probability that the next item is uniformly random.
+        start_time: Unix seconds around which the first events happen.
+
+    Returns:
+        The events (``user_id``, ``item_id``, ``timestamp``, ``rating``) and, per
+        user, the words of their preferred genres.
+    """
+    genre_of = np.arange(num_items) % num_genres
+    # Zipf-like popularity inside each genre: the k-th item of a genre has weight 1/(k+1).
+    weight = 1.0 / (np.arange(num_items) // num_genres + 1.0)
+    users, items, times, ratings, user_genres = [], [], [], [], []
+    for u in range(num_users):
+        preferred = rng.choice(num_genres, size=min(num_genres, rng.integers(1, 3)), replace=False)
+        liked = np.isin(genre_of, preferred)
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        seq = _walk(
+            rng, liked, length, weight, num_genres, p_successor=p_successor, p_noise=p_noise
+        )
+        noise = rng.normal(0.0, 0.75, size=len(seq))
+        rating = np.clip(np.rint(2.0 + 2.0 * liked[seq] + noise), 1, 5)
+        gaps = 1 + rng.exponential(3600.0, size=len(seq)).astype(np.int64)
+        start = start_time + int(rng.integers(0, 30 * 86400))
+        users.extend([f"u{u}"] * len(seq))
+        items.extend(f"i{i}" for i in seq)
+        times.append(start + np.cumsum(gaps))
+        ratings.append(rating)
+        user_genres.append([genre_name(int(g)) for g in sorted(preferred)])
+    frame = pd.DataFrame(
+        {
+            "user_id": users,
+            "item_id": items,
+            "timestamp": np.concatenate(times),
+            "rating": np.concatenate(ratings),
+        }
+    )
+    return frame, user_genres
 
 
 def _walk(

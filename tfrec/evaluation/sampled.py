@@ -29,11 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from tfrec.evaluation.masks import IndexLists, RelevanceMasks
 from tfrec.evaluation.metrics import (
     DEFAULT_INVALID_ITEMS,
     DEFAULT_KS,
-    IndexLists,
-    RelevanceMasks,
     _UserMeanAccumulator,
     check_ks,
     check_mask_exclude,

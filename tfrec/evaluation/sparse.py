@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tfrec.evaluation.metrics import IndexLists, RankingMetrics, index_pairs, metrics_from_hits
+from tfrec.evaluation.masks import IndexLists, index_pairs
+from tfrec.evaluation.metrics import RankingMetrics, metrics_from_hits
 
 
 class SparseTargets(NamedTuple):

@@ -15,7 +15,7 @@ import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.ranking_examples import RankingExamples
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary
-from tfrec.evaluation.protocol import evaluate_full_ranking
+from tfrec.evaluation.protocol import ScoreFn, evaluate_full_ranking
 from tfrec.evaluation.ranker import FEATURE_KEYS, evaluation_examples
 from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
@@ -105,7 +105,44 @@ def evaluate_two_stage(
     )  # fmt: skip
     seen = examples.seen_items()
     relevant = [np.array([i]) for i in examples.item]
-    num_items = trained.spec.num_items
+    retrieval_fn, two_stage_fn = _score_functions(
+        retrieval,
+        pipeline,
+        features,
+        seen,
+        num_items=trained.spec.num_items,
+        mask_history=mask_history,
+    )
+    ids = np.arange(len(examples))
+    common = {"ks": ks, "batch_size": batch_size, "mask_exclude": mask_history}
+    out = {"two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common)}
+    if include_retrieval:
+        out["retrieval"] = evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common)
+    return out
+
+
+def _score_functions(
+    retrieval: RetrievalScorer,
+    pipeline: TwoStageRecommender,
+    features: dict[str, np.ndarray],
+    seen: list[np.ndarray],
+    *,
+    num_items: int,
+    mask_history: bool,
+) -> tuple[ScoreFn, ScoreFn]:
+    """Full-catalogue score functions of query rows, for :func:`evaluate_full_ranking`.
+
+    Args:
+        retrieval: Stage-1 scorer.
+        pipeline: The two-stage recommender.
+        features: Model features of every query (row = query).
+        seen: Per query, the history items the two-stage ranking excludes.
+        num_items: Catalogue size (score columns).
+        mask_history: False: nothing is excluded from the retrieved candidates.
+
+    Returns:
+        ``(retrieval_fn, two_stage_fn)``: query rows -> ``[len(rows), num_items]`` scores.
+    """
 
     def batch(rows: np.ndarray) -> tuple[dict[str, np.ndarray], tf.Tensor]:
         batch_features = {k: v[rows] for k, v in features.items()}
@@ -129,12 +166,7 @@ def evaluate_two_stage(
         f, exclude = batch(rows)
         return two_stage_scores(f, exclude).numpy()
 
-    ids = np.arange(len(examples))
-    common = {"ks": ks, "batch_size": batch_size, "mask_exclude": mask_history}
-    out = {"two_stage": evaluate_full_ranking(two_stage_fn, ids, relevant, seen, **common)}
-    if include_retrieval:
-        out["retrieval"] = evaluate_full_ranking(retrieval_fn, ids, relevant, seen, **common)
-    return out
+    return retrieval_fn, two_stage_fn
 
 
 def tune_retrieval_weight(

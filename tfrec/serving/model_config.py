@@ -35,10 +35,16 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 MODELS_CONFIG_NAME = "models.config"
 BATCHING_CONFIG_NAME = "batching_parameters.txt"
 # TF Serving's splitting fields, read and written once config_protos declares them.
-_SPLITTING = {"enable_large_batch_splitting", "max_execution_batch_size"} <= set(
-    BatchingParameters.DESCRIPTOR.fields_by_name
-)
+_SPLITTING_FIELDS = ("enable_large_batch_splitting", "max_execution_batch_size")
+_SPLITTING = set(_SPLITTING_FIELDS) <= set(BatchingParameters.DESCRIPTOR.fields_by_name)
 MONITORING_CONFIG_NAME = "monitoring.config"
+# BatchingConfig fields that BatchingParameters holds as wrapped (optional) integers.
+_WRAPPED_INT_FIELDS = (
+    "max_batch_size",
+    "batch_timeout_micros",
+    "num_batch_threads",
+    "max_enqueued_batches",
+)
 
 
 def _model_server_config_pb2() -> typing.Any:
@@ -267,17 +273,15 @@ def parse_models_config(text: str, source: str = "<models.config>") -> list[Mode
             raise ValueError(
                 f"{where}: model_platform={block.model_platform!r}, expected tensorflow"
             )
-        which = block.model_version_policy.WhichOneof("policy_choice")
+        policy = block.model_version_policy
+        which = policy.WhichOneof("policy_choice")
         kwargs: dict[str, typing.Any] = {}
         if which == "specific":
-            kwargs = {
-                "version_policy": "specific",
-                "versions": list(block.model_version_policy.specific.versions),
-            }
+            kwargs = {"version_policy": "specific", "versions": list(policy.specific.versions)}
         elif which == "all":
             kwargs = {"version_policy": "all"}
         elif which == "latest":
-            kwargs = {"num_versions": block.model_version_policy.latest.num_versions or 1}
+            kwargs = {"num_versions": policy.latest.num_versions or 1}
         try:
             models.append(
                 ModelEntry(
@@ -310,10 +314,8 @@ def load_model_config(path: str | os.PathLike[str]) -> list[ModelEntry]:
 def batching_parameters_text(config: BatchingConfig) -> str:
     """Returns the text ``BatchingParameters`` for ``--batching_parameters_file``."""
     params = BatchingParameters()
-    params.max_batch_size.value = config.max_batch_size
-    params.batch_timeout_micros.value = config.batch_timeout_micros
-    params.max_enqueued_batches.value = config.max_enqueued_batches
-    params.num_batch_threads.value = config.num_batch_threads
+    for name in _WRAPPED_INT_FIELDS:
+        getattr(params, name).value = getattr(config, name)
     params.allowed_batch_sizes.extend(config.allowed_batch_sizes)
     params.pad_variable_length_inputs = config.pad_variable_length_inputs
     if config.enable_large_batch_splitting and _SPLITTING:
@@ -334,23 +336,12 @@ def parse_batching_parameters(text: str, source: str = "<batching>") -> Batching
         text_format.Parse(text, params)
     except text_format.ParseError as err:
         raise ValueError(f"{source}: not a valid BatchingParameters text proto: {err}") from err
+    wrapped = _WRAPPED_INT_FIELDS + (_SPLITTING_FIELDS if _SPLITTING else ())
     kwargs: dict[str, typing.Any] = {
-        name: getattr(params, name).value
-        for name in (
-            "max_batch_size",
-            "batch_timeout_micros",
-            "num_batch_threads",
-            "max_enqueued_batches",
-        )
-        if params.HasField(name)
+        name: getattr(params, name).value for name in wrapped if params.HasField(name)
     }
     kwargs["pad_variable_length_inputs"] = params.pad_variable_length_inputs
     kwargs["allowed_batch_sizes"] = list(params.allowed_batch_sizes)
-    if _SPLITTING:
-        if params.HasField("enable_large_batch_splitting"):
-            kwargs["enable_large_batch_splitting"] = params.enable_large_batch_splitting.value
-        if params.HasField("max_execution_batch_size"):
-            kwargs["max_execution_batch_size"] = params.max_execution_batch_size.value
     try:
         return BatchingConfig(**kwargs)
     except ValueError as err:

@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from tfrec.config import atomic_write_text, check_choice, choices
+from tfrec.config import atomic_write_text, choices
 from tfrec.names import ExperimentKind, IndexKind
+from tfrec.training.export_request import ExportRequest, select_exports
 
 #: The built-in kinds and the module that registers each one (imported on first use).
 _BUILTIN_MODULES: dict[str, str] = {
@@ -288,70 +289,6 @@ def read_json(path: str | os.PathLike[str], default: Any = None) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
-
-
-def select_exports(
-    kind: str, available: Sequence[str], models: Sequence[str] | None, model_name: str | None
-) -> list[str]:
-    """The models an :meth:`Experiment.export` call writes, checked.
-
-    Raises:
-        ValueError: A model this kind does not export, or ``model_name`` with
-            more than one model.
-    """
-    chosen = list(available) if models is None else list(models)
-    unknown = [m for m in chosen if m not in available]
-    if unknown or not chosen:
-        raise ValueError(
-            f"export models={chosen}: a {kind} run exports {list(available)}; pick among them"
-        )
-    if model_name is not None and len(chosen) != 1:
-        raise ValueError(
-            f"export model_name={model_name!r} names one model, but {chosen} are exported; "
-            "select one model"
-        )
-    return chosen
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportRequest:
-    """One checked :meth:`ExperimentBase.export` call.
-
-    Attributes:
-        base_dir: The model base directory.
-        version: The version directory (None: the next free one).
-        models: The models to write (a subset of the kind's ``exports``).
-        model_name: The name under ``base_dir`` of the one model exported (None: default).
-        index: The retrieval model's candidate index: ``brute`` (exact) or ``ivf``
-            (approximate, :mod:`tfrec.export.ivf`).
-        num_partitions: ``ivf``: k-means partitions (None: the exporter's default).
-        nprobe: ``ivf``: partitions ``serving_default`` probes (None: tuned for recall).
-    """
-
-    base_dir: Path
-    version: int | None
-    models: tuple[str, ...]
-    model_name: str | None
-    index: IndexKind = "brute"
-    num_partitions: int | None = None
-    nprobe: int | None = None
-
-    def __post_init__(self) -> None:
-        check_choice("export index", self.index, IndexKind)
-        if self.index != "ivf" and (self.num_partitions is not None or self.nprobe is not None):
-            raise ValueError(
-                f"export num_partitions={self.num_partitions}, nprobe={self.nprobe}: these "
-                f"set an IVF index; they need index='ivf' (got index={self.index!r})"
-            )
-        if self.index == "ivf" and "retrieval" not in self.models:
-            raise ValueError(
-                f"export index='ivf' indexes the retrieval model, but the models exported "
-                f"are {list(self.models)}; export 'retrieval' (or use index='brute')"
-            )
-
-    def index_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`tfrec.export.retrieval.export_retrieval`."""
-        return {"index": self.index, "num_partitions": self.num_partitions, "nprobe": self.nprobe}
 
 
 class ExperimentBase:
