@@ -48,6 +48,7 @@ def test_config_validation_names_the_field(kwargs, message):
             "RetrievalConfig.optimizer: OptimizerConfig.learning",
         ),
         ({"training": {"epochs": 0}}, "RetrievalConfig.training: TrainingConfig.epochs=0"),
+        ({"training": {"steps_per_epoch": 0}}, "TrainingConfig.steps_per_epoch=0; expected"),
         ({"training": {"strategy": "tpu"}}, "RetrievalConfig.training.strategy: expected one of"),
         (
             {"training": {"monitor": ""}},

@@ -15,6 +15,7 @@ from tfrec.training.callbacks import (
 )
 from tfrec.training.checkpoints import RunCheckpoint, TrainingState
 from tfrec.training.experiment import RunLayout
+from tfrec.training.loop import fit_model
 from tfrec.training.strategy import configure_precision, get_strategy
 
 
@@ -27,6 +28,18 @@ def _tiny_model() -> keras.Model:
 def _data():
     x = np.ones((8, 2), np.float32)
     return tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4)
+
+
+def test_steps_per_epoch_ends_each_epoch_early():
+    # 32 rows in batches of 4 = 8 batches per pass; steps_per_epoch=3 over 2 epochs = 6 steps
+    x = np.ones((32, 2), np.float32)
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(4).repeat()
+    model = _tiny_model()
+    history = fit_model(
+        model, data, epochs=2, evaluate_fn=None, monitor="loss", patience=1, steps_per_epoch=3
+    )
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert len(history["loss"]) == 2
 
 
 def test_get_strategy_on_cpu_is_default(caplog):

@@ -83,6 +83,9 @@ class TrainingConfig(JsonConfig):
         strategy: ``"auto"`` (MirroredStrategy over several GPUs, one GPU, else
             the default CPU strategy), ``"default"`` (no distribution) or
             ``"mirrored"`` (MirroredStrategy over every visible device).
+        steps_per_epoch: End each epoch after this many batches (None = one
+            pass over the training data); for smoke runs and for projecting the
+            time of an epoch too long to run (``benchmarks/scale.py``).
     """
 
     epochs: int = 50
@@ -93,10 +96,13 @@ class TrainingConfig(JsonConfig):
     mixed_precision: bool = False
     jit_compile: bool = False
     strategy: StrategyName = "auto"
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
-        for field in ("epochs", "batch_size", "patience"):
+        for field in ("epochs", "batch_size", "patience", "steps_per_epoch"):
             value = getattr(self, field)
+            if field == "steps_per_epoch" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainingConfig.{field}={value!r}; expected an integer >= 1")
         if self.monitor is not None and not self.monitor:

@@ -47,6 +47,7 @@ def fit_model(
     examples_per_step: int | None = None,
     resume: bool = False,
     verbose: int | str = 0,
+    steps_per_epoch: int | None = None,
 ) -> dict[str, list[float]]:
     """Trains ``model`` on ``dataset`` with the checkpoint policy of every kind.
 
@@ -65,6 +66,8 @@ def fit_model(
             state. A run that had finished is not trained further; its best
             weights are loaded.
         verbose: Keras verbosity (0: tfrec's own progress lines only).
+        steps_per_epoch: End each epoch after this many batches (None: when the
+            dataset is exhausted); for smoke runs and timing projections.
 
     Returns:
         The per-epoch logs of the whole run (a resumed run's earlier epochs first).
@@ -91,8 +94,9 @@ def fit_model(
         examples_per_step=examples_per_step, resume=state,
     )  # fmt: skip
     fit = model.fit(
-        dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose
-    )
+        dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
+        steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
     for key, values in fit.history.items():
         history.setdefault(key, []).extend(float(v) for v in values)
     return history

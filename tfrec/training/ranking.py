@@ -273,7 +273,7 @@ class RankingExperiment(ExperimentBase):
             evaluate_fn=lambda: list_metrics(model, cfg, valid_features),
             monitor=monitor, mode=mode, patience=cfg.training.patience,
             output_dir=self.output_dir, examples_per_step=cfg.training.batch_size,
-            resume=resume, verbose=verbose,
+            resume=resume, verbose=verbose, steps_per_epoch=cfg.training.steps_per_epoch,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
         skipped = () if rating else ("auc", f"ndcg@{cfg.ndcg_k}")

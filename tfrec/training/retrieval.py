@@ -271,14 +271,17 @@ class RetrievalExperiment(ExperimentBase):
     def evaluate(self, parts: Sequence[str] | None = None) -> dict[str, float]:
         """Metrics of ``parts`` (default: valid when the split has it, and test).
 
-        Returns them with ``train_seconds`` and ``epochs_run``; all are merged
-        into :attr:`metrics`.
+        Returns them with ``train_seconds``, ``epochs_run`` and
+        ``evaluate_seconds`` (these parts' wall time); all are merged into
+        :attr:`metrics`.
         """
         if parts is None:
             parts = ("valid", "test") if self._has_valid() else ("test",)
         metrics: dict[str, float] = {}
+        start = time.perf_counter()
         for part in parts:
             metrics.update(self.evaluate_part(part))
+        metrics["evaluate_seconds"] = round(time.perf_counter() - start, 2)
         self._finish_report(metrics, self.history)
         for key in (f"test/ndcg@{k}" for k in (10, 20)):
             if key in metrics:
@@ -317,6 +320,7 @@ class RetrievalExperiment(ExperimentBase):
             evaluate_fn=self._validation_metrics if self._has_valid() else None,
             monitor=monitor, mode=mode, patience=loop.patience, output_dir=self.output_dir,
             examples_per_step=loop.batch_size, resume=resume, verbose=verbose,
+            steps_per_epoch=loop.steps_per_epoch,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
         return self.history
