@@ -53,6 +53,8 @@ NAME = "ann"
 log = logging.getLogger("benchmarks.ann")
 K = 10
 TARGET_RECALL = 0.95
+#: Users per request of the batched brute-force measurement through the server.
+SERVER_BATCH = 32
 
 
 @dataclasses.dataclass
@@ -214,8 +216,15 @@ def in_process(exports: dict[str, Any], s: Settings) -> tuple[dict, list[dict], 
     return brute_row, rows, truth
 
 
-def through_server(base: Path, exports: dict[str, Any], s: Settings) -> tuple[dict, list[dict]]:
-    """Batch-1 latency through ``tfrec serve --backend local`` (gRPC, tfrec_client)."""
+def through_server(
+    base: Path, exports: dict[str, Any], s: Settings
+) -> tuple[dict, dict, list[dict]]:
+    """Latency through ``tfrec serve --backend local`` (gRPC, tfrec_client).
+
+    Returns:
+        Brute force at batch 1, brute force at batch :data:`SERVER_BATCH`, and
+        the IVF sweep at batch 1.
+    """
     from tfrec_client import RecommenderClient
 
     from benchmarks._load_clients import Server
@@ -230,8 +239,18 @@ def through_server(base: Path, exports: dict[str, Any], s: Settings) -> tuple[di
             out = {"user_id": np.array([f"q{j}"]), "history": history, "k": np.array([K], np.int32)}
             return out if nprobe is None else {**out, "nprobe": np.array([nprobe], np.int32)}
 
+        def batch(j: int) -> dict[str, np.ndarray]:  # SERVER_BATCH users per request
+            users = [f"q{(j * SERVER_BATCH + r) % s.queries}" for r in range(SERVER_BATCH)]
+            empty = np.zeros((SERVER_BATCH, 0), dtype=object)
+            return {
+                "user_id": np.array(users),
+                "history": empty,
+                "k": np.full(SERVER_BATCH, K, np.int32),
+            }
+
         with RecommenderClient(server.target, "brute", timeout=60) as client:
             brute_row = _latency(lambda j: client.predict(inputs(j)), s)
+            brute_batch = _latency(lambda j: client.predict(batch(j)), s)
         rows = []
         with RecommenderClient(server.target, "ivf", signature_name="with_nprobe") as client:
             for nprobe in _sweep(exports, s):
@@ -240,7 +259,7 @@ def through_server(base: Path, exports: dict[str, Any], s: Settings) -> tuple[di
                 rows.append(row)
     finally:
         server.stop()
-    return brute_row, rows
+    return brute_row, brute_batch, rows
 
 
 def _first_reaching(rows: list[dict], target: float) -> dict | None:
@@ -323,7 +342,7 @@ def render(results: dict[str, Any]) -> str:
             [_export_cells(name, ex[name]) for name in ("brute", "ivf")],
         ),
         f"\nIVF index: `{ex['ivf']['index']}`\n",
-        "## Brute force\n",
+        "## Brute force (batch 1 unless named; per request)\n",
         _report.markdown_table(
             ["where", "p50 ms", "p99 ms"],
             [[w, r["p50_ms"], r["p99_ms"]] for w, r in results["brute"].items() if r],
@@ -368,7 +387,9 @@ def measure(work: Path, s: Settings) -> dict[str, Any]:
     results["ivf"] = {"in_process": ivf_rows, "server": None}
     if s.server:
         log.info("latency through the local server")
-        results["brute"]["server"], results["ivf"]["server"] = through_server(work, exports, s)
+        brute_server, brute_batch, results["ivf"]["server"] = through_server(work, exports, s)
+        results["brute"]["server"] = brute_server
+        results["brute"][f"server_batch{SERVER_BATCH}"] = brute_batch
         recall = {row["nprobe"]: row["recall_at_10"] for row in ivf_rows}
         for row in results["ivf"]["server"]:  # same model and requests: the same answers
             row["recall_at_10"] = recall[row["nprobe"]]

@@ -92,3 +92,14 @@ def test_small_run_with_server_and_faiss(tmp_path):
     assert faiss_rows[-1]["nprobe"] == results["exports"]["ivf"]["index"]["num_partitions"]
     assert faiss_rows[-1]["recall_at_10"] == 1.0  # Faiss probing every list is exact too
     assert [row["ef_search"] for row in results["faiss"]["hnsw"]["rows"]] == [16, 64]
+
+
+@pytest.mark.slow
+def test_small_run_through_the_server_without_faiss(tmp_path):
+    results = _run(tmp_path, "--no-faiss")
+    assert [r["nprobe"] for r in results["ivf"]["server"]] == [
+        r["nprobe"] for r in results["ivf"]["in_process"]
+    ]
+    brute = results["brute"]
+    assert brute["server"]["p50_ms"] > 0 and brute[f"server_batch{ann.SERVER_BATCH}"]["p50_ms"] > 0
+    assert "server_batch32" in (tmp_path / "ann.md").read_text()
