@@ -114,10 +114,11 @@ def test_errors_map_to_http_statuses(rest_port, path, body, status, message) -> 
 
 def test_prometheus_metrics(rest_port) -> None:
     call(rest_port, "/v1/models/retrieval")
-    call(rest_port, "/v1/models/nope")
+    for name in ("nope", "nope2", "x" * 200):  # unknown names share one label
+        call(rest_port, f"/v1/models/{name}")
     status, text = call(rest_port, "/monitoring/prometheus/metrics")
     assert status == 200
-    assert (
-        ':tensorflow:serving:request_count{api="REST GET",model_name="nope",status="NOT_FOUND"} 1'
-        in text
-    )
+    unknown = 'api="REST GET",model_name="<unknown>",status="NOT_FOUND"} 3'
+    assert f":tensorflow:serving:request_count{{{unknown}" in text
+    assert 'model_name="retrieval",status="OK"} 1' in text
+    assert "nope" not in text and "xxxx" not in text

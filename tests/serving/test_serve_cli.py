@@ -142,3 +142,29 @@ def test_backend_tfserving_without_the_binary_fails_clearly(export_dir, tmp_path
     _, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "tensorflow_model_server is not on PATH" in err
+
+
+SPINNING_CASES = [([], False), (["--tensorflow_thread_spinning"], True)]
+
+
+@pytest.mark.parametrize(("flags", "spinning"), SPINNING_CASES)
+def test_thread_spinning_flag_reaches_the_runtime_config(export_dir, monkeypatch, flags, spinning):
+    import tfrec.serving.server as server_module
+
+    seen = {}
+
+    class NoServer:  # records the options instead of serving
+        abandoned_requests = 0
+
+        def __init__(self, models, options, model_config_file):
+            seen["port"] = options.port
+
+    def record(intra_op, inter_op, thread_spinning=False):
+        seen.update(threads=(intra_op, inter_op), spinning=thread_spinning)
+
+    monkeypatch.setattr(server_module, "configure_tf_threads", record)
+    monkeypatch.setattr(server_module, "ModelServer", NoServer)
+    monkeypatch.setattr(server_module, "serve_until_signal", lambda server: 0)
+    args = ["serve", "--export_dir", str(export_dir), "--port", "0"]
+    assert main([*args, "--tensorflow_intra_op_parallelism", "3", *flags]) == 0
+    assert seen == {"threads": (3, 0), "spinning": spinning, "port": 0}

@@ -123,6 +123,13 @@ def _add_local_limits(parser: argparse.ArgumentParser) -> None:
         "process exits within it plus about a second (default 30)",
     )
     add(
+        "--tensorflow_thread_spinning",
+        action="store_true",
+        help="local backend: let TensorFlow's idle pool threads spin-wait for work "
+        "(TensorFlow's default; off here because on a few cores a spinning thread takes CPU "
+        "from the gRPC threads: docs/serving_performance.md)",
+    )
+    add(
         "--request_memory_budget_bytes",
         type=int,
         default=None,
@@ -303,7 +310,11 @@ def _run_local(
         serve_until_signal,
     )
 
-    configure_tf_threads(args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism)
+    configure_tf_threads(
+        args.tensorflow_intra_op_parallelism,
+        args.tensorflow_inter_op_parallelism,
+        thread_spinning=args.tensorflow_thread_spinning,
+    )
     options = ServerOptions(
         host=args.host,
         port=args.port,

@@ -3,18 +3,33 @@
 Metric names follow TF Serving's (``:tensorflow:serving:request_count`` with
 ``model_name`` and ``status`` labels) so dashboards work with both servers;
 only counters and latency totals are kept.
+
+The ``model_name`` label takes only the names of configured models: any other
+requested name (a typo, or a client sending random names) is counted under
+:data:`UNKNOWN_MODEL_LABEL`, so hostile requests cannot grow the label set, the
+memory and the scrape without bound.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable, Collection
+
+#: The ``model_name`` label of requests for a model the server does not serve.
+UNKNOWN_MODEL_LABEL = "<unknown>"
 
 
 class Metrics:
-    """Thread-safe request counters, exposed at the monitoring path of the REST port."""
+    """Thread-safe request counters, exposed at the monitoring path of the REST port.
 
-    def __init__(self) -> None:
+    Args:
+        known_models: Returns the configured model names (read at each request,
+            so a reloaded model config applies); None = every name is kept.
+    """
+
+    def __init__(self, known_models: Callable[[], Collection[str]] | None = None) -> None:
+        self._known_models = known_models
         self._lock = threading.Lock()
         self._count: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._latency_us: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -24,10 +39,13 @@ class Metrics:
 
         Args:
             api: E.g. ``"Predict"``, ``"GetModelMetadata"``.
-            model_name: Requested model name ("" if none).
+            model_name: Requested model name ("" if none; a name that is not
+                configured is counted as :data:`UNKNOWN_MODEL_LABEL`).
             status: The gRPC status name, e.g. ``"OK"``, ``"INVALID_ARGUMENT"``.
             seconds: Wall time spent serving it.
         """
+        if self._known_models is not None and model_name not in self._known_models():
+            model_name = UNKNOWN_MODEL_LABEL
         with self._lock:
             self._count[(api, model_name, status)] += 1
             self._latency_us[(api, model_name)] += int(seconds * 1e6)
