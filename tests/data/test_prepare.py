@@ -81,6 +81,29 @@ def test_prepare_leave_one_out_by_hand(tmp_path):
     np.testing.assert_array_equal(batch["target"][:, -1], [c, c])
 
 
+def test_a_directory_of_another_layout_version_is_refused_by_name(tmp_path):
+    import tfrec
+    from tfrec.data.preparation import PREPARED_FORMAT
+
+    out = tmp_path / "p"
+    config = PrepareConfig(
+        data=DataConfig(dataset="synthetic", synthetic_users=12, synthetic_items=10),
+        output_dir=str(out),
+    )
+    prepare(config)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["format_version"] == PREPARED_FORMAT
+    assert summary["tfrec_version"] == tfrec.__version__
+    summary.update(format_version=PREPARED_FORMAT + 1, tfrec_version="9.9.9")
+    (out / "summary.json").write_text(json.dumps(summary))
+    expected = rf"layout version {PREPARED_FORMAT + 1} \(by tfrec 9\.9\.9\).*reads version"
+    with pytest.raises(ValueError, match=expected):
+        load_prepared(out)
+    del summary["format_version"], summary["tfrec_version"]  # written before the fields: v1
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert load_prepared(out).summary.format_version == 1
+
+
 def test_prepare_refuses_existing_output_and_overwrites_on_request(tmp_path):
     out = tmp_path / "p"
     out.mkdir()

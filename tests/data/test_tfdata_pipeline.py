@@ -99,6 +99,9 @@ def test_errors(tmp_path):
         write_tfrecords({"a": np.zeros(3, np.int32)}, tmp_path / "ok")
     with pytest.raises(FileNotFoundError, match=r"spec\.json not found"):
         tfrecord_dataset(tmp_path / "nothing", 2)
-    (tmp_path / "ok" / "part-00000-of-00001.tfrecord").unlink()
-    with pytest.raises(FileNotFoundError, match=r"listed shard .* is missing"):
-        read_spec(tmp_path / "ok")
+    write_tfrecords({"a": np.zeros(6, np.int32)}, tmp_path / "three", num_shards=3)
+    for part in (0, 2):
+        (tmp_path / "three" / f"part-0000{part}-of-00003.tfrecord").unlink()
+    missing = r"2 of 3 listed shards are missing .*: part-00000-of-00003.tfrecord, part-00002"
+    with pytest.raises(FileNotFoundError, match=missing):
+        read_spec(tmp_path / "three")

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +101,17 @@ class PrepareConfig(JsonConfig):
                 )
 
 
+#: The layout ``tfrec prepare`` writes (summary, vocabularies, interactions, shards); a
+#: reader refuses directories of another version instead of misreading them.
+PREPARED_FORMAT = 1
+
+
+def _tfrec_version() -> str:
+    from tfrec import __version__  # noqa: PLC0415  (tfrec/__init__ imports this package)
+
+    return __version__
+
+
 @dataclasses.dataclass
 class PrepareResult(JsonConfig):
     """What :func:`prepare` wrote (also saved as ``summary.json``).
@@ -117,6 +130,9 @@ class PrepareResult(JsonConfig):
         engine: The engine that wrote the directory.
         oov_item_ids: Item ids the vocabulary caps mapped to OOV.
         oov_interactions: Interactions whose item maps to OOV.
+        format_version: The directory layout's version (:data:`PREPARED_FORMAT`;
+            a ``summary.json`` without the field is version 1).
+        tfrec_version: The tfrec that wrote it ("" before the field existed).
     """
 
     output_dir: str
@@ -132,6 +148,24 @@ class PrepareResult(JsonConfig):
     engine: str = "pandas"
     oov_item_ids: int = 0
     oov_interactions: int = 0
+    format_version: int = PREPARED_FORMAT
+    tfrec_version: str = dataclasses.field(default_factory=_tfrec_version)
+
+
+def check_prepared_format(directory: Path, summary: dict[str, Any]) -> None:
+    """Refuses a ``summary.json`` of another layout version, naming both versions.
+
+    Raises:
+        ValueError: ``format_version`` differs from :data:`PREPARED_FORMAT`.
+    """
+    version = summary.get("format_version", 1)
+    if version != PREPARED_FORMAT:
+        writer = summary.get("tfrec_version") or "an unknown tfrec version"
+        raise ValueError(
+            f"{directory}: prepared with layout version {version} (by tfrec {writer}); this "
+            f"tfrec ({_tfrec_version()}) reads version {PREPARED_FORMAT}: run `tfrec prepare` "
+            "again with this version"
+        )
 
 
 def choose_engine(config: PrepareConfig) -> tuple[str, str]:
@@ -190,6 +224,31 @@ def publish_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def write_output(
+    config: PrepareConfig, out: Path, write: Callable[[Path], PrepareResult]
+) -> PrepareResult:
+    """Builds ``out`` in a temporary sibling and renames it there when complete.
+
+    ``write(tmp)`` writes the data files into ``tmp`` and returns the summary;
+    then ``prepare_config.json`` and ``summary.json`` are saved beside them and
+    ``tmp`` replaces ``out``. On any error ``tmp`` is removed (``out`` untouched).
+
+    Returns:
+        What ``write`` returned.
+    """
+    tmp = make_temp_dir(out)
+    try:
+        result = write(tmp)
+        config.save(tmp / "prepare_config.json")
+        result.save(tmp / "summary.json")
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("prepare: wrote %s (%s)", out, result.examples)
+    return result
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
@@ -275,8 +334,8 @@ def _prepare_in_memory(config: PrepareConfig, out: Path) -> PrepareResult:
         oov_item_ids=oov_ids,
         oov_interactions=oov_rows,
     )
-    tmp = make_temp_dir(out)
-    try:
+
+    def write(tmp: Path) -> PrepareResult:
         user_vocab.save(tmp / "user_vocab.txt")
         item_vocab.save(tmp / "item_vocab.txt")
         if data.items is not None:
@@ -293,14 +352,9 @@ def _prepare_in_memory(config: PrepareConfig, out: Path) -> PrepareResult:
                 continue
             logger.info("prepare: writing %d %s examples", len(features["user"]), name)
             write_tfrecords(features, tmp / name, num_shards=config.num_shards)
-        config.save(tmp / "prepare_config.json")
-        result.save(tmp / "summary.json")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("prepare: wrote %s (%s)", out, result.examples)
-    return result
+        return result
+
+    return write_output(config, out, write)
 
 
 @dataclasses.dataclass
@@ -341,6 +395,8 @@ def load_prepared(directory: str | os.PathLike[str]) -> PreparedData:
         raise FileNotFoundError(
             f"{directory / 'summary.json'} not found; run `tfrec prepare` first"
         )
+    raw = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
+    check_prepared_format(directory, raw if isinstance(raw, dict) else {})
     summary = PrepareResult.load(directory / "summary.json")
     items_path = directory / "items.parquet"
     items = pd.read_parquet(items_path) if items_path.is_file() else None

@@ -205,9 +205,17 @@ def read_spec(directory: str | os.PathLike[str]) -> dict:
             raise ValueError(
                 f"{path}: missing key {key!r}; expected a spec written by write_tfrecords"
             )
-    for shard in spec["shards"]:
-        if not (directory / shard["file"]).is_file():
-            raise FileNotFoundError(f"{path}: listed shard {directory / shard['file']} is missing")
+    missing = [
+        shard["file"] for shard in spec["shards"] if not (directory / shard["file"]).is_file()
+    ]
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise FileNotFoundError(
+            f"{path}: {len(missing)} of {len(spec['shards'])} listed shards are missing from "
+            f"{directory}: {shown}; copy the whole directory or run `tfrec prepare` again"
+        )
     return spec
 
 
