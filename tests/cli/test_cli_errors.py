@@ -271,3 +271,21 @@ def test_a_malformed_data_file_is_a_runtime_error(tmp_path, capsys):
     errors = [line for line in err.splitlines() if ": error: " in line]
     assert "Traceback" not in err and len(errors) == 1
     assert errors[0].startswith(f"tfrec prepare: error: {path}: line 2, column 3 (timestamp")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError("cannot allocate"), tf.errors.ResourceExhaustedError(None, None, "OOM [1,2]")],
+)
+def test_out_of_memory_names_the_cap_to_change(monkeypatch, capsys, tmp_path, error):
+    import tfrec.cli.train as train_command
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(train_command, "run", fail)
+    assert main(["train", "--dataset", "synthetic", "--output-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tfrec train: error: out of memory: ")
+    assert err.endswith("lower --batch-size, --max-history or --eval-users, or cap the catalogue "
+                         "(tfrec prepare --max-items / --min-item-count)")  # fmt: skip

@@ -94,7 +94,9 @@ def _runtime_error_types() -> tuple[type[BaseException], ...]:
     from tfrec._compat import KerasVersionError  # noqa: PLC0415
     from tfrec.data.interactions import DataError  # noqa: PLC0415
 
-    types: list[type[BaseException]] = [OSError, DataError, CommandError, KerasVersionError]
+    types: list[type[BaseException]] = [
+        OSError, DataError, CommandError, KerasVersionError, MemoryError
+    ]  # fmt: skip
     lookups = (
         ("grpc", "RpcError"),
         ("tfrec.serving.client", "ServingError"),
@@ -160,6 +162,23 @@ def describe_error(err: BaseException) -> tuple[int, str]:
     )
 
 
+#: What to change when a command runs out of memory (added to the error line).
+MEMORY_HINTS = {
+    "train": "lower --batch-size, --max-history or --eval-users, or cap the catalogue "
+    "(tfrec prepare --max-items / --min-item-count)",
+    "evaluate": "lower --eval-users, or cap the catalogue at preparation (--max-items)",
+    "prepare": "use --engine duckdb with --memory-limit below the free memory, lower "
+    "--batch-rows, or cap the catalogue (--max-items / --min-item-count)",
+    "export": "cap the catalogue (tfrec prepare --max-items) or use --index ivf",
+    "index": "use --index ivf, or split the catalogue file",
+}
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Python's MemoryError or TensorFlow's ResourceExhaustedError (an allocation failed)."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tfrec`` console script."""
     parser = build_parser()
@@ -175,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         code, message = describe_error(err)
+        if out_of_memory(err) and args.command in MEMORY_HINTS:
+            message = f"out of memory: {message}; {MEMORY_HINTS[args.command]}"
         print(f"tfrec {args.command}: error: {message}", file=sys.stderr)
         return code
 
