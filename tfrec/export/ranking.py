@@ -45,6 +45,7 @@ from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.graph_ops import request_checks, string_lookup
 from tfrec.export.layout import ASSETS_EXTRA, staged_version, write_assets_extra
 from tfrec.export.retrieval import (
     ITEM_VOCAB_FILE,
@@ -52,8 +53,6 @@ from tfrec.export.retrieval import (
     SIGNATURE_NAME,
     USER_VOCAB_FILE,
     assets_extra_files,
-    request_checks,
-    string_lookup,
 )
 from tfrec.export.schema import CONFIG_FILE, export_config_json
 from tfrec.layers.towers import compact_history

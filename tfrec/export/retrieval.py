@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.graph_ops import exclude_items, request_checks, string_lookup
 from tfrec.export.ivf import IvfIndex, build_export_index, with_index_info
 from tfrec.export.layout import ASSETS_EXTRA, check_file_name, staged_version, write_assets_extra
 from tfrec.export.schema import CONFIG_FILE, export_config_json
@@ -75,13 +75,6 @@ RECOMMEND_SIGNATURE = (
     tf.TensorSpec([None, None], tf.string, name="history"),
     tf.TensorSpec([None], tf.int32, name="k"),
 )
-
-
-def string_lookup(vocab: IdVocabulary, name: str) -> keras.layers.StringLookup:
-    """StringLookup with the IdVocabulary layout (0 = "", 1 = OOV, 2.. = tokens)."""
-    return keras.layers.StringLookup(
-        vocabulary=list(vocab.tokens), mask_token="", num_oov_indices=1, name=name
-    )
 
 
 class RetrievalServingModule(tf.Module):
@@ -230,57 +223,6 @@ class RetrievalServingModule(tf.Module):
         return {SIGNATURE_NAME: self.serve, NPROBE_SIGNATURE_NAME: self.serve_with_nprobe}
 
 
-def request_checks(
-    user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, max_k: int, what: str
-) -> list[tf.Operation]:
-    """In-graph validation of a ``(user_id, history, k)`` request.
-
-    TF Serving (and tfrec's local server) turn the failed assertion into gRPC
-    ``INVALID_ARGUMENT`` with the message below.
-
-    Args:
-        user_id: ``[B]`` string ids.
-        history: ``[B, L]`` string ids.
-        k: ``[B]`` int32 cutoffs.
-        max_k: Largest allowed ``k``.
-        what: What ``max_k`` is, for the message (e.g. "the number of catalogue items").
-
-    Returns:
-        The assertion ops, for ``tf.control_dependencies``.
-    """
-    batch = tf.shape(user_id)[0]
-    return [
-        tf.debugging.assert_equal(
-            tf.shape(history)[0], batch, message="history must have one row per user_id"
-        ),
-        tf.debugging.assert_equal(
-            tf.shape(k)[0], batch, message="k must have one value per user_id"
-        ),
-        tf.debugging.assert_greater_equal(k, 1, message="k must be >= 1"),
-        tf.debugging.assert_less_equal(k, max_k, message=f"k must be <= {max_k} ({what})"),
-    ]
-
-
-def exclude_items(scores: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-    """Sets the scores of padding, OOV and the given items to ``-inf``.
-
-    Args:
-        scores: ``[B, I]`` float32 scores over item indices.
-        items: ``[B, L]`` int item indices to exclude per row (0/1 entries are harmless).
-
-    Returns:
-        ``[B, I]`` scores.
-    """
-    batch, length = tf.shape(items)[0], tf.shape(items)[1]
-    rows = tf.repeat(tf.range(batch), length)  # [B * L]
-    indices = tf.stack([rows, tf.reshape(items, [-1])], axis=1)  # [B * L, 2]
-    scores = tf.tensor_scatter_nd_update(
-        scores, indices, tf.fill([batch * length], tf.constant(-np.inf, scores.dtype))
-    )
-    reserved = tf.range(tf.shape(scores)[1]) < NUM_RESERVED  # [I]
-    return tf.where(reserved[tf.newaxis, :], tf.constant(-np.inf, scores.dtype), scores)
-
-
 def _default_config(
     model: TwoTowerModel,
     module: RetrievalServingModule,
@@ -363,6 +305,23 @@ def assets_extra_files(
     return files
 
 
+def _build_index(  # noqa: PLR0917  (export_retrieval's index arguments, in order)
+    model: TwoTowerModel,
+    candidates: Candidates | None,
+    index: str,
+    num_partitions: int | None,
+    nprobe: int | None,
+    tuning_queries: np.ndarray | None,
+) -> tuple[IvfIndex | None, dict[str, Any]]:
+    """The IVF index (None: brute force) and its ``"index"`` info (catalogue or candidates)."""
+    if candidates is None:
+        return build_export_index(model, index, num_partitions, nprobe, tuning_queries)
+    candidates.check(model.config.embedding_dim)
+    return candidates.build_index(
+        index, num_partitions, nprobe, tuning_queries, seed=model.config.training.seed
+    )
+
+
 def export_retrieval(
     model: TwoTowerModel,
     user_vocab: IdVocabulary,
@@ -382,17 +341,11 @@ def export_retrieval(
 ) -> Path:
     """Exports the retrieval SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
-    ``assets.extra/`` holds ``tfrec_config.json`` (:mod:`tfrec.export.schema`:
-    kind, signature, sizes, the RetrievalConfig, the run's config and ``"index"``,
-    the index parameters; a caller's
-    ``extra_files["tfrec_config.json"]`` replaces it, and with ``index="ivf"``
-    it must be a JSON object, which gets the ``"index"`` entry added),
-    ``user_vocab.txt`` / ``item_vocab.txt`` (one known id per line, in index
-    order from 2) and the caller's files.
-
-    ``index="ivf"`` partitions the candidate vectors by k-means at export time
-    (about a minute at 10^6 items) and scores only the probed partitions; see
-    :mod:`tfrec.export.ivf` and docs/architecture.md, "Export contract".
+    ``assets.extra/`` holds ``tfrec_config.json`` (:mod:`tfrec.export.schema`; a
+    caller's ``extra_files["tfrec_config.json"]`` replaces it, and with an IVF
+    index gets its ``"index"`` entry), ``user_vocab.txt`` / ``item_vocab.txt``
+    (known ids in index order from 2) and the caller's files. ``index="ivf"``:
+    :mod:`tfrec.export.ivf` (k-means at export time, about a minute at 10^6 items).
 
     Args:
         model: The trained model.
@@ -428,13 +381,7 @@ def export_retrieval(
             unknown ``index``, IVF options with ``index="brute"`` or out of range.
         FileExistsError: The version already exists (it is never overwritten).
     """
-    if candidates is None:
-        ivf, index_info = build_export_index(model, index, num_partitions, nprobe, tuning_queries)
-    else:
-        candidates.check(model.config.embedding_dim)
-        ivf, index_info = candidates.build_index(
-            index, num_partitions, nprobe, tuning_queries, seed=model.config.training.seed
-        )
+    ivf, index_info = _build_index(model, candidates, index, num_partitions, nprobe, tuning_queries)
     module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf, candidates=candidates)
     config = _default_config(model, module, index_info, experiment_config, candidates)
     files = assets_extra_files(config, assets_extra, extra_files)
