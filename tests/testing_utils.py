@@ -31,11 +31,16 @@ import pandas as pd
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.data.interactions import Interactions
-from tfrec.data.vocab import IdVocabulary
+from tfrec.data.interactions import Interactions, concat_interactions
+from tfrec.data.splits import Split
+from tfrec.data.vocab import IdVocabulary, build_vocabularies
 from tfrec.export.retrieval import export_retrieval
+from tfrec.models.ranker_state import TrainedRanker
+from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import TwoTowerModel
+from tfrec.training.config import TrainingConfig
 from tfrec.training.optimizers import make_optimizer
+from tfrec.training.ranking import train_ranker
 
 
 def _numpy_outputs(outputs: Any) -> list[np.ndarray]:
@@ -122,6 +127,49 @@ def successor_walks(num_users: int = 100, length: int = 8, seed: int = 0) -> Int
             rows.append((f"u{user}", f"i{(start + t) % NUM_ITEMS}", 1_000 + 60 * t, np.nan))
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
     return Interactions.from_frame(frame, name="successor", has_timestamps=True)
+
+
+def rotating_walks(num_users: int = 6, length: int = 5) -> Interactions:
+    """User ``u{u}`` sees item ``i{(u + t) % NUM_ITEMS}`` at time ``100 * t``, ``t < length``.
+
+    Deterministic (no seed): every user walks the item cycle from its own offset.
+    """
+    rows = [
+        (f"u{u}", f"i{(u + t) % NUM_ITEMS}", 100 * t, np.nan)
+        for u in range(num_users)
+        for t in range(length)
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
+    return Interactions.from_frame(frame, has_timestamps=True)
+
+
+def train_tiny_ranker(
+    split: Split, **overrides: Any
+) -> tuple[TrainedRanker, IdVocabulary, IdVocabulary]:
+    """Trains a tiny next-item ranker for one epoch on ``split``.
+
+    The vocabularies cover every part of ``split``. The config has dimension 4
+    everywhere, histories of 3, 2 training and 3 evaluation negatives and 4
+    candidates; ``overrides`` replace any :class:`RankingConfig` field.
+
+    Returns:
+        The trained ranker, the user vocabulary and the item vocabulary.
+    """
+    config = RankingConfig(
+        objective="next_item",
+        embedding_dim=4,
+        lstm_units=4,
+        mlp_layers=[4],
+        max_history=3,
+        num_negatives=2,
+        eval_negatives=3,
+        num_candidates=4,
+        training=TrainingConfig(epochs=1),
+    )
+    config = dataclasses.replace(config, **overrides)
+    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
+    trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
+    return trained, users, items
 
 
 def tiny_vocabs() -> tuple[IdVocabulary, IdVocabulary]:

@@ -20,11 +20,12 @@ pytest.importorskip(
 )
 
 from tests.data.test_streaming_prepare import (
-    CAPS_LOG,
     assert_same_output,
     base_config,
+    caps_log_argv,
     make_log,
     sorted_examples,
+    write_parts,
 )
 from tfrec.data.beam_prepare import prepare_beam
 from tfrec.data.beam_transforms import BINS, ROUNDS, refine
@@ -62,15 +63,7 @@ def test_leave_one_out_with_caps_matches_embedded_and_trains(tmp_path):
 
 def test_temporal_with_items_and_several_files_matches_embedded(tmp_path):
     log = make_log(seed=2)
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    # a user's rows spread over the files; ties across files keep file order
-    for k, (lo, hi) in enumerate([(0, 150), (150, 330), (330, len(log))]):
-        chunk = log.iloc[lo:hi]
-        if k == 1:
-            chunk.to_csv(parts / f"part-{k}.csv", index=False)
-        else:
-            chunk.to_parquet(parts / f"part-{k}.parquet", index=False)
+    parts = write_parts(log, tmp_path / "parts")
     items = tmp_path / "items.csv"
     items.write_text("i,title\n" + "".join(f"i{k},T{k}\n" for k in range(1, 30)))
     for name in ("embedded", "beam"):
@@ -88,11 +81,7 @@ def test_temporal_with_items_and_several_files_matches_embedded(tmp_path):
 def test_cli_runner_and_pipeline_options(tmp_path, capsys):
     from tfrec.cli.main import main
 
-    path = tmp_path / "log.csv"
-    path.write_text(CAPS_LOG)
-    out = tmp_path / "out"
-    argv = ["prepare", "--dataset", "csv", "--path", str(path), "--user-col", "u"]
-    argv += ["--item-col", "i", "--time-col", "t", "--output-dir", str(out), "--max-len", "3"]
+    argv, out = caps_log_argv(tmp_path)
     argv += ["--min-item-count", "1", "--max-items", "3"]
     assert main([*argv, "--bogus-option", "1"]) != 0  # no runner: not a Beam option
     assert "Beam pipeline options need --runner" in capsys.readouterr().err

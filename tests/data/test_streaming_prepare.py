@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -92,6 +93,22 @@ def assert_same_output(a, b) -> None:
         )
 
 
+def write_parts(log: pd.DataFrame, folder: Path) -> Path:
+    """Writes ``log`` to ``folder`` as part-0.parquet, part-1.csv and part-2.parquet.
+
+    Rows 0-149, 150-329 and the rest: a user's rows spread over the files, and
+    ties across files keep file order. Returns ``folder``.
+    """
+    folder.mkdir()
+    for k, (lo, hi) in enumerate([(0, 150), (150, 330), (330, len(log))]):
+        chunk = log.iloc[lo:hi]
+        if k == 1:
+            chunk.to_csv(folder / f"part-{k}.csv", index=False)
+        else:
+            chunk.to_parquet(folder / f"part-{k}.parquet", index=False)
+    return folder
+
+
 def run_both(tmp_path, path, **kwargs):
     outs = {}
     for engine in ("pandas", "duckdb"):
@@ -151,6 +168,20 @@ def test_last_mode_items_table_and_no_extras_match(tmp_path):
 CAPS_LOG = "u,i,t\nu1,a,1\nu1,b,2\nu1,a,3\nu1,c,4\nu2,b,1\nu2,a,2\nu2,d,3\nu3,a,1\nu3,b,2\nu3,e,3\n"
 
 
+def caps_log_argv(tmp_path) -> tuple[list[str], Path]:
+    """``tfrec prepare`` arguments for :data:`CAPS_LOG` (written to ``tmp_path``), max-len 3.
+
+    Returns:
+        The arguments and the output directory they name.
+    """
+    path = tmp_path / "log.csv"
+    path.write_text(CAPS_LOG)
+    out = tmp_path / "out"
+    argv = ["prepare", "--dataset", "csv", "--path", str(path), "--user-col", "u"]
+    argv += ["--item-col", "i", "--time-col", "t", "--output-dir", str(out), "--max-len", "3"]
+    return argv, out
+
+
 @pytest.mark.parametrize(
     ("caps", "kept", "oov_ids", "oov_rows"),
     [
@@ -184,15 +215,7 @@ def test_glob_of_parquet_and_csv_files_matches_one_file(tmp_path):
     log = make_log(seed=2)
     single = tmp_path / "all.csv"
     log.to_csv(single, index=False)
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    # a user's rows spread over the files; ties across files keep file order
-    for k, (lo, hi) in enumerate([(0, 150), (150, 330), (330, len(log))]):
-        chunk = log.iloc[lo:hi]
-        if k == 1:
-            chunk.to_csv(parts / f"part-{k}.csv", index=False)
-        else:
-            chunk.to_parquet(parts / f"part-{k}.parquet", index=False)
+    parts = write_parts(log, tmp_path / "parts")
     prepare(base_config(single, tmp_path / "pandas", "pandas"))
     prepare(base_config(parts / "part-*", tmp_path / "glob", "duckdb"))
     prepare(base_config(parts, tmp_path / "dir", "duckdb"))
@@ -350,11 +373,7 @@ def test_a_memory_limit_too_small_for_the_sort_says_which_option_to_raise(tmp_pa
 def test_cli_options_reach_the_streaming_engine(tmp_path, capsys):
     from tfrec.cli.main import main
 
-    path = tmp_path / "log.csv"
-    path.write_text(CAPS_LOG)
-    out = tmp_path / "out"
-    argv = ["prepare", "--dataset", "csv", "--path", str(path), "--user-col", "u"]
-    argv += ["--item-col", "i", "--time-col", "t", "--output-dir", str(out), "--max-len", "3"]
+    argv, out = caps_log_argv(tmp_path)
     argv += ["--engine", "duckdb", "--max-items", "1", "--memory-limit", "256MB"]
     assert main([*argv, "--batch-rows", "4"]) == 0
     printed = json.loads(capsys.readouterr().out)

@@ -15,7 +15,6 @@ import pytest
 
 from tfrec.evaluation import evaluate_full_ranking, ranking_metrics, sampled_ranking_metrics
 from tfrec.evaluation.config import EvalConfig
-from tfrec.training.config import TrainingConfig
 
 LOG2_3 = math.log2(3)
 
@@ -236,16 +235,12 @@ def test_experiment_reports_every_user_under_the_mode_keys(mask, expected_hr10) 
 
 @pytest.mark.slow
 def test_two_stage_counts_the_repeat_as_a_miss() -> None:
-    from testing_utils import successor_walks
+    from testing_utils import successor_walks, train_tiny_ranker
 
-    from tfrec.data.interactions import concat_interactions
     from tfrec.data.splits import Split, leave_one_out
-    from tfrec.data.vocab import build_vocabularies
     from tfrec.evaluation.two_stage import evaluate_two_stage
-    from tfrec.models.ranking import RankingConfig
     from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
     from tfrec.models.two_stage import RetrievalScorer
-    from tfrec.training.ranking import train_ranker
 
     base = leave_one_out(successor_walks(num_users=6))
     # Each user walked all 8 items: train + valid hold 7, the test item is the 8th. u0's
@@ -255,21 +250,9 @@ def test_two_stage_counts_the_repeat_as_a_miss() -> None:
     frame.loc[frame["user_id"] == "u0", "item_id"] = first["u0"]
     test = _interactions(list(frame[["user_id", "item_id", "timestamp"]].itertuples(index=False)))
     split = Split(train=base.train, valid=base.valid, test=test, protocol="crafted")
-    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
-    ranking = RankingConfig(
-        objective="next_item",
-        embedding_dim=4,
-        lstm_units=4,
-        mlp_layers=[4],
-        max_history=4,
-        num_negatives=3,
-        eval_negatives=4,
-        ndcg_k=3,
-        num_candidates=4,
-        use_item_features=False,
-        training=TrainingConfig(epochs=1),
+    trained, users, items = train_tiny_ranker(
+        split, max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, use_item_features=False
     )
-    trained = train_ranker(split, ranking, user_vocab=users, item_vocab=items)
     retrieval = TwoTowerModel(
         RetrievalConfig(embedding_dim=4, encoder="mean", max_history=4), users.size, items.size
     )

@@ -7,20 +7,14 @@ loaded ``serving_default`` signature, the graph TF Serving runs.
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
-from testing_utils import fit_one_step, tiny_batch, tiny_vocabs
+from testing_utils import fit_one_step, rotating_walks, tiny_batch, tiny_vocabs, train_tiny_ranker
 
-from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
-from tfrec.data.vocab import build_vocabularies
 from tfrec.export.ranking import export_ranking, export_recommender
 from tfrec.export.retrieval import export_retrieval
-from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
-from tfrec.training.config import TrainingConfig
-from tfrec.training.ranking import train_ranker
 
 USERS = ["u1", "nobody"]  # a known user and an unknown one (OOV row of the user embedding)
 
@@ -91,30 +85,12 @@ def test_no_history_and_no_user_embedding_scores_every_item_zero(tmp_path):
     assert scores.numpy().tolist() == [[0.0, 0.0, 0.0]]
 
 
-def _interactions() -> Interactions:
-    rows = [(f"u{u}", f"i{(u + t) % 8}", 100 * t, np.nan) for u in range(6) for t in range(5)]
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    return Interactions.from_frame(frame, has_timestamps=True)
-
-
 @pytest.fixture(scope="module", params=["attention", "concat"])
 def ranking(request, tmp_path_factory):
     """Exported ranking and combined recommender models (ranker interaction per param)."""
-    split = leave_one_out(_interactions())
-    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
-    config = RankingConfig(
-        objective="next_item",
-        embedding_dim=4,
-        lstm_units=4,
-        mlp_layers=[4],
-        max_history=3,
-        num_negatives=2,
-        eval_negatives=3,
-        num_candidates=4,
-        interaction=request.param,
-        training=TrainingConfig(epochs=1),
+    trained, users, items = train_tiny_ranker(
+        leave_one_out(rotating_walks()), interaction=request.param
     )
-    trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
     retrieval_model = TwoTowerModel(
         RetrievalConfig(embedding_dim=4, encoder="gru", max_history=3), users.size, items.size
     )

@@ -197,13 +197,18 @@ def test_layer_round_trip_with_weights(case: str) -> None:
 
 
 def _layer_classes() -> set[type]:
-    """Every Keras layer class defined in ``tfrec.layers`` and ``tfrec.tasks`` modules."""
+    """Every public Keras layer class defined in ``tfrec.layers`` and ``tfrec.tasks`` modules.
+
+    Private classes are bases (``tasks.ranking._ListMean``), never built on their
+    own: their code runs in their subclasses' cases.
+    """
     found: set[type] = set()
     for package in (tfrec.layers, tfrec.tasks):
         for info in pkgutil.iter_modules(package.__path__, prefix=f"{package.__name__}."):
             module = importlib.import_module(info.name)
-            for _, obj in inspect.getmembers(module, inspect.isclass):
-                if obj.__module__ == module.__name__ and issubclass(obj, keras.layers.Layer):
+            for name, obj in inspect.getmembers(module, inspect.isclass):
+                own = obj.__module__ == module.__name__ and not name.startswith("_")
+                if own and issubclass(obj, keras.layers.Layer):
                     found.add(obj)
     return found
 

@@ -8,21 +8,17 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import tensorflow as tf
+from testing_utils import rotating_walks, train_tiny_ranker
 
-from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import leave_one_out
-from tfrec.data.vocab import IdVocabulary, build_vocabularies
+from tfrec.data.vocab import IdVocabulary
 from tfrec.export.ranking import export_ranking, export_recommender
 from tfrec.export.schema import read_export_config
 from tfrec.models.ranker_state import TrainedRanker
-from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
-from tfrec.training.config import TrainingConfig
-from tfrec.training.ranking import train_ranker
 
 NUM_CANDIDATES = 4
 
@@ -48,31 +44,15 @@ RECOMMENDER_INPUTS = {
 }
 
 
-def _data() -> Interactions:
-    rows = [(f"u{u}", f"i{(u + t) % 8}", 100 * t, np.nan) for u in range(6) for t in range(5)]
-    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-    return Interactions.from_frame(frame, has_timestamps=True)
-
-
 @pytest.fixture(scope="module")
 def models() -> tuple[TrainedRanker, TwoTowerModel, IdVocabulary]:
-    split = leave_one_out(_data())
     # 8 users, 10 item indices
-    users, items = build_vocabularies(concat_interactions(*split.parts().values()))
-    config = RankingConfig(
-        objective="next_item",
-        embedding_dim=4,
-        lstm_units=4,
-        mlp_layers=[4],
-        max_history=3,
-        num_negatives=2,
-        eval_negatives=3,
+    trained, users, items = train_tiny_ranker(
+        leave_one_out(rotating_walks()),
         num_candidates=NUM_CANDIDATES,
         interaction="attention",
         use_cross=True,
-        training=TrainingConfig(epochs=1),
     )
-    trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
     tf.keras.utils.set_random_seed(3)
     retrieval = TwoTowerModel(
         RetrievalConfig(embedding_dim=4, encoder="gru", max_history=3), users.size, items.size

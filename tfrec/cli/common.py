@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tfrec.config import choices
-from tfrec.names import DatasetName, SplitName
+from tfrec.names import DatasetName, IndexKind, SplitName
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,38 @@ def add_command(
     if defaults_in_help:
         kwargs["formatter_class"] = argparse.ArgumentDefaultsHelpFormatter
     return subparsers.add_parser(name, **kwargs)
+
+
+def add_export_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--export-dir``, ``--version`` and ``--data-dir`` (export and index)."""
+    parser.add_argument(
+        "--export-dir", required=True, help="TF Serving base directory (model_base_path's parent)"
+    )
+    parser.add_argument("--version", type=int, help="version number (default: latest + 1)")
+    parser.add_argument("--data-dir", help="override the data directory saved in config.json")
+
+
+def add_index_arguments(
+    parser: argparse.ArgumentParser, title: str, default: str | None, helps: dict[str, str]
+) -> None:
+    """Adds the candidate-index group: ``--index``, ``--partitions`` and ``--nprobe``.
+
+    Args:
+        parser: The subcommand's parser.
+        title: The group's title.
+        default: ``--index`` when not given (None: the command decides).
+        helps: The help of each option by its name without dashes (``index``,
+            ``partitions``, ``nprobe``): what the defaults are differs per command.
+    """
+    group = parser.add_argument_group(title)
+    group.add_argument("--index", choices=choices(IndexKind), default=default, help=helps["index"])
+    group.add_argument("--partitions", type=int, help=helps["partitions"])
+    group.add_argument("--nprobe", type=int, help=helps["nprobe"])
+
+
+def index_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of the export API for :func:`add_index_arguments`' flags."""
+    return {"index": args.index, "num_partitions": args.partitions, "nprobe": args.nprobe}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

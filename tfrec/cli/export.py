@@ -12,9 +12,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfrec.cli.common import add_command
+from tfrec.cli.common import (
+    add_command,
+    add_export_target_arguments,
+    add_index_arguments,
+    index_options,
+)
 from tfrec.config import choices
-from tfrec.names import ExportKind, IndexKind
+from tfrec.names import ExportKind
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,38 +27,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = add_command(subparsers, "export", __doc__)
     parser.add_argument("--model-dir", required=True, help="output directory of `tfrec train`")
     parser.add_argument(
-        "--export-dir", required=True, help="TF Serving base directory (model_base_path's parent)"
-    )
-    parser.add_argument(
         "--model-name", help="name under export-dir of the one model exported (default: config)"
     )
-    parser.add_argument("--version", type=int, help="version number (default: latest + 1)")
-    parser.add_argument("--data-dir", help="override the data directory saved in config.json")
+    add_export_target_arguments(parser)
     parser.add_argument(
         "--kind",
         choices=("auto", *choices(ExportKind)),
         default="auto",
         help="which model to export (auto: every model the run exports)",
     )
-    index = parser.add_argument_group("candidate index of the retrieval model")
-    index.add_argument(
-        "--index",
-        choices=choices(IndexKind),
-        default="brute",
-        help="brute: exact scoring of every item; ivf: approximate IVF index inside the "
+    helps = {
+        "index": "brute: exact scoring of every item; ivf: approximate IVF index inside the "
         "SavedModel (stock TF ops, loads in unmodified TF Serving; adds a with_nprobe signature)",
-    )
-    index.add_argument(
-        "--partitions",
-        type=int,
-        help="--index ivf: k-means partitions (default round(4 * sqrt(items)))",
-    )
-    index.add_argument(
-        "--nprobe",
-        type=int,
-        help="--index ivf: partitions serving_default probes (default: the smallest with "
+        "partitions": "--index ivf: k-means partitions (default round(4 * sqrt(items)))",
+        "nprobe": "--index ivf: partitions serving_default probes (default: the smallest with "
         "recall@10 >= 0.95 against brute force on held-out item vectors)",
-    )
+    }
+    add_index_arguments(parser, "candidate index of the retrieval model", "brute", helps)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         models=models,
         model_name=args.model_name,
-        index=args.index,
-        num_partitions=args.partitions,
-        nprobe=args.nprobe,
+        **index_options(args),
     )
     for path in paths:
         print(path)

@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import argparse
 
-from tfrec.cli.common import add_command
-from tfrec.config import choices
-from tfrec.names import IndexKind
+from tfrec.cli.common import (
+    add_command,
+    add_export_target_arguments,
+    add_index_arguments,
+    index_options,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,12 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--items", required=True, metavar="ITEMS", help="the catalogue: .csv, .tsv or .parquet"
     )
-    parser.add_argument(
-        "--export-dir", required=True, help="TF Serving base directory (model_base_path's parent)"
-    )
     parser.add_argument("--model-name", help="name under export-dir (default: the run's)")
-    parser.add_argument("--version", type=int, help="version number (default: latest + 1)")
-    parser.add_argument("--data-dir", help="override the data directory saved in config.json")
+    add_export_target_arguments(parser)
     columns = parser.add_argument_group("catalogue columns (default: the run's csv columns)")
     columns.add_argument("--item-col", help="item id column (default: item_id)")
     columns.add_argument("--title-col", help="title column (default: title)")
@@ -47,25 +46,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     columns.add_argument("--genres-sep", help="separator inside the genres column (default: |)")
     columns.add_argument("--sep", help="field separator of a text file (default: tab for .tsv)")
-    index = parser.add_argument_group("candidate index (default: the latest version's)")
-    index.add_argument(
-        "--index",
-        choices=choices(IndexKind),
-        help="brute: exact scoring of every item; ivf: approximate IVF index (k-means "
+    helps = {
+        "index": "brute: exact scoring of every item; ivf: approximate IVF index (k-means "
         "partitions trained on the new vectors; adds a with_nprobe signature)",
-    )
-    index.add_argument(
-        "--partitions",
-        type=int,
-        help="ivf: k-means partitions (default: the latest version's when it chose them, "
-        "else round(4 * sqrt(items)))",
-    )
-    index.add_argument(
-        "--nprobe",
-        type=int,
-        help="ivf: partitions serving_default probes (default: the latest version's when it "
-        "chose it, else the smallest with recall@10 >= 0.95 against brute force)",
-    )
+        "partitions": "ivf: k-means partitions (default: the latest version's when it chose "
+        "them, else round(4 * sqrt(items)))",
+        "nprobe": "ivf: partitions serving_default probes (default: the latest version's when "
+        "it chose it, else the smallest with recall@10 >= 0.95 against brute force)",
+    }
+    add_index_arguments(parser, "candidate index (default: the latest version's)", None, helps)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,10 +74,8 @@ def run(args: argparse.Namespace) -> int:
         args.export_dir,
         model_name=args.model_name,
         version=args.version,
-        index=args.index,
-        num_partitions=args.partitions,
-        nprobe=args.nprobe,
         columns=columns,
+        **index_options(args),
         data_dir=args.data_dir,
     )
     print(path)

@@ -34,7 +34,13 @@ import pyarrow.parquet as pq
 
 from tfrec.data.download import DatasetNotFoundError
 from tfrec.data.interactions import DataError
-from tfrec.data.preparation import PrepareConfig, PrepareResult, make_temp_dir, publish_dir
+from tfrec.data.preparation import (
+    PrepareConfig,
+    PrepareResult,
+    empty_part_notes,
+    make_temp_dir,
+    publish_dir,
+)
 from tfrec.data.prepare_inputs import SCHEMA, InputColumns, read_items_table, resolve_inputs
 from tfrec.data.prepare_transform import (
     PART_NAMES,
@@ -45,7 +51,7 @@ from tfrec.data.prepare_transform import (
     temporal_notes,
 )
 from tfrec.data.prepare_vocab import VocabReport
-from tfrec.data.streaming_prepare import check_streaming_config
+from tfrec.data.streaming_prepare import check_streaming_config, csv_result
 from tfrec.data.tfdata import FORMAT_VERSION, SPEC_FILE
 
 
@@ -190,13 +196,7 @@ def build_pipeline(
     user_ids, vocab = _vocabularies(kept, cat, config)
     temporal = data.split == "temporal"
     cuts = _temporal_cuts(kept, results["rows"], config) if temporal else None
-    spec = TransformSpec(
-        protocol=data.split,
-        validation=data.valid_fraction > 0,
-        max_len=config.max_len,
-        mode=config.mode,
-        extras=config.extras,
-    )
+    spec = TransformSpec.from_config(config)
     made = (
         kept
         | "batch users" >> beam.BatchElements(min_batch_size=1, max_batch_size=bt.USERS_PER_BATCH)
@@ -368,19 +368,13 @@ def _finish(config: PrepareConfig, staging: str, files: list[str]) -> PrepareRes
     capped = bool(config.min_item_count or config.max_items)
     notes += [report.note()] if capped else []
     examples = {part: _publish_shards(staging, part, meta) for part in parts}
-    for part, count in examples.items():
+    for part in examples:
         _merge_rows(staging, part, meta)
-        if count == 0:
-            notes.append(f"prepare: no {part} examples; {part}/ not written")
-            logger.warning("prepare: no %s examples; %s/ not written", part, part)
+    notes += empty_part_notes(examples)
     for note in notes:
         logger.info("prepare: %s", note)
-    return PrepareResult(
-        output_dir=str(config.output_dir),
-        name=Path(data.path).stem,
-        protocol=data.split,
-        has_ratings=bool(data.rating_col),
-        has_timestamps=bool(data.time_col),
+    return csv_result(
+        config,
         rows={part: stats.rows[PART_NAMES.index(part)] for part in parts},
         examples=examples,
         user_vocab_size=meta["users"] + 2,

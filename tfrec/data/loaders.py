@@ -47,12 +47,11 @@ from typing import Any
 
 import pandas as pd
 
-from tfrec.data import download as dl
 from tfrec.data.beauty import load_beauty_bert4rec, load_beauty_s3rec
-from tfrec.data.interactions import DataError, Interactions
+from tfrec.data.interactions import Interactions
 from tfrec.data.movielens import load_movielens_100k, load_movielens_latest_small
-from tfrec.data.parquet_reader import read_parquet_columns
-from tfrec.data.parsing import Field, check_unique_ids, read_with_header, split_genres
+from tfrec.data.parsing import Field
+from tfrec.data.prepare_inputs import read_items_table, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +86,6 @@ CSV_OPTIONS = {
     "time_col": "--time-col",
     "rating_col": "--rating-col",
 }
-
-
-def _read_table(
-    path: Path, fields: list[Field], sep: str | None, keep: tuple[str, ...] = ()
-) -> pd.DataFrame:
-    if not path.is_file():
-        raise dl.DatasetNotFoundError(f"{path}: file not found")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return read_parquet_columns(path, fields, keep=keep)
-    if sep is None:
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    return read_with_header(path, fields, sep=sep, keep=keep)
 
 
 def load_interactions_file(
@@ -162,13 +149,8 @@ def load_interactions_file(
     )
     items = None
     if items_path is not None:
-        items = _read_item_table(
-            Path(items_path),
-            sep,
-            id_col=item_id_col or item_col,
-            title_col=title_col,
-            genres_col=genres_col,
-            genres_sep=genres_sep,
+        items = read_items_table(
+            items_path, item_id_col or item_col, title_col, genres_col, genres_sep, sep=sep
         )
     inter = Interactions.from_frame(
         frame,
@@ -204,45 +186,13 @@ def _read_interaction_columns(
         fields.append(Field(time_col, "time", "timestamp"))
     if rating_col:
         fields.append(Field(rating_col, "number", "rating"))
-    raw = _read_table(path, fields, sep)
+    raw = read_table(path, fields, sep)
     frame = pd.DataFrame({"user_id": raw[user_col], "item_id": raw[item_col]})
     if time_col:
         frame["timestamp"] = raw[time_col]
     if rating_col:
         frame["rating"] = raw[rating_col]
     return frame
-
-
-def _read_item_table(
-    items_path: Path,
-    sep: str | None,
-    *,
-    id_col: str,
-    title_col: str | None,
-    genres_col: str | None,
-    genres_sep: str,
-) -> pd.DataFrame:
-    """The item file as an Interactions item table: ``item_id``, ``title``, ``genres``.
-
-    Raises:
-        DatasetNotFoundError: The file does not exist.
-        DataError: A missing column, an unparsable id or an id on two rows.
-    """
-    keep = tuple(c for c in (title_col, genres_col) if c)
-    table = _read_table(items_path, [Field(id_col, "id", "item id")], sep, keep=keep)
-    for column in keep:
-        if column not in table.columns:
-            raise DataError(f"{items_path}: missing column '{column}'; check title_col/genres_col")
-    items = pd.DataFrame({"item_id": table[id_col].astype(str)})
-    items["title"] = table[title_col].fillna("").astype(str).str.strip() if title_col else ""
-    items["genres"] = (
-        split_genres(table[genres_col].fillna(""), genres_sep)
-        if genres_col
-        else [[] for _ in range(len(items))]
-    )
-    text_sep = sep or ("\t" if items_path.suffix.lower() == ".tsv" else ",")
-    check_unique_ids(items_path, items["item_id"], text_sep, quoted=True, header=True)
-    return items
 
 
 def _load_synthetic(**kwargs: Any) -> Interactions:

@@ -209,6 +209,16 @@ def capped_item_vocabulary(
     return capped, [report.note()], (report.oov_ids, report.oov_interactions)
 
 
+def empty_part_notes(examples: dict[str, int]) -> list[str]:
+    """Notes on the parts without examples (not written), each also logged as a warning."""
+    notes = []
+    for name, count in examples.items():
+        if count == 0:
+            notes.append(f"prepare: no {name} examples; {name}/ not written")
+            logger.warning("prepare: no %s examples; %s/ not written", name, name)
+    return notes
+
+
 def make_temp_dir(out: Path) -> Path:
     """A temporary sibling of ``out`` to build the output in."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -345,13 +355,11 @@ def _prepare_in_memory(config: PrepareConfig, out: Path) -> PrepareResult:
         (tmp / "interactions").mkdir()
         for name, part in parts.items():
             part.frame.to_parquet(tmp / "interactions" / f"{name}.parquet", index=False)
+        result.notes.extend(empty_part_notes(result.examples))
         for name, features in examples.items():
-            if len(features["user"]) == 0:
-                result.notes.append(f"prepare: no {name} examples; {name}/ not written")
-                logger.warning("prepare: no %s examples; %s/ not written", name, name)
-                continue
-            logger.info("prepare: writing %d %s examples", len(features["user"]), name)
-            write_tfrecords(features, tmp / name, num_shards=config.num_shards)
+            if len(features["user"]) > 0:
+                logger.info("prepare: writing %d %s examples", len(features["user"]), name)
+                write_tfrecords(features, tmp / name, num_shards=config.num_shards)
         return result
 
     return write_output(config, out, write)

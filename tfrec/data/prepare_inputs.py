@@ -246,7 +246,7 @@ def _text_header(path: Path, sep: str) -> list[str]:
 
 
 def _text_batches(path: Path, columns: InputColumns, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    sep = _default_sep(path)
     header = _text_header(path, sep)
     fields = columns.fields()
     missing = [f.column for f in fields if f.column not in header]
@@ -329,32 +329,61 @@ def _output(num_rows: int, arrays: dict[str, pa.Array], columns: InputColumns) -
     )
 
 
+def read_table(
+    path: Path, fields: list[Field], sep: str | None = None, keep: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Reads and parses ``fields`` (plus the raw ``keep`` columns) of a table file.
+
+    Args:
+        path: ``.parquet``/``.pq`` is read as Parquet, anything else as text with a header.
+        fields: The columns to parse, with their kinds.
+        sep: Field separator of a text file (default tab for ``.tsv``, else comma).
+        keep: Further columns kept as they are, where present.
+
+    Raises:
+        DatasetNotFoundError: The file does not exist.
+        DataError: A missing column or an unparsable value.
+    """
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path}: file not found")
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        return read_parquet_columns(path, fields, keep=keep)
+    return read_with_header(path, fields, sep=sep or _default_sep(path), keep=keep)
+
+
+def _default_sep(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def read_items_table(
     path: str | os.PathLike[str],
     item_col: str,
     title_col: str | None = None,
     genres_col: str | None = None,
     genres_sep: str = "|",
+    *,
+    sep: str | None = None,
 ) -> pd.DataFrame:
     """The item table (``item_id``, ``title``, ``genres``) as the csv loader reads it.
 
     The table has one row per catalogue item, so it is held in memory (like
     the vocabulary).
 
+    Args:
+        path: The item file (CSV/TSV/Parquet with a header).
+        item_col: Column holding item ids.
+        title_col: Optional title column.
+        genres_col: Optional genres column (``genres_sep``-separated).
+        genres_sep: Separator within the genres column.
+        sep: Field separator of a text file (default tab for ``.tsv``, else comma).
+
     Raises:
         DatasetNotFoundError: The file does not exist.
         DataError: A missing column, a bad id or a repeated item id.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetNotFoundError(f"{path}: file not found")
-    fields = [Field(item_col, "id", "item id")]
     keep = tuple(c for c in (title_col, genres_col) if c)
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        table = read_parquet_columns(path, fields, keep=keep)
-    else:
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        table = read_with_header(path, fields, sep=sep, keep=keep)
+    table = read_table(path, [Field(item_col, "id", "item id")], sep, keep=keep)
     for column in keep:
         if column not in table.columns:
             raise DataError(f"{path}: missing column '{column}'; check title_col/genres_col")
@@ -365,6 +394,5 @@ def read_items_table(
         if genres_col
         else [[] for _ in range(len(items))]
     )
-    text_sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    check_unique_ids(path, items["item_id"], text_sep, quoted=True, header=True)
+    check_unique_ids(path, items["item_id"], sep or _default_sep(path), quoted=True, header=True)
     return items

@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from tfrec.data.sequences import UserSequences, retrieval_examples
+from tfrec.data.splits import check_temporal_fractions, cut_rank
+
+if TYPE_CHECKING:
+    from tfrec.data.preparation import PrepareConfig
 
 TRAIN, VALID, TEST = 0, 1, 2
 PART_NAMES = ("train", "valid", "test")
@@ -57,6 +61,27 @@ class TransformSpec:
     extras: bool = True
     test_cut: int | None = None
     valid_cut: int | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: PrepareConfig, test_cut: int | None = None, valid_cut: int | None = None
+    ) -> TransformSpec:
+        """The spec of a ``tfrec prepare`` run (``config.data``: the split and validation).
+
+        Args:
+            config: The run's settings.
+            test_cut: ``temporal``: the test cut, when known.
+            valid_cut: ``temporal`` with validation: the validation cut, when known.
+        """
+        return cls(
+            protocol=config.data.split,
+            validation=config.data.valid_fraction > 0,
+            max_len=config.max_len,
+            mode=config.mode,
+            extras=config.extras,
+            test_cut=test_cut,
+            valid_cut=valid_cut,
+        )
 
     def parts(self) -> tuple[str, ...]:
         """The parts written: ``train``, ``valid`` (with validation) and ``test``."""
@@ -182,20 +207,9 @@ def temporal_cut_ranks(
     Raises:
         ValueError: Fractions out of range.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if not 0 <= valid_fraction < 1 - test_fraction:
-        raise ValueError(
-            f"valid_fraction must be in [0, 1 - test_fraction = {1 - test_fraction:g}), "
-            f"got {valid_fraction}"
-        )
-
-    def rank(fraction: float) -> int | None:
-        held = round(fraction * n)
-        return max(n - held, 0) if held > 0 else None
-
-    test = rank(test_fraction)
-    return test, rank(test_fraction + valid_fraction) if valid_fraction > 0 else test
+    check_temporal_fractions(test_fraction, valid_fraction)
+    test = cut_rank(n, test_fraction)
+    return test, cut_rank(n, test_fraction + valid_fraction) if valid_fraction > 0 else test
 
 
 @dataclasses.dataclass

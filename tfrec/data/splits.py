@@ -115,11 +115,36 @@ def leave_one_out(interactions: Interactions, validation: bool = True) -> Split:
     )
 
 
+def cut_rank(n: int, fraction: float) -> int | None:
+    """The rank (0-based, in sorted timestamps) where the latest ``fraction`` of n rows starts.
+
+    ``n - round(fraction * n)``, at least 0; None when ``round(fraction * n)`` is 0
+    (nothing is held out).
+    """
+    held = round(fraction * n)
+    return max(n - held, 0) if held > 0 else None
+
+
+def check_temporal_fractions(test_fraction: float, valid_fraction: float) -> None:
+    """Checks the shares of a temporal split.
+
+    Raises:
+        ValueError: ``test_fraction`` outside (0, 1) or ``valid_fraction`` outside
+            [0, 1 - test_fraction).
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if not 0 <= valid_fraction < 1 - test_fraction:
+        raise ValueError(
+            f"valid_fraction must be in [0, 1 - test_fraction = {1 - test_fraction:g}), "
+            f"got {valid_fraction}"
+        )
+
+
 def _cut(sorted_times: np.ndarray, fraction: float) -> int:
     """The timestamp from which the most recent ``fraction`` of rows starts."""
-    n = len(sorted_times)
-    held = round(fraction * n)
-    return int(sorted_times[max(n - held, 0)]) if held > 0 else int(sorted_times[-1]) + 1
+    rank = cut_rank(len(sorted_times), fraction)
+    return int(sorted_times[rank]) if rank is not None else int(sorted_times[-1]) + 1
 
 
 def temporal_split(
@@ -145,13 +170,7 @@ def temporal_split(
         ValueError: Fractions out of range, timestamps that are only sequence
             positions, or a cut that leaves no training rows.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    if not 0 <= valid_fraction < 1 - test_fraction:
-        raise ValueError(
-            f"valid_fraction must be in [0, 1 - test_fraction = {1 - test_fraction:g}), "
-            f"got {valid_fraction}"
-        )
+    check_temporal_fractions(test_fraction, valid_fraction)
     if not interactions.has_timestamps:
         raise ValueError(
             f"temporal_split: {interactions.name} has no real timestamps (only sequence "

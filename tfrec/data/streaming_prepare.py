@@ -22,6 +22,7 @@ DuckDB's ``memory_limit`` and one chunk of ``batch_rows`` rows. See
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from collections.abc import Iterator
@@ -38,8 +39,8 @@ from tfrec.data.preparation import (
     STREAMING_SPLITS,
     PrepareConfig,
     PrepareResult,
-    make_temp_dir,
-    publish_dir,
+    empty_part_notes,
+    write_output,
 )
 from tfrec.data.prepare_inputs import SCHEMA, InputColumns, read_items_table, resolve_inputs
 from tfrec.data.prepare_transform import (
@@ -214,6 +215,25 @@ def _temporal_cuts(
     return test_cut, valid_cut
 
 
+def csv_result(config: PrepareConfig, **fields: Any) -> PrepareResult:
+    """The summary of a run over the files of ``config.data.path`` (this engine and Beam's).
+
+    Args:
+        config: The run's settings: they give the output directory, the name
+            (the path's stem), the protocol and whether ratings and times are real.
+        **fields: The other :class:`PrepareResult` fields.
+    """
+    data = config.data
+    return PrepareResult(
+        output_dir=str(config.output_dir),
+        name=Path(data.path).stem,
+        protocol=data.split,
+        has_ratings=bool(data.rating_col),
+        has_timestamps=bool(data.time_col),
+        **fields,
+    )
+
+
 def _split_notes(spec: TransformSpec, second: ExampleResult) -> list[str]:
     if spec.protocol == "leave_one_out":
         return leave_one_out_notes(second.stats, spec.validation)
@@ -267,15 +287,7 @@ def _run(config: PrepareConfig, tmp: Path) -> PrepareResult:
     cuts = (None, None)
     if data.split == "temporal":
         cuts = _temporal_cuts(data, clean, first, config.batch_rows)
-    spec = TransformSpec(
-        protocol=data.split,
-        validation=data.valid_fraction > 0,
-        max_len=config.max_len,
-        mode=config.mode,
-        extras=config.extras,
-        test_cut=cuts[0],
-        valid_cut=cuts[1],
-    )
+    spec = TransformSpec.from_config(config, test_cut=cuts[0], valid_cut=cuts[1])
     second = example_pass(
         clean, tmp, spec, code_index, first.rows, config.batch_rows, config.num_shards
     )
@@ -286,19 +298,12 @@ def _run(config: PrepareConfig, tmp: Path) -> PrepareResult:
     ]
     for note in notes:
         logger.info("prepare: %s", note)
-    for name, count in second.examples.items():
-        if count == 0:
-            notes.append(f"prepare: no {name} examples; {name}/ not written")
-            logger.warning("prepare: no %s examples; %s/ not written", name, name)
+    notes += empty_part_notes(second.examples)
     if items is not None:
         items[["item_id", "title", "genres"]].to_parquet(tmp / "items.parquet", index=False)
     shutil.rmtree(work)
-    return PrepareResult(
-        output_dir=str(config.output_dir),
-        name=Path(data.path).stem,
-        protocol=data.split,
-        has_ratings=bool(data.rating_col),
-        has_timestamps=bool(data.time_col),
+    return csv_result(
+        config,
         rows=second.rows,
         examples=second.examples,
         user_vocab_size=first.users + 2,
@@ -330,14 +335,4 @@ def prepare_streaming(config: PrepareConfig) -> PrepareResult:
     out = Path(config.output_dir)
     if out.exists() and not config.overwrite:
         raise ValueError(f"{out} already exists; pass --overwrite to replace it")
-    tmp = make_temp_dir(out)
-    try:
-        result = _run(config, tmp)
-        config.save(tmp / "prepare_config.json")
-        result.save(tmp / "summary.json")
-        publish_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    logger.info("prepare: wrote %s (%s)", out, result.examples)
-    return result
+    return write_output(config, out, functools.partial(_run, config))

@@ -78,21 +78,50 @@ def _run(
     with_ci: bool = False,
 ) -> dict[str, float]:
     """Feeds ``score_fn`` outputs batch by batch into ``accumulator``, logging progress."""
-    ids, relevant, exclude, batch_size, log_every_s = queries
-    total = ids.size
-    progress = Progress(
-        f"{label} evaluation", total, unit="queries", every_seconds=log_every_s, log=logger
-    )
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        scores = np.asarray(score_fn(ids[start:stop]))
+
+    def feed(rows: slice) -> None:
+        start, stop = rows.start, rows.stop
+        scores = np.asarray(score_fn(queries.ids[rows]))
         if scores.ndim != 2 or scores.shape[0] != stop - start:
             raise ValueError(
                 f"score_fn: expected scores of shape [{stop - start}, num_items] for query "
                 f"rows {start}:{stop}, got {scores.shape}"
             )
-        batch_exclude = None if exclude is None else exclude[start:stop]
-        accumulator.update(scores, relevant[start:stop], batch_exclude)
+        batch_exclude = None if queries.exclude is None else queries.exclude[rows]
+        accumulator.update(scores, queries.relevant[rows], batch_exclude)
+
+    return _run_batches(accumulator, feed, queries, label, with_ci=with_ci, log=logger)
+
+
+def _run_batches(
+    accumulator: RankingMetrics | SampledRankingMetrics,
+    feed: Callable[[slice], None],
+    queries: _Queries,
+    label: str,
+    *,
+    with_ci: bool,
+    log: logging.Logger,
+) -> dict[str, float]:
+    """Calls ``feed(rows)`` on each batch of query rows, then reports ``accumulator``.
+
+    Args:
+        accumulator: The metrics ``feed`` adds each batch to.
+        feed: Scores the query rows ``rows`` and adds them to ``accumulator``.
+        queries: The validated queries (their ``batch_size`` and ``log_every_s``).
+        label: The protocol named in the log lines (``full``, ``sampled``).
+        with_ci: Also report the ``_ci95`` keys.
+        log: The logger of the progress lines.
+
+    Returns:
+        The accumulator's metrics.
+    """
+    total = queries.ids.size
+    progress = Progress(
+        f"{label} evaluation", total, unit="queries", every_seconds=queries.log_every_s, log=log
+    )
+    for start in range(0, total, queries.batch_size):
+        stop = min(start + queries.batch_size, total)
+        feed(slice(start, stop))
         progress.update(stop)
     result = accumulator.result()
     if with_ci:

@@ -38,7 +38,6 @@ import tensorflow as tf
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.evaluation.metrics import DEFAULT_INVALID_ITEMS, DEFAULT_KS, IndexLists
 from tfrec.evaluation.sparse import SparseTargets, TopKRankingMetrics
-from tfrec.logs import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -232,27 +231,14 @@ def evaluate_full_ranking_topk(
         ValueError: Inconsistent lengths, bad arguments, badly shaped query vectors,
             or NaN scores.
     """
-    from tfrec.evaluation.protocol import _check_inputs, _log_summary  # noqa: PLC0415
+    from tfrec.evaluation.protocol import _check_inputs, _run_batches  # noqa: PLC0415
 
     ranker = CatalogueTopK(candidates, max(ks), invalid_items)
     size = batch_size_for(ranker.num_items, memory_budget, batch_size)
     queries = _check_inputs(query_ids, relevant, exclude, size, log_every_s)
     accumulator = TopKRankingMetrics(ks=ks, invalid_items=invalid_items, mask_exclude=mask_exclude)
-    total = queries.ids.size
-    progress = Progress(
-        "full evaluation", total, unit="queries", every_seconds=log_every_s, log=logger
-    )
-    for start in range(0, total, size):
-        stop = min(start + size, total)
-        _rank_batch(ranker, accumulator, query_fn, queries, slice(start, stop))
-        progress.update(stop)
-    result = accumulator.result()
-    if with_ci:
-        result.update(accumulator.confidence_intervals())
-    elapsed = progress.close()
-    level = logging.INFO if progress.reported else logging.DEBUG
-    _log_summary("full", result, mask_exclude, total, elapsed, level=level)
-    return result
+    feed = functools.partial(_rank_batch, ranker, accumulator, query_fn, queries)
+    return _run_batches(accumulator, feed, queries, "full", with_ci=with_ci, log=logger)
 
 
 def _rank_batch(

@@ -25,6 +25,29 @@ import tf_keras as keras
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
 
 
+def check_embedding_args(
+    layer: str, rows: tuple[str, int, int], embedding_dim: int, l2: float
+) -> None:
+    """Checks the arguments of an ID embedding table (a tower's).
+
+    Args:
+        layer: The layer named in the error.
+        rows: ``(argument name, vocabulary size, the smallest size allowed)``.
+        embedding_dim: The vector size, >= 1.
+        l2: The L2 penalty of the table, >= 0.
+
+    Raises:
+        ValueError: A value out of range (the message names the layer and argument).
+    """
+    name, size, minimum = rows
+    if size < minimum:
+        raise ValueError(f"{layer}: {name}={size}; expected >= {minimum}")
+    if embedding_dim < 1:
+        raise ValueError(f"{layer}: embedding_dim={embedding_dim}; expected >= 1")
+    if l2 < 0:
+        raise ValueError(f"{layer}: l2={l2}; expected >= 0")
+
+
 @keras.saving.register_keras_serializable(package="tfrec")
 class ItemTower(keras.layers.Layer):
     """Candidate tower: item index -> ``[D]`` vector.
@@ -58,12 +81,9 @@ class ItemTower(keras.layers.Layer):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        if num_items < NUM_RESERVED + 1:
-            raise ValueError(f"ItemTower: num_items={num_items}; expected >= {NUM_RESERVED + 1}")
-        if embedding_dim < 1:
-            raise ValueError(f"ItemTower: embedding_dim={embedding_dim}; expected >= 1")
-        if l2 < 0:
-            raise ValueError(f"ItemTower: l2={l2}; expected >= 0")
+        check_embedding_args(
+            "ItemTower", ("num_items", num_items, NUM_RESERVED + 1), embedding_dim, l2
+        )
         self.num_items = num_items
         self.embedding_dim = embedding_dim
         self.genre_table = None if genre_table is None else np.asarray(genre_table, np.float32)

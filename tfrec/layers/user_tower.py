@@ -15,6 +15,7 @@ import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.vocab import NUM_RESERVED
+from tfrec.layers.towers import check_embedding_args
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -39,12 +40,9 @@ class UserQueryTower(keras.layers.Layer):
 
     def __init__(self, num_users: int, embedding_dim: int, l2: float = 0.0, **kwargs: Any):
         super().__init__(**kwargs)
-        if num_users < NUM_RESERVED:
-            raise ValueError(f"UserQueryTower: num_users={num_users}; expected >= {NUM_RESERVED}")
-        if embedding_dim < 1:
-            raise ValueError(f"UserQueryTower: embedding_dim={embedding_dim}; expected >= 1")
-        if l2 < 0:
-            raise ValueError(f"UserQueryTower: l2={l2}; expected >= 0")
+        check_embedding_args(
+            "UserQueryTower", ("num_users", num_users, NUM_RESERVED), embedding_dim, l2
+        )
         self.num_users = num_users
         self.embedding_dim = embedding_dim
         self.l2 = l2

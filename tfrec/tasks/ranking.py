@@ -27,8 +27,37 @@ from tfrec.config import check_choice
 from tfrec.names import RankingLoss, RankingObjective
 
 
+class _ListMean(keras.metrics.Metric):
+    """A weighted mean of per-list values, streamed over batches (0 before any list counts).
+
+    Subclasses compute each list's value and its weight (0 skips the list) in
+    ``update_state`` and pass them to :meth:`_add`.
+    """
+
+    def __init__(self, name: str, **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.total = self.add_weight(name="total", initializer="zeros")
+        self.count = self.add_weight(name="count", initializer="zeros")
+
+    def _add(self, per_list: tf.Tensor, weight: tf.Tensor, sample_weight: tf.Tensor | None) -> None:
+        """Adds ``per_list`` ``[B]`` values with ``weight`` ``[B]`` times ``sample_weight``."""
+        if sample_weight is not None:
+            weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])[:, 0]
+        self.total.assign_add(tf.reduce_sum(per_list * weight))
+        self.count.assign_add(tf.reduce_sum(weight))
+
+    def result(self) -> tf.Tensor:
+        """The weighted mean of the lists added (0 before any list with a weight)."""
+        return tf.math.divide_no_nan(self.total, self.count)
+
+    def reset_state(self) -> None:
+        """Clears the running sums."""
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+
 @keras.saving.register_keras_serializable(package="tfrec")
-class ListAUC(keras.metrics.Metric):
+class ListAUC(_ListMean):
     """Mean per-list AUC over lists holding both a positive and a negative.
 
     Per list: the fraction of (positive, negative) pairs where the positive
@@ -41,8 +70,6 @@ class ListAUC(keras.metrics.Metric):
 
     def __init__(self, name: str = "auc", **kwargs: Any):
         super().__init__(name=name, **kwargs)
-        self.total = self.add_weight(name="total", initializer="zeros")
-        self.count = self.add_weight(name="count", initializer="zeros")
 
     def update_state(
         self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
@@ -57,25 +84,11 @@ class ListAUC(keras.metrics.Metric):
         pairs = pos * neg  # [B, C, C]
         num_pairs = tf.reduce_sum(pairs, axis=[1, 2])  # [B]
         per_list = tf.math.divide_no_nan(tf.reduce_sum(wins * pairs, axis=[1, 2]), num_pairs)
-        has_pairs = tf.cast(num_pairs > 0, tf.float32)
-        weight = has_pairs
-        if sample_weight is not None:
-            weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])[:, 0]
-        self.total.assign_add(tf.reduce_sum(per_list * weight))
-        self.count.assign_add(tf.reduce_sum(weight))
-
-    def result(self) -> tf.Tensor:
-        """Mean AUC (0 before any list with pairs)."""
-        return tf.math.divide_no_nan(self.total, self.count)
-
-    def reset_state(self) -> None:
-        """Clears the running sums."""
-        self.total.assign(0.0)
-        self.count.assign(0.0)
+        self._add(per_list, tf.cast(num_pairs > 0, tf.float32), sample_weight)  # lists with pairs
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
-class ListNDCG(keras.metrics.Metric):
+class ListNDCG(_ListMean):
     """Mean NDCG@k of candidate lists re-ranked by score (gains = labels).
 
     Ties are ordered by lower candidate position first (``tf.math.top_k``),
@@ -95,8 +108,6 @@ class ListNDCG(keras.metrics.Metric):
             raise ValueError(f"ListNDCG: k={k}; expected an integer >= 1")
         super().__init__(name=name or f"ndcg@{k}", **kwargs)
         self.k = k
-        self.total = self.add_weight(name="total", initializer="zeros")
-        self.count = self.add_weight(name="count", initializer="zeros")
 
     def update_state(
         self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
@@ -110,20 +121,8 @@ class ListNDCG(keras.metrics.Metric):
         dcg = tf.reduce_sum(tf.gather(gains, order, batch_dims=1) * discount, axis=1)  # [B]
         ideal_gains, _ = tf.math.top_k(gains, k=k)
         ideal = tf.reduce_sum(ideal_gains * discount, axis=1)  # [B]
-        weight = tf.cast(ideal > 0, tf.float32)
-        if sample_weight is not None:
-            weight = weight * tf.reshape(tf.cast(sample_weight, tf.float32), [-1, 1])[:, 0]
-        self.total.assign_add(tf.reduce_sum(tf.math.divide_no_nan(dcg, ideal) * weight))
-        self.count.assign_add(tf.reduce_sum(weight))
-
-    def result(self) -> tf.Tensor:
-        """Mean NDCG@k (0 before any list with a positive)."""
-        return tf.math.divide_no_nan(self.total, self.count)
-
-    def reset_state(self) -> None:
-        """Clears the running sums."""
-        self.total.assign(0.0)
-        self.count.assign(0.0)
+        positive = tf.cast(ideal > 0, tf.float32)  # lists with a positive gain
+        self._add(tf.math.divide_no_nan(dcg, ideal), positive, sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         """Returns the metric config (JSON-serialisable)."""
