@@ -38,6 +38,7 @@ from tfrec.export.retrieval import export_retrieval
 from tfrec.models.ranker_state import TrainedRanker
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import TwoTowerModel
+from tfrec.tasks.config import RankingLossConfig
 from tfrec.training.config import TrainingConfig
 from tfrec.training.optimizers import make_optimizer
 from tfrec.training.ranking import train_ranker
@@ -161,10 +162,10 @@ def train_tiny_ranker(
         lstm_units=4,
         mlp_layers=[4],
         max_history=3,
-        num_negatives=2,
         eval_negatives=3,
         num_candidates=4,
         training=TrainingConfig(epochs=1),
+        loss=RankingLossConfig(num_negatives=2),
     )
     config = dataclasses.replace(config, **overrides)
     users, items = build_vocabularies(concat_interactions(*split.parts().values()))

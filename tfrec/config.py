@@ -111,6 +111,35 @@ def _literal_fields(cls: type) -> tuple[tuple[str, Any], ...]:
     )
 
 
+@functools.cache
+def _config_fields(cls: type) -> tuple[tuple[str, type], ...]:
+    """(field name, class) of every init field of ``cls`` typed as a dataclass config."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, hints[f.name])
+        for f in dataclasses.fields(cls)
+        if f.init
+        and isinstance(hints.get(f.name), type)
+        and dataclasses.is_dataclass(hints[f.name])
+    )
+
+
+def check_config_fields(config: Any) -> None:
+    """Checks that every sub-config field holds an instance of its config class.
+
+    Raises:
+        ValueError: ``<Class>.<field>: expected a <SubConfig>, got <value>`` (e.g. a
+            string passed where the sub-config is expected).
+    """
+    for name, cls in _config_fields(type(config)):
+        value = getattr(config, name)
+        if not isinstance(value, cls):
+            raise ValueError(
+                f"{type(config).__name__}.{name}: expected a {cls.__name__}, got {value!r}; "
+                f"e.g. {name}={cls.__name__}(...) (or a dict in a JSON config)"
+            )
+
+
 def check_literal_fields(config: Any) -> None:
     """Checks every ``Literal``-typed field of a dataclass instance (``None`` where allowed).
 
@@ -219,6 +248,7 @@ class JsonConfig:
 
     def __post_init__(self) -> None:
         check_literal_fields(self)
+        check_config_fields(self)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -229,6 +259,7 @@ class JsonConfig:
         @functools.wraps(own)
         def post_init(self: Any, *args: Any) -> None:
             check_literal_fields(self)
+            check_config_fields(self)
             own(self, *args)
 
         post_init._checks_literals = True  # type: ignore[attr-defined]

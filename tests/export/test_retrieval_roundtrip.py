@@ -12,6 +12,7 @@ from testing_utils import NUM_ITEMS, check_in_fresh_process, model_test, tiny_vo
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.layers.encoders import ENCODERS
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.tasks.config import RetrievalLossConfig
 
 
 def _features() -> ItemFeatureTables:
@@ -51,7 +52,9 @@ def test_every_encoder_round_trips_in_a_fresh_process(tmp_path):
 @pytest.mark.slow
 def test_sampled_loss_model_round_trips(tmp_path):
     users, items = tiny_vocabs()
-    config = RetrievalConfig(embedding_dim=4, encoder="gru", max_history=4, loss="sampled")
+    config = RetrievalConfig(
+        embedding_dim=4, encoder="gru", max_history=4, loss=RetrievalLossConfig(kind="sampled")
+    )
     model = TwoTowerModel(
         config,
         users.size,

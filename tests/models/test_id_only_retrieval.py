@@ -18,6 +18,7 @@ from testing_utils import (
 
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
+from tfrec.tasks.config import RetrievalLossConfig
 from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.optimizers import make_optimizer
 
@@ -39,7 +40,7 @@ def test_config_requires_the_user_embedding():
 
 
 def test_config_json_round_trip():
-    config = _config(loss="sampled", l2=0.01)
+    config = _config(loss=RetrievalLossConfig(kind="sampled"), l2=0.01)
     restored = RetrievalConfig.from_json(config.to_json())
     assert restored == config and restored.encoder == "none"
     with pytest.raises(ValueError, match="use_user_embedding"):
@@ -135,7 +136,7 @@ def _top1_accuracy(model: TwoTowerModel) -> float:
 def test_fit_learns_a_planted_user_item_signal(loss):
     keras.utils.set_random_seed(0)
     config = _config(
-        loss=loss,
+        loss=RetrievalLossConfig(kind=loss),
         optimizer=OptimizerConfig(learning_rate=0.05),
         training=TrainingConfig(batch_size=32),
     )

@@ -7,13 +7,17 @@ import tf_keras as keras
 
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, item_log_probabilities
+from tfrec.tasks.config import RetrievalLossConfig
 from tfrec.training.config import OptimizerConfig
 from tfrec.training.optimizers import make_optimizer
 
 
 def test_config_json_round_trip():
     config = RetrievalConfig(
-        embedding_dim=8, encoder="gru", loss="sampled", num_hard_negatives=3, dropout=0.1
+        embedding_dim=8,
+        encoder="gru",
+        dropout=0.1,
+        loss=RetrievalLossConfig(kind="sampled", num_hard_negatives=3),
     )
     assert RetrievalConfig.from_json(config.to_json()) == config
     assert RetrievalConfig.from_json(RetrievalConfig().to_json()) == RetrievalConfig()
@@ -25,9 +29,7 @@ def test_config_json_round_trip():
         ({"encoder": "cnn"}, "RetrievalConfig.encoder='cnn'"),
         ({"embedding_dim": 0}, "RetrievalConfig.embedding_dim=0"),
         ({"dropout": 1.0}, "RetrievalConfig.dropout=1.0"),
-        ({"temperature": 0.0}, "RetrievalConfig.temperature=0.0"),
         ({"embedding_dim": 6, "num_heads": 4}, "RetrievalConfig.num_heads=4"),
-        ({"num_hard_negatives": 5}, "RetrievalConfig.num_hard_negatives=5"),
         ({"training_positions": "first"}, "RetrievalConfig.training_positions='first'"),
     ],
 )
@@ -48,6 +50,9 @@ def test_config_validation_names_the_field(kwargs, message):
             "RetrievalConfig.optimizer: OptimizerConfig.learning",
         ),
         ({"training": {"epochs": 0}}, "RetrievalConfig.training: TrainingConfig.epochs=0"),
+        ({"loss": {"temperature": 0.0}}, "RetrievalConfig.loss: RetrievalLossConfig.temperature=0"),
+        ({"loss": {"num_hard_negatives": 5}}, "RetrievalLossConfig.num_hard_negatives=5 needs"),
+        ({"loss": {"kind": "cnn"}}, "RetrievalConfig.loss.kind: expected one of"),
         ({"training": {"steps_per_epoch": 0}}, "TrainingConfig.steps_per_epoch=0; expected"),
         ({"training": {"strategy": "tpu"}}, "RetrievalConfig.training.strategy: expected one of"),
         (
@@ -63,7 +68,9 @@ def test_sub_config_errors_name_the_path(data, message):
 
 def _mean_model(loss: str = "full") -> TwoTowerModel:
     # 4 item indices (2 real items), D = 2, item vectors e2 = [1, 0], e3 = [0, 1].
-    config = RetrievalConfig(embedding_dim=2, encoder="mean", max_history=3, loss=loss)
+    config = RetrievalConfig(
+        embedding_dim=2, encoder="mean", max_history=3, loss=RetrievalLossConfig(kind=loss)
+    )
     model = TwoTowerModel(config, num_users=3, num_items=4)
     model({"history": tf.constant([[0, 2, 3]])})
     model.item_tower._ids.set_weights([np.array([[0, 0], [0, 0], [1, 0], [0, 1]], np.float32)])
@@ -112,7 +119,7 @@ def test_item_log_probabilities():
 
 
 def test_model_argument_validation():
-    config = RetrievalConfig(embedding_dim=2, loss="sampled", num_heads=1)
+    config = RetrievalConfig(embedding_dim=2, num_heads=1, loss=RetrievalLossConfig(kind="sampled"))
     with pytest.raises(ValueError, match=r"item_log_probs has shape \(3,\); expected \(5,\)"):
         TwoTowerModel(config, 3, 5, item_log_probs=np.zeros(3))
     with pytest.raises(ValueError, match="num_items=2"):
@@ -145,10 +152,10 @@ def test_learns_planted_next_item_pattern(loss, uniform):
         encoder="gru",
         max_history=length,
         dropout=0.0,
-        loss=loss,
-        num_uniform_negatives=uniform,
-        remove_accidental_hits=True,
         optimizer=OptimizerConfig(learning_rate=0.03),
+        loss=RetrievalLossConfig(
+            kind=loss, num_uniform_negatives=uniform, remove_accidental_hits=True
+        ),
     )
     train = _planted_dataset(num_items, length, 256, seed=1)
     model = TwoTowerModel(config, num_users=6, num_items=num_items)
@@ -168,7 +175,10 @@ def test_uniform_negatives_are_real_items_and_corrected_by_expected_counts():
     # must draw only real items and pass the mixture probabilities (N q + M / C) / (N + M)
     # (C = 4 real items), e.g. item 3: (2 * .2 + 3 / 4) / 5 = 0.23.
     config = RetrievalConfig(
-        embedding_dim=4, encoder="mean", max_history=2, loss="sampled", num_uniform_negatives=3
+        embedding_dim=4,
+        encoder="mean",
+        max_history=2,
+        loss=RetrievalLossConfig(kind="sampled", num_uniform_negatives=3),
     )
     log_q = np.log(np.array([1, 1, 4, 2, 1, 1], np.float32) / 10)  # q(2) = .4, q(3) = .2, ...
     model = TwoTowerModel(config, num_users=3, num_items=6, item_log_probs=log_q)
@@ -196,8 +206,8 @@ def test_uniform_negatives_are_real_items_and_corrected_by_expected_counts():
 
 
 def test_uniform_negatives_need_the_sampled_loss():
-    with pytest.raises(ValueError, match="num_uniform_negatives=8 needs loss='sampled'"):
-        RetrievalConfig(loss="full", num_uniform_negatives=8)
+    with pytest.raises(ValueError, match="num_uniform_negatives=8 needs kind='sampled'"):
+        RetrievalConfig(loss=RetrievalLossConfig(kind="full", num_uniform_negatives=8))
 
 
 @pytest.fixture
@@ -209,7 +219,9 @@ def mixed_bfloat16():
 
 @pytest.mark.parametrize("loss", ["full", "sampled"])
 def test_mixed_precision_keeps_loss_and_scores_float32(mixed_bfloat16, loss):
-    config = RetrievalConfig(embedding_dim=4, max_history=3, num_heads=2, loss=loss)
+    config = RetrievalConfig(
+        embedding_dim=4, max_history=3, num_heads=2, loss=RetrievalLossConfig(kind=loss)
+    )
     tables = ItemFeatureTables(np.eye(6, 2, dtype=np.float32), ["a", "b"], None, [])
     model = TwoTowerModel(config, num_users=4, num_items=6, item_features=tables)
     batch = {

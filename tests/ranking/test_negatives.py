@@ -8,6 +8,7 @@ from tfrec.data.negatives import (
     sample_negatives,
     uniform_negatives,
 )
+from tfrec.tasks.config import RankingLossConfig
 
 VOCAB = 10  # indices 0 (pad), 1 (OOV), known items 2..9
 
@@ -134,9 +135,11 @@ def test_hard_fraction_mixes_pool_and_uniform_negatives():
     # 4 negatives, hard_fraction 0.5: columns 0-1 come from the pool {8, 9},
     # columns 2-3 are uniform over the known items except the positive 2.
     config = RankingConfig(
-        objective="next_item", negative_sampling="hard", num_negatives=4, hard_pool_size=4,
-        hard_fraction=0.5,
-    )  # fmt: skip
+        objective="next_item",
+        loss=RankingLossConfig(
+            negative_sampling="hard", num_negatives=4, hard_pool_size=4, hard_fraction=0.5
+        ),
+    )
     positives = np.full(500, 2)
     pool = np.tile([8, 9, 0, 0], (500, 1))
     negatives = draw_negatives(

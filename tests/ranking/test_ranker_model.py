@@ -9,6 +9,7 @@ from tfrec.evaluation import list_ndcg, mean_list_auc
 from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower
 from tfrec.models.ranking import LSTMRanker, RankerDataSpec, RankingConfig
+from tfrec.tasks.config import RankingLossConfig
 from tfrec.tasks.ranking import ListAUC, ListNDCG, RankingTask
 
 VOCAB = 10
@@ -122,16 +123,18 @@ def test_layers_config_json_round_trip():
 
 
 def test_ranking_config_json_round_trip_and_validation():
-    config = RankingConfig(objective="next_item", loss="bce", mlp_layers=[8, 4], use_cross=True)
+    config = RankingConfig(
+        objective="next_item", mlp_layers=[8, 4], use_cross=True, loss=RankingLossConfig(kind="bce")
+    )
     assert RankingConfig.from_json(config.to_json()) == config
     spec = RankerDataSpec(num_users=5, num_items=7, rating_mean=3.2, use_time_signal=True)
     assert RankerDataSpec.from_json(spec.to_json()) == spec
     for field, value in [
         ("objective", "clicks"),
-        ("loss", "hinge"),
+        ("loss", {"kind": "hinge"}),
         ("interaction", "dot"),
-        ("negative_sampling", "random"),
-        ("num_negatives", 0),
+        ("loss", {"negative_sampling": "random"}),
+        ("loss", {"num_negatives": 0}),
         ("mlp_layers", []),
         ("dropout", 1.0),
         ("validation_fraction", 0.0),

@@ -14,16 +14,20 @@ from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel
 from tfrec.models.two_stage import RetrievalScorer, TwoStageRecommender
+from tfrec.tasks.config import RankingLossConfig
 from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.ranking import RankingExperiment, train_ranker
 
 
-def _tiny(objective: str, epochs: int = 10, **overrides) -> RankingConfig:
+def _tiny(
+    objective: str, epochs: int = 10, lists: dict | None = None, **overrides
+) -> RankingConfig:
     values = dict(
         objective=objective, embedding_dim=4, lstm_units=4, mlp_layers=[4], dropout=0.0,
-        l2=0.0, max_history=4, num_negatives=3, eval_negatives=4, ndcg_k=3, num_candidates=4,
+        l2=0.0, max_history=4, eval_negatives=4, ndcg_k=3, num_candidates=4,
         use_item_features=False, optimizer=OptimizerConfig(learning_rate=0.03),
         training=TrainingConfig(batch_size=32, epochs=epochs, patience=2),
+        loss=RankingLossConfig(**{"num_negatives": 3, **(lists or {})}),
     )  # fmt: skip
     values.update(overrides)
     return RankingConfig(**values)
@@ -45,7 +49,9 @@ def _taste_data(num_users: int = 100, length: int = 8, seed: int = 0) -> Interac
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
 def test_next_item_learns_the_successor(loss):
     split = leave_one_out(successor_walks())
-    trained = train_ranker(split, _tiny("next_item", loss=loss, embedding_dim=8, lstm_units=8))
+    trained = train_ranker(
+        split, _tiny("next_item", lists={"kind": loss}, embedding_dim=8, lstm_units=8)
+    )
     metrics = evaluate_ranker(trained, split)
     # Test lists = true next item + 4 uniform negatives. A model ignoring the
     # history is at AUC 0.5 (and NDCG@3 ~0.5); knowing "next = last + 1" ranks the
@@ -87,7 +93,9 @@ def test_rating_objective_needs_ratings():
 def test_hard_negatives_need_a_retrieval_model():
     split = leave_one_out(successor_walks(num_users=4))
     with pytest.raises(ValueError, match="retrieval"):
-        train_ranker(split, _tiny("next_item", negative_sampling="hard", hard_pool_size=3))
+        train_ranker(
+            split, _tiny("next_item", lists={"negative_sampling": "hard", "hard_pool_size": 3})
+        )
 
 
 def _check_fusion_weight_tuning(trained, scorer, split, num_items: int) -> None:
@@ -172,7 +180,7 @@ def test_two_stage_score_matrix_ranks_retrieved_items_first():
     # Hard negatives come from this retrieval model (top-3 pool, positive excluded).
     hard = train_ranker(
         split,
-        _tiny("next_item", epochs=1, negative_sampling="hard", hard_pool_size=3),
+        _tiny("next_item", epochs=1, lists={"negative_sampling": "hard", "hard_pool_size": 3}),
         user_vocab=users,
         item_vocab=items,
         retrieval=scorer,

@@ -11,6 +11,7 @@ from tfrec.data.ranking_lists import ranker_datasets, split_validation
 from tfrec.data.splits import leave_one_out
 from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
 from tfrec.models.ranking import RankerDataSpec, RankingConfig
+from tfrec.tasks.config import RankingLossConfig
 from tfrec.training.config import TrainingConfig
 
 
@@ -61,14 +62,16 @@ def test_retrieved_only_keeps_lists_with_the_true_item_retrieved(retrieved_only)
     spec = RankerDataSpec(num_users=users.size, num_items=items.size)
     config = RankingConfig(
         objective="next_item",
-        negative_sampling="hard",
-        hard_pool_size=3,
-        num_negatives=2,
         eval_negatives=3,
         num_candidates=2,
         max_history=4,
-        retrieved_only=retrieved_only,
         training=TrainingConfig(batch_size=1000),
+        loss=RankingLossConfig(
+            negative_sampling="hard",
+            hard_pool_size=3,
+            num_negatives=2,
+            retrieved_only=retrieved_only,
+        ),
     )
     train_ds, valid_features = ranker_datasets(config, spec, train, valid, _IndexScorer(items.size))
     batch = next(iter(train_ds))

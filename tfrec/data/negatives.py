@@ -25,7 +25,7 @@ from tfrec.config import choices
 from tfrec.data.vocab import NUM_RESERVED, PAD_INDEX
 from tfrec.names import NegativeSampling
 
-#: Negative samplers (``RankingConfig.negative_sampling``).
+#: Negative samplers (``RankingLossConfig.negative_sampling``).
 Strategy = NegativeSampling
 
 # score_fn(histories [b, L] int32, users [b] int32) -> scores [b, vocab_size] float

@@ -43,14 +43,15 @@ def draw_negatives(
     popularity: np.ndarray | None,
     pool: np.ndarray | None,
 ) -> np.ndarray:
-    """``num_negatives`` per example; ``"hard"`` mixes in uniform ones per ``hard_fraction``."""
-    total = config.num_negatives
-    num_hard = round(total * config.hard_fraction) if config.negative_sampling == "hard" else 0
+    """``loss.num_negatives`` per example; ``"hard"`` mixes in uniform ones (``hard_fraction``)."""
+    lists = config.loss
+    total = lists.num_negatives
+    num_hard = round(total * lists.hard_fraction) if lists.negative_sampling == "hard" else 0
     parts = []
-    if config.negative_sampling != "hard":
+    if lists.negative_sampling != "hard":
         parts.append(
             sample_negatives(
-                config.negative_sampling, positives, total, num_items, rng, popularity=popularity
+                lists.negative_sampling, positives, total, num_items, rng, popularity=popularity
             )
         )
     else:
@@ -96,7 +97,7 @@ class _ListBatches:
     def dataset(self) -> tf.data.Dataset:
         """The generator as a ``tf.data.Dataset`` (one pass = one epoch)."""
         length = self.examples.max_history
-        count = self.config.num_negatives + 1
+        count = self.config.loss.num_negatives + 1
         signature = {
             "user": tf.TensorSpec([None], tf.int32),
             "history": tf.TensorSpec([None, length], tf.int32),
@@ -163,7 +164,7 @@ def ranker_datasets(
     else:
         popularity = np.bincount(train.item, minlength=spec.num_items).astype(np.float64)
         pool = None
-        if config.negative_sampling == "hard":
+        if config.loss.negative_sampling == "hard":
             if retrieval is None:
                 raise ValueError("negative_sampling='hard' needs a retrieval scorer")
             train, pool, valid_features = _retrieved_lists(
@@ -197,7 +198,7 @@ def _retrieved_lists(
         train.history,
         train.user,
         train.item,
-        pool_size=config.hard_pool_size,
+        pool_size=config.loss.hard_pool_size,
         exclude=train.user_items(),  # the user's other items are positives, not negatives
     )
     pool = train_pool.items
@@ -207,7 +208,7 @@ def _retrieved_lists(
         pool_size=config.eval_negatives, exclude=valid.user_items(),
     )  # fmt: skip
     valid_items = valid_pool.items
-    if config.retrieved_only:
+    if config.loss.retrieved_only:
         keep = np.flatnonzero(train_pool.positive_in_top())
         train, pool = train.take(keep), pool[keep]
         keep = np.flatnonzero(valid_pool.positive_in_top(config.num_candidates))

@@ -40,7 +40,8 @@ from tfrec.layers.encoders import RNNEncoder
 from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower
 from tfrec.models.base import TfrecModel
-from tfrec.names import NegativeSampling, RankerInteraction, RankingLoss, RankingObjective
+from tfrec.names import RankerInteraction, RankingObjective
+from tfrec.tasks.config import RANKING_FLAT_FIELDS, RankingLossConfig
 from tfrec.tasks.ranking import RankingTask
 from tfrec.training.config import OptimizerConfig, TrainingConfig, nest_flat_fields
 
@@ -52,20 +53,9 @@ class RankingConfig(JsonConfig):
     Attributes:
         objective: ``"rating"`` (explicit ratings, MSE) or ``"next_item"``
             (true next item vs sampled negatives).
-        loss: ``"bce"`` (pointwise) or ``"softmax"`` (listwise), next_item only.
-        num_negatives: Sampled negatives per next-item training example.
-        negative_sampling: ``"uniform"``, ``"popularity"`` or ``"hard"`` (top
-            items of a retrieval model, excluding the positive).
-        hard_pool_size: Size of the retrieval top-N pool hard negatives are drawn from.
-        hard_fraction: ``"hard"`` only: share of each list's negatives drawn from the
-            pool, the rest uniform (hard-only lists can teach "anything the retrieval
-            model likes is negative").
-        retrieved_only: ``"hard"`` only: train and validate only on examples whose
-            true item is in the retrieval model's top ``hard_pool_size``
-            (validation: top ``num_candidates``), i.e. on the lists stage 2 really
-            re-ranks. Without it, a true item the retrieval model misses sits among
-            negatives it likes, and the ranker can learn "what retrieval likes is
-            negative", the opposite of what helps once the true item is retrieved.
+        loss: ``next_item`` only: the loss and its training lists (bce or softmax,
+            negatives and how they are drawn:
+            :class:`~tfrec.tasks.config.RankingLossConfig`).
         eval_negatives: Negatives per list in next-item list evaluation (uniform).
         embedding_dim: Item/user embedding size D.
         lstm_units: LSTM size H.
@@ -98,12 +88,7 @@ class RankingConfig(JsonConfig):
     """
 
     objective: RankingObjective = "rating"
-    loss: RankingLoss = "softmax"
-    num_negatives: int = 20
-    negative_sampling: NegativeSampling = "uniform"
-    hard_pool_size: int = 100
-    hard_fraction: float = 1.0
-    retrieved_only: bool = False
+    loss: RankingLossConfig = dataclasses.field(default_factory=RankingLossConfig)
     eval_negatives: int = 100
     # Defaults measured on MovieLens 100K ratings (u1/u2 test RMSE 0.915/0.905).
     embedding_dim: int = 48
@@ -134,8 +119,8 @@ class RankingConfig(JsonConfig):
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Nests the flat optimizer/training fields of configs saved by earlier versions."""
-        return nest_flat_fields(data)
+        """Nests the flat loss/optimizer/training fields of configs saved by earlier versions."""
+        return nest_flat_fields(nest_flat_fields(data), RANKING_FLAT_FIELDS)
 
     def default_monitor(self) -> str:
         """The validation metric early stopping uses when ``training.monitor`` is unset."""
@@ -143,8 +128,8 @@ class RankingConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         positive = (
-            "num_negatives", "hard_pool_size", "eval_negatives", "embedding_dim",
-            "lstm_units", "cross_layers", "max_history", "ndcg_k", "num_candidates",
+            "eval_negatives", "embedding_dim", "lstm_units", "cross_layers", "max_history",
+            "ndcg_k", "num_candidates",
         )  # fmt: skip
         for name in positive:
             value = getattr(self, name)
@@ -164,18 +149,12 @@ class RankingConfig(JsonConfig):
             value = getattr(self, name)
             if not value >= 0.0:
                 raise ValueError(f"RankingConfig.{name}: expected >= 0, got {value!r}")
-        if self.negative_sampling == "hard" and self.hard_pool_size < self.num_negatives:
-            raise ValueError(
-                f"RankingConfig.hard_pool_size: {self.hard_pool_size} is smaller than "
-                f"num_negatives={self.num_negatives}"
-            )
 
     def _check_fractions(self) -> None:
         """Rates and shares: (name, excludes 0, excludes 1)."""
         for name, open_low, open_high in (
             ("dropout", False, True),
             ("signal_dropout", False, True),
-            ("hard_fraction", False, False),
             ("validation_fraction", True, True),
         ):
             value = getattr(self, name)
@@ -315,7 +294,10 @@ class LSTMRanker(TfrecModel):
             name="global_bias",
         )
         self.task = RankingTask(
-            objective=config.objective, loss=config.loss, ndcg_k=config.ndcg_k, name="ranking_task"
+            objective=config.objective,
+            loss=config.loss.kind,
+            ndcg_k=config.ndcg_k,
+            name="ranking_task",
         )
 
     def encode_history(

@@ -36,7 +36,8 @@ from tfrec.layers.encoders import NO_ENCODER, get_encoder
 from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
-from tfrec.names import HistoryEncoder, RetrievalLoss, TrainingPositions
+from tfrec.names import HistoryEncoder, TrainingPositions
+from tfrec.tasks.config import RETRIEVAL_FLAT_FIELDS, RetrievalLossConfig
 from tfrec.tasks.retrieval import RetrievalTask
 from tfrec.training.config import OptimizerConfig, TrainingConfig, nest_flat_fields
 
@@ -65,19 +66,8 @@ class RetrievalConfig(JsonConfig):
         share_item_embeddings: Embed history items with the candidate ItemTower.
         context_dim: Size of per-history-position context features (0 = none;
             history encoders only).
-        loss: ``"full"`` (softmax over the whole catalogue) or ``"sampled"``
-            (in-batch softmax; scales to large catalogues).
-        temperature: Softmax temperature.
-        logq_correction: ``"sampled"``: subtract log item frequency from the logits.
-        remove_accidental_hits: ``"sampled"``: mask negatives equal to the target.
-        num_hard_negatives: ``"sampled"``: keep only the hardest negatives (0 = all).
-        num_uniform_negatives: ``"sampled"``: M extra negatives per batch drawn
-            uniformly from the catalogue and shared by every query (mixed negative
-            sampling, Yang et al. 2020): in-batch negatives alone are popular items,
-            so at a large catalogue the tail is rarely contrasted. The logQ
-            correction then uses each candidate's probability under the mixture of
-            N in-batch and M uniform draws, ``(N * q(item) + M / C) / (N + M)``
-            (C real items). 0 = in-batch only.
+        loss: The softmax loss (full or sampled, temperature, logQ correction,
+            negatives: :class:`~tfrec.tasks.config.RetrievalLossConfig`).
         l2: L2 penalty on the embedding tables.
         training_positions: ``"all"`` (a target at every history position,
             SASRec style) or ``"last"`` (only the most recent item). Unused by
@@ -100,12 +90,7 @@ class RetrievalConfig(JsonConfig):
     use_item_features: bool = True
     share_item_embeddings: bool = True
     context_dim: int = 0
-    loss: RetrievalLoss = "full"
-    temperature: float = 1.0
-    logq_correction: bool = True
-    remove_accidental_hits: bool = True
-    num_hard_negatives: int = 0
-    num_uniform_negatives: int = 0
+    loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
     l2: float = 0.0
     training_positions: TrainingPositions = "all"
     max_title_tokens: int = 16
@@ -114,8 +99,8 @@ class RetrievalConfig(JsonConfig):
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Nests the flat optimizer/training fields of configs saved by earlier versions."""
-        return nest_flat_fields(data)
+        """Nests the flat loss/optimizer/training fields of configs saved by earlier versions."""
+        return nest_flat_fields(nest_flat_fields(data), RETRIEVAL_FLAT_FIELDS)
 
     def __post_init__(self) -> None:
         self._check_ranges()
@@ -136,12 +121,6 @@ class RetrievalConfig(JsonConfig):
                 f"(got encoder={self.encoder!r}): context features are per history position; "
                 "use context_dim=0 with encoder='none'"
             )
-        for name in ("num_hard_negatives", "num_uniform_negatives"):
-            if getattr(self, name) and self.loss != "sampled":
-                raise ValueError(
-                    f"RetrievalConfig.{name}={getattr(self, name)} needs loss='sampled' "
-                    f"(got loss={self.loss!r})"
-                )
 
     def _check_ranges(self) -> None:
         positive_ints = (
@@ -155,13 +134,11 @@ class RetrievalConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
-        for name in ("context_dim", "num_hard_negatives", "num_uniform_negatives", "l2"):
+        for name in ("context_dim", "l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"RetrievalConfig.dropout={self.dropout}; expected 0 <= dropout < 1")
-        if self.temperature <= 0:
-            raise ValueError(f"RetrievalConfig.temperature={self.temperature}; expected > 0")
 
 
 def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:
@@ -266,14 +243,14 @@ class TwoTowerModel(TfrecModel):
                 name="query_tower",
             )
         self.task = RetrievalTask(
-            loss=config.loss,
-            temperature=config.temperature,
-            remove_accidental_hits=config.remove_accidental_hits,
-            num_hard_negatives=config.num_hard_negatives,
+            loss=config.loss.kind,
+            temperature=config.loss.temperature,
+            remove_accidental_hits=config.loss.remove_accidental_hits,
+            num_hard_negatives=config.loss.num_hard_negatives,
             name="retrieval_task",
         )
         self._log_probs = None
-        if config.loss == "sampled" and config.logq_correction:
+        if config.loss.kind == "sampled" and config.loss.logq_correction:
             if item_log_probs is None:
                 logger.warning("logq_correction is on but no item_log_probs were given: skipped")
             else:
@@ -321,7 +298,7 @@ class TwoTowerModel(TfrecModel):
             candidates = self.item_tower.all_items()  # [I, D]
             return self.task(query, candidates, target_ids)
         candidate_ids = target_ids  # [N]: in-batch negatives
-        extra = self.config.num_uniform_negatives
+        extra = self.config.loss.num_uniform_negatives
         if extra:
             uniform = tf.random.uniform([extra], NUM_RESERVED, self.num_items, dtype=tf.int32)
             candidate_ids = tf.concat([target_ids, uniform], axis=0)  # [N + M]

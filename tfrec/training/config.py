@@ -81,8 +81,11 @@ class TrainingConfig(JsonConfig):
             data-dependent shapes, so XLA recompiles often (on CPU it was ~6x
             slower on Amazon Beauty: 0.16 vs 0.98 steps/s at batch 256).
         strategy: ``"auto"`` (MirroredStrategy over several GPUs, one GPU, else
-            the default CPU strategy), ``"default"`` (no distribution) or
-            ``"mirrored"`` (MirroredStrategy over every visible device).
+            the default CPU strategy; inside a ``tfrec train --workers`` worker,
+            the worker's MultiWorkerMirroredStrategy), ``"default"`` (no
+            distribution), ``"mirrored"`` (MirroredStrategy over every visible
+            device) or ``"multi_worker"`` (MultiWorkerMirroredStrategy from
+            ``TF_CONFIG``: :mod:`tfrec.training.worker`).
         steps_per_epoch: End each epoch after this many batches (None = one
             pass over the training data); for smoke runs and for projecting the
             time of an epoch too long to run (``benchmarks/scale.py``).
@@ -129,26 +132,29 @@ FLAT_FIELDS: dict[str, str] = {
 del FLAT_FIELDS["name"]  # never a flat field: ``name`` alone is ambiguous
 
 
-def nest_flat_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """Moves the flat optimizer/training fields of an old model config into sub-dicts.
+def nest_flat_fields(data: dict[str, Any], moves: dict[str, str] | None = None) -> dict[str, Any]:
+    """Moves the flat fields of an old model config into its sub-config dicts.
 
     Args:
         data: A model config dict, as saved by any tfrec version.
+        moves: Old flat name -> ``"section.field"``; default :data:`FLAT_FIELDS`
+            (optimizer and training loop). A key that names a section and holds a
+            dict is already nested and stays.
 
     Returns:
-        ``data`` itself when it is already nested, else a copy with every
-        :data:`FLAT_FIELDS` key moved under ``optimizer`` / ``training``.
+        ``data`` itself when nothing is flat, else a copy with the flat keys moved.
     """
+    moves = FLAT_FIELDS if moves is None else moves
     flat = [
         key
         for key in data
-        if key in FLAT_FIELDS and not (key == "optimizer" and isinstance(data[key], dict))
+        if key in moves and not (key == moves[key].split(".")[0] and isinstance(data[key], dict))
     ]
     if not flat:
         return data
     out = {key: value for key, value in data.items() if key not in flat}
     for key in flat:
-        section, field = FLAT_FIELDS[key].split(".")
+        section, field = moves[key].split(".")
         nested = out.get(section)
         out[section] = {**(nested if isinstance(nested, dict) else {}), field: data[key]}
     return out

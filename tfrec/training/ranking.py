@@ -172,7 +172,7 @@ class RankingExperiment(ExperimentBase):
                 "use objective='next_item'"
             )
         if (
-            cfg.negative_sampling == "hard"
+            cfg.loss.negative_sampling == "hard"
             and cfg.objective == "next_item"
             and self.retrieval is None
         ):

@@ -18,6 +18,7 @@ from tfrec.evaluation.config import EvalConfig
 from tfrec.models.ranking import RankingConfig
 from tfrec.models.retrieval import RetrievalConfig
 from tfrec.names import DatasetName, RankingKind
+from tfrec.tasks.config import RankingLossConfig
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
 
@@ -100,15 +101,19 @@ class RankingExperimentConfig(JsonConfig):
         )
 
 
-#: Next-item lists that re-rank retrieval's hard candidates, kept only where
-#: retrieval found the true item (the lists stage 2 really re-ranks).
-_RERANK_LISTS = {"objective": "next_item", "negative_sampling": "hard", "retrieved_only": True}
+def _rerank(**loss: Any) -> RankingLossConfig:
+    """Lists of retrieval's hard candidates, kept where retrieval found the true item.
+
+    These are the lists stage 2 really re-ranks.
+    """
+    return RankingLossConfig(negative_sampling="hard", retrieved_only=True, **loss)
+
 
 #: The ranker of a dataset without its own preset, per kind: the class defaults
-#: (rating regression) for ``ranking``; :data:`_RERANK_LISTS` for ``pipeline``.
+#: (rating regression) for ``ranking``; next-item lists of :func:`_rerank` for ``pipeline``.
 DEFAULT_RANKERS: dict[RankingKind, RankingConfig] = {
     "ranking": RankingConfig(),
-    "pipeline": RankingConfig(**_RERANK_LISTS),
+    "pipeline": RankingConfig(objective="next_item", loss=_rerank()),
 }
 
 #: Ranker defaults per dataset and kind (fields not given keep RankingConfig's defaults).
@@ -119,14 +124,20 @@ RANKING_PRESETS: dict[tuple[DatasetName, RankingKind], RankingConfig] = {
     # is the true item + the rest of the retrieval top-100. No per-user embedding
     # (leave-one-out users have a handful of events each).
     ("beauty", "pipeline"): RankingConfig(
-        **_RERANK_LISTS, num_negatives=99, use_user=False, loss="softmax", max_history=50
+        objective="next_item",
+        loss=_rerank(num_negatives=99, kind="softmax"),
+        use_user=False,
+        max_history=50,
     ),
     # the synthetic catalogue is small (80 items by default): smaller pools and lists
     ("synthetic", "ranking"): RankingConfig(objective="rating", eval_negatives=30),
     ("synthetic", "pipeline"): RankingConfig(
-        **_RERANK_LISTS, hard_pool_size=30, num_candidates=30, num_negatives=10, eval_negatives=30
+        objective="next_item",
+        loss=_rerank(hard_pool_size=30, num_negatives=10),
+        num_candidates=30,
+        eval_negatives=30,
     ),
     ("ml-100k", "pipeline"): RankingConfig(
-        **_RERANK_LISTS, num_negatives=99, loss="softmax", max_history=50
+        objective="next_item", loss=_rerank(num_negatives=99, kind="softmax"), max_history=50
     ),
 }
