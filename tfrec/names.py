@@ -11,7 +11,17 @@ from __future__ import annotations
 from typing import Literal
 
 #: Registered datasets (:data:`tfrec.data.loaders.DATASETS` maps each to its loader).
-DatasetName = Literal["ml-100k", "ml-latest-small", "beauty", "beauty-bert4rec", "csv", "synthetic"]
+DatasetName = Literal[
+    "ml-100k",
+    "ml-latest-small",
+    "beauty",
+    "beauty-bert4rec",
+    "sports",
+    "lastfm",
+    "csv",
+    "s3rec",
+    "synthetic",
+]
 #: Split protocols of :class:`tfrec.data.config.DataConfig`.
 SplitName = Literal["leave_one_out", "temporal", "random"]
 #: Split protocols the streaming (sharded TFRecord) preparation supports.
@@ -43,7 +53,7 @@ RankerInteraction = Literal["concat", "attention"]
 #: Optimizers of :func:`tfrec.training.optimizers.make_optimizer`.
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 #: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
-StrategyName = Literal["auto", "default", "mirrored"]
+StrategyName = Literal["auto", "default", "mirrored", "multi_worker"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
 ExperimentKind = Literal["retrieval", "ranking", "pipeline"]
 #: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.

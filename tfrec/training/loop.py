@@ -13,14 +13,18 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec.training.callbacks import build_callbacks
-from tfrec.training.checkpoints import TrainingState
+from tfrec.training import worker
+from tfrec.training.callbacks import MetricEarlyStopping, build_callbacks
+from tfrec.training.checkpoints import RunCheckpoint, TrainingState
 from tfrec.training.experiment import RunLayout
+
+if TYPE_CHECKING:
+    from tfrec.training.backup import WorkerBackup
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,37 @@ def _resume(layout: RunLayout | None, model: keras.Model) -> TrainingState:
     state = TrainingState.read(layout)
     model.load_weights(str(layout.checkpoint)).expect_partial()
     return state
+
+
+def _multi_worker(model: keras.Model) -> bool:
+    """Whether ``model`` trains under this process's ``MultiWorkerMirroredStrategy``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return worker.current() is not None and isinstance(
+        model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+    )
+
+
+def _add_worker_backup(
+    callbacks: list[keras.callbacks.Callback],
+) -> WorkerBackup | None:
+    """Puts a :class:`~tfrec.training.backup.WorkerBackup` first and its tail last.
+
+    The backup lives in the chief's run directory (``<run>/backup``), shared by
+    every worker; without a run directory there is no backup (a warning).
+    """
+    from tfrec.training.backup import WorkerBackup  # noqa: PLC0415
+
+    directory, run_dir = worker.backup_dir(), worker.chief_run_dir()
+    if directory is None or run_dir is None:
+        logger.warning("multi-worker training without a run directory: no BackupAndRestore")
+        return None
+    stopper = next((c for c in callbacks if isinstance(c, MetricEarlyStopping)), None)
+    checkpoint = next((c for c in callbacks if isinstance(c, RunCheckpoint)), None)
+    backup = WorkerBackup(directory, stopper, checkpoint, RunLayout(run_dir).weights)
+    callbacks.insert(0, backup)
+    callbacks.append(backup.tail())
+    return backup
 
 
 def fit_model(
@@ -85,18 +120,41 @@ def fit_model(
         if layout is not None and Path(f"{layout.weights}.index").is_file():
             model.load_weights(str(layout.weights)).expect_partial()
         return history
+
     if state is not None:
         logger.info("resuming %s after epoch %d of %d", output_dir, initial, epochs)
     if evaluate_fn is None:
         logger.warning("no validation part: training %d epochs without early stopping", epochs)
+    multi = _multi_worker(model)
+    if multi and evaluate_fn is not None:
+        evaluate_fn = _synced(evaluate_fn, model)
     callbacks = build_callbacks(
         evaluate_fn, monitor=monitor, patience=patience, mode=mode, output_dir=output_dir,
         examples_per_step=examples_per_step, resume=state,
     )  # fmt: skip
+    backup = _add_worker_backup(callbacks) if multi else None
     fit = model.fit(
         dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
         steps_per_epoch=steps_per_epoch,
     )  # fmt: skip
+    if backup is not None and backup.restored is not None:  # the epochs before a restart
+        history = {k: list(v) for k, v in backup.restored.history.items()}
     for key, values in fit.history.items():
         history.setdefault(key, []).extend(float(v) for v in values)
     return history
+
+
+def _synced(
+    evaluate_fn: Callable[[], Mapping[str, float]], model: keras.Model
+) -> Callable[[], Mapping[str, float]]:
+    """``evaluate_fn`` whose metrics are averaged over the workers (identical everywhere).
+
+    Every worker evaluates the validation part itself (same queries, same
+    mirrored weights); the all-reduce makes the values bitwise equal, so every
+    worker takes the same early-stopping decision and runs the same steps.
+    """
+
+    def synced() -> Mapping[str, float]:
+        return worker.mean_over_workers(model.distribute_strategy, evaluate_fn())
+
+    return synced

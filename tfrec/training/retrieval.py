@@ -188,13 +188,27 @@ class RetrievalExperiment(ExperimentBase):
         self.user_vocab, self.item_vocab = prepared.user_vocab, prepared.item_vocab
 
     def _train_dataset(self) -> tf.data.Dataset:
+        """Global batches of ``training.batch_size``, sharded per worker when distributed.
+
+        Under a multi-worker strategy each worker reads its share: whole TFRecord
+        shards (FILE) of a prepared directory, every N-th batch (DATA) in memory.
+        """
         cfg = self.config.model.training
+        policy = tf.data.experimental.AutoShardPolicy
+        options = tf.data.Options()
         if self.prepared is not None:
             keys = ("user", "history", "target")
-            return self.prepared.dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed).map(
+            options.experimental_distribute.auto_shard_policy = policy.FILE
+            dataset = self.prepared.dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+            dataset = dataset.map(
                 lambda f: {k: f[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE
             )
-        return make_dataset(self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+        else:
+            options.experimental_distribute.auto_shard_policy = policy.DATA
+            dataset = make_dataset(
+                self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed
+            )
+        return dataset.with_options(options)
 
     @classmethod
     def default_config(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:

@@ -32,13 +32,28 @@ def get_strategy(name: StrategyName = "auto") -> tf.distribute.Strategy:
             than one, ``OneDeviceStrategy("/gpu:0")`` with one GPU, else the
             default strategy (CPU). ``"default"``: no distribution.
             ``"mirrored"``: ``MirroredStrategy`` over every visible device (the
-            local CPU alone when there is no GPU). Batches given to ``fit`` are
-            global batches; MirroredStrategy splits each over the replicas.
+            local CPU alone when there is no GPU). ``"multi_worker"``:
+            ``MultiWorkerMirroredStrategy`` over the cluster of ``TF_CONFIG``
+            (:mod:`tfrec.training.worker`; one instance per process, created
+            before TensorFlow runs anything: ``tfrec train --workers N`` and
+            ``--worker-index`` do that; ``"auto"`` then means it too). Batches
+            given to ``fit`` are global batches; the strategy splits each over
+            the replicas (and workers).
 
     Raises:
-        ValueError: An unknown ``name``.
+        ValueError: An unknown ``name``, or ``"default"``/``"mirrored"`` in a
+            process that joined a multi-worker cluster.
     """
     check_choice("TrainingConfig.strategy", name, StrategyName)
+    from tfrec.training import worker  # noqa: PLC0415
+
+    if name == "multi_worker" or (name == "auto" and worker.current() is not None):
+        return worker.joined_strategy()
+    if worker.current() is not None:
+        raise ValueError(
+            f"TrainingConfig.strategy={name!r}, but this process is worker "
+            f"{worker.current().index} of a multi-worker cluster; use 'auto' or 'multi_worker'"
+        )
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         strategy: tf.distribute.Strategy = tf.distribute.MirroredStrategy()
