@@ -65,6 +65,24 @@ OLD_PRESETS = {
         {},
     ),
     "csv": ({}, {}, {}),
+    # Added with their datasets (issue 13), not old: beauty's values with the default loss.
+    **{
+        name: (
+            {"split": "leave_one_out"},
+            {
+                "encoder": "transformer",
+                "max_history": 50,
+                "embedding_dim": 64,
+                "batch_size": 128,
+                "learning_rate": 2e-3,
+                "dropout": 0.3,
+                "epochs": 18,
+                "patience": 3,
+            },
+            {"mask": "both"},
+        )
+        for name in ("sports", "lastfm", "s3rec")
+    },
 }
 OLD_RANKING_PRESETS = {
     ("ml-100k", "ranking"): {"objective": "rating", "max_history": 50},
@@ -136,11 +154,11 @@ def test_ranking_preset_equals_the_old_dict_preset(dataset: str, kind: str) -> N
 
 def test_presets_are_returned_as_independent_copies() -> None:
     first = RankingExperimentConfig.for_dataset("beauty", kind="pipeline")
-    first.ranking.num_negatives = 3
+    first.ranking.loss.num_negatives = 3
     first.retrieval.training.epochs = 1
     first.data = dataclasses.replace(first.data, seed=7)
     again = RankingExperimentConfig.for_dataset("beauty", kind="pipeline")
-    assert (again.ranking.num_negatives, again.retrieval.training.epochs, again.data.seed) == (
+    assert (again.ranking.loss.num_negatives, again.retrieval.training.epochs, again.data.seed) == (
         99,
         18,
         42,

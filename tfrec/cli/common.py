@@ -94,8 +94,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         choices=choices(DatasetName),
         help=(
-            "ml-100k / ml-latest-small (MovieLens, GroupLens licence), beauty (Amazon Beauty, "
-            "S3-Rec release), beauty-bert4rec, csv (your own file, see --path), synthetic "
+            "ml-100k / ml-latest-small (MovieLens, GroupLens licence), beauty / sports / "
+            "lastfm (Amazon Beauty, Amazon Sports and Outdoors, Last.fm: S3-Rec releases, "
+            "with item attributes), beauty-bert4rec, csv (your own file, see --path), s3rec "
+            "(your own file in the S3-Rec format: --path, --attributes-path), synthetic "
             "(generated, no files needed)"
         ),
     )
@@ -115,8 +117,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--min-rating", type=float, help="keep interactions with rating >= this")
     group.add_argument("--seed", type=int, help="seed of the split and of training")
-    csv = parser.add_argument_group("csv dataset (--dataset csv)")
-    csv.add_argument("--path", help="interactions file: .csv, .tsv or .parquet")
+    csv = parser.add_argument_group("your own files (--dataset csv, --dataset s3rec)")
+    csv.add_argument(
+        "--path",
+        help="interactions file: .csv, .tsv or .parquet (csv); 'user item1 item2 ...' (s3rec)",
+    )
+    csv.add_argument(
+        "--attributes-path",
+        "--attributes",
+        dest="attributes_path",
+        help="s3rec: optional *_item2attributes.json (item id -> attribute ids, item features)",
+    )
     csv.add_argument("--items-path", help="optional item features file (item id, title, genres)")
     csv.add_argument("--user-col", help="user id column (default user_id)")
     csv.add_argument("--item-col", help="item id column (default item_id)")
@@ -133,6 +144,7 @@ def data_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "path": args.path,
         "items_path": args.items_path,
+        "attributes_path": args.attributes_path,
         "user_col": args.user_col,
         "item_col": args.item_col,
         "time_col": args.time_col,

@@ -27,8 +27,11 @@ class DataConfig(JsonConfig):
         dataset: A name from :data:`tfrec.data.loaders.DATASETS`.
         data_dir: Where the files are (else ``$TFREC_DATA_DIR``, else the cache).
         download: Fetch MovieLens from GroupLens when missing (sha256-checked).
-        path: ``csv`` only: the interactions file (CSV/TSV/Parquet).
+        path: ``csv``: the interactions file (CSV/TSV/Parquet); ``s3rec``: the
+            ``user item1 item2 ...`` sequence file.
         items_path: ``csv`` only: optional item-features file.
+        attributes_path: ``s3rec`` only: optional ``*_item2attributes.json``
+            (item id -> attribute ids, read as the items' genres).
         user_col: ``csv`` only: user id column.
         item_col: ``csv`` only: item id column.
         time_col: ``csv`` only: optional timestamp column.
@@ -59,6 +62,7 @@ class DataConfig(JsonConfig):
     download: bool = False
     path: str | None = None
     items_path: str | None = None
+    attributes_path: str | None = None
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str | None = None
@@ -95,6 +99,12 @@ class DataConfig(JsonConfig):
         if self.dataset == "csv":
             columns = {name: getattr(self, name) for name in CSV_OPTIONS}
             check_distinct_columns(columns, CSV_OPTIONS)
+        if self.attributes_path is not None and self.dataset != "s3rec":
+            raise ValueError(
+                f"DataConfig.attributes_path={self.attributes_path!r} is read only by dataset "
+                f"'s3rec' (got dataset {self.dataset!r}); the beauty, sports and lastfm "
+                "releases read their attribute file from beside their sequence file"
+            )
 
     def load_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`~tfrec.data.loaders.load_dataset`."""
@@ -116,6 +126,10 @@ class DataConfig(JsonConfig):
                 genres_col=self.genres_col,
                 genres_sep=self.genres_sep,
             )
+        elif self.dataset == "s3rec":
+            if not self.path:
+                raise ValueError("DataConfig.path is required for dataset 's3rec' (--path FILE)")
+            kwargs.update(path=self.path, attributes_path=self.attributes_path)
         elif self.dataset == "synthetic":
             kwargs.update(
                 num_users=self.synthetic_users, num_items=self.synthetic_items, seed=self.seed

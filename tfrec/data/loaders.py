@@ -11,9 +11,12 @@ Formats read (one loader each):
   (``userId,movieId,rating,timestamp``) and ``movies.csv`` (``movieId,title,
   genres``; titles may be quoted and contain commas; genres ``|``-separated,
   ``(no genres listed)`` = none).
-* ``beauty`` (Amazon Beauty, S3-Rec release, ``amazon-beauty-s3rec/Beauty.txt``):
-  one line per user ``user item1 item2 ...`` in chronological order; no times,
-  so ``timestamp`` is the position in the sequence.
+* ``beauty``, ``sports``, ``lastfm`` (the S3-Rec releases of Amazon Beauty, Amazon
+  Sports and Outdoors and Last.fm, :mod:`tfrec.data.s3rec`) and ``s3rec`` (any file
+  in that format: ``path``, optional ``attributes_path``): one line per user
+  ``user item1 item2 ...`` in chronological order; no times, so ``timestamp`` is
+  the position in the sequence; the optional ``*_item2attributes.json`` (item id ->
+  attribute ids) becomes the items' ``genres``; no titles.
 * ``beauty-bert4rec`` (BERT4Rec release, ``amazon-beauty-bert4rec/beauty.txt``):
   ``user item`` per line, chronological within a user; ``timestamp`` = position.
 * ``csv`` (any CSV/TSV or Parquet file): user-named columns for user, item and
@@ -47,11 +50,12 @@ from typing import Any
 
 import pandas as pd
 
-from tfrec.data.beauty import load_beauty_bert4rec, load_beauty_s3rec
+from tfrec.data.beauty import load_beauty_bert4rec
 from tfrec.data.interactions import Interactions
 from tfrec.data.movielens import load_movielens_100k, load_movielens_latest_small
 from tfrec.data.parsing import Field
 from tfrec.data.prepare_inputs import read_items_table, read_table
+from tfrec.data.s3rec import load_beauty_s3rec, load_lastfm_s3rec, load_s3rec, load_sports_s3rec
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +244,21 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "beauty",
-            "Amazon Beauty 5-core (S3-Rec release): 198,502 events, implicit, order only",
+            "Amazon Beauty 5-core (S3-Rec release): 198,502 events, 12,101 items with "
+            "attributes, implicit, order only",
             load_beauty_s3rec,
+        ),
+        DatasetInfo(
+            "sports",
+            "Amazon Sports and Outdoors 5-core (S3-Rec release): 296,337 events, 18,357 items "
+            "with attributes, implicit, order only",
+            load_sports_s3rec,
+        ),
+        DatasetInfo(
+            "lastfm",
+            "Last.fm (S3-Rec release): 52,551 events, 1,090 users, 3,646 artists with tags, "
+            "implicit, order only",
+            load_lastfm_s3rec,
         ),
         DatasetInfo(
             "beauty-bert4rec",
@@ -253,6 +270,12 @@ DATASETS: dict[str, DatasetInfo] = {
             "any CSV/TSV/Parquet file: path=, user_col=, item_col=, time_col=, rating_col=, "
             "items_path=, ...",
             load_interactions_file,
+            uses_data_dir=False,
+        ),
+        DatasetInfo(
+            "s3rec",
+            "any file in the S3-Rec release format: path=, attributes_path= (optional)",
+            load_s3rec,
             uses_data_dir=False,
         ),
         DatasetInfo(
@@ -271,15 +294,16 @@ def load_dataset(
     """Loads a registered dataset by name (see :data:`DATASETS`).
 
     Args:
-        name: One of ``ml-100k``, ``ml-latest-small``, ``beauty``,
-            ``beauty-bert4rec``, ``csv``, ``synthetic``.
-        data_dir: Data directory for the file-based datasets; for ``csv`` a
-            relative ``path``/``items_path`` is also looked up inside it.
+        name: A :data:`DATASETS` key (``ml-100k``, ``beauty``, ``sports``,
+            ``lastfm``, ``csv``, ``s3rec``, ``synthetic``, ...).
+        data_dir: Data directory for the file-based datasets; for ``csv`` and
+            ``s3rec`` a relative ``path``/``items_path``/``attributes_path`` is
+            also looked up inside it.
         download: Fetch a missing MovieLens dataset (sha256-checked).
         **kwargs: Passed to the loader (``min_user_interactions``,
             ``min_item_interactions`` for all; ``path``, ``user_col``, ... for
-            ``csv``; :func:`~tfrec.data.synthetic.make_synthetic` arguments for
-            ``synthetic``).
+            ``csv``; ``path``, ``attributes_path`` for ``s3rec``;
+            :func:`~tfrec.data.synthetic.make_synthetic` arguments for ``synthetic``).
 
     Returns:
         The loaded Interactions.
@@ -310,10 +334,11 @@ def load_dataset(
         )
     if info.uses_data_dir:
         return info.loader(data_dir=data_dir, download=download, **kwargs)
-    if name == "csv":
+    if name in {"csv", "s3rec"}:
         if "path" not in kwargs:
-            raise ValueError("dataset 'csv' needs path=<file> (and user_col=, item_col=)")
-        for key in ("path", "items_path"):
+            more = "and user_col=, item_col=" if name == "csv" else "optionally attributes_path="
+            raise ValueError(f"dataset {name!r} needs path=<file> ({more})")
+        for key in ("path", "items_path", "attributes_path"):
             value = kwargs.get(key)
             if value is not None and data_dir is not None and not Path(value).is_absolute():
                 candidate = Path(data_dir) / value

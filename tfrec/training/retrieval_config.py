@@ -16,6 +16,7 @@ from tfrec.data.config import DataConfig
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.retrieval import RetrievalConfig
 from tfrec.names import DatasetName
+from tfrec.tasks.config import RetrievalLossConfig
 from tfrec.training.config import OptimizerConfig, TrainingConfig
 
 
@@ -73,7 +74,7 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
         model=RetrievalConfig(
             encoder="transformer",
             max_history=50,
-            loss="full",
+            loss=RetrievalLossConfig(kind="full"),
             embedding_dim=64,
             dropout=0.3,
             optimizer=OptimizerConfig(learning_rate=2e-3),
@@ -83,7 +84,9 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
     ),
     "beauty-bert4rec": RetrievalExperimentConfig(
         data=DataConfig(dataset="beauty-bert4rec", split="leave_one_out"),
-        model=RetrievalConfig(encoder="transformer", max_history=50, loss="full"),
+        model=RetrievalConfig(
+            encoder="transformer", max_history=50, loss=RetrievalLossConfig(kind="full")
+        ),
         evaluation=EvalConfig(mask="both"),
     ),
     "ml-100k": RetrievalExperimentConfig(
@@ -106,6 +109,44 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
         model=RetrievalConfig(
             encoder="gru", embedding_dim=32, training=TrainingConfig(epochs=10, batch_size=64)
         ),
+    ),
+    # The other S3-Rec releases (and any file in that format) start from beauty's settings
+    # with the default loss (not tuned for them yet).
+    "sports": RetrievalExperimentConfig(
+        data=DataConfig(dataset="sports", split="leave_one_out"),
+        model=RetrievalConfig(
+            encoder="transformer",
+            max_history=50,
+            embedding_dim=64,
+            dropout=0.3,
+            optimizer=OptimizerConfig(learning_rate=2e-3),
+            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
+        ),
+        evaluation=EvalConfig(mask="both"),
+    ),
+    "lastfm": RetrievalExperimentConfig(
+        data=DataConfig(dataset="lastfm", split="leave_one_out"),
+        model=RetrievalConfig(
+            encoder="transformer",
+            max_history=50,
+            embedding_dim=64,
+            dropout=0.3,
+            optimizer=OptimizerConfig(learning_rate=2e-3),
+            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
+        ),
+        evaluation=EvalConfig(mask="both"),
+    ),
+    "s3rec": RetrievalExperimentConfig(
+        data=DataConfig(dataset="s3rec", split="leave_one_out"),
+        model=RetrievalConfig(
+            encoder="transformer",
+            max_history=50,
+            embedding_dim=64,
+            dropout=0.3,
+            optimizer=OptimizerConfig(learning_rate=2e-3),
+            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
+        ),
+        evaluation=EvalConfig(mask="both"),
     ),
     "csv": RetrievalExperimentConfig(data=DataConfig(dataset="csv")),
 }
