@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 import tensorflow as tf
 import tf_keras as keras
 
@@ -389,3 +390,15 @@ def import_benchmark(name: str) -> ModuleType:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     return importlib.import_module(f"benchmarks.{name}")
+
+
+def raises_data_error(fn, *needles: str) -> str:
+    """Runs ``fn``, expects a DataError whose message holds every needle; returns it."""
+    from tfrec.data.interactions import DataError
+
+    with pytest.raises(DataError) as info:
+        fn()
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    return message

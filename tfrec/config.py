@@ -100,27 +100,23 @@ def _is_literal_hint(hint: Any) -> bool:
     return False
 
 
+def _is_config_hint(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
 @functools.cache
-def _literal_fields(cls: type) -> tuple[tuple[str, Any], ...]:
-    """(field name, hint) of every ``Literal``-typed init field of the dataclass ``cls``."""
+def _typed_fields(cls: type, kind: str) -> tuple[tuple[str, Any], ...]:
+    """(field name, hint) of the init fields of dataclass ``cls`` whose hint is of ``kind``.
+
+    ``kind``: ``"literal"`` (a ``Literal``, or a union holding one) or
+    ``"config"`` (a dataclass config class).
+    """
+    accept = _is_literal_hint if kind == "literal" else _is_config_hint
     hints = typing.get_type_hints(cls)
     return tuple(
         (f.name, hints[f.name])
         for f in dataclasses.fields(cls)
-        if f.init and _is_literal_hint(hints.get(f.name))
-    )
-
-
-@functools.cache
-def _config_fields(cls: type) -> tuple[tuple[str, type], ...]:
-    """(field name, class) of every init field of ``cls`` typed as a dataclass config."""
-    hints = typing.get_type_hints(cls)
-    return tuple(
-        (f.name, hints[f.name])
-        for f in dataclasses.fields(cls)
-        if f.init
-        and isinstance(hints.get(f.name), type)
-        and dataclasses.is_dataclass(hints[f.name])
+        if f.init and accept(hints.get(f.name))
     )
 
 
@@ -131,7 +127,7 @@ def check_config_fields(config: Any) -> None:
         ValueError: ``<Class>.<field>: expected a <SubConfig>, got <value>`` (e.g. a
             string passed where the sub-config is expected).
     """
-    for name, cls in _config_fields(type(config)):
+    for name, cls in _typed_fields(type(config), "config"):
         value = getattr(config, name)
         if not isinstance(value, cls):
             raise ValueError(
@@ -146,7 +142,7 @@ def check_literal_fields(config: Any) -> None:
     Raises:
         ValueError: ``<Class>.<field>=<value>; expected one of [...]``.
     """
-    for name, hint in _literal_fields(type(config)):
+    for name, hint in _typed_fields(type(config), "literal"):
         value = getattr(config, name)
         if value is None and type(None) in typing.get_args(hint):
             continue

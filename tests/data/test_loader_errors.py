@@ -6,23 +6,14 @@ import re
 
 import pandas as pd
 import pytest
+from testing_utils import raises_data_error as raises
 
-from tfrec.data.interactions import DataError
 from tfrec.data.loaders import load_dataset, load_interactions_file
 
 
 def ml100k(tmp_path, data: str):
     (tmp_path / "u.data").write_text(data)
     return lambda: load_dataset("ml-100k", data_dir=tmp_path)
-
-
-def raises(fn, *needles):
-    with pytest.raises(DataError) as info:
-        fn()
-    message = str(info.value)
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
 
 
 def test_wrong_field_count_too_few(tmp_path):

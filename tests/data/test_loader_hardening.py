@@ -6,21 +6,12 @@ from __future__ import annotations
 import logging
 
 import pytest
+from testing_utils import raises_data_error as raises
 
 from tfrec.data.config import DataConfig
-from tfrec.data.interactions import DataError
 from tfrec.data.loaders import load_dataset, load_interactions_file
 
 INT64_MAX = 9_223_372_036_854_775_807  # 2**63 - 1
-
-
-def raises(fn, *needles) -> str:
-    with pytest.raises(DataError) as info:
-        fn()
-    message = str(info.value)
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
 
 
 def write_csv(tmp_path, text: str, name: str = "events.csv"):

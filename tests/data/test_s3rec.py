@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testing_utils import raises_data_error as raises
 
 from tfrec.data.config import DataConfig
-from tfrec.data.interactions import DataError
 from tfrec.data.loaders import load_dataset
 from tfrec.data.s3rec import RELEASES, load_s3rec, read_attributes, read_sequences
 
@@ -26,15 +26,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
-
-
-def raises(fn, *needles: str) -> str:
-    with pytest.raises(DataError) as info:
-        fn()
-    message = str(info.value)
-    for needle in needles:
-        assert needle in message, f"{needle!r} not in {message!r}"
-    return message
 
 
 @pytest.fixture

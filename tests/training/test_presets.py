@@ -22,22 +22,23 @@ from tfrec.names import DatasetName
 from tfrec.training.ranking_config import RankingExperimentConfig
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
+BEAUTY = (
+    {"split": "leave_one_out"},
+    {
+        "encoder": "transformer",
+        "max_history": 50,
+        "loss": "full",
+        "embedding_dim": 64,
+        "batch_size": 128,
+        "learning_rate": 2e-3,
+        "dropout": 0.3,
+        "epochs": 18,
+        "patience": 3,
+    },
+    {"mask": "both"},
+)
 OLD_PRESETS = {
-    "beauty": (
-        {"split": "leave_one_out"},
-        {
-            "encoder": "transformer",
-            "max_history": 50,
-            "loss": "full",
-            "embedding_dim": 64,
-            "batch_size": 128,
-            "learning_rate": 2e-3,
-            "dropout": 0.3,
-            "epochs": 18,
-            "patience": 3,
-        },
-        {"mask": "both"},
-    ),
+    "beauty": BEAUTY,
     "beauty-bert4rec": (
         {"split": "leave_one_out"},
         {"encoder": "transformer", "max_history": 50, "loss": "full"},
@@ -65,24 +66,8 @@ OLD_PRESETS = {
         {},
     ),
     "csv": ({}, {}, {}),
-    # Added with their datasets (issue 13), not old: beauty's values with the default loss.
-    **{
-        name: (
-            {"split": "leave_one_out"},
-            {
-                "encoder": "transformer",
-                "max_history": 50,
-                "embedding_dim": 64,
-                "batch_size": 128,
-                "learning_rate": 2e-3,
-                "dropout": 0.3,
-                "epochs": 18,
-                "patience": 3,
-            },
-            {"mask": "both"},
-        )
-        for name in ("sports", "lastfm", "s3rec")
-    },
+    # Added with their datasets (issue 13), not old: beauty's values.
+    **dict.fromkeys(("sports", "lastfm", "s3rec"), BEAUTY),
 }
 OLD_RANKING_PRESETS = {
     ("ml-100k", "ranking"): {"objective": "rating", "max_history": 50},

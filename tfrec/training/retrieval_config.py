@@ -66,11 +66,14 @@ class RetrievalExperimentConfig(JsonConfig):
         return config
 
 
-#: The documented defaults of every dataset (:meth:`RetrievalExperimentConfig.for_dataset`
-#: returns copies). Fields not given keep the config classes' defaults.
-PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
-    "beauty": RetrievalExperimentConfig(
-        data=DataConfig(dataset="beauty", split="leave_one_out"),
+def _s3rec_release(dataset: DatasetName) -> RetrievalExperimentConfig:
+    """The settings measured on Amazon Beauty, for an S3-Rec release (leave-one-out).
+
+    The other releases (sports, lastfm, any ``s3rec`` file) start from them,
+    not tuned for them yet.
+    """
+    return RetrievalExperimentConfig(
+        data=DataConfig(dataset=dataset, split="leave_one_out"),
         model=RetrievalConfig(
             encoder="transformer",
             max_history=50,
@@ -81,7 +84,13 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
             training=TrainingConfig(epochs=18, batch_size=128, patience=3),
         ),
         evaluation=EvalConfig(mask="both"),
-    ),
+    )
+
+
+#: The documented defaults of every dataset (:meth:`RetrievalExperimentConfig.for_dataset`
+#: returns copies). Fields not given keep the config classes' defaults.
+PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
+    **{name: _s3rec_release(name) for name in ("beauty", "sports", "lastfm", "s3rec")},
     "beauty-bert4rec": RetrievalExperimentConfig(
         data=DataConfig(dataset="beauty-bert4rec", split="leave_one_out"),
         model=RetrievalConfig(
@@ -109,44 +118,6 @@ PRESETS: dict[DatasetName, RetrievalExperimentConfig] = {
         model=RetrievalConfig(
             encoder="gru", embedding_dim=32, training=TrainingConfig(epochs=10, batch_size=64)
         ),
-    ),
-    # The other S3-Rec releases (and any file in that format) start from beauty's settings
-    # with the default loss (not tuned for them yet).
-    "sports": RetrievalExperimentConfig(
-        data=DataConfig(dataset="sports", split="leave_one_out"),
-        model=RetrievalConfig(
-            encoder="transformer",
-            max_history=50,
-            embedding_dim=64,
-            dropout=0.3,
-            optimizer=OptimizerConfig(learning_rate=2e-3),
-            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
-        ),
-        evaluation=EvalConfig(mask="both"),
-    ),
-    "lastfm": RetrievalExperimentConfig(
-        data=DataConfig(dataset="lastfm", split="leave_one_out"),
-        model=RetrievalConfig(
-            encoder="transformer",
-            max_history=50,
-            embedding_dim=64,
-            dropout=0.3,
-            optimizer=OptimizerConfig(learning_rate=2e-3),
-            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
-        ),
-        evaluation=EvalConfig(mask="both"),
-    ),
-    "s3rec": RetrievalExperimentConfig(
-        data=DataConfig(dataset="s3rec", split="leave_one_out"),
-        model=RetrievalConfig(
-            encoder="transformer",
-            max_history=50,
-            embedding_dim=64,
-            dropout=0.3,
-            optimizer=OptimizerConfig(learning_rate=2e-3),
-            training=TrainingConfig(epochs=18, batch_size=128, patience=3),
-        ),
-        evaluation=EvalConfig(mask="both"),
     ),
     "csv": RetrievalExperimentConfig(data=DataConfig(dataset="csv")),
 }
