@@ -1,11 +1,12 @@
 """Serving load test: `tfrec serve` over loopback gRPC vs the in-process SavedModel call.
 
-Acceptance (from the issue): closed-loop clients at concurrency 1, 8 and 32 send
+Acceptance (the serving-scale issue, item 4; the first wave's were <= 2 and >= 1.5x):
+closed-loop clients at concurrency 1, 8 and 32 send
 top-10 retrieval requests (one user each) for a Beauty-size catalogue (12,101
 items, transformer encoder, history length 50), with server-side batching off
 and on. Report p50/p95/p99 latency and requests/s, the in-process SavedModel p50
-for the same requests, the overhead ratio gRPC p50 / in-process p50 (<= 2 at
-concurrency 1) and the batching speed-up at concurrency 32 (>= 1.5x), plus the
+for the same requests, the overhead ratio gRPC p50 / in-process p50 (<= 1.3 at
+concurrency 1) and the batching speed-up at concurrency 32 (>= 2x), plus the
 model load time and the time to the first answer.
 
 How it measures:
@@ -65,8 +66,8 @@ from tfrec.training.config import TrainingConfig
 
 NAME = "serving_load"
 MODEL_NAME = "retrieval"
-OVERHEAD_TARGET = 2.0
-SPEEDUP_TARGET = 1.5
+OVERHEAD_TARGET = 1.3
+SPEEDUP_TARGET = 2.0
 NUM_WARMUP = 4  # warmup requests in the export, as tfrec train writes
 
 
