@@ -91,7 +91,10 @@ def _train(name: str, row: dict, work: Path, log: Path, args: argparse.Namespace
         argv += ["--eval-users", str(args.eval_users)]
     if args.train_steps:
         argv += ["--set", f"training.steps_per_epoch={args.train_steps}"]
+    if args.workers > 1:  # local worker processes; the global batch stays --batch-size
+        argv += ["--workers", str(args.workers)]
     row["train"] = run_stage(argv, log)
+    row["train"]["workers"] = args.workers
     metrics = read_metrics(run_dir)
     steps = math.ceil(row["examples"]["train"] / args.batch_size)
     done = min(steps, args.train_steps or steps)
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uniform-negatives", type=int, default=0)
     parser.add_argument("--skip-train", default="", help="sizes to prepare only, e.g. 50m")
     parser.add_argument("--memory-limit", help="DuckDB memory limit for prepare, e.g. 4GB")
+    parser.add_argument("--workers", type=int, default=1, help="tfrec train --workers N")
+    parser.add_argument("--tag", default="", help="suffix of the report name, e.g. _2workers")
     parser.add_argument("--output", help="report directory (default benchmarks/results)")
     args = parser.parse_args(argv)
     names = ["quick"] if args.quick else args.sizes.split(",")
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.output) if args.output else _report.RESULTS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    stem = "scale_quick" if args.quick else "scale"
+    stem = ("scale_quick" if args.quick else "scale") + args.tag
     png = f"{stem}.png" if plot(rows, out / f"{stem}.png") else None
     results = {"rows": rows, "fits": fits, "work_dir": str(work), "quick": args.quick}
     return _report.publish(stem, results, _markdown(rows, fits, png), facts=facts, output_dir=out)
