@@ -64,7 +64,7 @@ def _train_ranker(args: argparse.Namespace) -> Any:
 
     if args.quick:
         split = synthetic_folds(1)[0][1]
-        config = RankingConfig(**QUICK)
+        config = RankingConfig.from_dict(QUICK)  # flat names nest
     else:
         split = movielens_folds(Path(resolve_data_dir(args.data_dir)), [1])[0][1]
         config = RankingConfig(

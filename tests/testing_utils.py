@@ -32,6 +32,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tfrec.cli.common import apply_overrides
 from tfrec.data.interactions import Interactions, concat_interactions
 from tfrec.data.splits import Split
 from tfrec.data.vocab import IdVocabulary, build_vocabularies
@@ -152,7 +153,8 @@ def train_tiny_ranker(
 
     The vocabularies cover every part of ``split``. The config has dimension 4
     everywhere, histories of 3, 2 training and 3 evaluation negatives and 4
-    candidates; ``overrides`` replace any :class:`RankingConfig` field.
+    candidates; ``overrides`` replace any :class:`RankingConfig` field (flat names of
+    sub-config fields, e.g. ``num_negatives``, are routed as ``--set`` does).
 
     Returns:
         The trained ranker, the user vocabulary and the item vocabulary.
@@ -168,7 +170,7 @@ def train_tiny_ranker(
         training=TrainingConfig(epochs=1),
         loss=RankingLossConfig(num_negatives=2),
     )
-    config = dataclasses.replace(config, **overrides)
+    config = apply_overrides(config, overrides)  # flat names route to the sub-configs
     users, items = build_vocabularies(concat_interactions(*split.parts().values()))
     trained = train_ranker(split, config, user_vocab=users, item_vocab=items)
     return trained, users, items
