@@ -1,12 +1,15 @@
 """Shared pytest fixtures.
 
 Real datasets are never copied into the repo: tests read them from
-``../shared/datasets`` beside the checkout (or ``$TFREC_SHARED_DATASETS``).
+``$TFREC_SHARED_DATASETS``, else ``../shared/datasets`` beside the checkout, else beside the
+checkout this one was cloned from (a fresh ``git clone`` into a temporary directory, as CI
+does, still finds the machine's datasets).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,37 @@ import tfrec  # noqa: F401  (sets TF_USE_LEGACY_KERAS before any test imports Te
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def _origin_checkout() -> Path | None:
+    """The local checkout this clone was made from (``git remote get-url origin``), if any."""
+    try:
+        url = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "remote", "get-url", "origin"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://"))
+    return path if path.is_dir() else None
+
+
+def find_shared_datasets() -> Path:
+    """Where the real datasets are (see the module docstring); the first candidate if none."""
+    if "TFREC_SHARED_DATASETS" in os.environ:
+        return Path(os.environ["TFREC_SHARED_DATASETS"])
+    candidates = [REPO_ROOT.parent / "shared" / "datasets"]
+    origin = _origin_checkout()
+    if origin is not None:
+        candidates.append(origin.parent / "shared" / "datasets")
+    return next((c for c in candidates if (c / "ml-100k" / "u.data").is_file()), candidates[0])
+
+
+SHARED_DATASETS = find_shared_datasets()
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """Directory holding ml-100k/, ml-latest-small/, amazon-beauty-*/ (read-only)."""
-    root = Path(os.environ.get("TFREC_SHARED_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
+    """Directory holding ml-100k/, ml-latest-small/, amazon-*-s3rec/, lastfm-s3rec/ (read-only)."""
+    root = SHARED_DATASETS
     if not (root / "ml-100k" / "u.data").is_file():
         pytest.fail(
             f"real datasets not found at {root} (expected {root / 'ml-100k' / 'u.data'}); "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +13,6 @@ from testing_utils import raises_data_error as raises
 from tfrec.data.config import DataConfig
 from tfrec.data.loaders import load_dataset
 from tfrec.data.s3rec import RELEASES, load_s3rec, read_attributes, read_sequences
-
-SHARED = Path(
-    os.environ.get(
-        "TFREC_SHARED_DATASETS", Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-    )
-)
 
 
 def write(path: Path, text: str) -> Path:
@@ -213,13 +206,13 @@ def test_named_release_without_attributes_or_final_newline(tmp_path, caplog) -> 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RELEASES))
-def test_real_release_matches_the_published_counts(name: str, caplog) -> None:
+def test_real_release_matches_the_published_counts(name: str, caplog, shared_datasets) -> None:
     release = RELEASES[name]
     for file in (release.sequences, release.attributes):
-        if not (SHARED / release.folder / file).is_file():
-            pytest.skip(f"{SHARED / release.folder / file} not found (set TFREC_SHARED_DATASETS)")
+        if not (shared_datasets / release.folder / file).is_file():
+            pytest.fail(f"{shared_datasets / release.folder / file} not found")
     with caplog.at_level(logging.WARNING, logger="tfrec.data.s3rec"):
-        inter = load_dataset(name, data_dir=SHARED)
+        inter = load_dataset(name, data_dir=shared_datasets)
     assert caplog.records == []  # no count differs from the published one
     # the shared datasets' README: Beauty 198,502 / 22,363 / 12,101, 637 attributes;
     # Sports 296,337 / 35,598 / 18,357, 2,277; Last.fm 52,551 / 1,090 / 3,646, 388
