@@ -113,6 +113,13 @@ class ModelManager:
         with self._lock:
             return dict(self._models)
 
+    def is_configured(self, name: str) -> bool:
+        """Whether ``name`` is a configured model (no copy, no lock: per-request use).
+
+        ``set_models`` replaces the whole dict, so reading its current reference is safe.
+        """
+        return name in self._models
+
     def set_models(self, models: Sequence[ModelEntry]) -> None:
         """Replaces the served models; removed models are unloaded at the next poll."""
         with self._lock:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 #: The ``model_name`` label of requests for a model the server does not serve.
 UNKNOWN_MODEL_LABEL = "<unknown>"
@@ -24,12 +24,12 @@ class Metrics:
     """Thread-safe request counters, exposed at the monitoring path of the REST port.
 
     Args:
-        known_models: Returns the configured model names (read at each request,
-            so a reloaded model config applies); None = every name is kept.
+        is_known: Whether a model name is configured (asked at each request, so a
+            reloaded model config applies); None = every name is kept.
     """
 
-    def __init__(self, known_models: Callable[[], Collection[str]] | None = None) -> None:
-        self._known_models = known_models
+    def __init__(self, is_known: Callable[[str], bool] | None = None) -> None:
+        self._is_known = is_known
         self._lock = threading.Lock()
         self._count: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._latency_us: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -44,7 +44,7 @@ class Metrics:
             status: The gRPC status name, e.g. ``"OK"``, ``"INVALID_ARGUMENT"``.
             seconds: Wall time spent serving it.
         """
-        if self._known_models is not None and model_name not in self._known_models():
+        if self._is_known is not None and not self._is_known(model_name):
             model_name = UNKNOWN_MODEL_LABEL
         with self._lock:
             self._count[(api, model_name, status)] += 1

@@ -190,7 +190,7 @@ class ModelServer:
             max_num_load_retries=self.options.max_num_load_retries,
             load_retry_interval_seconds=self.options.load_retry_interval_micros / 1e6,
         )
-        self.metrics = Metrics(known_models=lambda: self.manager.models)
+        self.metrics = Metrics(is_known=self.manager.is_configured)
         self.batcher: BatchScheduler | None = None
         self.core: ServingCore | None = None
         self._grpc: grpc.Server | None = None
