@@ -43,6 +43,8 @@ from typing import Any
 
 from benchmarks import _report
 from tfrec.cli.common import apply_overrides, parse_set_options
+from tfrec.config import choices
+from tfrec.names import HistoryEncoder
 
 NAME = "retrieval_quality"
 DATASETS = ("beauty", "sports", "lastfm", "ml-100k")
@@ -333,7 +335,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=DATASETS, required=True)
     parser.add_argument("--data-dir", help="folder holding the dataset folders")
     parser.add_argument("--epochs", type=int, help="maximum epochs (default: the preset's)")
-    parser.add_argument("--encoder", choices=("mean", "gru", "lstm", "transformer"))
+    parser.add_argument("--encoder", choices=[e for e in choices(HistoryEncoder) if e != "none"])
     parser.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="model config override (tuning)"
     )

@@ -37,7 +37,7 @@ EvalMask = Literal["history", "none", "both"]
 #: Negatives of the sampled evaluation protocol.
 SampledStrategy = Literal["uniform", "popularity"]
 #: History encoders of the retrieval query tower (``none`` = ID-only two-tower).
-HistoryEncoder = Literal["mean", "gru", "lstm", "transformer", "none"]
+HistoryEncoder = Literal["mean", "gru", "lstm", "transformer", "caser", "none"]
 #: Losses of :class:`tfrec.tasks.retrieval.RetrievalTask`.
 RetrievalLoss = Literal["full", "sampled"]
 #: Training targets of the retrieval model: every history position or the last one.

@@ -24,6 +24,7 @@ from testing_utils import assert_layer_roundtrip
 
 import tfrec.layers
 import tfrec.tasks
+from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import MeanEncoder, RNNEncoder, TransformerEncoder, get_encoder
 from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.towers import ItemTower, QueryTower
@@ -88,6 +89,16 @@ CASES: dict[str, Case] = {
         lambda: (
             TransformerEncoder(D, max_length=2, num_layers=1, num_heads=2, dropout=0.1),
             (_normal(B, L, D),),  # L = 3 > max_length = 2: the last position is shared
+            {"padding_mask": MASK, "training": False},
+        ),
+    ),
+    "caser_encoder": (
+        CaserEncoder,
+        lambda: (
+            CaserEncoder(
+                D, window=2, num_horizontal=3, num_vertical=2, dropout=0.1, activation="tanh"
+            ),
+            (_normal(B, L, 3),),
             {"padding_mask": MASK, "training": False},
         ),
     ),

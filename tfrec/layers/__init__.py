@@ -1,5 +1,6 @@
 """Keras layers: causal history encoders and the item/query towers."""
 
+from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import (
     ENCODERS,
     MeanEncoder,
@@ -17,6 +18,7 @@ from tfrec.layers.user_tower import UserQueryTower
 
 __all__ = [
     "ENCODERS",
+    "CaserEncoder",
     "ItemTower",
     "MeanEncoder",
     "QueryTower",

@@ -18,6 +18,7 @@ import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import choices
+from tfrec.layers.caser import CaserEncoder
 from tfrec.names import HistoryEncoder
 
 #: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
@@ -269,12 +270,14 @@ def get_encoder(
     """Builds a history encoder by name.
 
     Args:
-        name: One of ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``.
+        name: One of ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``, ``"caser"``.
         units: Output size D.
         max_length: Longest history L (positions of the transformer).
         num_layers: Transformer blocks (ignored by the others).
         num_heads: Transformer heads (ignored by the others).
-        dropout: Dropout rate (ignored by ``"mean"``).
+        dropout: Dropout rate (ignored by ``"mean"``). ``"caser"`` uses the
+            :class:`~tfrec.layers.caser.CaserEncoder` defaults otherwise (window 5,
+            16 horizontal filters per height, 4 vertical filters).
 
     Returns:
         The encoder layer, called as ``encoder(inputs, padding_mask=..., training=...)``.
@@ -295,4 +298,6 @@ def get_encoder(
             dropout=dropout,
             name="transformer_encoder",
         )
+    if name == "caser":
+        return CaserEncoder(units, dropout=dropout, name="caser_encoder")
     raise ValueError(f"get_encoder: unknown encoder {name!r}; expected one of {list(ENCODERS)}")
