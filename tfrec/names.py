@@ -53,7 +53,7 @@ RankerInteraction = Literal["concat", "attention"]
 #: Optimizers of :func:`tfrec.training.optimizers.make_optimizer`.
 OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 #: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
-StrategyName = Literal["auto", "default", "mirrored", "multi_worker"]
+StrategyName = Literal["auto", "default", "mirrored", "multi_worker", "parameter_server"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
 ExperimentKind = Literal["retrieval", "ranking", "pipeline"]
 #: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.

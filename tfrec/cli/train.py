@@ -27,6 +27,7 @@ from tfrec.cli.common import (
 )
 from tfrec.config import choices
 from tfrec.names import EvalMask, ExperimentKind, HistoryEncoder, RetrievalLoss
+from tfrec.training import parameter_server_cli
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ MODEL_FLAGS = {
     "max_history": "max_history",
     "loss": "loss.kind",
     "patience": "training.patience",
+    "strategy": "training.strategy",
 }
 RANKING_FLAGS = {
     "epochs": "training.epochs",
@@ -50,6 +52,7 @@ RANKING_FLAGS = {
     "embedding_dim": "embedding_dim",
     "max_history": "max_history",
     "patience": "training.patience",
+    "strategy": "training.strategy",
 }
 MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "retrieval": ("model", MODEL_FLAGS),
@@ -150,6 +153,7 @@ def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds a worker waits for the others before failing with their addresses",
     )
     parser.set_defaults(_train_parser=parser)
+    parameter_server_cli.add_arguments(parser)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -272,11 +276,18 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec train``: fit, evaluate, save and export through the Experiment contract.
 
     With ``--workers N`` it launches N workers instead; with ``--worker-index``
-    it is one of them (:mod:`tfrec.training.worker`).
+    it is one of them (:mod:`tfrec.training.worker`). Parameter-server training
+    (``--strategy parameter_server``) is :mod:`tfrec.training.parameter_server_cli`.
     """
     from tfrec.training import multiworker  # noqa: PLC0415
 
     kind, config = experiment_config(args)
+    section = getattr(config, MODEL_SECTIONS.get(kind, ("model",))[0], None)
+    strategy = getattr(getattr(section, "training", None), "strategy", "auto")
+    if parameter_server_cli.wanted(args, kind, strategy):  # --strategy parameter_server
+        return parameter_server_cli.run(
+            args, lambda: _train(args, kind, config, Path(args.output_dir))
+        )
     if args.workers is not None or args.worker_index is not None:
         _check_multi_worker(args, kind)
     if args.workers is not None:

@@ -5,6 +5,9 @@
 line per epoch, ``weights/model`` + ``checkpoints/last`` in the run directory,
 TensorBoard) and, with ``resume=True``, continues an interrupted run from
 ``checkpoints/last`` and its saved epoch number (see :mod:`tfrec.training.checkpoints`).
+Under ``ParameterServerStrategy`` (:mod:`tfrec.training.parameter_server`) the
+dataset is a ``DatasetCreator``, ``steps_per_epoch`` is required and callbacks
+with batch hooks see no batch logs (:class:`CoordinatorCallback`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec.training import worker
+from tfrec.training import parameter_server, worker
 from tfrec.training.callbacks import MetricEarlyStopping, build_callbacks
 from tfrec.training.checkpoints import RunCheckpoint, TrainingState
 from tfrec.training.experiment import RunLayout
@@ -45,6 +48,85 @@ def _multi_worker(model: keras.Model) -> bool:
     return worker.current() is not None and isinstance(
         model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
     )
+
+
+class CoordinatorCallback(keras.callbacks.Callback):
+    """Runs a callback with batch hooks under ``ParameterServerStrategy``.
+
+    There a step's logs are ``RemoteValue`` objects, resolved only when the epoch
+    ends, and Keras refuses callbacks with batch hooks unless they take those; this
+    proxy calls ``inner``'s batch hooks with no logs (a progress line then says
+    ``loss=n/a``) and its other hooks as they are.
+
+    Args:
+        inner: The wrapped callback.
+    """
+
+    def __init__(self, inner: keras.callbacks.Callback):
+        super().__init__()
+        self._supports_tf_logs = True  # Keras then allows the batch hooks
+        self.inner = inner
+
+    def set_model(self, model: keras.Model) -> None:
+        """Gives both this proxy and ``inner`` the model."""
+        super().set_model(model)
+        self.inner.set_model(model)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Gives both this proxy and ``inner`` the fit parameters."""
+        super().set_params(params)
+        self.inner.set_params(params)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner``."""
+        self.inner.on_train_begin(logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner``."""
+        self.inner.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner``."""
+        self.inner.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner`` (epoch logs are resolved numbers)."""
+        self.inner.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner`` without logs."""
+        self.inner.on_train_batch_begin(batch, None)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """Forwards to ``inner`` without logs."""
+        self.inner.on_train_batch_end(batch, None)
+
+
+def _for_coordinator(
+    callbacks: list[keras.callbacks.Callback], dataset: Any, steps_per_epoch: int | None
+) -> list[keras.callbacks.Callback]:
+    """Checks a ``ParameterServerStrategy`` fit; wraps callbacks that have batch hooks.
+
+    Raises:
+        ValueError: ``dataset`` is not a ``DatasetCreator`` or no ``steps_per_epoch``.
+    """
+    if not isinstance(dataset, keras.utils.experimental.DatasetCreator):
+        raise ValueError(
+            f"fit_model under ParameterServerStrategy: dataset is a {type(dataset).__name__}; "
+            "expected a tf.keras.utils.experimental.DatasetCreator (RetrievalExperiment "
+            "builds one; ranking and pipeline runs do not support strategy='parameter_server')"
+        )
+    if steps_per_epoch is None:
+        raise ValueError(
+            "fit_model under ParameterServerStrategy: steps_per_epoch=None; expected the "
+            "number of steps per epoch (the workers' datasets repeat forever)"
+        )
+    return [
+        CoordinatorCallback(c)
+        if c._implements_train_batch_hooks() and not getattr(c, "_supports_tf_logs", False)
+        else c
+        for c in callbacks
+    ]
 
 
 def _add_worker_backup(
@@ -88,7 +170,8 @@ def fit_model(
 
     Args:
         model: A compiled model.
-        dataset: One epoch of training batches (iterated once per epoch).
+        dataset: One epoch of training batches (iterated once per epoch); under
+            ``ParameterServerStrategy`` a ``DatasetCreator`` of endless batches.
         epochs: Total epochs (a resumed run continues up to this number).
         evaluate_fn: Validation evaluation for early stopping (None: none, a warning).
         monitor: Its key that decides the best epoch.
@@ -103,13 +186,16 @@ def fit_model(
         verbose: Keras verbosity (0: tfrec's own progress lines only).
         steps_per_epoch: End each epoch after this many batches (None: when the
             dataset is exhausted); for smoke runs and timing projections.
+            Required under ``ParameterServerStrategy``.
 
     Returns:
         The per-epoch logs of the whole run (a resumed run's earlier epochs first).
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint in ``output_dir``.
-        ValueError: ``resume`` without ``output_dir``.
+        ValueError: ``resume`` without ``output_dir``; under
+            ``ParameterServerStrategy`` another dataset than a ``DatasetCreator``
+            or no ``steps_per_epoch``.
     """
     layout = RunLayout(Path(output_dir)) if output_dir is not None else None
     state = _resume(layout, model) if resume else None
@@ -133,6 +219,8 @@ def fit_model(
         examples_per_step=examples_per_step, resume=state,
     )  # fmt: skip
     backup = _add_worker_backup(callbacks) if multi else None
+    if parameter_server.is_parameter_server(model.distribute_strategy):
+        callbacks = _for_coordinator(callbacks, dataset, steps_per_epoch)
     fit = model.fit(
         dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
         steps_per_epoch=steps_per_epoch,

@@ -10,6 +10,11 @@ with ``--max-restarts R`` the whole cluster is then started again, up to R
 times, and ``BackupAndRestore`` continues from the last finished epoch
 (:mod:`tfrec.training.backup`). Worker 0 is the chief: only it writes the run
 directory; the others write to temporary directories they delete.
+
+With ``--ps M --strategy parameter_server`` (:func:`launch_parameter_server`) it
+starts a ``ParameterServerStrategy`` cluster instead: one chief, M parameter
+servers and N workers, each running the same command with its own ``TF_CONFIG``
+task (:mod:`tfrec.training.parameter_server`); the run ends when the chief does.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 #: Options of the launcher that its workers do not get.
-LAUNCHER_ONLY = ("workers", "max_restarts", "worker_index")
+LAUNCHER_ONLY = ("workers", "max_restarts", "worker_index", "ps")
 #: Seconds a stopped worker gets between SIGTERM and SIGKILL.
 STOP_GRACE_SECONDS = 5.0
 
@@ -78,11 +83,34 @@ def tf_configs(addresses: Sequence[str]) -> list[str]:
     ]
 
 
-def worker_argv(parser: argparse.ArgumentParser, args: argparse.Namespace, index: int) -> list[str]:
-    """The ``tfrec train`` arguments of worker ``index``: the launcher's own, minus its options.
+def parameter_server_configs(
+    chief: str, ps: Sequence[str], workers: Sequence[str]
+) -> list[tuple[str, str]]:
+    """``(label, TF_CONFIG)`` of every task of a parameter-server cluster, the chief first.
+
+    Raises:
+        ValueError: No ps or worker address, or one that is not ``host:port``.
+    """
+    if not ps or not workers:
+        raise ValueError(f"ps={list(ps)}, workers={list(workers)}; expected at least one of each")
+    tf_configs([chief, *ps, *workers])  # checks every address
+    cluster = {"chief": [chief], "ps": list(ps), "worker": list(workers)}
+    tasks = [("chief", 0)] + [("ps", i) for i in range(len(ps))]
+    tasks += [("worker", i) for i in range(len(workers))]
+    return [
+        (
+            "chief" if job == "chief" else f"{job} {index}",
+            json.dumps({"cluster": cluster, "task": {"type": job, "index": index}}),
+        )
+        for job, index in tasks
+    ]
+
+
+def task_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The launcher's own ``tfrec train`` arguments minus its options (:data:`LAUNCHER_ONLY`).
 
     Every option whose value differs from its default is written back in its
-    long form (``--set`` once per value), then ``--worker-index index``.
+    long form (``--set`` once per value).
     """
     argv: list[str] = []
     for action in parser._actions:
@@ -99,7 +127,12 @@ def worker_argv(parser: argparse.ArgumentParser, args: argparse.Namespace, index
                 argv += [flag, str(item)]
         else:
             argv += [flag, str(value)]
-    return [*argv, "--worker-index", str(index)]
+    return argv
+
+
+def worker_argv(parser: argparse.ArgumentParser, args: argparse.Namespace, index: int) -> list[str]:
+    """The ``tfrec train`` arguments of worker ``index``: :func:`task_argv` + ``--worker-index``."""
+    return [*task_argv(parser, args), "--worker-index", str(index)]
 
 
 def _pump(stream: IO[str], prefix: str, out: IO[str]) -> None:
@@ -111,11 +144,17 @@ def _pump(stream: IO[str], prefix: str, out: IO[str]) -> None:
 
 
 class _Cluster:
-    """N running worker processes and the threads copying their output."""
+    """Running task processes (``[label]``-prefixed output: ``worker i`` by default)."""
 
-    def __init__(self, commands: Sequence[Sequence[str]], configs: Sequence[str]):
+    def __init__(
+        self,
+        commands: Sequence[Sequence[str]],
+        configs: Sequence[str],
+        labels: Sequence[str] | None = None,
+    ):
         self.processes: list[subprocess.Popen[str]] = []
         self.threads: list[threading.Thread] = []
+        labels = labels or [f"worker {i}" for i in range(len(commands))]
         for index, (command, config) in enumerate(zip(commands, configs, strict=True)):
             env = {**os.environ, "TF_CONFIG": config}
             process = subprocess.Popen(
@@ -124,20 +163,27 @@ class _Cluster:
             self.processes.append(process)
             for stream, out in ((process.stdout, sys.stdout), (process.stderr, sys.stderr)):
                 thread = threading.Thread(
-                    target=_pump, args=(stream, f"[worker {index}] ", out), daemon=True
+                    target=_pump, args=(stream, f"[{labels[index]}] ", out), daemon=True
                 )
                 thread.start()
                 self.threads.append(thread)
-        logger.info("started workers (pids %s)", ", ".join(str(p.pid) for p in self.processes))
+        logger.info("started tasks (pids %s)", ", ".join(str(p.pid) for p in self.processes))
 
-    def wait(self, poll_seconds: float = 0.2) -> tuple[int, int] | None:
-        """Waits until all succeed (None) or one fails: ``(worker index, exit code)``."""
+    def wait(
+        self, poll_seconds: float = 0.2, until: Sequence[int] | None = None
+    ) -> tuple[int, int] | None:
+        """Waits until the processes ``until`` (default: all) succeed (None) or one fails.
+
+        Returns:
+            None, or ``(index, exit code)`` of the first process that failed.
+        """
+        until = range(len(self.processes)) if until is None else until
         while True:
             codes = [process.poll() for process in self.processes]
             for index, code in enumerate(codes):
                 if code is not None and code != 0:
                     return index, code
-            if all(code == 0 for code in codes):
+            if all(codes[index] == 0 for index in until):
                 return None
             time.sleep(poll_seconds)
 
@@ -218,6 +264,57 @@ def launch(
             "%s; restarting all %d workers (restart %d of %d)",
             what, num_workers, attempt + 1, max_restarts,
         )  # fmt: skip
+
+
+def launch_parameter_server(
+    command: Sequence[str],
+    num_workers: int,
+    num_ps: int,
+    *,
+    host: str = "localhost",
+    on_start: Callable[[list[int]], None] | None = None,
+) -> None:
+    """Runs a chief + ``num_ps`` ps + ``num_workers`` worker cluster on loopback.
+
+    Every task runs ``command``; its ``TF_CONFIG`` task says which it is. The
+    run is over when the chief has succeeded (the ps and worker servers are then
+    stopped); any task that fails first stops the others.
+
+    Args:
+        command: The command line of every task.
+        num_workers: Worker processes (>= 1).
+        num_ps: Parameter-server processes (>= 1).
+        host: The host name in ``TF_CONFIG``.
+        on_start: Called with the pids (chief, ps..., workers...) once started.
+
+    Raises:
+        ValueError: ``num_workers < 1`` or ``num_ps < 1``.
+        WorkersFailedError: A task failed (named with its address and exit).
+    """
+    if num_workers < 1 or num_ps < 1:
+        raise ValueError(f"--workers {num_workers} --ps {num_ps}; expected >= 1 of each")
+    addresses = [f"{host}:{port}" for port in free_ports(1 + num_ps + num_workers)]
+    tasks = parameter_server_configs(addresses[0], addresses[1 : 1 + num_ps],
+                                     addresses[1 + num_ps :])  # fmt: skip
+    print(
+        f"parameter-server cluster: 1 chief, {num_ps} ps, {num_workers} worker(s) on this "
+        "machine; the TF_CONFIG of each task (on a real cluster: its hosts):"
+    )
+    for label, config in tasks:
+        print(f"  {label}: TF_CONFIG='{config}'")
+    sys.stdout.flush()
+    labels = [label for label, _ in tasks]
+    cluster = _Cluster([command] * len(tasks), [config for _, config in tasks], labels)
+    if on_start is not None:
+        on_start([process.pid for process in cluster.processes])
+    failure = cluster.wait(until=[0])
+    cluster.stop()
+    if failure is not None:
+        index, code = failure
+        raise WorkersFailedError(
+            f"{labels[index]} ({addresses[index]}) ended with {describe_exit(code)}; stopped "
+            f"the other tasks; its output above (prefixed [{labels[index]}]) says why"
+        )
 
 
 def tfrec_command(argv: Sequence[str], verbose: bool = False) -> list[str]:

@@ -18,7 +18,9 @@ experiment from it (data and split are reloaded deterministically).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ from tfrec.data.queries import EvalQueries
 from tfrec.data.sequences import interaction_pairs, retrieval_examples, user_sequences
 from tfrec.data.splits import Split
 from tfrec.data.tfdata import make_dataset
-from tfrec.data.vocab import IdVocabulary, build_vocabularies
+from tfrec.data.vocab import NUM_RESERVED, IdVocabulary, build_vocabularies
 from tfrec.evaluation.retrieval import RetrievalEvaluator
 from tfrec.models.retrieval import NO_ENCODER, TwoTowerModel, item_log_probabilities
 from tfrec.training.experiment import (
@@ -48,6 +50,13 @@ from tfrec.training.experiment import (
 )
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
+from tfrec.training.parameter_server import (
+    dataset_creator,
+    is_parameter_server,
+    record_sharding,
+    sharded_tables,
+    unsharded_copy,
+)
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -97,27 +106,40 @@ class RetrievalExperiment(ExperimentBase):
         self.strategy = get_strategy(config.model.training.strategy)
         configure_precision(config.model.training.mixed_precision)
         self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
-        self.examples, self.num_examples, counts = self._training_examples()
-        self.item_counts = counts
-        with self.strategy.scope():
-            self.model = TwoTowerModel(
-                config.model,
-                num_users=self.user_vocab.size,
-                num_items=self.item_vocab.size,
-                item_features=self.item_features,
-                item_log_probs=item_log_probabilities(counts),
-            )
-            self.model.compile(
-                optimizer=make_optimizer(config.model.optimizer),
-                jit_compile=config.model.training.jit_compile,
-            )
-        self.evaluator = RetrievalEvaluator(
-            self.model, self.split, self.user_vocab, self.item_vocab,
-            max_history=config.model.max_history, seed=config.data.seed, item_counts=counts,
-        )  # fmt: skip
+        self.examples, self.num_examples, self.item_counts = self._training_examples()
+        with self.strategy.scope(), sharded_tables():  # tables over the PS, if any
+            self.model = self._new_model(build=is_parameter_server(self.strategy))
+        self.evaluator = self._new_evaluator()
         self.history: dict[str, list[float]] = {}
         self.metrics: dict[str, float] = {}
         self.train_seconds = 0.0
+
+    def _new_model(self, build: bool = False) -> TwoTowerModel:
+        """A compiled :class:`TwoTowerModel` of this config and data (in the current scope).
+
+        ``build``: create its variables now (by scoring one query).
+        """
+        cfg = self.config.model
+        model = TwoTowerModel(
+            cfg,
+            num_users=self.user_vocab.size,
+            num_items=self.item_vocab.size,
+            item_features=self.item_features,
+            item_log_probs=item_log_probabilities(self.item_counts),
+        )
+        model.compile(optimizer=make_optimizer(cfg.optimizer), jit_compile=cfg.training.jit_compile)
+        if build:
+            last = np.full([1, cfg.max_history], NUM_RESERVED, np.int32)  # [1, L]
+            model.score(tf.constant([NUM_RESERVED]), tf.constant(last))
+        return model
+
+    def _new_evaluator(self) -> RetrievalEvaluator:
+        """The evaluator of :attr:`model` on this split."""
+        return RetrievalEvaluator(
+            self.model, self.split, self.user_vocab, self.item_vocab,
+            max_history=self.config.model.max_history, seed=self.config.data.seed,
+            item_counts=self.item_counts,
+        )  # fmt: skip
 
     def _training_examples(self) -> tuple[dict[str, np.ndarray] | None, int, np.ndarray]:
         """``(in-memory examples or None for prepared runs, their count, item target counts)``.
@@ -192,23 +214,40 @@ class RetrievalExperiment(ExperimentBase):
 
         Under a multi-worker strategy each worker reads its share: whole TFRecord
         shards (FILE) of a prepared directory, every N-th batch (DATA) in memory.
+        Under ``ParameterServerStrategy`` a ``DatasetCreator`` of endless
+        batches: every worker reads the whole training set in its own order
+        (TensorFlow gives the dataset function no worker index); a
+        ``--prepared`` directory must then be on storage the workers mount.
         """
-        cfg = self.config.model.training
+        if is_parameter_server(self.strategy):
+            return dataset_creator(lambda seed: self._batches(seed, repeat=True))
         policy = tf.data.experimental.AutoShardPolicy
         options = tf.data.Options()
-        if self.prepared is not None:
-            keys = ("user", "history", "target")
-            options.experimental_distribute.auto_shard_policy = policy.FILE
-            dataset = self.prepared.dataset("train", cfg.batch_size, shuffle=True, seed=cfg.seed)
-            dataset = dataset.map(
-                lambda f: {k: f[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE
+        sharding = policy.DATA if self.prepared is None else policy.FILE
+        options.experimental_distribute.auto_shard_policy = sharding
+        return self._batches(self.config.model.training.seed).with_options(options)
+
+    def _batches(self, seed: int | tf.Tensor, repeat: bool = False) -> tf.data.Dataset:
+        """Shuffled training batches (in memory, or the ``--prepared`` TFRecords)."""
+        batch_size = self.config.model.training.batch_size
+        if self.prepared is None:
+            return make_dataset(
+                self.examples, batch_size=batch_size, shuffle=True, seed=seed, repeat=repeat
             )
-        else:
-            options.experimental_distribute.auto_shard_policy = policy.DATA
-            dataset = make_dataset(
-                self.examples, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed
-            )
-        return dataset.with_options(options)
+        keys = ("user", "history", "target")
+        dataset = self.prepared.dataset("train", batch_size, shuffle=True, seed=seed, repeat=repeat)
+        return dataset.map(lambda f: {k: f[k] for k in keys}, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def _unshard(self) -> None:
+        """Replaces the model trained on parameter servers by a plain copy on the chief.
+
+        :func:`~tfrec.training.parameter_server.unsharded_copy`: evaluation,
+        ``save`` and ``export`` then use ordinary variables with the same weights.
+        """
+        record_sharding(self.model, self.output_dir)
+        build = lambda: self._new_model(build=True)  # noqa: E731
+        self.model = unsharded_copy(self.model, build, lambda m: m.candidate_embeddings())
+        self.evaluator = self._new_evaluator()
 
     @classmethod
     def default_config(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:
@@ -222,8 +261,9 @@ class RetrievalExperiment(ExperimentBase):
         """Rebuilds a trained experiment from the directory :meth:`save` wrote.
 
         The data and split are reloaded with the saved config (they are
-        deterministic); the vocabularies are checked against the saved ones so a
-        changed dataset is caught instead of silently mis-indexing the weights.
+        deterministic; a cluster run's strategy becomes ``"auto"``); the
+        vocabularies are checked against the saved ones so a changed dataset is
+        caught instead of silently mis-indexing the weights.
 
         Args:
             run_dir: The output directory of ``tfrec train``.
@@ -234,6 +274,9 @@ class RetrievalExperiment(ExperimentBase):
             ValueError: The data no longer matches the saved vocabularies.
         """
         layout, config = read_run_config(run_dir, RetrievalExperimentConfig, data_dir)
+        training = config.model.training
+        if training.strategy in ("multi_worker", "parameter_server"):  # reloaded in one process
+            config.model.training = dataclasses.replace(training, strategy="auto")
         experiment = cls(config, output_dir=layout.root)
         for name, vocab in (("user", experiment.user_vocab), ("item", experiment.item_vocab)):
             path = getattr(layout, f"{name}_vocab")
@@ -313,6 +356,11 @@ class RetrievalExperiment(ExperimentBase):
             resume: Continue an interrupted run from ``output_dir``'s checkpoint.
             verbose: Keras verbosity (0: tfrec's one line per epoch only).
 
+        Under ``ParameterServerStrategy`` an epoch is ``steps_per_epoch`` steps
+        over all workers (default: one pass, ``ceil(examples / batch_size)``),
+        and the trained model is then replaced by an unsharded copy
+        (:meth:`_unshard`; call ``fit`` once).
+
         Returns:
             The per-epoch logs (loss and validation metrics).
         """
@@ -328,15 +376,20 @@ class RetrievalExperiment(ExperimentBase):
             loop.batch_size,
             epochs,
         )
+        steps, sharded = loop.steps_per_epoch, is_parameter_server(self.strategy)
+        if sharded and steps is None:  # the workers' datasets repeat forever
+            steps = math.ceil(self.num_examples / loop.batch_size)
         start = time.perf_counter()
         self.history = fit_model(
             self.model, self._train_dataset(), epochs=epochs,
             evaluate_fn=self._validation_metrics if self._has_valid() else None,
             monitor=monitor, mode=mode, patience=loop.patience, output_dir=self.output_dir,
             examples_per_step=loop.batch_size, resume=resume, verbose=verbose,
-            steps_per_epoch=loop.steps_per_epoch,
+            steps_per_epoch=steps,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
+        if sharded:
+            self._unshard()
         return self.history
 
     # ------------------------------------------------------------------ export / io

@@ -38,14 +38,20 @@ def get_strategy(name: StrategyName = "auto") -> tf.distribute.Strategy:
             before TensorFlow runs anything: ``tfrec train --workers N`` and
             ``--worker-index`` do that; ``"auto"`` then means it too). Batches
             given to ``fit`` are global batches; the strategy splits each over
-            the replicas (and workers).
+            the replicas (and workers). ``"parameter_server"``:
+            ``ParameterServerStrategy`` on the chief of a ``TF_CONFIG`` cluster
+            with ``ps`` tasks, large embedding tables sharded over them
+            (:mod:`tfrec.training.parameter_server`; ``"auto"`` means it too
+            when ``TF_CONFIG`` names ``ps`` tasks).
 
     Raises:
-        ValueError: An unknown ``name``, or ``"default"``/``"mirrored"`` in a
-            process that joined a multi-worker cluster.
+        ValueError: An unknown ``name``; ``"default"``/``"mirrored"`` in a
+            process that joined a multi-worker or parameter-server cluster;
+            ``"parameter_server"`` without ``ps`` tasks in ``TF_CONFIG`` or in
+            a process that is not the chief.
     """
     check_choice("TrainingConfig.strategy", name, StrategyName)
-    from tfrec.training import worker  # noqa: PLC0415
+    from tfrec.training import parameter_server, worker  # noqa: PLC0415
 
     if name == "multi_worker" or (name == "auto" and worker.current() is not None):
         return worker.joined_strategy()
@@ -53,6 +59,13 @@ def get_strategy(name: StrategyName = "auto") -> tf.distribute.Strategy:
         raise ValueError(
             f"TrainingConfig.strategy={name!r}, but this process is worker "
             f"{worker.current().index} of a multi-worker cluster; use 'auto' or 'multi_worker'"
+        )
+    if name == "parameter_server" or (name == "auto" and parameter_server.wanted()):
+        return parameter_server.joined_strategy()
+    if parameter_server.current() is not None:
+        raise ValueError(
+            f"TrainingConfig.strategy={name!r}, but this process is the chief of a "
+            "parameter-server cluster; use 'auto' or 'parameter_server'"
         )
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):

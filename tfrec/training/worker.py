@@ -19,6 +19,10 @@ calls :func:`connect` at start-up, before TensorFlow runs anything:
 state (history, early stopping), and :func:`mean_over_workers` makes validation
 metrics bitwise identical on every worker, so early stopping stops all of them
 after the same epoch (every worker must run the same number of steps).
+
+:func:`parse_tf_config`, :func:`task_index` and :func:`wait_for_peers` are also
+the ``TF_CONFIG`` reading and start-up wait of parameter-server training
+(:mod:`tfrec.training.parameter_server`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +79,49 @@ def _task_list(cluster: Mapping[str, Any], job: str) -> list[str]:
     return tasks
 
 
+def parse_tf_config(
+    text: str | None, jobs: tuple[str, ...], unset: str, strategy: str
+) -> tuple[dict[str, list[str]], Any]:
+    """The checked ``cluster`` jobs and the raw ``task`` (None when absent) of ``TF_CONFIG``.
+
+    Shared by :func:`read_tf_config` (``MultiWorkerMirroredStrategy``) and
+    :func:`tfrec.training.parameter_server.read_cluster`.
+
+    Args:
+        text: The JSON (the environment variable's value).
+        jobs: The cluster jobs the strategy takes (others are an error).
+        unset: The message when ``text`` is empty.
+        strategy: The strategy's name, for the message about unknown jobs.
+
+    Returns:
+        ``({job: ["host:port", ...]} for every job of ``jobs``, task or None)``.
+
+    Raises:
+        ValueError: Unset, not JSON, no cluster object, an unknown job or a bad address.
+    """
+    if not text:
+        raise ValueError(unset)
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err.msg} at char {err.pos})") from err
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict):
+        raise ValueError(f"TF_CONFIG={text!r}: expected an object with a 'cluster' object")
+    unknown = sorted(set(cluster) - set(jobs))
+    if unknown:
+        other = (
+            "; a cluster with 'ps' tasks trains with --strategy parameter_server"
+            if "ps" in unknown
+            else ""
+        )
+        raise ValueError(
+            f"TF_CONFIG cluster has job(s) {unknown}; {strategy} takes "
+            f"{', '.join(repr(job) for job in jobs)}{other}"
+        )
+    return {job: _task_list(cluster, job) for job in jobs}, config.get("task")
+
+
 def read_tf_config(text: str | None, worker_index: int | None = None) -> WorkerSpec:
     """Parses and checks a ``TF_CONFIG`` value.
 
@@ -87,50 +134,45 @@ def read_tf_config(text: str | None, worker_index: int | None = None) -> WorkerS
         ValueError: Unset, not JSON, no workers, a bad address or task, or a
             ``task`` that disagrees with ``worker_index``.
     """
-    if not text:
-        raise ValueError(
-            "TF_CONFIG is not set; multi-worker training needs "
-            '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
-        )
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err.msg} at char {err.pos})") from err
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict):
-        raise ValueError(f"TF_CONFIG={text!r}: expected an object with a 'cluster' object")
-    unknown = sorted(set(cluster) - {"chief", "worker"})
-    if unknown:
-        raise ValueError(
-            f"TF_CONFIG cluster has job(s) {unknown}; MultiWorkerMirroredStrategy takes "
-            "'chief' and 'worker' (parameter servers are not supported)"
-        )
-    chiefs, workers = _task_list(cluster, "chief"), _task_list(cluster, "worker")
+    unset = (
+        "TF_CONFIG is not set; multi-worker training needs "
+        '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}'
+    )
+    cluster, task = parse_tf_config(text, ("chief", "worker"), unset, "MultiWorkerMirroredStrategy")
+    chiefs, workers = cluster["chief"], cluster["worker"]
     if not workers and not chiefs:
         raise ValueError("TF_CONFIG cluster.worker is empty; expected at least one 'host:port'")
-    task = config.get("task")
     if task is None:
         if worker_index is None:
             raise ValueError("TF_CONFIG has no 'task'; set it or pass --worker-index")
         task = {"type": "worker", "index": worker_index}
     if not isinstance(task, dict) or task.get("type") not in ("chief", "worker"):
         raise ValueError(f"TF_CONFIG task={task!r}; expected {{'type': 'worker', 'index': i}}")
-    jobs = {"chief": chiefs, "worker": workers}
-    index = task.get("index", 0)
-    if (
-        isinstance(index, bool)
-        or not isinstance(index, int)
-        or not 0 <= index < len(jobs[task["type"]])
-    ):
-        raise ValueError(
-            f"TF_CONFIG task index {index!r}; expected 0..{len(jobs[task['type']]) - 1} "
-            f"(cluster.{task['type']} has {len(jobs[task['type']])} address(es))"
-        )
+    index = task_index(task, cluster)
     if worker_index is not None and (task["type"], index) != ("worker", worker_index):
         raise ValueError(f"--worker-index {worker_index} disagrees with TF_CONFIG task {task!r}")
     position = index if task["type"] == "chief" else len(chiefs) + index
-    full = {"cluster": cluster, "task": {"type": task["type"], "index": index}}
+    full = {
+        "cluster": {k: v for k, v in cluster.items() if v},
+        "task": {"type": task["type"], "index": index},
+    }
     return WorkerSpec(addresses=tuple(chiefs + workers), index=position, tf_config=full)
+
+
+def task_index(task: Mapping[str, Any], cluster: Mapping[str, list[str]]) -> int:
+    """The checked ``index`` of ``task`` (default 0) within ``cluster[task["type"]]``.
+
+    Raises:
+        ValueError: Not an integer in ``0 .. len(cluster[type]) - 1``.
+    """
+    index = task.get("index", 0)
+    count = len(cluster[task["type"]])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+        raise ValueError(
+            f"TF_CONFIG task index {index!r}; expected 0..{count - 1} "
+            f"(cluster.{task['type']} has {count} address(es))"
+        )
+    return index
 
 
 def reachable(address: str, timeout: float = 1.0) -> bool:
@@ -169,38 +211,74 @@ def rendezvous(spec: WorkerSpec, timeout: float, poll_seconds: float = 0.2) -> N
             message names its index and address).
         OSError: This worker's port cannot be listened on.
     """
-    own = spec.addresses[spec.index]
-    port = int(own.rpartition(":")[2])
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind(("", port))
-    except OSError as err:
-        listener.close()
-        raise OSError(f"worker {spec.index} cannot listen on {own} ({err.strerror})") from err
-    listener.listen(64)
-    listener.settimeout(poll_seconds)
-    stop = threading.Event()
-    thread = threading.Thread(target=_accept_until, args=(listener, stop), daemon=True)
-    thread.start()
-    pending = [(i, a) for i, a in enumerate(spec.addresses) if i != spec.index]
+    wait_for_peers(
+        f"worker {spec.index}",
+        spec.addresses[spec.index],
+        [(f"worker {i}", a) for i, a in enumerate(spec.addresses) if i != spec.index],
+        timeout,
+        hint="start every worker of TF_CONFIG's cluster (or raise --worker-timeout)",
+        poll_seconds=poll_seconds,
+    )
+
+
+def wait_for_peers(
+    label: str,
+    own: str,
+    peers: Sequence[tuple[str, str]],
+    timeout: float,
+    *,
+    hint: str,
+    listen: bool = True,
+    poll_seconds: float = 0.2,
+) -> None:
+    """Waits until every ``(label, host:port)`` of ``peers`` answers a TCP connection.
+
+    Args:
+        label: This task, e.g. ``"worker 0"`` or ``"chief"``.
+        own: This task's ``host:port``.
+        peers: The tasks to wait for.
+        timeout: Seconds before giving up.
+        hint: What to do, appended to the timeout message.
+        listen: Accept (and close) connections on ``own``'s port meanwhile, so
+            peers waiting for this task see it (:func:`rendezvous`).
+        poll_seconds: Seconds between attempts.
+
+    Raises:
+        TimeoutError: A peer did not answer within ``timeout`` (named with its address).
+        OSError: ``listen`` and this task's port cannot be listened on.
+    """
+    listener, stop, thread = None, threading.Event(), None
+    if listen:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("", int(own.rpartition(":")[2])))
+        except OSError as err:
+            listener.close()
+            raise OSError(f"{label} cannot listen on {own} ({err.strerror})") from err
+        listener.listen(64)
+        listener.settimeout(poll_seconds)
+        thread = threading.Thread(target=_accept_until, args=(listener, stop), daemon=True)
+        thread.start()
+    pending = list(peers)
     deadline = time.monotonic() + timeout
     try:
         while pending:
-            pending = [(i, a) for i, a in pending if not reachable(a, timeout=poll_seconds)]
+            pending = [(n, a) for n, a in pending if not reachable(a, timeout=poll_seconds)]
             if pending and time.monotonic() >= deadline:
-                missing = ", ".join(f"worker {i} at {a}" for i, a in pending)
+                missing = ", ".join(f"{n} at {a}" for n, a in pending)
                 raise TimeoutError(
-                    f"worker {spec.index} ({own}) waited {timeout:g} s for {missing}, which "
-                    "did not answer; start every worker of TF_CONFIG's cluster (or raise "
-                    "--worker-timeout)"
+                    f"{label} ({own}) waited {timeout:g} s for {missing}, which did not "
+                    f"answer; {hint}"
                 )
             if pending:
                 time.sleep(poll_seconds)
     finally:
         stop.set()
-        thread.join()
-        listener.close()
+        if thread is not None:
+            thread.join()
+        if listener is not None:
+            listener.close()
 
 
 _STATE: dict[str, Any] = {}
