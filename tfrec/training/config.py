@@ -84,8 +84,11 @@ class TrainingConfig(JsonConfig):
             the default CPU strategy; inside a ``tfrec train --workers`` worker,
             the worker's MultiWorkerMirroredStrategy), ``"default"`` (no
             distribution), ``"mirrored"`` (MirroredStrategy over every visible
-            device) or ``"multi_worker"`` (MultiWorkerMirroredStrategy from
-            ``TF_CONFIG``: :mod:`tfrec.training.worker`).
+            device), ``"multi_worker"`` (MultiWorkerMirroredStrategy from
+            ``TF_CONFIG``: :mod:`tfrec.training.worker`) or ``"parameter_server"``
+            (ParameterServerStrategy on the chief of a ``TF_CONFIG`` with ``ps``
+            tasks, embedding tables sharded over them:
+            :mod:`tfrec.training.parameter_server`; ``"auto"`` means it there too).
         steps_per_epoch: End each epoch after this many batches (None = one
             pass over the training data); for smoke runs and for projecting the
             time of an epoch too long to run (``benchmarks/scale.py``).
