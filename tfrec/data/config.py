@@ -52,7 +52,11 @@ class DataConfig(JsonConfig):
             validation (the test share stays ``1 - train_ratio``).
         train_ratio: ``random``: per-user share of train + validation (the
             microsoft/recommenders protocol uses 0.75).
-        seed: Seed of the random split and of ``synthetic`` data.
+        seed: Seed of the random split, of ``synthetic`` data and of the
+            ``train_user_fraction`` sample.
+        train_user_fraction: Train on the sequences of this seeded share of the
+            users only (learning curves, few-shot adaptation); every user is
+            still evaluated, with the full history as input. 1.0 = all users.
         synthetic_users: ``synthetic`` only: number of users.
         synthetic_items: ``synthetic`` only: number of items.
     """
@@ -78,6 +82,7 @@ class DataConfig(JsonConfig):
     valid_fraction: float = 0.1
     train_ratio: float = 0.75
     seed: int = 42
+    train_user_fraction: float = 1.0
     synthetic_users: int = 300
     synthetic_items: int = 80
 
@@ -86,6 +91,10 @@ class DataConfig(JsonConfig):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"DataConfig.{name}={value}; expected a number in [0, 1)")
+        if not 0.0 < self.train_user_fraction <= 1.0:
+            raise ValueError(
+                f"DataConfig.train_user_fraction={self.train_user_fraction}; expected in (0, 1]"
+            )
         if not 0.0 < self.train_ratio < 1.0:
             raise ValueError(f"DataConfig.train_ratio={self.train_ratio}; expected in (0, 1)")
         if self.split == "random" and self.valid_fraction >= self.train_ratio:

@@ -48,6 +48,37 @@ class UserSequences:
         """int64 ``[U]`` sequence lengths."""
         return np.asarray([len(s) for s in self.items], dtype=np.int64)
 
+    def sample_users(self, fraction: float, seed: int) -> UserSequences:
+        """The sequences of a seeded share of the users (order kept).
+
+        Args:
+            fraction: Share of users kept, in (0, 1]; at least one user is kept.
+            seed: Seed of the draw (the same seed and fraction keep the same users,
+                and a larger fraction keeps a superset of a smaller one's users).
+
+        Returns:
+            ``self`` when ``fraction == 1``, else a new :class:`UserSequences`.
+
+        Raises:
+            ValueError: ``fraction`` outside (0, 1].
+        """
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"sample_users: fraction={fraction}; expected in (0, 1]")
+        if fraction == 1.0:
+            return self
+        # One uniform draw per user: keeping draws < fraction nests the samples.
+        draws = np.random.default_rng(seed).random(len(self))
+        keep = np.flatnonzero(draws < fraction)
+        if len(keep) == 0:
+            keep = np.array([int(np.argmin(draws))])
+        return UserSequences(
+            user_ids=[self.user_ids[i] for i in keep],
+            users=self.users[keep],
+            items=[self.items[i] for i in keep],
+            ratings=[self.ratings[i] for i in keep],
+            timestamps=[self.timestamps[i] for i in keep],
+        )
+
 
 def user_sequences(
     interactions: Interactions, user_vocab: IdVocabulary, item_vocab: IdVocabulary

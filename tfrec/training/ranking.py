@@ -166,6 +166,11 @@ class RankingExperiment(ExperimentBase):
 
     def _check_trainable(self) -> None:
         cfg, split = self.config.ranking, self.split
+        if self.config.data.train_user_fraction != 1.0:
+            raise ValueError(
+                f"DataConfig.train_user_fraction={self.config.data.train_user_fraction}: only "
+                "the retrieval kind trains on a share of the users; use 1.0 for the ranker"
+            )
         if cfg.objective == "rating" and not split.train.has_ratings:
             raise ValueError(
                 f"objective='rating' needs ratings, but {split.train.name} has none; "

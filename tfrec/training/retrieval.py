@@ -105,7 +105,9 @@ class RetrievalExperiment(ExperimentBase):
             )
         self.strategy = get_strategy(config.model.training.strategy)
         configure_precision(config.model.training.mixed_precision)
-        self.train_seqs = user_sequences(self.split.train, self.user_vocab, self.item_vocab)
+        self.train_seqs = user_sequences(
+            self.split.train, self.user_vocab, self.item_vocab
+        ).sample_users(config.data.train_user_fraction, config.data.seed)
         self.examples, self.num_examples, self.item_counts = self._training_examples()
         with self.strategy.scope(), sharded_tables():  # tables over the PS, if any
             self.model = self._new_model(build=is_parameter_server(self.strategy))
