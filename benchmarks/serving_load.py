@@ -404,7 +404,7 @@ def notes(results: dict[str, Any]) -> str:
         '`signatures["serving_default"]` -> `.numpy()`; gRPC = `RecommenderClient.predict` '
         "with the same numpy inputs (request proto, loopback RPC, server, response decode); "
         "one of each per request, interleaved. The server's own model call (`Servable.run`: "
-        "flat call on the single-threaded executor, see docs/serving_performance.md) is "
+        "a TF1 Session callable run in the calling thread, see docs/serving_performance.md) is "
         "timed in-process too: gRPC p50 / its p50 = "
         f"{results['overhead']['overhead_ratio_vs_server_call_p50']} is the overhead of "
         "serving alone.\n"

@@ -79,9 +79,9 @@ def _pad(rows: Sequence[Sequence[Any]] | np.ndarray, left: bool, where: str) -> 
     return out
 
 
-def _to_proto(name: str, value: Any) -> Any:
+def _to_proto(name: str, value: Any, out: Any) -> None:
     try:
-        return make_tensor_proto(value)
+        make_tensor_proto(value, out=out)
     except (TypeError, ValueError) as err:
         raise ValueError(f"input {name!r}: cannot become a tensor: {err}") from err
 
@@ -244,8 +244,9 @@ class RecommenderClient:
             ValueError: An input cannot be converted to a tensor.
         """
         request = _wire.PredictRequest(model_spec=self._spec, output_filter=output_filter)
+        request_inputs = request.inputs
         for name, value in inputs.items():
-            request.inputs[name].CopyFrom(_to_proto(name, value))
+            _to_proto(name, value, request_inputs[name])  # filled in place, no copy
         response = self._call(self._predict_rpc, request)
         return {name: make_ndarray(proto) for name, proto in response.outputs.items()}
 

@@ -71,7 +71,7 @@ def _encode_string(value: Any, index: int) -> bytes:
     )
 
 
-def make_tensor_proto(values: Any, dtype: Any = None) -> Any:
+def make_tensor_proto(values: Any, dtype: Any = None, out: Any = None) -> Any:
     """A ``tensorflow.TensorProto`` holding ``values``.
 
     Args:
@@ -80,6 +80,8 @@ def make_tensor_proto(values: Any, dtype: Any = None) -> Any:
             (so a Python int list is ``DT_INT64``; pass ``dtype`` or a typed
             array for ``DT_INT32``).
         dtype: Optional numpy dtype to cast ``values`` to first.
+        out: An empty TensorProto to fill instead of a new one (e.g. a
+            ``PredictRequest.inputs`` entry: no copy).
 
     Returns:
         The TensorProto (a message of tfrec_client's private descriptor pool;
@@ -90,14 +92,15 @@ def make_tensor_proto(values: Any, dtype: Any = None) -> Any:
             array with a non-string element, or more than 2 GiB of content.
     """
     array = np.asarray(values, dtype=dtype)
-    proto = _wire.TensorProto()
-    proto.tensor_shape.SetInParent()  # a scalar has an empty (present) shape
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    if array.dtype.kind in "USO":
-        proto.dtype = DT_STRING
+    proto = _wire.TensorProto() if out is None else out
+    kind_char = array.dtype.kind
+    if kind_char in "USO":
         flat = array.reshape(-1).tolist()
-        proto.string_val.extend(_encode_string(v, i) for i, v in enumerate(flat))
+        if not all(type(v) is bytes for v in flat):  # the usual case needs no encoding
+            flat = [_encode_string(v, i) for i, v in enumerate(flat)]
+        proto.dtype = DT_STRING
+        _set_shape(proto, array.shape)
+        proto.string_val.extend(flat)
         return proto
     found = _BY_NUMPY.get(array.dtype.newbyteorder("="))
     if found is None:
@@ -106,10 +109,11 @@ def make_tensor_proto(values: Any, dtype: Any = None) -> Any:
             "float16/32/64 or complex64/128"
         )
     proto.dtype, kind = found
-    little = array.astype(kind.dtype.newbyteorder("<"), copy=False)
+    _set_shape(proto, array.shape)
     if kind.packed and array.size > 1:
         if array.nbytes >= _TWO_GIB:
             raise ValueError(f"{array.nbytes} bytes: a TensorProto holds less than 2 GiB")
+        little = array.astype(kind.dtype.newbyteorder("<"), copy=False)
         proto.tensor_content = np.ascontiguousarray(little).tobytes()
         return proto
     flat = array.astype(kind.dtype, copy=False).reshape(-1)
@@ -119,6 +123,14 @@ def make_tensor_proto(values: Any, dtype: Any = None) -> Any:
         flat = flat.view(np.float32 if kind.field == "scomplex_val" else np.float64)
     getattr(proto, kind.field).extend(flat.tolist())
     return proto
+
+
+def _set_shape(proto: Any, shape: tuple[int, ...]) -> None:
+    """Writes ``shape`` (a scalar gets an empty but present shape)."""
+    proto.tensor_shape.SetInParent()
+    dims = proto.tensor_shape.dim
+    for size in shape:
+        dims.add(size=size)
 
 
 def _shape(proto: Any) -> tuple[int, ...]:

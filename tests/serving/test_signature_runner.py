@@ -1,4 +1,7 @@
-"""SignatureRunner's fast paths (flat call, single-threaded executor) answer like the signature."""
+"""SignatureRunner's fast paths (flat call, single-threaded executor) answer like the signature.
+
+Servables built with ``session=False`` call their signatures as TF2 functions (the
+fallback of models that cannot run in a Session, see test_graph_session.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def _numpy(result: dict[str, tf.Tensor]) -> dict[str, list]:
 
 
 def test_fast_paths_answer_like_the_signature_call(saved_models: dict[str, Path]) -> None:
-    servable = Servable("retrieval", 1, saved_models["retrieval_v1"])
+    servable = Servable("retrieval", 1, saved_models["retrieval_v1"], session=False)
     # Catalogue a..f scores 6..1, + 0.01 * len(user_id); history items are excluded.
     outputs = servable.run("", _inputs(["u1"], [["a", ""]], [2]))
     assert outputs["item_ids"].tolist() == [[b"b", b"c"]]
@@ -70,7 +73,7 @@ def _save(module: tf.Module, path: Path) -> Path:
 
 
 def test_flat_call_passes_inputs_by_name(tmp_path: Path) -> None:
-    servable = Servable("m", 1, _save(_TwoInputs(), tmp_path / "m"))
+    servable = Servable("m", 1, _save(_TwoInputs(), tmp_path / "m"), session=False)
     inputs = {
         "zeta": np.array([1.5], np.float32),
         "beta": np.array([0.25], np.float32),
@@ -135,7 +138,7 @@ def test_fast_path_that_answers_differently_is_dropped(tmp_path: Path) -> None:
 
 
 def test_model_errors_keep_their_status_on_the_fast_path(saved_models: dict[str, Path]) -> None:
-    servable = Servable("retrieval", 1, saved_models["retrieval_v1"])
+    servable = Servable("retrieval", 1, saved_models["retrieval_v1"], session=False)
     servable.run("", _inputs(["u"], [["a"]], [1]))
     assert servable._runners["serving_default"].fast_paths == (True, True)
     with pytest.raises(ServingError) as err:
@@ -145,7 +148,7 @@ def test_model_errors_keep_their_status_on_the_fast_path(saved_models: dict[str,
 
 
 def test_concurrent_calls_on_the_fast_path(saved_models: dict[str, Path]) -> None:
-    servable = Servable("retrieval", 1, saved_models["retrieval_v1"])
+    servable = Servable("retrieval", 1, saved_models["retrieval_v1"], session=False)
     requests = [
         _inputs([f"user{i}"], [[["a", "b", "c", "d", "e", "f"][i % 6], ""]], [1 + i % 5])
         for i in range(12)

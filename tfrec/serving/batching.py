@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 import grpc
 import numpy as np
@@ -117,14 +117,12 @@ def _settle(
     future: Future, result: Arrays | None = None, error: BaseException | None = None
 ) -> None:
     """Resolves ``future`` unless it already is (e.g. failed by a shutdown deadline)."""
-    if future.done():
-        return
     try:
         if error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)
-    except Exception:  # resolved concurrently (InvalidStateError)
+    except InvalidStateError:  # already resolved
         pass
 
 
@@ -169,7 +167,7 @@ class BatchScheduler:
         self._max_rows = config.execution_batch_size
         self._split = config.enable_large_batch_splitting
         self._queue_rows = self._max_rows * config.max_enqueued_batches
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())  # never re-entered
         self._queues: dict[Hashable, _Queue] = {}
         self._running: set[_Task] = set()
         self._closing = False

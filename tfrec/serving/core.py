@@ -71,7 +71,20 @@ class ServingCore:
         self._specs: dict[tuple, model_pb2.ModelSpec] = {}
         self._active = 0
         self._closing = False
-        self._idle = threading.Condition()
+        self._idle = threading.Condition(threading.Lock())
+
+    def _enter(self) -> None:
+        """Counts a request as in flight (UNAVAILABLE once :meth:`close` was called)."""
+        with self._idle:
+            if self._closing:
+                raise unavailable("server is shutting down")
+            self._active += 1
+
+    def _exit(self) -> None:
+        with self._idle:
+            self._active -= 1
+            if self._closing:  # only wait_idle (after close) waits
+                self._idle.notify_all()
 
     @contextlib.contextmanager
     def in_flight(self) -> Iterator[None]:
@@ -80,21 +93,17 @@ class ServingCore:
         Raises:
             ServingError: UNAVAILABLE once :meth:`close` was called.
         """
-        with self._idle:
-            if self._closing:
-                raise unavailable("server is shutting down")
-            self._active += 1
+        self._enter()
         try:
             yield
         finally:
-            with self._idle:
-                self._active -= 1
-                self._idle.notify_all()
+            self._exit()
 
     def close(self) -> None:
         """Refuses new work (UNAVAILABLE); in-flight requests go on."""
         with self._idle:
             self._closing = True
+            self._idle.notify_all()
 
     def wait_idle(self, deadline: float) -> int:
         """Waits until nothing is in flight or ``time.monotonic()`` reaches ``deadline``.
@@ -121,12 +130,15 @@ class ServingCore:
             ServingError: The model's error; UNAVAILABLE while shutting down;
                 the batcher's INVALID_ARGUMENT / UNAVAILABLE.
         """
-        with self.in_flight():
-            batch = batch_size_of(inputs)
-            if self.batcher is not None and signature.batchable and batch is not None:
+        self._enter()  # (not the in_flight context manager: this runs per request)
+        try:
+            batcher = self.batcher
+            if batcher is not None and signature.batchable and batch_size_of(inputs) is not None:
                 key = (servable.name, servable.version, id(servable), signature.name)
-                return self.batcher.run(key, lambda x: servable.run(signature.name, x), inputs)
+                return batcher.run(key, lambda x: servable.run(signature.name, x), inputs)
             return servable.run(signature.name, inputs)
+        finally:
+            self._exit()
 
     def response_spec(self, servable: Servable, signature_name: str | None) -> model_pb2.ModelSpec:
         """The ModelSpec TF Serving echoes back (name, resolved version, signature).

@@ -83,6 +83,8 @@ class ModelManager:
             (TF Serving's flag, default 5; 0 = one attempt).
         load_retry_interval_seconds: Wait between retries (TF Serving's
             ``load_retry_interval_micros``, default 1 minute; < 0 = no wait).
+        on_change: Called (in the polling thread) after a poll that loaded or
+            unloaded a version.
     """
 
     def __init__(
@@ -91,8 +93,11 @@ class ModelManager:
         load_fn: LoadFn = load_servable,
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
+        on_change: Callable[[], None] | None = None,
     ):
         self._load_fn = load_fn
+        self._on_change = on_change
+        self._changed = False
         self._max_attempts = 1 + max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
         # How long changed files must stay unchanged before a retry (set by start()).
@@ -137,6 +142,7 @@ class ModelManager:
                 looking for new versions (``file_system_poll_wait_seconds=0``).
         """
         with self._poll_lock:
+            self._changed = False
             for name in list(self._records):
                 entry = self.models.get(name)
                 if entry is None:
@@ -149,6 +155,8 @@ class ModelManager:
                     for record in list(self._records[name].values()):
                         if record.state == LOADING and self._load_due(record):
                             self._load(name, record)
+            if self._changed and self._on_change is not None:
+                self._on_change()
 
     def _poll_model(self, entry: ModelEntry) -> None:
         on_disk = list_versions(entry.base_path)
@@ -202,6 +210,7 @@ class ModelManager:
         with self._lock:
             record.servable, record.state, record.error = servable, AVAILABLE, ""
             record.attempts, record.failed_files = 0, None
+        self._changed = True
         log.info("model %s: version %d is AVAILABLE", name, record.version)
 
     def _failed(self, name: str, record: VersionRecord, err: Exception) -> None:
@@ -239,6 +248,7 @@ class ModelManager:
                 record.state = UNLOADING
                 record.servable = None  # in-flight requests keep their own reference
                 record.state = END
+            self._changed = True
             log.info("model %s: unloaded version %d", name, version)
 
     def _next_retry(self) -> float | None:
@@ -323,6 +333,20 @@ class ModelManager:
                         f"labels {sorted(labels)})"
                     )
                 version = labels[label]
+            if entry is not None:
+                if version is None:
+                    latest = None
+                    for record in records.values():
+                        if record.servable is not None and (
+                            latest is None or record.version > latest.version
+                        ):
+                            latest = record
+                    if latest is not None:
+                        return latest.servable
+                else:
+                    record = records.get(version)
+                    if record is not None and record.servable is not None:
+                        return record.servable
             request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
             if entry is None:
                 raise not_found(
@@ -330,18 +354,12 @@ class ModelManager:
                     f"(served models: {sorted(self._models)})"
                 )
             if version is None:
-                available = [r for r in records.values() if r.servable is not None]
-                if not available:
-                    raise not_found(f"Servable not found for request: {request}")
-                return max(available, key=lambda r: r.version).servable  # type: ignore[return-value]
-            record = records.get(version)
-            if record is None or record.servable is None:
-                loaded = sorted(v for v, r in records.items() if r.servable is not None)
-                via = f" (label {label!r})" if label else ""
-                raise not_found(
-                    f"Servable not found for request: {request}{via}; available versions: {loaded}"
-                )
-            return record.servable
+                raise not_found(f"Servable not found for request: {request}")
+            loaded = sorted(v for v, r in records.items() if r.servable is not None)
+            via = f" (label {label!r})" if label else ""
+            raise not_found(
+                f"Servable not found for request: {request}{via}; available versions: {loaded}"
+            )
 
     def status(self, name: str, version: int | None = None) -> list[VersionRecord]:
         """Version records of a model (all, or the one asked), highest version first.

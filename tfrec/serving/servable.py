@@ -16,6 +16,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from tfrec.export.warmup import WARMUP_PATH, read_warmup_records
 from tfrec.serving.errors import ServingError, failed_precondition, status_code_from_int
+from tfrec.serving.graph_session import SessionSignatures
 from tfrec.serving.tensors import SignatureInfo, decode_inputs
 
 log = logging.getLogger(__name__)
@@ -173,16 +174,22 @@ def _concise(message: str) -> str:
 class Servable:
     """A loaded model version.
 
+    Signatures run through a TF1 Session callable, as in TF Serving
+    (:class:`~tfrec.serving.graph_session.SessionSignatures`); a model that cannot
+    (or ``session=False``) is loaded with ``tf.saved_model.load`` and its
+    signatures called as TF2 functions (:class:`SignatureRunner`).
+
     Args:
         name: Model name.
         version: Version number.
         path: The version folder (holding ``saved_model.pb``).
+        session: Try the Session first (False: TF2 functions only).
 
     Raises:
         ValueError: The folder is not a loadable SavedModel.
     """
 
-    def __init__(self, name: str, version: int, path: Path):
+    def __init__(self, name: str, version: int, path: Path, session: bool = True):
         self.name = name
         self.version = version
         self.path = Path(path)
@@ -193,16 +200,31 @@ class Servable:
             for key, value in self.signature_defs.items()
             if key not in _INTERNAL_SIGNATURES
         }
-        try:
-            self._loaded = tf.saved_model.load(str(self.path), tags=[SERVE_TAG])
-        except Exception as err:  # TF raises many error types for broken models
-            raise ValueError(f"{self.path}: SavedModel failed to load: {err}") from err
-        self._functions = dict(self._loaded.signatures)
-        self._runners: dict[str, Callable[[Tensors], Tensors]] = {
-            key: SignatureRunner(function) for key, function in self._functions.items()
-        }
+        self._session: SessionSignatures | None = None
+        self._runners: dict[str, Callable[[Tensors], Tensors]] = {}
+        if session:
+            try:
+                self._session = SessionSignatures(
+                    self.path, {key: self.signature_defs[key] for key in self.signatures}
+                )
+            except ValueError as err:
+                log.info("model %s version %d runs as TF2 functions: %s", name, version, err)
+        if self._session is None:
+            try:
+                loaded = tf.saved_model.load(str(self.path), tags=[SERVE_TAG])
+            except Exception as err:  # TF raises many error types for broken models
+                raise ValueError(f"{self.path}: SavedModel failed to load: {err}") from err
+            self._loaded = loaded
+            self._runners = {
+                key: SignatureRunner(function) for key, function in loaded.signatures.items()
+            }
         self._lock = threading.Lock()
         self.run_count = 0
+
+    @property
+    def runtime(self) -> str:
+        """``"session"`` (TF1 Session callables) or ``"function"`` (TF2 functions)."""
+        return "session" if self._session is not None else "function"
 
     def signature(self, name: str) -> SignatureInfo:
         """Returns the signature ``name`` ("" means ``serving_default``).
@@ -212,7 +234,8 @@ class Servable:
                 Serving's Predict status; its REST API answers 400 too).
         """
         key = name or DEFAULT_SIGNATURE
-        if key not in self.signatures or key not in self._functions:
+        runnable = self._session if self._session is not None else self._runners
+        if key not in self.signatures or key not in runnable:
             raise failed_precondition(
                 f'Serving signature key "{key}" not found. Model {self.name!r} version '
                 f"{self.version} has {sorted(self.signatures)}"
@@ -234,15 +257,16 @@ class Servable:
                 INVALID_ARGUMENT) with the TensorFlow error's code and message.
         """
         signature = self.signature(signature_name)
-        runner = self._runners[signature.name]
         with self._lock:
             self.run_count += 1
         try:
+            if self._session is not None:
+                return self._session.run(signature.name, inputs)
             tensors = {
                 name: tf.constant(value, dtype=signature.inputs[name].dtype)
                 for name, value in inputs.items()
             }
-            result = runner(tensors)
+            result = self._runners[signature.name](tensors)
         except tf.errors.OpError as err:
             raise ServingError(status_code_from_int(err.error_code), _concise(err.message)) from err
         except (TypeError, ValueError) as err:

@@ -150,28 +150,36 @@ def _fast_ndarray(proto: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> np.n
     Call :func:`estimate_proto_bytes` first: it rejects payloads that do not fit.
     """
     size = math.prod(shape)
-    array = None
     enum = proto.dtype
     if enum == _STRING_ENUM:
-        if not proto.tensor_content:
-            values = list(proto.string_val)
-            if len(values) == size:  # the usual case: one value per element
-                array = np.array(values, dtype=object) if size else np.empty(0, dtype=object)
-            else:
-                array = _padded(values, size, np.dtype(object), b"")
+        array = None if proto.tensor_content else _strings(list(proto.string_val), size)
     elif enum in _FAST_NUMERIC:
-        np_dtype = _FAST_NUMERIC[enum]
-        content = proto.tensor_content
-        if size == 0:
-            array = np.empty(0, dtype=np_dtype)
-        elif content:
-            if len(content) == size * np_dtype.itemsize:
-                array = np.frombuffer(content, dtype=np_dtype)
-        else:
-            values = getattr(proto, _VALUE_FIELDS[enum][0])
-            if len(values) <= size:
-                array = _padded(list(values), size, np_dtype, 0)
+        array = _numbers(proto, _FAST_NUMERIC[enum], size)
+    else:
+        array = None
     return None if array is None else array.reshape(shape)
+
+
+def _strings(values: list[bytes], size: int) -> np.ndarray:
+    """A flat object array of ``size`` strings (fewer values are padded with the last)."""
+    if len(values) == size:  # the usual case: one value per element
+        return np.array(values, dtype=object) if size else np.empty(0, dtype=object)
+    return _padded(values, size, np.dtype(object), b"")
+
+
+def _numbers(proto: tensor_pb2.TensorProto, dtype: np.dtype, size: int) -> np.ndarray | None:
+    """A flat array of ``size`` numbers from ``tensor_content`` or the typed values."""
+    if size == 0:
+        return np.empty(0, dtype=dtype)
+    content = proto.tensor_content
+    if content:
+        if len(content) != size * dtype.itemsize:
+            return None
+        return np.frombuffer(content, dtype=dtype)
+    values = list(getattr(proto, _VALUE_FIELDS[proto.dtype][0]))
+    if len(values) == size:
+        return np.array(values, dtype=dtype)
+    return None if len(values) > size else _padded(values, size, dtype, 0)
 
 
 def to_tensor_proto(
@@ -181,21 +189,29 @@ def to_tensor_proto(
 
     ``out``: an empty TensorProto to fill (e.g. a ``PredictResponse.outputs`` entry).
     """
-    enum = _FAST_NUMERIC_BY_NUMPY.get(array.dtype)
-    fast_string = array.dtype.kind == "O" and all(type(v) is bytes for v in array.flat)
     proto = tensor_pb2.TensorProto() if out is None else out
-    if enum is None and not fast_string:
-        proto.CopyFrom(tf.make_tensor_proto(array))
-        return proto
-    proto.dtype = _STRING_ENUM if fast_string else enum
-    dims = proto.tensor_shape.dim
-    for dim in array.shape:
-        dims.add(size=dim)
-    if fast_string:
-        proto.string_val.extend(array.ravel().tolist())
+    if array.dtype.kind == "O":
+        flat = array.ravel().tolist()
+        if all(type(v) is bytes for v in flat):
+            proto.dtype = _STRING_ENUM
+            _set_shape(proto, array.shape)
+            proto.string_val.extend(flat)
+            return proto
     else:
-        proto.tensor_content = np.ascontiguousarray(array).tobytes()
+        enum = _FAST_NUMERIC_BY_NUMPY.get(array.dtype)
+        if enum is not None:
+            proto.dtype = enum
+            _set_shape(proto, array.shape)
+            proto.tensor_content = np.ascontiguousarray(array).tobytes()
+            return proto
+    proto.CopyFrom(tf.make_tensor_proto(array))
     return proto
+
+
+def _set_shape(proto: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> None:
+    dims = proto.tensor_shape.dim
+    for dim in shape:
+        dims.add(size=dim)
 
 
 def proto_to_array(name: str, proto: tensor_pb2.TensorProto, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,6 +12,7 @@ allocated (:mod:`tfrec.serving.tensor_proto`, which converts the tensors);
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, MutableMapping
 
@@ -91,6 +92,11 @@ class SignatureInfo:
             },
         )
 
+    @functools.cached_property
+    def input_checks(self) -> dict[str, tuple[int, tuple[int | None, ...] | None]]:
+        """Input name -> (dtype enum, shape): what every request is checked against."""
+        return {n: (s.dtype.as_datatype_enum, s.shape) for n, s in self.inputs.items()}
+
     @property
     def batchable(self) -> bool:
         """True when every input and output has an unknown leading (batch) dimension."""
@@ -127,8 +133,9 @@ def _declared_shape(
     signature: SignatureInfo, name: str, proto: tensor_pb2.TensorProto
 ) -> tuple[int, ...]:
     """Checks ``proto``'s dtype and shape against the signature; returns the shape."""
-    spec = signature.inputs[name]
-    if proto.dtype != spec.dtype.as_datatype_enum:
+    enum, want = signature.input_checks[name]
+    if proto.dtype != enum:
+        spec = signature.inputs[name]
         try:
             got = tf.as_dtype(proto.dtype).name
         except TypeError:
@@ -141,13 +148,18 @@ def _declared_shape(
     if tensor_shape.unknown_rank:
         raise invalid_argument(f"input {name!r}: the tensor has an unknown rank")
     shape = tuple([d.size for d in tensor_shape.dim])
-    if shape and min(shape) < 0:
-        raise invalid_argument(f"input {name!r}: negative dimension in shape {list(shape)}")
-    if math.prod(shape) > MAX_TENSOR_ELEMENTS:
-        raise invalid_argument(
-            f"input {name!r}: shape {list(shape)} has more than {MAX_TENSOR_ELEMENTS} elements"
-        )
-    check_shape(spec, shape)
+    if shape:
+        if min(shape) < 0:
+            raise invalid_argument(f"input {name!r}: negative dimension in shape {list(shape)}")
+        if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+            raise invalid_argument(
+                f"input {name!r}: shape {list(shape)} has more than {MAX_TENSOR_ELEMENTS} elements"
+            )
+    if want is not None and (
+        len(shape) != len(want)
+        or any(w is not None and w != g for w, g in zip(want, shape, strict=True))
+    ):
+        check_shape(signature.inputs[name], shape)  # raises with the message
     return shape
 
 
@@ -175,10 +187,12 @@ def decode_inputs(
             shape or size, or a malformed TensorProto; RESOURCE_EXHAUSTED when
             the request is over ``memory_budget``.
     """
-    items = [(name, proto) for name, proto in tensors.items()]
-    _check_names(signature, {name for name, _ in items})
+    items = list(tensors.items())
+    checks = signature.input_checks
+    if len(items) != len(checks) or not all(name in checks for name, _ in items):
+        _check_names(signature, {name for name, _ in items})
     checked = [(n, p, _declared_shape(signature, n, p)) for n, p in items]
-    check_memory_budget(sum(estimate_proto_bytes(*c) for c in checked), memory_budget)
+    check_memory_budget(sum([estimate_proto_bytes(*c) for c in checked]), memory_budget)
     return {name: proto_to_array(name, proto, shape) for name, proto, shape in checked}
 
 
@@ -234,6 +248,8 @@ def check_output_filter(names: list[str] | tuple[str, ...], available: list[str]
     Raises:
         ServingError: INVALID_ARGUMENT for an unknown or repeated alias.
     """
+    if not names:  # the usual case: every output
+        return
     unknown = sorted(set(names) - set(available))
     if unknown:
         raise invalid_argument(
