@@ -55,7 +55,7 @@ OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 #: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
 StrategyName = Literal["auto", "default", "mirrored", "multi_worker", "parameter_server"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
-ExperimentKind = Literal["retrieval", "ranking", "pipeline"]
+ExperimentKind = Literal["retrieval", "ranking", "pipeline", "multi_scenario"]
 #: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.
 RankingKind = Literal["ranking", "pipeline"]
 #: ``kind`` of ``assets.extra/tfrec_config.json`` (:mod:`tfrec.export.schema`).

@@ -27,6 +27,7 @@ import tfrec.tasks
 from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import MeanEncoder, RNNEncoder, TransformerEncoder, get_encoder
 from tfrec.layers.ranking import CandidateAttention, EventSignals
+from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.tasks.ranking import ListAUC, ListNDCG, RankingTask
@@ -99,6 +100,14 @@ CASES: dict[str, Case] = {
                 D, window=2, num_horizontal=3, num_vertical=2, dropout=0.1, activation="tanh"
             ),
             (_normal(B, L, 3),),
+            {"padding_mask": MASK, "training": False},
+        ),
+    ),
+    "scenario_encoder": (
+        ScenarioEncoder,
+        lambda: (
+            ScenarioEncoder(get_encoder("gru", D, L, dropout=0.1), epsilon=1e-3),
+            (_normal(B, L, D),),
             {"padding_mask": MASK, "training": False},
         ),
     ),

@@ -39,10 +39,13 @@ TINY_DATA = {"dataset": "synthetic", "synthetic_users": 60, "synthetic_items": 2
 
 
 def test_unknown_kind_names_the_known_kinds():
-    assert EXPERIMENT_KINDS == ("retrieval", "ranking", "pipeline")
+    assert EXPERIMENT_KINDS == ("retrieval", "ranking", "pipeline", "multi_scenario")
     with pytest.raises(
         ValueError,
-        match=r"unknown experiment kind 'nope'; known kinds: \['retrieval', 'ranking', 'pipeline'",
+        match=(
+            r"unknown experiment kind 'nope'; known kinds: "
+            r"\['retrieval', 'ranking', 'pipeline', 'multi_scenario'"
+        ),
     ):
         experiment_class("nope")
 

@@ -271,8 +271,10 @@ def resolve_export_dir(path: str | Path) -> Path:
     )
 
 
-def parse_weights(text: str) -> list[float]:
+def parse_weights(text: str, option: str = "--fusion-weights") -> list[float]:
     """``--fusion-weights``: ``"0,1,3"`` -> ``[0.0, 1.0, 3.0]``; ``"none"`` -> ``[]``.
+
+    ``option`` names the flag in the error messages.
 
     Raises:
         ValueError: An entry is not a number >= 0.
@@ -285,9 +287,9 @@ def parse_weights(text: str) -> list[float]:
             value = float(part)
         except ValueError:
             raise ValueError(
-                f"--fusion-weights: {part.strip()!r} is not a number; expected e.g. 0,1,3"
+                f"{option}: {part.strip()!r} is not a number; expected e.g. 0,1,3"
             ) from None
         if not value >= 0.0:
-            raise ValueError(f"--fusion-weights: {value} is negative; expected weights >= 0")
+            raise ValueError(f"{option}: {value} is negative; expected weights >= 0")
         weights.append(value)
     return weights

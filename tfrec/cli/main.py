@@ -35,6 +35,7 @@ from tfrec.logs import configure as configure_logs
 
 COMMANDS = (
     "train",
+    "adapt",
     "evaluate",
     "export",
     "index",

@@ -58,6 +58,7 @@ MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "retrieval": ("model", MODEL_FLAGS),
     "ranking": ("ranking", RANKING_FLAGS),
     "pipeline": ("ranking", RANKING_FLAGS),
+    "multi_scenario": ("model", MODEL_FLAGS),
 }
 RETRIEVAL_STAGE_FLAGS = {"pipeline": ("retrieval", ("encoder", "loss", "epochs"))}
 SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
@@ -76,6 +77,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_data_arguments(parser)
+    parser.add_argument(
+        "--scenarios",
+        metavar="A,B,...",
+        help=(
+            "train ONE model for several scenarios (datasets, e.g. beauty,sports,lastfm,"
+            "ml-latest-small): a shared history encoder, each scenario's own item embeddings, "
+            "scenario layers and softmax over its own catalogue; metrics per scenario "
+            "(beauty/test/ndcg@10, ...), one servable per scenario (--model multi_scenario)"
+        ),
+    )
+    parser.add_argument(
+        "--scenario-weights",
+        metavar="W1,W2,...",
+        help="relative sampling weight of each scenario's batches (default: see the docs)",
+    )
     parser.add_argument("--output-dir", required=True, help="where everything is written")
     parser.add_argument(
         "--config", help="a config.json from an earlier run to start from (flags override it)"
@@ -202,8 +218,11 @@ def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
     from tfrec.training.experiment import RunLayout, experiment_class, read_kind  # noqa: PLC0415
 
     saved = args.config or (RunLayout(Path(args.output_dir)).config if args.resume else None)
-    kind = args.model or (read_kind(saved) if saved else "retrieval")
+    default = "multi_scenario" if args.scenarios else "retrieval"
+    kind = args.model or (read_kind(saved) if saved else default)
     cls = experiment_class(kind)
+    if kind == "multi_scenario" or args.scenarios:
+        return kind, _scenarios_config(args, kind, cls, saved)
     if saved:
         config = cls.config_class.load(saved)
         if args.dataset is not None:
@@ -221,6 +240,32 @@ def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
     if config.kind != kind:  # one config class serves ranking and pipeline runs
         config = dataclasses.replace(config, kind=kind)
     return kind, config
+
+
+def _scenarios_config(args: argparse.Namespace, kind: str, cls: Any, saved: Any) -> Any:
+    """The multi-scenario config: --scenarios (or the saved one), --scenario-weights, --data-dir."""
+    if kind != "multi_scenario":
+        raise ValueError(f"--scenarios trains a multi_scenario model; got --model {kind}")
+    if args.dataset is not None:
+        raise ValueError("--dataset and --scenarios: give one (the scenarios are datasets)")
+    given = {k: v for k, v in data_overrides(args).items() if k != "data_dir"}
+    if given or args.prepared:
+        raise ValueError(
+            f"--scenarios: data options {sorted(given) or ['--prepared']} do not apply "
+            "(each scenario uses its dataset's preset split); only --data-dir does"
+        )
+    if saved:
+        config = cls.config_class.load(saved)
+    elif args.scenarios:
+        config = cls.default_config(args.scenarios)
+    else:
+        raise ValueError("--model multi_scenario needs --scenarios a,b,... (or --config)")
+    if args.scenario_weights:
+        config.weights = parse_weights(args.scenario_weights, "--scenario-weights")
+    if args.data_dir:
+        config.data_dir = args.data_dir
+    config.__post_init__()  # checks the weights against the scenarios
+    return config
 
 
 def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
@@ -255,7 +300,8 @@ def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
         raise ValueError(f"--prepared: retrieval runs only, got --model {kind}")
     if args.fusion_weights and not hasattr(config, "fusion_weights"):
         raise ValueError(f"--fusion-weights: pipeline runs only, got --model {kind}")
-    config.data = apply_overrides(config.data, data_overrides(args))
+    if kind != "multi_scenario":  # its data options were applied by _scenarios_config
+        config.data = apply_overrides(config.data, data_overrides(args))
     if args.prepared:
         config.prepared_dir = str(args.prepared)
     _model_overrides(args, kind, config)
@@ -362,11 +408,16 @@ def _train(args: argparse.Namespace, kind: str, config: Any, output_dir: Path) -
     if not args.no_export:
         for path in experiment.export(output_dir / "export"):
             print(f"export: {path}")
+    part = 1 if kind == "multi_scenario" else 0  # "<scenario>/test/..." keys
+
+    def summary(key: str) -> bool:
+        head = key.split("/")[part:]
+        return bool(head) and head[0].startswith("test") and key.endswith(SUMMARY_SUFFIXES)
+
     shown = {
         key: round(value, 4)
         for key, value in metrics.items()
-        if (key.startswith("test") and key.endswith(SUMMARY_SUFFIXES))
-        or key == "valid/fusion_weight"
+        if summary(key) or key == "valid/fusion_weight"
     }
     print(json.dumps(shown, indent=2))
     for line in ci_lines(metrics, [key for key in shown if key.endswith(("@10", "mrr"))]):

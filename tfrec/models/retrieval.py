@@ -28,11 +28,13 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 from tfrec.config import JsonConfig
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
 from tfrec.layers.encoders import NO_ENCODER, get_encoder
+from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
@@ -78,6 +80,11 @@ class RetrievalConfig(JsonConfig):
         training: The training loop (epochs, batch size of users, early stopping
             on validation ``training.monitor``, default ``ndcg@10``, seed,
             precision, XLA, strategy).
+        scenario_layers: Wrap the history encoder in a
+            :class:`~tfrec.layers.scenario.ScenarioEncoder` (a learned input
+            vector and an output LayerNormalization of this scenario). Set by
+            the ``multi_scenario`` kind in each scenario's sub-run, so that the
+            sub-run rebuilds the model its weights were saved from.
     """
 
     embedding_dim: int = 64
@@ -96,6 +103,7 @@ class RetrievalConfig(JsonConfig):
     max_title_tokens: int = 16
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    scenario_layers: bool = False
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +122,11 @@ class RetrievalConfig(JsonConfig):
                 f"RetrievalConfig.encoder={self.encoder!r} (ID-only query tower) needs "
                 f"use_user_embedding=True (got use_user_embedding={self.use_user_embedding}): "
                 "without a history encoder the user embedding is the whole query"
+            )
+        if self.encoder == NO_ENCODER and self.scenario_layers:
+            raise ValueError(
+                f"RetrievalConfig.scenario_layers={self.scenario_layers} needs a history "
+                f"encoder (got encoder={self.encoder!r}): the scenario layers wrap it"
             )
         if self.encoder == NO_ENCODER and self.context_dim:
             raise ValueError(
@@ -161,6 +174,29 @@ def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:
     return np.log(counts / counts.sum()).astype(np.float32)
 
 
+def build_history_encoder(config: RetrievalConfig) -> keras.layers.Layer:
+    """The query tower's history encoder that ``config`` describes.
+
+    Args:
+        config: A config with a history encoder (not ``encoder="none"``).
+
+    Returns:
+        :func:`~tfrec.layers.encoders.get_encoder`'s layer, wrapped in a
+        :class:`~tfrec.layers.scenario.ScenarioEncoder` when ``config.scenario_layers``.
+    """
+    encoder = get_encoder(
+        config.encoder,
+        config.embedding_dim,
+        config.max_history,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        dropout=config.dropout,
+    )
+    if config.scenario_layers:
+        encoder = ScenarioEncoder(encoder, name="scenario_encoder")
+    return encoder
+
+
 class TwoTowerModel(TfrecModel):
     """Two-tower retrieval model on the integer model-input contract.
 
@@ -179,9 +215,15 @@ class TwoTowerModel(TfrecModel):
         item_log_probs: ``[I]`` log item sampling probabilities (see
             :func:`item_log_probabilities`) for logQ correction with
             ``loss="sampled"``; without them the correction is skipped (logged).
+        encoder: The history encoder layer of the query tower, used as given
+            (e.g. a :class:`~tfrec.layers.scenario.ScenarioEncoder` around an
+            encoder other models share); None builds it from ``config``
+            (:func:`~tfrec.layers.encoders.get_encoder`, wrapped in a
+            ScenarioEncoder when ``config.scenario_layers``).
 
     Raises:
-        ValueError: Bad sizes or ``item_log_probs`` of the wrong shape.
+        ValueError: Bad sizes, ``item_log_probs`` of the wrong shape, or an
+            ``encoder`` with ``config.encoder="none"``.
     """
 
     def __init__(
@@ -191,6 +233,8 @@ class TwoTowerModel(TfrecModel):
         num_items: int,
         item_features: ItemFeatureTables | None = None,
         item_log_probs: np.ndarray | None = None,
+        *,
+        encoder: keras.layers.Layer | None = None,
     ):
         super().__init__(name="two_tower")
         if num_items < NUM_RESERVED + 1:
@@ -219,6 +263,11 @@ class TwoTowerModel(TfrecModel):
         self.item_tower = item_tower("item_tower")
         self.query_tower: QueryTower | UserQueryTower
         if config.encoder == NO_ENCODER:
+            if encoder is not None:
+                raise ValueError(
+                    "TwoTowerModel: an encoder was given but config.encoder='none' "
+                    "(the ID-only query tower has no history encoder)"
+                )
             self.query_tower = UserQueryTower(num_users, dim, l2=config.l2, name="query_tower")
         else:
             history_tower = (
@@ -226,14 +275,8 @@ class TwoTowerModel(TfrecModel):
                 if config.share_item_embeddings
                 else item_tower("history_item_tower")
             )
-            encoder = get_encoder(
-                config.encoder,
-                dim,
-                config.max_history,
-                num_layers=config.num_layers,
-                num_heads=config.num_heads,
-                dropout=config.dropout,
-            )
+            if encoder is None:
+                encoder = build_history_encoder(config)
             self.query_tower = QueryTower(
                 history_tower,
                 encoder,

@@ -1,0 +1,88 @@
+"""ScenarioEncoder: config round trip, the encoder contract, hand-computed outputs, sharing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+from testing_utils import assert_layer_roundtrip
+
+from tfrec.layers.encoders import MeanEncoder, TransformerEncoder, get_encoder
+from tfrec.layers.scenario import ScenarioEncoder
+
+B, L, D = 2, 3, 4
+MASK = tf.constant([[False, True, True], [True, True, True]])  # row 0 left padded
+
+
+def _normal(*shape: int, seed: int = 0) -> tf.Tensor:
+    return tf.constant(np.random.default_rng(seed).normal(size=shape), tf.float32)
+
+
+def test_round_trip_with_weights_rebuilds_the_wrapped_encoder():
+    keras.utils.set_random_seed(0)
+    layer = ScenarioEncoder(
+        TransformerEncoder(D, max_length=2, num_layers=1, num_heads=2, dropout=0.1),
+        epsilon=1e-3,
+        name="beauty_encoder",
+    )
+    layer(_normal(B, L, D), padding_mask=MASK)  # build, then make the scenario parts non-trivial
+    layer.scenario_vector.assign([0.5, -1.0, 2.0, 0.0])
+    clone = assert_layer_roundtrip(layer, _normal(B, L, D), padding_mask=MASK, training=False)
+    assert isinstance(clone.encoder, TransformerEncoder)
+    assert clone.encoder.num_heads == 2 and clone.epsilon == 1e-3
+    np.testing.assert_allclose(clone.scenario_vector.numpy(), [0.5, -1.0, 2.0, 0.0])
+
+
+def test_output_is_the_normalised_encoding_of_the_shifted_inputs():
+    # MeanEncoder (no weights), one real item x = [1, 2, 3], scenario vector v = [0, 0, 3]:
+    # encoder(x + v) = [1, 2, 6]; mean 3, variance (4 + 1 + 9) / 3 = 14 / 3, so the
+    # LayerNorm (gamma 1, beta 0) gives [-2, -1, 3] / sqrt(14 / 3) = [-0.926, -0.463, 1.389].
+    layer = ScenarioEncoder(MeanEncoder(), epsilon=1e-9)
+    inputs = tf.constant([[[9.0, 9.0, 9.0], [1.0, 2.0, 3.0]]])  # [1, 2, 3]; position 0 padding
+    mask = tf.constant([[False, True]])
+    layer(inputs, padding_mask=mask)
+    layer.scenario_vector.assign([0.0, 0.0, 3.0])
+    out = layer(inputs, padding_mask=mask).numpy()
+    np.testing.assert_allclose(out[0, 0], [0.0, 0.0, 0.0])  # padding stays zero
+    np.testing.assert_allclose(out[0, 1], np.array([-2.0, -1.0, 3.0]) / np.sqrt(14 / 3), rtol=1e-5)
+
+
+def test_keeps_the_encoder_contract_padding_invariant_and_causal():
+    keras.utils.set_random_seed(1)
+    layer = ScenarioEncoder(get_encoder("gru", D, L, dropout=0.0))
+    x = _normal(1, L, D)
+    layer(x)
+    layer.scenario_vector.assign([1.0, 0.0, -1.0, 0.5])
+    full = layer(x).numpy()
+    # Two more padding rows in front (with garbage values): the real outputs are the same.
+    padded = tf.concat([_normal(1, 2, D, seed=5), x], axis=1)
+    mask = tf.constant([[False, False, True, True, True]])
+    out = layer(padded, padding_mask=mask).numpy()
+    np.testing.assert_allclose(out[0, 2:], full[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[0, :2], np.zeros((2, D)))
+    # Causal: changing the last item leaves the earlier outputs alone.
+    changed = tf.concat([x[:, :2], _normal(1, 1, D, seed=9)], axis=1)
+    np.testing.assert_allclose(layer(changed).numpy()[0, :2], full[0, :2], rtol=1e-5, atol=1e-6)
+
+
+def test_two_scenarios_share_the_encoder_variables_but_not_their_own():
+    shared = get_encoder("transformer", D, L, num_layers=1, dropout=0.0)
+    first, second = ScenarioEncoder(shared), ScenarioEncoder(shared)
+    x = _normal(B, L, D)
+    first(x, padding_mask=MASK)
+    second(x, padding_mask=MASK)
+    shared_refs = {v.ref() for v in shared.trainable_variables}
+    for layer in (first, second):
+        own = [v for v in layer.trainable_variables if v.ref() not in shared_refs]
+        assert len(own) == 3  # scenario vector, LayerNorm gamma and beta
+        assert shared_refs <= {v.ref() for v in layer.trainable_variables}
+    # Same weights so far: same outputs; another scenario vector: other outputs.
+    np.testing.assert_allclose(first(x, padding_mask=MASK), second(x, padding_mask=MASK))
+    second.scenario_vector.assign(tf.ones([D]))
+    assert not np.allclose(first(x, padding_mask=MASK), second(x, padding_mask=MASK))
+
+
+def test_rejects_a_non_positive_epsilon():
+    with pytest.raises(ValueError, match=r"ScenarioEncoder: epsilon=0.0; expected > 0"):
+        ScenarioEncoder(MeanEncoder(), epsilon=0.0)

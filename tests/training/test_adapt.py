@@ -1,0 +1,108 @@
+"""tfrec adapt: a new scenario on the frozen shared encoder of a multi-scenario run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfrec  # noqa: F401
+from tfrec.data.scenarios import SyntheticScenario
+from tfrec.evaluation.config import EvalConfig
+from tfrec.models.retrieval import RetrievalConfig
+from tfrec.training.adapt import ADAPT_FILE, AdaptSettings, adapt_scenario
+from tfrec.training.config import TrainingConfig
+from tfrec.training.experiment import load_experiment
+from tfrec.training.multi_scenario import MultiScenarioExperiment
+from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+
+SCENARIOS = [
+    SyntheticScenario("tiny_a", num_users=60, num_items=20, seed=1),
+    SyntheticScenario("tiny_b", num_users=30, num_items=30, seed=2),
+    SyntheticScenario("tiny_new", num_users=40, num_items=25, seed=3),  # defined, not trained
+]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved two-scenario run (tiny GRU, 2 epochs) that knows how to build tiny_new."""
+    config = MultiScenarioExperimentConfig(
+        scenarios=["tiny_a", "tiny_b"],
+        synthetic_scenarios=SCENARIOS,
+        model=RetrievalConfig(
+            encoder="gru",
+            embedding_dim=4,
+            max_history=8,
+            training=TrainingConfig(batch_size=32, epochs=2, patience=2),
+        ),
+        evaluation=EvalConfig(ks=[5, 10]),
+        model_name="tiny",
+    )
+    run = tmp_path_factory.mktemp("source")
+    experiment = MultiScenarioExperiment(config, run)
+    experiment.fit()
+    experiment.evaluate()
+    experiment.save()
+    return run
+
+
+def _encoder_weights(run: Path) -> list[np.ndarray]:
+    return [w.copy() for w in load_experiment(run).model.encoder.get_weights()]
+
+
+def test_frozen_adaptation_trains_only_the_new_scenario(source: Path, tmp_path: Path) -> None:
+    before = load_experiment(source)
+    result = adapt_scenario(source, "tiny_new", tmp_path, settings=AdaptSettings(epochs=2))
+    assert result.config.scenarios == ["tiny_a", "tiny_b", "tiny_new"]
+    # the shared encoder and the old scenarios' item tables are the source's, bit for bit
+    encoder = _encoder_weights(tmp_path)
+    for old, new in zip(before.model.encoder.get_weights(), encoder, strict=True):
+        np.testing.assert_array_equal(old, new)
+    for name in ("tiny_a", "tiny_b"):
+        np.testing.assert_array_equal(
+            before.model.scenarios[name].candidate_embeddings().numpy(),
+            result.model.scenarios[name].candidate_embeddings().numpy(),
+        )
+        # old metrics are carried over unchanged (nothing they depend on moved)
+        key = f"{name}/test/ndcg@10"
+        assert result.metrics[key] == pytest.approx(before.metrics[key])
+    assert 0.0 <= result.metrics["tiny_new/test/ndcg@10"] <= 1.0
+    assert result.metrics["adapt/train_seconds"] > 0
+    record = json.loads((tmp_path / ADAPT_FILE).read_text())
+    assert record["dataset"] == "tiny_new" and record["settings"]["epochs"] == 2
+    # the new scenario's sub-run reloads alone and scores like the multi model's copy
+    sub = load_experiment(tmp_path / "tiny_new")
+    np.testing.assert_allclose(
+        sub.model.candidate_embeddings().numpy(),
+        result.model.scenarios["tiny_new"].candidate_embeddings().numpy(),
+        atol=1e-6,
+    )
+    again = load_experiment(tmp_path)  # the whole adapted run reloads
+    assert again.config.scenarios == ["tiny_a", "tiny_b", "tiny_new"]
+
+
+def test_unfrozen_epochs_move_the_encoder_and_remeasure_everyone(
+    source: Path, tmp_path: Path
+) -> None:
+    before = _encoder_weights(source)
+    settings = AdaptSettings(epochs=1, unfreeze_epochs=2, unfreeze_lr_factor=1.0)
+    result = adapt_scenario(source, "tiny_new", tmp_path, settings=settings)
+    after = _encoder_weights(tmp_path)
+    assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
+    for name in ("tiny_a", "tiny_b", "tiny_new"):  # every scenario re-evaluated
+        assert f"{name}/test/ndcg@10" in result.metrics
+    assert len(result.experiments["tiny_new"].history["loss"]) == 3  # 1 frozen + 2 unfrozen
+
+
+def test_errors_name_the_problem(source: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="already a scenario"):
+        adapt_scenario(source, "tiny_a", tmp_path / "x", settings=AdaptSettings(epochs=1))
+    with pytest.raises(ValueError, match="is the source run"):
+        adapt_scenario(source, "tiny_new", source)
+    retrieval_run = source / "tiny_a"  # a complete retrieval sub-run
+    with pytest.raises(ValueError, match="a 'retrieval' run; expected a multi_scenario run"):
+        adapt_scenario(retrieval_run, "tiny_new", tmp_path / "y")
+    with pytest.raises(ValueError, match="unfreeze_lr_factor"):
+        AdaptSettings(unfreeze_lr_factor=0.0)

@@ -1,0 +1,208 @@
+"""Adapt a trained multi-scenario model to a new scenario (``tfrec adapt``).
+
+A team adds a new surface (a shop category, an app) to a multi-scenario model
+without retraining the others::
+
+    result = adapt_scenario("runs/multi", "lastfm", "runs/multi+lastfm")
+    result.metrics["lastfm/test/ndcg@10"]
+    result.export("exports")   # one servable per scenario, the new one included
+
+What is trained: the new scenario's own parts only — its item embeddings (item
+tower), its scenario vector and output LayerNorm
+(:class:`~tfrec.layers.scenario.ScenarioEncoder`) and its user embedding if the
+model has one — on top of the FROZEN shared history encoder, with the usual
+early stopping on the new scenario's validation metric. ``unfreeze_epochs > 0``
+then trains the shared encoder too for that many epochs (learning rate times
+``unfreeze_lr_factor``) on the new scenario's data; the encoder is shared, so
+every old scenario is then re-evaluated (its numbers may move) instead of
+keeping its saved metrics.
+
+The result is a complete ``multi_scenario`` run in ``output_dir`` (the old
+scenarios' sub-runs re-saved, the new one added, ``adapt.json`` recording what
+was done); the source run is not modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tfrec.training.experiment import RunLayout, read_kind, write_json
+from tfrec.training.multi_scenario import MultiScenarioExperiment
+from tfrec.training.optimizers import make_optimizer
+from tfrec.training.retrieval import RetrievalExperiment
+
+logger = logging.getLogger(__name__)
+
+#: File of an adapted run recording the source run and the adaptation settings.
+ADAPT_FILE = "adapt.json"
+
+
+@dataclasses.dataclass
+class AdaptSettings:
+    """How :func:`adapt_scenario` trains the new scenario.
+
+    Attributes:
+        epochs: Maximum epochs with the shared encoder frozen (None: the
+            shared model's ``training.epochs``).
+        unfreeze_epochs: Further epochs training the shared encoder too (0: never).
+        unfreeze_lr_factor: Learning rate of the unfrozen epochs, relative to the
+            shared model's.
+        train_user_fraction: Train on this seeded share of the new scenario's
+            users (every user is evaluated), for learning curves.
+        seed: Training seed (None: the shared model's).
+    """
+
+    epochs: int | None = None
+    unfreeze_epochs: int = 0
+    unfreeze_lr_factor: float = 0.1
+    train_user_fraction: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"AdaptSettings.epochs={self.epochs}; expected >= 1 or None")
+        if self.unfreeze_epochs < 0:
+            raise ValueError(f"AdaptSettings.unfreeze_epochs={self.unfreeze_epochs}; expected >= 0")
+        if not 0.0 < self.unfreeze_lr_factor <= 1.0:
+            raise ValueError(
+                f"AdaptSettings.unfreeze_lr_factor={self.unfreeze_lr_factor}; expected in (0, 1]"
+            )
+        if not 0.0 < self.train_user_fraction <= 1.0:
+            raise ValueError(
+                f"AdaptSettings.train_user_fraction={self.train_user_fraction}; expected in (0, 1]"
+            )
+
+
+def _load_source(source: str | os.PathLike[str], data_dir: str | None) -> MultiScenarioExperiment:
+    kind = read_kind(RunLayout(Path(source)).config)
+    if kind != "multi_scenario":
+        raise ValueError(
+            f"--from {source}: a {kind!r} run; expected a multi_scenario run "
+            "(tfrec train --scenarios a,b,...)"
+        )
+    return MultiScenarioExperiment.from_dir(source, data_dir)
+
+
+def _new_scenario(
+    base: MultiScenarioExperiment,
+    dataset: str,
+    output_dir: Path,
+    settings: AdaptSettings,
+) -> MultiScenarioExperiment:
+    """The run with ``dataset`` added: old scenarios' weights copied, the new one fresh."""
+    if dataset in base.config.scenarios:
+        raise ValueError(
+            f"--dataset {dataset!r} is already a scenario of the source run "
+            f"({base.config.scenarios}); expected a new one"
+        )
+    config = copy.deepcopy(base.config)
+    config.scenarios.append(dataset)
+    if config.weights is not None:  # the new scenario gets the mean weight
+        config.weights.append(sum(config.weights) / len(config.weights))
+    if settings.seed is not None:
+        config.model.training.seed = settings.seed
+    config.__post_init__()  # checks the name, like a config written by hand
+    sub_config = config.scenario_config(dataset)
+    sub_config.data = dataclasses.replace(
+        sub_config.data, train_user_fraction=settings.train_user_fraction
+    )
+    new = RetrievalExperiment(sub_config, output_dir / dataset)
+    experiments = {**base.experiments, dataset: new}
+    for name, sub in base.experiments.items():
+        sub.output_dir = output_dir / name
+    result = MultiScenarioExperiment(config, output_dir, experiments=experiments)
+    for name, old in base.model.scenarios.items():  # the shared encoder comes with each
+        result.model.scenarios[name].set_weights(old.get_weights())
+    result.metrics = {k: v for k, v in base.metrics.items() if k.split("/")[0] in base.experiments}
+    return result
+
+
+def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSettings) -> None:
+    """Frozen-encoder epochs, then the optional unfrozen ones (new scenario's data only)."""
+    sub = result.experiments[dataset]
+    model = result.model.scenarios[dataset]
+    optimizer_config = result.config.model.optimizer
+    with sub.strategy.scope():
+        result.model.encoder.trainable = False
+        model.compile(optimizer=make_optimizer(optimizer_config))
+    trainable = sum(int(v.shape.num_elements()) for v in model.trainable_variables)
+    logger.info(
+        "adapting to %r: %d trainable parameters (shared encoder frozen)", dataset, trainable
+    )
+    history = sub.fit(settings.epochs)
+    if settings.unfreeze_epochs:
+        lower = dataclasses.replace(
+            optimizer_config,
+            learning_rate=optimizer_config.learning_rate * settings.unfreeze_lr_factor,
+        )
+        with sub.strategy.scope():
+            result.model.encoder.trainable = True
+            model.compile(optimizer=make_optimizer(lower))
+        logger.info(
+            "adapting to %r: %d more epochs with the shared encoder unfrozen (lr %.2g)",
+            dataset, settings.unfreeze_epochs, lower.learning_rate,
+        )  # fmt: skip
+        more = sub.fit(settings.unfreeze_epochs)
+        history = {k: list(history.get(k, [])) + list(v) for k, v in more.items()}
+    sub.history = history
+    result.history = {f"{dataset}/{k}": v for k, v in history.items()}
+
+
+def adapt_scenario(
+    source: str | os.PathLike[str],
+    dataset: str,
+    output_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    settings: AdaptSettings | None = None,
+) -> MultiScenarioExperiment:
+    """Adds scenario ``dataset`` to the multi-scenario run ``source``; see the module docstring.
+
+    Args:
+        source: A saved ``multi_scenario`` run directory (not modified).
+        dataset: The new scenario (a dataset name with a preset, e.g. ``lastfm``).
+        output_dir: The new run directory (must not be ``source``).
+        data_dir: Where the datasets are (overrides the saved one).
+        settings: Epochs, unfreezing, user share, seed (default :class:`AdaptSettings`).
+
+    Returns:
+        The evaluated and saved run (``metrics`` holds every scenario's keys and
+        ``adapt/train_seconds``, the wall time of the training alone).
+
+    Raises:
+        ValueError: ``source`` is not a multi-scenario run, ``dataset`` is one of
+            its scenarios or unknown, or ``output_dir`` is ``source``.
+    """
+    settings = settings or AdaptSettings()
+    output = Path(output_dir)
+    if output.resolve() == Path(source).resolve():
+        raise ValueError(f"--output-dir {output} is the source run; expected a new directory")
+    base = _load_source(source, data_dir)
+    result = _new_scenario(base, dataset, output, settings)
+    start = time.perf_counter()
+    _train_new(result, dataset, settings)
+    seconds = time.perf_counter() - start  # training only (loading the data is not counted)
+    if settings.unfreeze_epochs:  # the shared encoder moved: every scenario is re-measured
+        result.metrics = {}
+        result.evaluate()
+    else:
+        new = result.experiments[dataset].evaluate()
+        new.pop("train_seconds", None)
+        new.pop("epochs_run", None)
+        result.metrics.update({f"{dataset}/{k}": v for k, v in new.items()})
+    result.metrics["adapt/train_seconds"] = round(seconds, 2)
+    result.save()
+    record: dict[str, Any] = {
+        "source": str(Path(source).resolve()),
+        "dataset": dataset,
+        "settings": dataclasses.asdict(settings),
+        "seconds": round(seconds, 2),
+    }
+    write_json(RunLayout(output).root / ADAPT_FILE, record)
+    return result
