@@ -35,7 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument("--server", help="host:port of a TF Serving gRPC endpoint")
     parser.add_argument(
-        "--model-name", default="retrieval", help="model name on the server (--server)"
+        "--model-name",
+        help=(
+            "model name on the server (--server; default retrieval, or multi_scenario with "
+            "--scenario)"
+        ),
+    )
+    parser.add_argument(
+        "--scenario",
+        help=(
+            "a scenario of a multi-scenario model (tfrec train --scenarios): its servable "
+            "<model-name>_<scenario> answers (--export: a multi-scenario run or export dir)"
+        ),
     )
     parser.add_argument("--version", type=int, help="model version on the server (--server)")
     parser.add_argument("--user", action="append", default=[], help="user id (repeatable)")
@@ -89,6 +100,56 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--version applies to --server; with --export pass the version dir")
     if not args.timeout > 0:
         raise ValueError(f"--timeout {args.timeout}: expected a number of seconds > 0")
+
+
+def scenario_export_dir(path: Path, scenario: str) -> Path:
+    """The latest SavedModel of ``scenario`` under a multi-scenario run or export dir.
+
+    Scenario ``s`` of a multi-scenario model is the model folder ``<prefix>_<s>``
+    (one servable per scenario; ``tfrec train --scenarios``). ``path`` may be the
+    run directory (its ``export/``), the export base directory or the folder itself.
+
+    Raises:
+        ValueError: No model folder of that scenario (the known ones are listed).
+        FileNotFoundError: No models at all under ``path``.
+    """
+    from tfrec.export.versions import latest_version_dir as latest  # noqa: PLC0415
+
+    for base in (path, path / "export"):
+        if not base.is_dir():
+            continue
+        models = {m.name: v for m in sorted(base.iterdir()) if m.is_dir() and (v := latest(m))}
+        if not models:
+            continue
+        found = [name for name in models if name.endswith(f"_{scenario}")]
+        if len(found) == 1:
+            return models[found[0]]
+        known = _known_scenarios(path, list(models))
+        raise ValueError(
+            f"--scenario {scenario!r}: unknown under {base}; known scenarios: {known} "
+            f"(models {sorted(models)})"
+        )
+    if latest(path) is not None or (path / "saved_model.pb").is_file():
+        raise ValueError(
+            f"--scenario {scenario!r} with --export {path}: one model, not a multi-scenario "
+            "export; pass its run or export directory"
+        )
+    raise FileNotFoundError(
+        f"--export {path}: no model folders (expected <base>/<name>/<version>/)"
+    )
+
+
+def _known_scenarios(run_dir: Path, models: list[str]) -> list[str]:
+    """The scenarios of a multi-scenario run's config.json, else the model-name suffixes."""
+    config = run_dir / "config.json"
+    if config.is_file():
+        try:
+            scenarios = json.loads(config.read_text()).get("scenarios")
+        except (OSError, ValueError):
+            scenarios = None
+        if isinstance(scenarios, list):
+            return [str(s) for s in scenarios]
+    return sorted({name.split("_", 1)[-1] for name in models})
 
 
 def catalogue_size(export_dir: Path) -> int | None:
@@ -192,6 +253,13 @@ def _remote(
     except serving.InvalidArgumentError as err:
         details = tensorflow_message(err.details)
         raise ValueError(f"{where}: the server rejected the request: {details}") from err
+    except serving.NotFoundError as err:
+        hint = (
+            f" (--scenario {args.scenario}: each scenario is served as <model-name>_<scenario>)"
+            if args.scenario
+            else ""
+        )
+        raise CommandError(f"{where}: {err}{hint}") from err
     except serving.UnavailableError as err:
         raise CommandError(f"{where}: server unavailable: {err.details}") from err
     except serving.DeadlineExceededError as err:
@@ -254,8 +322,19 @@ def run(args: argparse.Namespace) -> int:
     """
     _check_arguments(args)
     users, histories = _queries(args)
+    if args.model_name is None:
+        args.model_name = "multi_scenario" if args.scenario else "retrieval"
+    if args.scenario:
+        if not args.scenario.strip() or "/" in args.scenario:
+            raise ValueError(f"--scenario {args.scenario!r}: expected a scenario name")
+        if args.server:
+            args.model_name = f"{args.model_name}_{args.scenario}"
     if args.export:
-        export_dir = resolve_export_dir(args.export)
+        export_dir = (
+            scenario_export_dir(Path(args.export), args.scenario)
+            if args.scenario
+            else resolve_export_dir(args.export)
+        )
         titles = _titles(args, export_dir)
         size = catalogue_size(export_dir)
         if size is not None and args.top_k > size:
