@@ -1,0 +1,309 @@
+"""Multi-scenario benchmark: one joint model vs separate models, and adaptation curves.
+
+Part 1, per scenario and seed: the scenario's own preset model trained alone
+(``tfrec train --dataset X``) vs ONE joint model over all scenarios
+(``tfrec train --scenarios ...``, the first scenario's preset model, the same
+maximum epochs), test HR/NDCG@{5,10,20} with the published anchors beside them.
+
+Part 2, per target scenario: the target trained with 10/25/50/100% of its users
+(every user evaluated) (a) from scratch with its preset and (b) adapted
+(``tfrec adapt``) from a joint model trained on the other scenarios (frozen
+shared encoder); NDCG@10 and training wall time of each.
+
+Acceptance (issue 13): no scenario's joint mean more than one standard error
+(over seeds) below its separate mean; the smallest scenario's joint mean at least
+5% above its separate mean; adapted with 25% of the users >= 90% of the
+from-scratch 100% NDCG@10 in <= 25% of its training time.
+
+Usage::
+
+    python -m benchmarks.scenarios --data-dir ../shared/datasets        # hours on 2 cores
+    python -m benchmarks.scenarios --quick --output /tmp/q                 # synthetic, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _report
+
+NAME = "scenarios"
+DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
+DEFAULT_TARGETS = ("lastfm", "sports")
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+METRICS = ("hr@5", "ndcg@5", "hr@10", "ndcg@10", "hr@20", "ndcg@20")
+#: Published full-ranking results on the same files (BSARec, AAAI 2024, its table).
+ANCHORS: dict[str, dict[str, float]] = {
+    "beauty": {"hr@5": 0.0736, "ndcg@5": 0.0523, "hr@10": 0.1008, "ndcg@10": 0.0611,
+               "hr@20": 0.1373, "ndcg@20": 0.0703},
+    "sports": {"hr@5": 0.0426, "hr@10": 0.0612, "hr@20": 0.0858},
+    "lastfm": {"hr@5": 0.0523, "hr@10": 0.0807},
+}  # fmt: skip
+QUICK_SCENARIOS = ("synthetic_a", "synthetic_b", "synthetic_small")
+QUICK_MODEL = {"encoder": "gru", "embedding_dim": 16, "max_history": 10, "epochs": 8}
+
+
+def _overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"training.seed": seed}
+    if args.quick:
+        out.update(QUICK_MODEL)
+    if args.epochs is not None:
+        out["epochs"] = args.epochs
+    return out
+
+
+def _test_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {m: metrics[f"{prefix}test/{m}"] for m in METRICS if f"{prefix}test/{m}" in metrics}
+
+
+def separate(name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0) -> dict:
+    """Scenario ``name`` trained alone with its preset (``fraction`` of its users)."""
+    import dataclasses
+
+    from tfrec.cli.common import apply_overrides
+    from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+    from tfrec.training.retrieval import RetrievalExperiment
+    from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
+
+    if name in PRESETS:
+        config = RetrievalExperimentConfig.for_dataset(name, data_dir=args.data_dir)
+    else:  # a synthetic scenario: its data through the multi-scenario config
+        config = MultiScenarioExperimentConfig.for_scenarios([name]).scenario_config(name)
+        config.model.scenario_layers = False
+    config.model = apply_overrides(config.model, _overrides(args, seed))
+    config.data = dataclasses.replace(config.data, train_user_fraction=fraction)
+    experiment = RetrievalExperiment(config)
+    experiment.fit()
+    metrics = experiment.evaluate(["test"])
+    return {"metrics": _test_metrics(metrics), "train_seconds": round(experiment.train_seconds, 1)}
+
+
+def joint(scenarios: Sequence[str], seed: int, args: argparse.Namespace, save: Path | None):
+    """One model over ``scenarios``; per-scenario test metrics (and the run, if ``save``)."""
+    from tfrec.cli.common import apply_overrides
+    from tfrec.training.multi_scenario import MultiScenarioExperiment
+    from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+
+    config = MultiScenarioExperimentConfig.for_scenarios(list(scenarios), data_dir=args.data_dir)
+    config.model = apply_overrides(config.model, _overrides(args, seed))
+    experiment = MultiScenarioExperiment(config, save)
+    experiment.fit()
+    metrics = experiment.evaluate(["test"])
+    if save is not None:
+        experiment.save()
+    return {
+        "metrics": {name: _test_metrics(metrics, f"{name}/") for name in scenarios},
+        "train_seconds": round(experiment.train_seconds, 1),
+    }
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def part_joint(args: argparse.Namespace, scenarios: Sequence[str], seeds: Sequence[int]) -> dict:
+    """Separate vs joint per seed; summary means and standard errors."""
+    runs: list[dict[str, Any]] = []
+    for seed in seeds:
+        row = {"seed": seed, "separate": {}, "joint": joint(scenarios, seed, args, None)}
+        for name in scenarios:
+            row["separate"][name] = separate(name, seed, args)
+        runs.append(row)
+        logging.info("seed %d done", seed)
+    summary: dict[str, Any] = {}
+    for name in scenarios:
+        summary[name] = {}
+        for model in ("separate", "joint"):
+            values = [
+                (r[model][name]["metrics"] if model == "separate" else r[model]["metrics"][name])
+                for r in runs
+            ]
+            summary[name][model] = {m: mean_se([v[m] for v in values]) for m in METRICS}
+    return {"runs": runs, "summary": summary}
+
+
+def part_adapt(args: argparse.Namespace, scenarios: Sequence[str], work: Path) -> dict:
+    """Adaptation curves: from scratch vs adapted, per target and user share."""
+    from tfrec.training.adapt import AdaptSettings, adapt_scenario
+
+    seed = args.seeds[0]
+    out: dict[str, Any] = {}
+    for target in args.targets:
+        others = [s for s in scenarios if s != target]
+        source = work / f"without_{target}"
+        base = joint(others, seed, args, source)
+        rows = []
+        for fraction in args.fractions:
+            scratch = separate(target, seed, args, fraction)
+            settings = AdaptSettings(train_user_fraction=fraction, seed=seed, epochs=args.epochs)
+            adapted = adapt_scenario(
+                source, target, work / f"{target}_{fraction}", data_dir=args.data_dir,
+                settings=settings,
+            )  # fmt: skip
+            rows.append({
+                "fraction": fraction,
+                "scratch_ndcg@10": scratch["metrics"]["ndcg@10"],
+                "scratch_seconds": scratch["train_seconds"],
+                "adapted_ndcg@10": adapted.metrics[f"{target}/test/ndcg@10"],
+                "adapted_seconds": adapted.metrics["adapt/train_seconds"],
+            })  # fmt: skip
+        out[target] = {"source_train_seconds": base["train_seconds"], "rows": rows}
+    return out
+
+
+def acceptance(results: dict[str, Any], smallest: str) -> dict[str, Any]:
+    """The issue's checks on whatever parts ran."""
+    checks: dict[str, Any] = {}
+    summary = results.get("joint", {}).get("summary", {})
+    for name, models in summary.items():
+        (sep, sep_se), (jnt, jnt_se) = models["separate"]["ndcg@10"], models["joint"]["ndcg@10"]
+        se = max(sep_se, jnt_se)
+        checks[f"{name}: joint >= separate - 1 SE"] = {
+            "joint": jnt, "separate": sep, "se": se, "ok": jnt >= sep - se,
+        }  # fmt: skip
+    if smallest in summary:
+        sep, jnt = (
+            summary[smallest]["separate"]["ndcg@10"][0],
+            summary[smallest]["joint"]["ndcg@10"][0],
+        )
+        checks[f"{smallest}: joint >= 1.05 x separate"] = {
+            "ratio": jnt / sep if sep else None,
+            "ok": sep > 0 and jnt >= 1.05 * sep,
+        }
+    for target, curve in results.get("adapt", {}).items():
+        rows = {r["fraction"]: r for r in curve["rows"]}
+        if 0.25 in rows and 1.0 in rows:
+            quarter, full = rows[0.25], rows[1.0]
+            quality = quarter["adapted_ndcg@10"] / max(full["scratch_ndcg@10"], 1e-12)
+            time = quarter["adapted_seconds"] / max(full["scratch_seconds"], 1e-12)
+            checks[f"{target}: adapted 25% vs scratch 100%"] = {
+                "ndcg_ratio": round(quality, 3), "time_ratio": round(time, 3),
+                "ok": quality >= 0.9 and time <= 0.25,
+            }  # fmt: skip
+    return {"checks": checks, "passed": bool(checks) and all(c["ok"] for c in checks.values())}
+
+
+def _fmt(pair: tuple[float, float]) -> str:
+    mean, se = pair
+    return f"{mean:.4f} ± {se:.4f}" if se else f"{mean:.4f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The report body: joint vs separate table, adaptation curves, acceptance."""
+    lines = []
+    verdict = results["acceptance"]
+    lines.append(f"**Acceptance: {'PASS' if verdict['passed'] else 'FAIL'}**\n")
+    for key, check in verdict["checks"].items():
+        lines.append(f"- {key}: `{check}`")
+    if "joint" in results:
+        lines.append(f"\n## Joint vs separate (test, mean ± SE over seeds {results['seeds']})\n")
+        rows = []
+        for name, models in results["joint"]["summary"].items():
+            for model in ("separate", "joint"):
+                rows.append([name, model, *(_fmt(models[model][m]) for m in METRICS)])
+            if name in ANCHORS:
+                rows.append(
+                    [name, "BSARec (published)", *(ANCHORS[name].get(m, "") for m in METRICS)]
+                )
+        lines.append(_report.markdown_table(["scenario", "model", *METRICS], rows))
+        seconds = [
+            [r["seed"], r["joint"]["train_seconds"],
+             sum(v["train_seconds"] for v in r["separate"].values())]
+            for r in results["joint"]["runs"]
+        ]  # fmt: skip
+        lines.append(
+            _report.markdown_table(["seed", "joint train s", "separate train s (sum)"], seconds)
+        )
+    for target, curve in results.get("adapt", {}).items():
+        lines.append(
+            f"\n## Adaptation to {target} (source joint model trained in "
+            f"{curve['source_train_seconds']} s on the other scenarios)\n"
+        )
+        lines.append(
+            _report.markdown_table(
+                ["users", "scratch NDCG@10", "scratch s", "adapted NDCG@10", "adapted s"],
+                [
+                    [
+                        r["fraction"],
+                        r["scratch_ndcg@10"],
+                        r["scratch_seconds"],
+                        r["adapted_ndcg@10"],
+                        r["adapted_seconds"],
+                    ]
+                    for r in curve["rows"]
+                ],
+            )
+        )
+    lines.append(
+        "\nNotes: separate = each scenario's own preset; joint = the first scenario's "
+        "preset model for all, each scenario's own split; times are training wall time "
+        "(adapted: the new scenario's training only, data loading excluded)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parses the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", help="comma-separated (default: the four real ones)")
+    parser.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
+    parser.add_argument("--targets", help="adaptation targets (default: lastfm,sports)")
+    parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="user shares")
+    parser.add_argument("--parts", default="joint,adapt", help="joint and/or adapt")
+    parser.add_argument("--epochs", type=int, help="cap every run's maximum epochs")
+    parser.add_argument("--data-dir", help="folder holding the dataset folders")
+    parser.add_argument("--quick", action="store_true", help="synthetic scenarios, tiny model")
+    parser.add_argument("--output", help="report directory (default benchmarks/results)")
+    parser.add_argument("--work-dir", help="where source runs are saved (default: a temp dir)")
+    args = parser.parse_args(argv)
+    default_scenarios = QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS
+    default_targets = ("synthetic_small",) if args.quick else DEFAULT_TARGETS
+    args.scenarios = args.scenarios.split(",") if args.scenarios else list(default_scenarios)
+    args.targets = args.targets.split(",") if args.targets else list(default_targets)
+    args.seeds = [int(x) for x in args.seeds.split(",")]
+    args.fractions = [float(x) for x in args.fractions.split(",")]
+    args.parts = args.parts.split(",")
+    unknown = [t for t in args.targets if t not in args.scenarios]
+    if unknown:
+        parser.error(f"--targets {unknown} are not among --scenarios {args.scenarios}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the parts asked for and writes the report; returns the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    facts = _report.machine_facts()
+    results: dict[str, Any] = {"scenarios": args.scenarios, "seeds": args.seeds}
+    with tempfile.TemporaryDirectory(prefix="tfrec-scenarios-") as scratch:
+        work = Path(args.work_dir or scratch)
+        if "joint" in args.parts:
+            results["joint"] = part_joint(args, args.scenarios, args.seeds)
+        if "adapt" in args.parts:
+            results["adapt"] = part_adapt(args, args.scenarios, work)
+    smallest = "synthetic_small" if args.quick else "lastfm"
+    results["acceptance"] = acceptance(results, smallest)
+    results["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    name = NAME + ("_quick" if args.quick else "")
+    json_path, md_path = _report.write_report(
+        name, results, render(results), facts=facts, output_dir=args.output
+    )
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
