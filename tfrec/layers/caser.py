@@ -30,6 +30,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.layers.masks import padding_masks
 
 
 def _shifted_rows(values: tf.Tensor, count: int, length: tf.Tensor) -> tf.Tensor:
@@ -135,10 +136,7 @@ class CaserEncoder(keras.layers.Layer):
         Returns:
             ``[B, L, units]`` causal outputs (zeros at padding positions).
         """
-        if padding_mask is None:
-            padding_mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
-        valid = tf.cast(padding_mask, tf.bool)  # [B, L]
-        fmask = tf.cast(valid, inputs.dtype)[:, :, tf.newaxis]  # [B, L, 1]
+        valid, fmask = padding_masks(inputs, padding_mask)  # [B, L], [B, L, 1]
         # Move padding to the left (real items keep their order), so that every window
         # holds consecutive real items; inverse_order undoes it at the end.
         order = tf.argsort(tf.cast(valid, tf.int32), axis=1, stable=True)  # [B, L]

@@ -19,6 +19,7 @@ import tf_keras as keras
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import choices
 from tfrec.layers.caser import CaserEncoder
+from tfrec.layers.masks import padding_masks
 from tfrec.names import HistoryEncoder
 
 #: ``RetrievalConfig.encoder`` value of the ID-only (history-free) query tower.
@@ -29,9 +30,7 @@ ENCODERS: tuple[str, ...] = tuple(e for e in choices(HistoryEncoder) if e != NO_
 
 def _float_mask(padding_mask: tf.Tensor | None, inputs: tf.Tensor) -> tf.Tensor:
     """Returns the padding mask as ``[B, L, 1]`` in the dtype of ``inputs``."""
-    if padding_mask is None:
-        padding_mask = tf.ones(tf.shape(inputs)[:2], dtype=inputs.dtype)
-    return tf.cast(padding_mask, inputs.dtype)[:, :, tf.newaxis]
+    return padding_masks(inputs, padding_mask)[1]
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -218,10 +217,7 @@ class TransformerEncoder(keras.layers.Layer):
         Returns:
             ``[B, L, D]`` causal outputs (zeros at padding positions).
         """
-        if padding_mask is None:
-            padding_mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
-        valid = tf.cast(padding_mask, tf.bool)  # [B, L]
-        fmask = tf.cast(valid, inputs.dtype)[:, :, tf.newaxis]  # [B, L, 1]
+        valid, fmask = padding_masks(inputs, padding_mask)  # [B, L], [B, L, 1]
         length = tf.shape(inputs)[1]
 
         # Position = number of real items before this one (0 for the oldest).

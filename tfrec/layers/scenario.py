@@ -23,6 +23,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.layers.masks import padding_masks
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
@@ -85,9 +86,7 @@ class ScenarioEncoder(keras.layers.Layer):
         Returns:
             ``[B, L, D]`` causal outputs (zeros at padding positions).
         """
-        if padding_mask is None:
-            padding_mask = tf.ones(tf.shape(inputs)[:2], dtype=tf.bool)
-        mask = tf.cast(padding_mask, inputs.dtype)[:, :, tf.newaxis]  # [B, L, 1]
+        padding_mask, mask = padding_masks(inputs, padding_mask)  # [B, L], [B, L, 1]
         vector = tf.cast(self.scenario_vector, inputs.dtype)  # [D]
         x = inputs + vector[tf.newaxis, tf.newaxis, :]  # [B, L, D]
         outputs = self.encoder(x, padding_mask=padding_mask, training=training)  # [B, L, D]
