@@ -132,13 +132,21 @@ class WorkerBackup(keras.callbacks.BackupAndRestore):
         self._backup(epoch=epoch)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        """Deletes the backup and the state files (the chief's) after a finished ``fit``."""
+        """Deletes the backup and the state files (the chief's) after a finished ``fit``.
+
+        Every worker then tries to remove the emptied backup directory: the
+        chief's attempt fails while another worker is still removing its
+        ``workertemp_N`` copy of the last epoch, and that worker's attempt, made
+        after its copy is gone, fails only if the chief has not finished yet, so
+        whichever worker ends last removes it.
+        """
         should_delete = self.delete_checkpoint and (
             self.model.distribute_strategy.extended.should_checkpoint
         )
         super().on_train_end(logs)
         if should_delete:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self.delete_checkpoint:
             with contextlib.suppress(OSError):  # only when empty
                 Path(self.backup_dir).rmdir()
 
