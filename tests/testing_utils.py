@@ -404,3 +404,46 @@ def raises_data_error(fn, *needles: str) -> str:
     for needle in needles:
         assert needle in message, f"{needle!r} not in {message!r}"
     return message
+
+
+#: Item vectors of :func:`hand_mean_model` (rows 0/1: padding, OOV), items i0..i7.
+HAND_ITEM_VECTORS = np.array(
+    [
+        [0, 0, 0, 0],  # padding
+        [0, 0, 0, 0],  # OOV
+        [1, 0, 0, 0],  # i0
+        [0, 1, 0, 0],  # i1
+        [0, 0, 1, 0],  # i2
+        [0, 0, 0, 1],  # i3
+        [3, 1, 0, 0],  # i4
+        [0, 1, 2, 0],  # i5
+        [-1, 0, 0, 2],  # i6
+        [1, 0, 0, 1],  # i7
+    ],
+    dtype=np.float32,
+)
+
+
+def hand_mean_model(
+    encoder: str = "mean",
+) -> tuple[TwoTowerModel, IdVocabulary, IdVocabulary]:
+    """A :func:`tiny_vocabs` model whose scores are easy by hand (explanation tests).
+
+    The mean encoder (no user embedding, no item features, ``max_history=4``) with
+    item vectors :data:`HAND_ITEM_VECTORS`: query = mean of the history's item
+    vectors, score = query . item vector. ``encoder="none"`` gives the ID-only model.
+    """
+    from tfrec.models.retrieval import RetrievalConfig
+
+    users, items = tiny_vocabs()
+    config = RetrievalConfig(
+        embedding_dim=4,
+        encoder=encoder,
+        max_history=4,
+        use_item_features=False,
+        use_user_embedding=encoder == "none",
+    )
+    model = TwoTowerModel(config, users.size, items.size)
+    model.candidate_embeddings()  # builds the item tower
+    model.item_tower.weights[0].assign(HAND_ITEM_VECTORS)
+    return model, users, items

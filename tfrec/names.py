@@ -23,7 +23,7 @@ DatasetName = Literal[
     "synthetic",
 ]
 #: Split protocols of :class:`tfrec.data.config.DataConfig`.
-SplitName = Literal["leave_one_out", "temporal", "random"]
+SplitName = Literal["leave_one_out", "temporal", "random", "item_stratified"]
 #: Split protocols the streaming (sharded TFRecord) preparation supports.
 StreamingSplitName = Literal["leave_one_out", "temporal"]
 #: Parts of a split that are evaluated.
@@ -37,9 +37,12 @@ EvalMask = Literal["history", "none", "both"]
 #: Negatives of the sampled evaluation protocol.
 SampledStrategy = Literal["uniform", "popularity"]
 #: History encoders of the retrieval query tower (``none`` = ID-only two-tower).
-HistoryEncoder = Literal["mean", "gru", "lstm", "transformer", "caser", "none"]
+HistoryEncoder = Literal["mean", "gru", "lstm", "transformer", "caser", "bert4rec", "none"]
 #: Losses of :class:`tfrec.tasks.retrieval.RetrievalTask`.
 RetrievalLoss = Literal["full", "sampled"]
+#: Losses of the LightGCN kind (:class:`tfrec.models.lightgcn.LightGCNConfig`): BPR with
+#: one uniform negative per positive, or the full-catalogue softmax.
+GraphLoss = Literal["bpr", "softmax"]
 #: Training targets of the retrieval model: every history position or the last one.
 TrainingPositions = Literal["all", "last"]
 #: Ranker objectives.
@@ -55,7 +58,10 @@ OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 #: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
 StrategyName = Literal["auto", "default", "mirrored", "multi_worker", "parameter_server"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
-ExperimentKind = Literal["retrieval", "ranking", "pipeline", "multi_scenario"]
+ExperimentKind = Literal["retrieval", "ranking", "pipeline", "multi_scenario", "mf", "lightgcn"]
+#: Matrix factorisation models (:class:`tfrec.models.mf.MFConfig`): biased (Surprise SVD-like)
+#: or PMF-style (factors only).
+MFVariant = Literal["biased", "pmf"]
 #: Kinds of :class:`tfrec.training.ranking_config.RankingExperimentConfig`.
 RankingKind = Literal["ranking", "pipeline"]
 #: ``kind`` of ``assets.extra/tfrec_config.json`` (:mod:`tfrec.export.schema`).

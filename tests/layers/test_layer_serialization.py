@@ -24,8 +24,10 @@ from testing_utils import assert_layer_roundtrip
 
 import tfrec.layers
 import tfrec.tasks
+from tfrec.layers.bert4rec import Bert4RecEncoder
 from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import MeanEncoder, RNNEncoder, TransformerEncoder, get_encoder
+from tfrec.layers.graph import GraphQueryTower, LightGCNPropagation, normalized_adjacency
 from tfrec.layers.ranking import CandidateAttention, EventSignals
 from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower
@@ -101,6 +103,36 @@ CASES: dict[str, Case] = {
             ),
             (_normal(B, L, 3),),
             {"padding_mask": MASK, "training": False},
+        ),
+    ),
+    "bert4rec_encoder": (  # next-item mode; masked mode: tests/layers/test_bert4rec.py
+        Bert4RecEncoder,
+        lambda: (
+            Bert4RecEncoder(D, max_length=2, num_layers=1, num_heads=2, dropout=0.1),
+            (_normal(B, L, D),),  # L = 3 > max_length = 2: the oldest item is dropped
+            {"padding_mask": MASK, "training": False},
+        ),
+    ),
+    "lightgcn_propagation": (
+        LightGCNPropagation,
+        lambda: (
+            LightGCNPropagation(NUM_USERS, NUM_ITEMS, D, num_layers=2, init_stddev=0.3),
+            (
+                normalized_adjacency(
+                    np.array([2, 3, 3, 7]), np.array([4, 4, 9, 2]), NUM_USERS, NUM_ITEMS
+                ),
+            ),
+            {},
+        ),
+    ),
+    "graph_query_tower": (  # non-trainable tables: assign() fills them, the copy carries them
+        GraphQueryTower,
+        lambda: (
+            GraphQueryTower(NUM_USERS, NUM_ITEMS, D).assign(
+                _normal(NUM_USERS, D), _normal(NUM_ITEMS, D, seed=1), [0, 0, 1, 0, 0, 0, 0, 1]
+            ),
+            ({"user": USERS, "history": HISTORY},),
+            {},
         ),
     ),
     "scenario_encoder": (

@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recall@10 >= 0.95 against brute force on held-out item vectors)",
     }
     add_index_arguments(parser, "candidate index of the retrieval model", "brute", helps)
+    parser.add_argument(
+        "--explain-top",
+        type=int,
+        help="history items per recommended item of the `explain` signature (default 3; "
+        "0: no explain signature; ID-only models have none)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         version=args.version,
         models=models,
         model_name=args.model_name,
+        explain_top=args.explain_top,
         **index_options(args),
     )
     for path in paths:

@@ -3,7 +3,8 @@
 Query a retrieval or combined recommender SavedModel for one or more users and/or a
 history of item ids, and print the top-K with titles when the export knows them. Either
 --export (loads the SavedModel in-process with tf.saved_model.load) or --server
-host:port (TF Serving or `tfrec serve`, via the gRPC client).
+host:port (TF Serving or `tfrec serve`, via the gRPC client). --explain prints under each
+item the history items that drove it (the export's `explain` signature).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tfrec.cli import recommend_explain as explain_output
 from tfrec.cli.common import add_command, resolve_export_dir
 from tfrec.cli.main import CommandError, tensorflow_message
 
@@ -63,6 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--timeout", type=float, default=10.0, help="gRPC deadline in seconds")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help=(
+            "under each item, the history items whose removal lowers its score most, with "
+            "the score drop (the export's `explain` signature; not for ID-only models)"
+        ),
+    )
 
 
 def _check_ids(option: str, values: list[str]) -> None:
@@ -192,7 +202,7 @@ def _titles(args: argparse.Namespace, export_dir: Path | None) -> dict[str, str]
     return {str(key): str(value) for key, value in titles.items()}
 
 
-def _load_signature(export_dir: Path) -> Any:
+def _load_signature(export_dir: Path, explain: bool = False) -> Any:
     import tensorflow as tf  # noqa: PLC0415
 
     try:
@@ -200,6 +210,8 @@ def _load_signature(export_dir: Path) -> Any:
     except (OSError, ValueError, tf.errors.OpError) as err:
         raise CommandError(f"--export {export_dir}: cannot load the SavedModel: {err}") from err
     signatures = dict(getattr(model, "signatures", {}) or {})
+    if explain:
+        return explain_output.local_outputs_or_error(signatures, export_dir)
     if "serving_default" not in signatures:
         raise CommandError(
             f"--export {export_dir}: no serving_default signature (has {sorted(signatures)}); "
@@ -209,11 +221,11 @@ def _load_signature(export_dir: Path) -> Any:
 
 
 def _local(
-    export_dir: Path, users: list[str], histories: list[list[str]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+    export_dir: Path, users: list[str], histories: list[list[str]], k: int, explain: bool = False
+) -> dict[str, np.ndarray]:
     import tensorflow as tf  # noqa: PLC0415
 
-    fn = _load_signature(export_dir)
+    fn = _load_signature(export_dir, explain)
     width = max(1, *(len(h) for h in histories))  # no history: one "" (padding) column
     padded = [[""] * (width - len(h)) + h for h in histories]
     inputs = {
@@ -234,18 +246,26 @@ def _local(
             f"{tensorflow_message(err.message)}"
         ) from err
     ids = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out["item_ids"].numpy())
-    return ids[:, :k], out["scores"].numpy()[:, :k]
+    outputs = {"item_ids": ids[:, :k], "scores": out["scores"].numpy()[:, :k]}
+    if explain:
+        outputs[explain_output.ITEMS_OUTPUT] = explain_output.decode(
+            out[explain_output.ITEMS_OUTPUT].numpy()[:, :k]
+        )
+        outputs[explain_output.SCORES_OUTPUT] = out[explain_output.SCORES_OUTPUT].numpy()[:, :k]
+    return outputs
 
 
 def _remote(
     args: argparse.Namespace, users: list[str], histories: list[list[str]]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> dict[str, np.ndarray]:
     from tfrec.serving import client as serving  # noqa: PLC0415
 
     where = f"--server {args.server}, model {args.model_name!r}"
     if args.version is not None:
         where += f" version {args.version}"
     try:
+        if args.explain:
+            return explain_output.remote_explain(args, users, histories, serving)
         with serving.RecommenderClient(
             args.server, args.model_name, version=args.version, timeout=args.timeout
         ) as client:
@@ -265,8 +285,9 @@ def _remote(
     except serving.DeadlineExceededError as err:
         raise CommandError(f"{where}: no answer within --timeout {args.timeout} s") from err
     except serving.ServingError as err:
-        raise CommandError(f"{where}: {err}") from err
-    return result.item_ids, result.scores
+        hint = f" (--explain: the {explain_output.SIGNATURE} signature)" if args.explain else ""
+        raise CommandError(f"{where}: {err}{hint}") from err
+    return {"item_ids": result.item_ids, "scores": result.scores}
 
 
 def result_rows(
@@ -302,7 +323,7 @@ def result_rows(
     return rows
 
 
-def _print_table(rows: list[dict[str, Any]], k: int) -> None:
+def _print_table(rows: list[dict[str, Any]], k: int, verb: str = "because of") -> None:
     for row in rows:
         who = f"user {row['user_id']!r}" if row["user_id"] else "anonymous user"
         found = len(row["items"])
@@ -311,6 +332,9 @@ def _print_table(rows: list[dict[str, Any]], k: int) -> None:
         for item in row["items"]:
             title = f"  {item['title']}" if item["title"] else ""
             print(f"  {item['rank']:>3}. {item['item_id']:<12} {item['score']:8.4f}{title}")
+            because = explain_output.because_line(item, verb)
+            if because:
+                print(f"       {because}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,13 +366,17 @@ def run(args: argparse.Namespace) -> int:
                 f"-k/--top-k {args.top_k}: the export recommends from {size} items; "
                 f"expected 1 <= k <= {size}"
             )
-        item_ids, scores = _local(export_dir, users, histories, args.top_k)
+        outputs = _local(export_dir, users, histories, args.top_k, args.explain)
     else:
+        export_dir = None
         titles = _titles(args, None)
-        item_ids, scores = _remote(args, users, histories)
-    rows = result_rows(users, histories, item_ids, scores, titles)
+        outputs = _remote(args, users, histories)
+    rows = result_rows(users, histories, outputs["item_ids"], outputs["scores"], titles)
+    if args.explain:
+        explain_output.attach_explanations(rows, outputs, titles)
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False))
     else:
-        _print_table(rows, args.top_k)
+        verb = explain_output.explanation_verb(export_dir) if args.explain else ""
+        _print_table(rows, args.top_k, verb)
     return 0

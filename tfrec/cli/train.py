@@ -59,8 +59,20 @@ MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "ranking": ("ranking", RANKING_FLAGS),
     "pipeline": ("ranking", RANKING_FLAGS),
     "multi_scenario": ("model", MODEL_FLAGS),
+    # matrix factorisation: no history (--max-history does not apply)
+    "mf": ("ranking", {k: v for k, v in RANKING_FLAGS.items() if k != "max_history"}),
+    # LightGCN: --set loss=bpr|softmax, num_layers=3, l2=1e-4 (--loss is the two-tower's)
+    "lightgcn": ("model", RANKING_FLAGS),
 }
 RETRIEVAL_STAGE_FLAGS = {"pipeline": ("retrieval", ("encoder", "loss", "epochs"))}
+#: DP-SGD flags -> ``training.privacy`` fields, every kind (a pipeline: both stages).
+PRIVACY_FLAGS = {
+    "dp_noise_multiplier": "training.privacy.noise_multiplier",
+    "dp_l2_clip": "training.privacy.l2_clip",
+    "dp_microbatches": "training.privacy.microbatches",
+    "dp_delta": "training.privacy.delta",
+    "dp_target_epsilon": "training.privacy.target_epsilon",
+}
 SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
 
 
@@ -72,7 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=choices(ExperimentKind),
         help=(
             "retrieval: two-tower model; ranking: LSTM ranker; pipeline: retrieval + ranker "
-            "with retrieval-only vs two-stage metrics and the combined recommender export "
+            "with retrieval-only vs two-stage metrics and the combined recommender export; "
+            "mf: matrix factorisation of the ratings (biased MF; --set variant=pmf, "
+            "--set nonnegative=true), served with the ranking signature; "
+            "lightgcn: graph retrieval (LightGCN; --set loss=softmax, --set num_layers=2) "
+            "served with the retrieval signature "
             "(default: the kind of --config / of the run being resumed, else retrieval)"
         ),
     )
@@ -113,6 +129,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_model_arguments(parser)
+    _add_privacy_arguments(parser)
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument(
         "--sampled-negatives",
@@ -170,6 +187,37 @@ def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.set_defaults(_train_parser=parser)
     parameter_server_cli.add_arguments(parser)
+
+
+def _add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
+    """DP-SGD flags (:mod:`tfrec.training.privacy`; ``PRIVACY_FLAGS`` maps them)."""
+    group = parser.add_argument_group(
+        "differential privacy (DP-SGD; metrics.json gets privacy/epsilon at privacy/delta)"
+    )
+    group.add_argument(
+        "--dp-noise-multiplier",
+        type=float,
+        metavar="SIGMA",
+        help="train with DP-SGD: Gaussian noise of std SIGMA * clip on each summed gradient",
+    )
+    group.add_argument(
+        "--dp-l2-clip", type=float, metavar="C", help="clip norm of each example's gradient (1.0)"
+    )
+    group.add_argument(
+        "--dp-microbatches",
+        type=int,
+        metavar="K",
+        help="microbatches per batch, dividing --batch-size (default: per-example clipping)",
+    )
+    group.add_argument(
+        "--dp-delta", type=float, help="delta of the reported epsilon (default 1/training examples)"
+    )
+    group.add_argument(
+        "--dp-target-epsilon",
+        type=float,
+        metavar="EPS",
+        help="train with DP-SGD, the noise multiplier picked so the planned epochs spend EPS",
+    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -279,13 +327,31 @@ def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
         if getattr(args, flag) is not None
     }
     overrides.update(parse_set_options(args.set))
+    privacy = {
+        f: getattr(args, a) for a, f in PRIVACY_FLAGS.items() if getattr(args, a) is not None
+    }
+    overrides.update(privacy)
     if args.seed is not None:
         overrides["training.seed"] = args.seed
     setattr(config, section, apply_overrides(getattr(config, section), overrides))
     if kind in RETRIEVAL_STAGE_FLAGS:
         stage, names = RETRIEVAL_STAGE_FLAGS[kind]
         stage_overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+        stage_overrides.update(privacy)
         setattr(config, stage, apply_overrides(getattr(config, stage), stage_overrides))
+
+
+def _check_privacy(kind: str, config: Any) -> None:
+    """Refuses DP-SGD settings for a kind whose training does not implement DP-SGD."""
+    from tfrec.training.privacy_config import DP_KINDS  # noqa: PLC0415
+
+    section = getattr(config, MODEL_SECTIONS.get(kind, ("model",))[0], None)
+    privacy = getattr(getattr(section, "training", None), "privacy", None)
+    if privacy is not None and privacy.enabled and kind not in DP_KINDS:
+        raise ValueError(
+            f"--model {kind}: DP-SGD (--dp-* / training.privacy) is not supported for this "
+            f"kind; expected one of {list(DP_KINDS)}"
+        )
 
 
 def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
@@ -305,6 +371,7 @@ def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:
     if args.prepared:
         config.prepared_dir = str(args.prepared)
     _model_overrides(args, kind, config)
+    _check_privacy(kind, config)
     if args.fusion_weights:
         config.fusion_weights = parse_weights(args.fusion_weights)
     evaluation = {
@@ -419,6 +486,8 @@ def _train(args: argparse.Namespace, kind: str, config: Any, output_dir: Path) -
         for key, value in metrics.items()
         if summary(key) or key == "valid/fusion_weight"
     }
+    privacy = ("privacy/epsilon", "privacy/delta")
+    shown.update({k: v for k, v in experiment.metrics.items() if k.endswith(privacy)})
     print(json.dumps(shown, indent=2))
     for line in ci_lines(metrics, [key for key in shown if key.endswith(("@10", "mrr"))]):
         print(line)  # only with --eval-users (a sample of the users)

@@ -48,7 +48,13 @@ from tfrec.data.sequences import (
     seen_items,
     user_sequences,
 )
-from tfrec.data.splits import Split, leave_one_out, random_split_per_user, temporal_split
+from tfrec.data.splits import (
+    Split,
+    item_stratified_split,
+    leave_one_out,
+    random_split_per_user,
+    temporal_split,
+)
 from tfrec.data.synthetic import make_synthetic
 from tfrec.data.vocab import IdVocabulary
 
@@ -81,6 +87,7 @@ __all__ = [
     "heldout_examples",
     "history_matrix",
     "interaction_pairs",
+    "item_stratified_split",
     "leave_one_out",
     "load_beauty_bert4rec",
     "load_beauty_s3rec",

@@ -13,7 +13,13 @@ from typing import Any
 from tfrec.config import JsonConfig
 from tfrec.data.interactions import Interactions
 from tfrec.data.loaders import CSV_OPTIONS, check_distinct_columns, load_dataset
-from tfrec.data.splits import Split, leave_one_out, random_split_per_user, temporal_split
+from tfrec.data.splits import (
+    Split,
+    item_stratified_split,
+    leave_one_out,
+    random_split_per_user,
+    temporal_split,
+)
 from tfrec.names import DatasetName, SplitName
 
 logger = logging.getLogger(__name__)
@@ -44,14 +50,18 @@ class DataConfig(JsonConfig):
         min_rating: Keep only interactions with rating >= this (implicit feedback
             from explicit ratings); None keeps all.
         split: ``leave_one_out`` (last item test, second-to-last validation),
-            ``temporal`` (one global time cut) or ``random`` (per-user random ratio).
+            ``temporal`` (one global time cut), ``random`` (per-user random ratio) or
+            ``item_stratified`` (per-item random ratio, the protocol of
+            microsoft/recommenders' MovieLens table; test rows of users or items
+            absent from train + valid are dropped).
         test_fraction: ``temporal``: share of the latest interactions for test.
         valid_fraction: Validation share. ``leave_one_out``: any value > 0 holds out
             the second-to-last item; ``temporal``: share of rows just before the
             test cut; ``random``: per-user share of ALL rows moved from train to
-            validation (the test share stays ``1 - train_ratio``).
-        train_ratio: ``random``: per-user share of train + validation (the
-            microsoft/recommenders protocol uses 0.75).
+            validation (the test share stays ``1 - train_ratio``);
+            ``item_stratified``: the same per item.
+        train_ratio: ``random``/``item_stratified``: per-user/per-item share of
+            train + validation (the microsoft/recommenders protocol uses 0.75).
         seed: Seed of the random split, of ``synthetic`` data and of the
             ``train_user_fraction`` sample.
         train_user_fraction: Train on the sequences of this seeded share of the
@@ -97,7 +107,7 @@ class DataConfig(JsonConfig):
             )
         if not 0.0 < self.train_ratio < 1.0:
             raise ValueError(f"DataConfig.train_ratio={self.train_ratio}; expected in (0, 1)")
-        if self.split == "random" and self.valid_fraction >= self.train_ratio:
+        if self.split in ("random", "item_stratified") and self.valid_fraction >= self.train_ratio:
             raise ValueError(
                 f"DataConfig.valid_fraction={self.valid_fraction} must be below "
                 f"train_ratio={self.train_ratio} (validation is carved from the train share)"
@@ -177,6 +187,10 @@ class DataConfig(JsonConfig):
         elif self.split == "temporal":
             split = temporal_split(
                 data, test_fraction=self.test_fraction, valid_fraction=self.valid_fraction
+            )
+        elif self.split == "item_stratified":
+            split = item_stratified_split(
+                data, ratio=self.train_ratio, valid_ratio=self.valid_fraction, seed=self.seed
             )
         else:
             split = random_split_per_user(

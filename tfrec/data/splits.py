@@ -11,6 +11,9 @@ users it could not split, e.g. users with too few interactions.
 * :func:`temporal_split`: one global time cut; the most recent rows are held out.
 * :func:`random_split_per_user`: per-user stratified random split, like
   ``python_stratified_split`` of microsoft/recommenders.
+* :func:`item_stratified_split`: per-item stratified random split, the protocol
+  of microsoft/recommenders' MovieLens benchmark table
+  (``python_stratified_split(filter_by="item")``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class Split:
         train: Training interactions.
         valid: Validation interactions, or None when the split made none.
         test: Test interactions.
-        protocol: ``"leave_one_out"``, ``"temporal"`` or ``"random_per_user"``.
+        protocol: ``"leave_one_out"``, ``"temporal"``, ``"random_per_user"`` or
+            ``"item_stratified"``.
         notes: What the split could not do (users left unsplit, cold users...),
             with counts.
     """
@@ -246,12 +250,7 @@ def random_split_per_user(
     Raises:
         ValueError: Ratios out of range.
     """
-    if not 0 < ratio < 1:
-        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
-    if not 0 <= valid_ratio < 1 - ratio:
-        raise ValueError(
-            f"valid_ratio must be in [0, 1 - ratio = {1 - ratio:g}), got {valid_ratio}"
-        )
+    _check_ratios(ratio, valid_ratio, f"[0, 1 - ratio = {1 - ratio:g})", 1 - ratio)
     frame = _sorted(interactions)
     order = np.random.default_rng(seed).permutation(len(frame))
     shuffled = frame.iloc[order]
@@ -279,5 +278,104 @@ def random_split_per_user(
         valid=_part(interactions, frame, valid) if valid_ratio > 0 else None,
         test=_part(interactions, frame, test),
         protocol="random_per_user",
+        notes=notes,
+    )
+
+
+def _check_ratios(ratio: float, valid_ratio: float, valid_range: str, valid_max: float) -> None:
+    """Raises ValueError unless 0 < ratio < 1 and 0 <= valid_ratio < valid_max."""
+    if not 0 < ratio < 1:
+        raise ValueError(f"ratio must be in (0, 1), got {ratio}")
+    if not 0 <= valid_ratio < valid_max:
+        raise ValueError(f"valid_ratio must be in {valid_range}, got {valid_ratio}")
+
+
+def _drop_unknown(
+    frame: pd.DataFrame, part: np.ndarray, known: np.ndarray
+) -> tuple[np.ndarray, int, int, int]:
+    """Removes from ``part`` the rows whose user or item never occurs in ``known`` rows.
+
+    Returns:
+        The reduced mask, the rows dropped, and the distinct users and items
+        among the dropped rows that are unknown.
+    """
+    users = frame["user_id"].to_numpy()
+    items = frame["item_id"].to_numpy()
+    new_user = part & ~np.isin(users, np.unique(users[known]))
+    new_item = part & ~np.isin(items, np.unique(items[known]))
+    cold = new_user | new_item
+    return part & ~cold, int(cold.sum()), len(set(users[new_user])), len(set(items[new_item]))
+
+
+def item_stratified_split(
+    interactions: Interactions, ratio: float = 0.75, valid_ratio: float = 0.0, seed: int = 42
+) -> Split:
+    """Stratified random split per ITEM: each item's rows are shuffled and cut by ratio.
+
+    The semantics of microsoft/recommenders' ``python_stratified_split(data,
+    ratio, filter_by="item", seed)`` (their MovieLens benchmark table): each row
+    gets a seeded uniform random key; within an item with ``n`` rows, ordered by
+    key, the row at 1-based position ``r`` goes to test when ``r / n > ratio``
+    (float64 comparison, as theirs), so an item keeps ``floor(ratio * n)`` rows
+    and an item rated once is test-only. Validation is carved out of the kept
+    rows the same way: ``ratio - valid_ratio < r / n <= ratio`` is valid, so the
+    test rows do not depend on ``valid_ratio``. The keys are drawn in the frame's
+    ``(user_id, timestamp)`` order, so the protocol is theirs but not the same
+    rows (their keys follow the file order).
+
+    Then, as their benchmark evaluates: test rows whose user or item never
+    occurs in train + valid are dropped (the model cannot know them), and valid
+    rows whose user or item is not in train; both drops are reported.
+
+    Args:
+        interactions: The log to split.
+        ratio: Share of each item's rows kept for train + valid, in (0, 1).
+        valid_ratio: Share of each item's rows moved from train to validation,
+            in [0, ratio); 0 = no valid part.
+        seed: Seed of the random keys; equal seeds give equal splits.
+
+    Returns:
+        A :class:`Split` with ``protocol="item_stratified"``.
+
+    Raises:
+        ValueError: Ratios out of range.
+    """
+    _check_ratios(ratio, valid_ratio, f"[0, ratio = {ratio:g})", ratio)
+    frame = _sorted(interactions)
+    num_rows = len(frame)
+    keys = np.random.default_rng(seed).random(num_rows)
+    codes = pd.factorize(frame["item_id"])[0]
+    order = np.lexsort((keys, codes))  # by item, then by random key
+    ranked = pd.Series(codes[order])
+    position = np.empty(num_rows, dtype=np.int64)
+    size = np.empty(num_rows, dtype=np.int64)
+    position[order] = ranked.groupby(ranked, sort=False).cumcount().to_numpy() + 1
+    size[order] = ranked.groupby(ranked, sort=False).transform("size").to_numpy()
+    share = position / size  # r / n in (0, 1]
+    test = share > ratio
+    valid = ~test & (share > ratio - valid_ratio) if valid_ratio > 0 else np.zeros_like(test)
+    train = ~(test | valid)
+    notes: list[str] = []
+    name = interactions.name
+    single = int((test & (size == 1)).sum())
+    if single:
+        _report(notes, name, f"item_stratified: {single:,} item(s) with one rating are test-only")
+    kept = {"valid": valid}
+    for label, mask in (("valid", valid), ("test", test)):
+        known = train if label == "valid" else train | kept["valid"]
+        kept[label], rows, users, items = _drop_unknown(frame, mask, known)
+        if rows:
+            context = "train" if label == "valid" else "train + valid"
+            _report(
+                notes,
+                name,
+                f"item_stratified: dropped {rows:,} {label} row(s) of {users:,} user(s) and "
+                f"{items:,} item(s) absent from {context}",
+            )
+    return Split(
+        train=_part(interactions, frame, train),
+        valid=_part(interactions, frame, kept["valid"]) if valid_ratio > 0 else None,
+        test=_part(interactions, frame, kept["test"]),
+        protocol="item_stratified",
         notes=notes,
     )

@@ -24,6 +24,9 @@ retrieval model scores the catalogue, history items are excluded, the top
 the ranker config sets one). Slots that cannot be filled hold ``""`` / ``-inf``.
 A ``[B, 0]`` history is an empty one (a brand-new user); an empty batch
 (``B = 0``) gives ``[0, 1]`` outputs (``K = 1`` when ``k`` has no values).
+Its ``explain`` signature (retrieval models that encode a history) adds, per
+final item, the history items whose removal lowers its *retrieval* score most
+(:mod:`tfrec.export.explanations`; the ranker is not re-run per removal).
 
 Mismatched batch sizes, ``k < 1`` or ``k > N`` raise ``InvalidArgumentError``
 inside the graph (gRPC ``INVALID_ARGUMENT``). Both SavedModels load with
@@ -45,6 +48,13 @@ from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.explanations import (
+    EXPLAIN_SIGNATURE_NAME,
+    explain_description,
+    explanation_outputs,
+    leave_one_out,
+    resolve_explain_top,
+)
 from tfrec.export.graph_ops import request_checks, string_lookup
 from tfrec.export.layout import ASSETS_EXTRA, staged_version, write_assets_extra
 from tfrec.export.retrieval import (
@@ -120,9 +130,12 @@ class RecommenderServingModule(tf.Module):
         item_vocab: The item vocabulary shared by both models.
         trained: The trained ranker (same item vocabulary).
         num_candidates: N, retrieved items re-scored by the ranker.
+        explain_top: ``m`` of the ``explain`` signature (None: 3, or 0 for an
+            ID-only retrieval model; 0: no ``explain`` signature).
 
     Raises:
-        ValueError: Item vocabularies that differ or do not match the models.
+        ValueError: Item vocabularies that differ or do not match the models,
+            or ``explain_top >= 1`` with an ID-only retrieval model.
     """
 
     def __init__(
@@ -132,6 +145,8 @@ class RecommenderServingModule(tf.Module):
         item_vocab: IdVocabulary,
         trained: TrainedRanker,
         num_candidates: int,
+        *,
+        explain_top: int | None = None,
     ):
         super().__init__(name="recommender_serving")
         if item_vocab.tokens != trained.item_vocab.tokens:
@@ -161,10 +176,35 @@ class RecommenderServingModule(tf.Module):
         self.user_lookup = string_lookup(trained.user_vocab, "user_lookup")
         self.item_lookup = string_lookup(item_vocab, "item_lookup")
         self._item_tokens = tf.constant(item_vocab.all_tokens(), dtype=tf.string)  # [I]
+        self.explain_top = resolve_explain_top(explain_top, retrieval_model.encodes_history)
+        if self.explain_top:
+            self.serve_explain = tf.function(self._explain, input_signature=RECOMMEND_SIGNATURE)
 
     @tf.function(input_signature=RECOMMEND_SIGNATURE)
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K re-ranked items per user; see the module docstring for the contract."""
+        return self._outputs(*self._recommend(user_id, history, k)[:2])
+
+    def _explain(
+        self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """``serving_default`` + the retrieval-score explanations of each final item."""
+        items, scores, features = self._recommend(user_id, history, k)  # [B, K]
+        retrieval = self.pipeline.retrieval
+        recent = features["history"][:, -retrieval.max_history :]  # what the query reads
+        vectors = tf.gather(retrieval.candidates, items)  # [B, K, D]
+        filled = tf.logical_not(tf.math.is_inf(scores))
+        causes, drops = leave_one_out(
+            retrieval.model.query_tower, features["retrieval_user"], recent, vectors, filled,
+            top=self.explain_top,
+        )  # fmt: skip
+        outputs = self._outputs(items, scores)
+        return {**outputs, **explanation_outputs(self._item_tokens, causes, drops)}
+
+    def _recommend(
+        self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """``[B, K]`` item indices and final scores, and the pipeline's features."""
         checks = request_checks(
             user_id, history, k, self.num_candidates, "the retrieved candidates N"
         )
@@ -176,19 +216,25 @@ class RecommenderServingModule(tf.Module):
             }
         top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
         items, scores = self.pipeline.recommend(features, top)  # [B, K]
+        return items, scores, features
+
+    def _outputs(self, items: tf.Tensor, scores: tf.Tensor) -> dict[str, tf.Tensor]:
         ids = tf.gather(self._item_tokens, items)
         ids = tf.where(tf.math.is_inf(scores), tf.constant("", tf.string), ids)
         return {"item_ids": ids, "scores": tf.cast(scores, tf.float32)}
 
 
 def _save(module: tf.Module, path: Path) -> None:
-    """``tf.saved_model.save`` with the serving signature only.
+    """``tf.saved_model.save`` with the serving signature(s) only (+ ``explain`` if any).
 
     Keras would otherwise also trace every layer's ``call`` for Keras-side
     reloading (4-5x slower); the signature graph is self-contained without them.
     """
+    signatures = {SIGNATURE_NAME: module.serve}
+    if getattr(module, "explain_top", 0):
+        signatures[EXPLAIN_SIGNATURE_NAME] = module.serve_explain
     with keras_option_scope(save_traces=False):
-        tf.saved_model.save(module, str(path), signatures={SIGNATURE_NAME: module.serve})
+        tf.saved_model.save(module, str(path), signatures=signatures)
 
 
 def _export_config(
@@ -283,6 +329,7 @@ def export_recommender(
     assets_extra: Mapping[str, bytes] | None = None,
     extra_files: Mapping[str, str] | None = None,
     experiment_config: Mapping[str, Any] | None = None,
+    explain_top: int | None = None,
 ) -> Path:
     """Exports the combined retrieve -> rank SavedModel (retrieval signature).
 
@@ -298,12 +345,15 @@ def export_recommender(
         assets_extra: Binary files for ``assets.extra/``.
         extra_files: Text files for ``assets.extra/``.
         experiment_config: The run's ``config.json`` contents (``tfrec_config.json``).
+        explain_top: ``m`` of the ``explain`` signature (history items per final
+            item; None: 3, or 0 with an ID-only retrieval model; 0: none).
 
     Returns:
         The final version directory.
 
     Raises:
-        ValueError: Vocabularies that do not match, bad name/version/file names.
+        ValueError: Vocabularies that do not match, bad name/version/file names,
+            ``explain_top >= 1`` with an ID-only retrieval model.
         FileExistsError: The version already exists (never overwritten).
     """
     module = RecommenderServingModule(
@@ -312,7 +362,11 @@ def export_recommender(
         item_vocab,
         trained,
         num_candidates or trained.config.num_candidates,
+        explain_top=explain_top,
     )
+    others = {}
+    if module.explain_top:
+        others["signatures"] = {EXPLAIN_SIGNATURE_NAME: explain_description(module.explain_top)}
     signature = {
         "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
         "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
@@ -329,6 +383,7 @@ def export_recommender(
         extra_vocabularies={"retrieval_user": RETRIEVAL_USER_VOCAB_FILE},
         extra_sizes={"retrieval_users": retrieval_model.num_users},
         num_candidates=module.num_candidates,
+        **others,
     )
     files = assets_extra_files(config, assets_extra, extra_files)
     if RETRIEVAL_USER_VOCAB_FILE in files:

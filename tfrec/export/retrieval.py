@@ -36,6 +36,8 @@ inputs plus ``nprobe`` int32 ``[B]`` (partitions probed per row, ``1..P``,
 checked in-graph like ``k``); ``serving_default`` probes the export's default
 ``nprobe``. TF Serving clients choose the signature by name
 (``model_spec.signature_name``).
+A model that encodes a history also gets an ``explain`` signature
+(:mod:`tfrec.export.explanations`) unless ``explain_top=0``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary
+from tfrec.export.explanations import (
+    EXPLAIN_SIGNATURE_NAME,
+    explain_description,
+    explanation_outputs,
+    leave_one_out,
+    resolve_explain_top,
+    row_lookup,
+)
 from tfrec.export.graph_ops import exclude_items, request_checks, string_lookup
 from tfrec.export.ivf import IvfIndex, build_export_index, with_index_info
 from tfrec.export.layout import ASSETS_EXTRA, check_file_name, staged_version, write_assets_extra
@@ -90,10 +100,14 @@ class RetrievalServingModule(tf.Module):
             force; it adds the ``serve_with_nprobe`` function.
         candidates: Other candidates than the model's catalogue (their ids are
             returned and excluded; the history is still read with ``item_vocab``).
+        explain_top: ``m``, history items per recommended item of the ``explain``
+            signature (:func:`~tfrec.export.explanations.resolve_explain_top`:
+            None = 3, or 0 for an ID-only model; 0 = no ``explain`` signature).
 
     Raises:
         ValueError: Vocabulary sizes that do not match the model, a catalogue
-            without real items, or a model that needs context features.
+            without real items, a model that needs context features, or
+            ``explain_top >= 1`` for an ID-only model.
     """
 
     def __init__(
@@ -103,6 +117,8 @@ class RetrievalServingModule(tf.Module):
         item_vocab: IdVocabulary,
         index: IvfIndex | None = None,
         candidates: Candidates | None = None,
+        *,
+        explain_top: int | None = None,
     ):
         super().__init__(name="retrieval_serving")
         if item_vocab.size != model.num_items:
@@ -149,19 +165,45 @@ class RetrievalServingModule(tf.Module):
                 ],
             )
         self._item_tokens = tf.constant(catalogue.all_tokens(), dtype=tf.string)  # [I]
+        self.explain_top = resolve_explain_top(explain_top, model.encodes_history)
+        if self.explain_top:  # explanations name history items: item_vocab ids
+            own = candidates is None
+            self._history_tokens = (
+                self._item_tokens if own else tf.constant(item_vocab.all_tokens())
+            )
+            if index is not None:  # item index -> row of the IVF's partition-ordered vectors
+                rows = row_lookup(index.item_ids.numpy(), catalogue.size)  # [I]
+                self._ivf_rows = tf.Variable(rows, trainable=False, name="explain_ivf_rows")
+            self.serve_explain = tf.function(self._explain, input_signature=RECOMMEND_SIGNATURE)
 
     @tf.function(input_signature=RECOMMEND_SIGNATURE)
     def serve(self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         """Top-K items per user; see the module docstring for the contract."""
-        if self.index is not None:
-            nprobe = tf.fill(tf.shape(user_id)[:1], self.index.default_nprobe)
-            return self._ivf_top_k(user_id, history, k, nprobe, [])
-        query, items = self._query(user_id, history, k, [])
-        scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
-        scores = exclude_items(scores, items)
-        top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
-        values, indices = tf.math.top_k(scores, k=top)  # [B, K]
+        values, indices, _ = self._top_k(user_id, history, k, self._default_nprobe(user_id), [])
         return self._outputs(values, indices)
+
+    def _explain(
+        self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        """``serving_default`` + the leave-one-out explanations of each recommended item."""
+        nprobe = self._default_nprobe(user_id)
+        values, indices, (users, recent) = self._top_k(user_id, history, k, nprobe, [])
+        if self.index is None:
+            vectors = tf.gather(self.candidates, indices)  # [B, K, D]
+        else:
+            vectors = tf.gather(self.index.vectors, tf.gather(self._ivf_rows, indices))
+        filled = tf.logical_not(tf.math.is_inf(values))  # [B, K]
+        causes, drops = leave_one_out(
+            self.query_tower, users, recent, vectors, filled, top=self.explain_top
+        )  # [B, K, m]
+        outputs = self._outputs(values, indices)
+        return {**outputs, **explanation_outputs(self._history_tokens, causes, drops)}
+
+    def _default_nprobe(self, user_id: tf.Tensor) -> tf.Tensor | None:
+        """``[B]`` the index's default ``nprobe`` (None: brute force)."""
+        if self.index is None:
+            return None
+        return tf.fill(tf.shape(user_id)[:1], self.index.default_nprobe)
 
     def _serve_with_nprobe(
         self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, nprobe: tf.Tensor
@@ -178,25 +220,31 @@ class RetrievalServingModule(tf.Module):
                 nprobe, partitions, message=f"nprobe must be <= {partitions} (the partitions)"
             ),
         ]  # fmt: skip
-        return self._ivf_top_k(user_id, history, k, nprobe, checks)
+        values, indices, _ = self._top_k(user_id, history, k, nprobe, checks)
+        return self._outputs(values, indices)
 
-    def _ivf_top_k(
+    def _top_k(
         self,
         user_id: tf.Tensor,
         history: tf.Tensor,
         k: tf.Tensor,
-        nprobe: tf.Tensor,
+        nprobe: tf.Tensor | None,
         checks: list[tf.Operation],
-    ) -> dict[str, tf.Tensor]:
-        query, items = self._query(user_id, history, k, checks)
+    ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        """``[B, K]`` scores and candidate indices, and what the query read (``_query``)."""
+        query, items, read = self._query(user_id, history, k, checks)
         top = tf.maximum(tf.reduce_max(k), 1)  # K = max(k); 1 for an empty batch
-        values, indices = self.index.search(query, items, top, nprobe)  # [B, K]
-        return self._outputs(values, indices)
+        if self.index is None:
+            scores = tf.matmul(query, self.candidates, transpose_b=True)  # [B, I]
+            values, indices = tf.math.top_k(exclude_items(scores, items), k=top)  # [B, K]
+        else:
+            values, indices = self.index.search(query, items, top, nprobe)  # [B, K]
+        return values, indices, read
 
     def _query(
         self, user_id: tf.Tensor, history: tf.Tensor, k: tf.Tensor, checks: list[tf.Operation]
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Checked inputs -> ``[B, D]`` queries and the ``[B, L]`` candidate indices to exclude."""
+    ) -> tuple[tf.Tensor, tf.Tensor, tuple[tf.Tensor, tf.Tensor]]:
+        """Checked inputs -> queries ``[B, D]``, excluded ``[B, L]``, ``(users, recent)`` read."""
         checks = checks + request_checks(
             user_id, history, k, self.num_real_items, "the number of catalogue items"
         )
@@ -209,7 +257,8 @@ class RetrievalServingModule(tf.Module):
         # With other candidates, the history ids are looked up among them for the exclusion.
         lookup = self.candidate_lookup
         excluded = items if lookup is None else tf.cast(lookup(history), tf.int32)  # [B, L]
-        return self.query_tower.final_query(users, recent), excluded  # [B, D], [B, L]
+        query = self.query_tower.final_query(users, recent)  # [B, D]
+        return query, excluded, (users, recent)
 
     def _outputs(self, values: tf.Tensor, indices: tf.Tensor) -> dict[str, tf.Tensor]:
         ids = tf.gather(self._item_tokens, indices)  # [B, K]
@@ -217,10 +266,13 @@ class RetrievalServingModule(tf.Module):
         return {"item_ids": ids, "scores": values}
 
     def signatures(self) -> dict[str, Any]:
-        """The SavedModel signatures: ``serving_default`` (+ ``with_nprobe`` with an index)."""
-        if self.index is None:
-            return {SIGNATURE_NAME: self.serve}
-        return {SIGNATURE_NAME: self.serve, NPROBE_SIGNATURE_NAME: self.serve_with_nprobe}
+        """``serving_default``, + ``with_nprobe`` (index), + ``explain`` (``explain_top > 0``)."""
+        signatures = {SIGNATURE_NAME: self.serve}
+        if self.index is not None:
+            signatures[NPROBE_SIGNATURE_NAME] = self.serve_with_nprobe
+        if self.explain_top:
+            signatures[EXPLAIN_SIGNATURE_NAME] = self.serve_explain
+        return signatures
 
 
 def _default_config(
@@ -249,6 +301,10 @@ def _default_config(
             NPROBE_SIGNATURE_NAME: f"{SIGNATURE_NAME} inputs + nprobe int32 [B] "
             f"(1..{module.index.num_partitions}; default {module.index.default_nprobe})"
         }
+    if module.explain_top:
+        others.setdefault("signatures", {})[EXPLAIN_SIGNATURE_NAME] = explain_description(
+            module.explain_top
+        )
     vocabularies = {"user": USER_VOCAB_FILE, "item": ITEM_VOCAB_FILE}
     sizes = {"users": model.num_users, "items": model.num_items}
     if candidates is not None:
@@ -338,6 +394,7 @@ def export_retrieval(
     tuning_queries: np.ndarray | None = None,
     experiment_config: Mapping[str, Any] | None = None,
     candidates: Candidates | None = None,
+    explain_top: int | None = None,
 ) -> Path:
     """Exports the retrieval SavedModel as ``<base_dir>/<model_name>/<version>/``.
 
@@ -371,6 +428,8 @@ def export_retrieval(
             and vectors, e.g. a new catalogue embedded by the item tower:
             :mod:`tfrec.export.catalogue`); adds ``candidate_vocab.txt``. The
             IVF index is then built on these vectors.
+        explain_top: ``m`` of the ``explain`` signature (history items per
+            recommended item; None: 3, or 0 for an ID-only model; 0: no ``explain``).
 
     Returns:
         The final version directory.
@@ -378,11 +437,14 @@ def export_retrieval(
     Raises:
         ValueError: Vocabularies that do not match the model, a bad name or version,
             a file name that is not plain or clashes with the vocabulary files, an
-            unknown ``index``, IVF options with ``index="brute"`` or out of range.
+            unknown ``index``, IVF options with ``index="brute"`` or out of range,
+            ``explain_top >= 1`` with an ID-only model.
         FileExistsError: The version already exists (it is never overwritten).
     """
     ivf, index_info = _build_index(model, candidates, index, num_partitions, nprobe, tuning_queries)
-    module = RetrievalServingModule(model, user_vocab, item_vocab, index=ivf, candidates=candidates)
+    module = RetrievalServingModule(
+        model, user_vocab, item_vocab, index=ivf, candidates=candidates, explain_top=explain_top
+    )
     config = _default_config(model, module, index_info, experiment_config, candidates)
     files = assets_extra_files(config, assets_extra, extra_files)
     if ivf is not None:

@@ -14,7 +14,7 @@ server-side reader). Schema version 1::
         "inputs": {"<name>": "<dtype> [<shape>]", ...},
         "outputs": {"<name>": "<dtype> [<shape>]", ...}
       },
-      "signatures": {"<other signature>": "<what it takes>"},  # IVF: with_nprobe
+      "signatures": {"<other signature>": "<what it takes>"},  # IVF: with_nprobe; explain
       "vocabularies": {"user": "user_vocab.txt", "item": "item_vocab.txt", ...},
       "vocabulary_sizes": {"users": <rows>, "items": <rows>, ...},  # incl. 2 reserved rows
       "num_real_items": <items that can be recommended>,

@@ -1,5 +1,6 @@
 """Keras layers: causal history encoders and the item/query towers."""
 
+from tfrec.layers.bert4rec import Bert4RecEncoder
 from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import (
     ENCODERS,
@@ -18,6 +19,7 @@ from tfrec.layers.user_tower import UserQueryTower
 
 __all__ = [
     "ENCODERS",
+    "Bert4RecEncoder",
     "CaserEncoder",
     "ItemTower",
     "MeanEncoder",

@@ -137,6 +137,10 @@ class TransformerEncoder(keras.layers.Layer):
         num_layers: Number of attention blocks.
         num_heads: Attention heads per block.
         dropout: Dropout rate (embeddings, attention weights, residual branches).
+        causal: Position t attends to positions <= t only. False: to every real
+            position, and positions count back from the most recent real item (0 =
+            most recent), so the end of a sequence always has the same position (the
+            bidirectional stack of :class:`~tfrec.layers.bert4rec.Bert4RecEncoder`).
         **kwargs: Passed to ``keras.layers.Layer``.
 
     Raises:
@@ -150,6 +154,8 @@ class TransformerEncoder(keras.layers.Layer):
         num_layers: int = 2,
         num_heads: int = 1,
         dropout: float = 0.2,
+        *,
+        causal: bool = True,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -172,6 +178,7 @@ class TransformerEncoder(keras.layers.Layer):
         self.num_layers = num_layers
         self.num_heads = num_heads
         self.dropout = dropout
+        self.causal = causal
         self._positions = keras.layers.Embedding(max_length, units, name="positions")
         self._input_dropout = keras.layers.Dropout(dropout)
         self._blocks = []
@@ -220,15 +227,18 @@ class TransformerEncoder(keras.layers.Layer):
         valid, fmask = padding_masks(inputs, padding_mask)  # [B, L], [B, L, 1]
         length = tf.shape(inputs)[1]
 
-        # Position = number of real items before this one (0 for the oldest).
-        positions = tf.cumsum(tf.cast(valid, tf.int32), axis=1) - 1  # [B, L]
+        # Position = number of real items before this one (0 for the oldest); not causal:
+        # after this one (0 for the most recent).
+        positions = tf.cumsum(tf.cast(valid, tf.int32), axis=1, reverse=not self.causal) - 1
         positions = tf.clip_by_value(positions, 0, self.max_length - 1)
         x = inputs * tf.cast(self.units**0.5, inputs.dtype) + self._positions(positions)
         x = self._input_dropout(x, training=training) * fmask  # [B, L, D]
 
-        # Query t attends to real keys s <= t.
-        causal = tf.linalg.band_part(tf.ones((length, length), dtype=tf.bool), -1, 0)  # [L, L]
-        attention_mask = tf.logical_and(causal[tf.newaxis], valid[:, tf.newaxis, :])  # [B, L, L]
+        # Query t attends to real keys s <= t (every real key when not causal).
+        keys = tf.ones((length, length), dtype=tf.bool)  # [L, L]
+        if self.causal:
+            keys = tf.linalg.band_part(keys, -1, 0)
+        attention_mask = tf.logical_and(keys[tf.newaxis], valid[:, tf.newaxis, :])  # [B, L, L]
 
         for block in self._blocks:
             normed = block["attention_norm"](x)
@@ -251,6 +261,7 @@ class TransformerEncoder(keras.layers.Layer):
             "num_layers": self.num_layers,
             "num_heads": self.num_heads,
             "dropout": self.dropout,
+            "causal": self.causal,
         }
 
 
@@ -266,11 +277,13 @@ def get_encoder(
     """Builds a history encoder by name.
 
     Args:
-        name: One of ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``, ``"caser"``.
+        name: One of ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``, ``"caser"``,
+            ``"bert4rec"`` (:class:`~tfrec.layers.bert4rec.Bert4RecEncoder`: bidirectional,
+            its outputs are next-item queries only at the most recent real item).
         units: Output size D.
         max_length: Longest history L (positions of the transformer).
-        num_layers: Transformer blocks (ignored by the others).
-        num_heads: Transformer heads (ignored by the others).
+        num_layers: Transformer/BERT4Rec blocks (ignored by the others).
+        num_heads: Transformer/BERT4Rec heads (ignored by the others).
         dropout: Dropout rate (ignored by ``"mean"``). ``"caser"`` uses the
             :class:`~tfrec.layers.caser.CaserEncoder` defaults otherwise (window 5,
             16 horizontal filters per height, 4 vertical filters).
@@ -296,4 +309,15 @@ def get_encoder(
         )
     if name == "caser":
         return CaserEncoder(units, dropout=dropout, name="caser_encoder")
+    if name == "bert4rec":
+        from tfrec.layers.bert4rec import Bert4RecEncoder  # noqa: PLC0415  (it imports this module)
+
+        return Bert4RecEncoder(
+            units,
+            max_length=max_length,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            dropout=dropout,
+            name="bert4rec_encoder",
+        )
     raise ValueError(f"get_encoder: unknown encoder {name!r}; expected one of {list(ENCODERS)}")

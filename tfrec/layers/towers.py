@@ -323,7 +323,9 @@ class QueryTower(keras.layers.Layer):
         Args:
             features: ``"history"`` int ``[B, L]`` (left-padded item indices),
                 ``"user"`` int ``[B]`` when the user embedding is on, and
-                ``"context"`` float ``[B, L, C]`` when ``context_dim > 0``.
+                ``"context"`` float ``[B, L, C]`` when ``context_dim > 0``;
+                ``"masked_positions"`` bool ``[B, L]`` is passed on to the encoder when
+                present (BERT4Rec's masked-item training).
             training: Enables dropout in the encoder.
 
         Returns:
@@ -339,7 +341,8 @@ class QueryTower(keras.layers.Layer):
             if "context" not in features:
                 raise ValueError("QueryTower: context_dim > 0 but features has no 'context'")
             x += tf.cast(self._context(features["context"]), x.dtype)
-        outputs = self.encoder(x, padding_mask=mask, training=training)  # [B, L, D]
+        extra = {k: features[k] for k in ("masked_positions",) if k in features}
+        outputs = self.encoder(x, padding_mask=mask, training=training, **extra)  # [B, L, D]
         if self._users is not None:
             if "user" not in features:
                 raise ValueError("QueryTower: the user embedding is on but features has no 'user'")

@@ -26,9 +26,16 @@ class TfrecModel(tfrs.models.Model):
     * reports ``loss`` / ``regularization_loss`` / ``total_loss`` in float32 as
       running means over the epoch (the TFRS step reports the last batch only).
 
+    With :attr:`dp_sgd` set (:func:`tfrec.training.privacy.attach_dp_sgd`) the
+    step is DP-SGD instead: clipped per-microbatch gradients plus Gaussian noise
+    (:class:`tfrec.models.dp_step.DpSgdStep`).
+
     Args:
         **kwargs: Passed to ``tfrs.models.Model`` (e.g. ``name``).
     """
+
+    #: The DP-SGD step (a :class:`tfrec.models.dp_step.DpSgdStep`), or None: the plain step.
+    dp_sgd: Any = None
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -55,6 +62,8 @@ class TfrecModel(tfrs.models.Model):
 
     def train_step(self, inputs: Any) -> dict[str, tf.Tensor]:
         """One optimisation step on a batch (called by ``fit``)."""
+        if self.dp_sgd is not None:
+            return self._logs(*self.dp_sgd.train_step(self, inputs))
         optimizer = self.optimizer
         scaled = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

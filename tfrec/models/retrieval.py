@@ -38,6 +38,7 @@ from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
+from tfrec.models.masked_items import BERT4REC, check_masked_item_config, masked_item_queries
 from tfrec.names import HistoryEncoder, TrainingPositions
 from tfrec.tasks.config import RETRIEVAL_FLAT_FIELDS, RetrievalLossConfig
 from tfrec.tasks.retrieval import RetrievalTask
@@ -52,16 +53,19 @@ class RetrievalConfig(JsonConfig):
 
     Attributes:
         embedding_dim: Item/user/query vector size D.
-        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"`` or
-            ``"transformer"``; or ``"none"``: ID-only query tower (the user
-            embedding alone, no history; needs ``use_user_embedding=True`` and
-            ``context_dim=0``), the classic matrix-factorisation two-tower.
+        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``,
+            ``"caser"``, ``"bert4rec"`` (:mod:`tfrec.models.masked_items`); or
+            ``"none"``: ID-only query tower (the user embedding alone, no history;
+            needs ``use_user_embedding=True`` and ``context_dim=0``), the classic
+            matrix-factorisation two-tower.
         max_history: History length L (most recent items kept). In ID-only mode
             it only sets the length of the evaluation histories (used for
             masking seen items, never by the model).
         num_layers: Transformer blocks.
         num_heads: Transformer attention heads (must divide ``embedding_dim``).
         dropout: Dropout rate of the encoder.
+        mask_rate: ``encoder="bert4rec"`` only: probability of masking each item of a
+            training sequence, ``0 < mask_rate < 1``.
         use_user_embedding: Add a learned user vector to the query (the whole
             query with ``encoder="none"``).
         use_item_features: Add genres / title tokens to item vectors (when present).
@@ -93,6 +97,7 @@ class RetrievalConfig(JsonConfig):
     num_layers: int = 2
     num_heads: int = 1
     dropout: float = 0.2
+    mask_rate: float = 0.2
     use_user_embedding: bool = False
     use_item_features: bool = True
     share_item_embeddings: bool = True
@@ -112,7 +117,8 @@ class RetrievalConfig(JsonConfig):
 
     def __post_init__(self) -> None:
         self._check_ranges()
-        if self.encoder == "transformer" and self.embedding_dim % self.num_heads:
+        check_masked_item_config(self)
+        if self.encoder in ("transformer", BERT4REC) and self.embedding_dim % self.num_heads:
             raise ValueError(
                 f"RetrievalConfig.num_heads={self.num_heads} must divide "
                 f"embedding_dim={self.embedding_dim} for the transformer encoder"
@@ -322,7 +328,8 @@ class TwoTowerModel(TfrecModel):
         both work; padding positions cost nothing in the softmax, and columns
         that are padding in every row of the batch are skipped by the encoder.
         In ID-only mode every real target is a (user, target) pair, whatever
-        the history (which is not read).
+        the history (which is not read). BERT4Rec: the queries at randomly masked
+        positions of each row's sequence (:mod:`tfrec.models.masked_items`).
 
         Args:
             features: ``"user"`` [B], ``"history"`` [B, L], ``"target"`` [B, L]
@@ -333,10 +340,18 @@ class TwoTowerModel(TfrecModel):
         Returns:
             Scalar float32 loss.
         """
-        if self.encodes_history:
+        if self.config.encoder == BERT4REC:
+            query, target_ids = masked_item_queries(
+                self.query_tower, features, self.config, training
+            )
+        elif self.encodes_history:
             query, target_ids = self._history_queries(features, training)  # [N, D], [N]
         else:
             query, target_ids = self._user_queries(features)  # [N, D], [N]
+        return self._task_loss(query, target_ids)
+
+    def _task_loss(self, query: tf.Tensor, target_ids: tf.Tensor) -> tf.Tensor:
+        """The RetrievalTask loss of queries ``[N, D]`` against their target items ``[N]``."""
         if self.task.needs_full_catalogue:
             candidates = self.item_tower.all_items()  # [I, D]
             return self.task(query, candidates, target_ids)

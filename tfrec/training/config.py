@@ -27,6 +27,7 @@ from typing import Any
 
 from tfrec.config import JsonConfig
 from tfrec.names import OptimizerName, StrategyName
+from tfrec.training.privacy_config import PrivacyConfig
 
 #: Metrics early stopping minimises (every other monitored metric is maximised).
 MINIMISED_METRICS = ("rmse", "mae", "loss")
@@ -92,6 +93,8 @@ class TrainingConfig(JsonConfig):
         steps_per_epoch: End each epoch after this many batches (None = one
             pass over the training data); for smoke runs and for projecting the
             time of an epoch too long to run (``benchmarks/scale.py``).
+        privacy: DP-SGD (:class:`~tfrec.training.privacy_config.PrivacyConfig`;
+            off by default).
     """
 
     epochs: int = 50
@@ -103,6 +106,7 @@ class TrainingConfig(JsonConfig):
     jit_compile: bool = False
     strategy: StrategyName = "auto"
     steps_per_epoch: int | None = None
+    privacy: PrivacyConfig = dataclasses.field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         for field in ("epochs", "batch_size", "patience", "steps_per_epoch"):
@@ -116,6 +120,7 @@ class TrainingConfig(JsonConfig):
                 "TrainingConfig.monitor is empty; expected a metric name such as 'ndcg@10' "
                 "or null for the model's default"
             )
+        self.privacy.check_training(self.batch_size, self.mixed_precision, self.strategy)
 
     def monitor_mode(self, default: str) -> tuple[str, str]:
         """The monitored metric (``default`` when unset) and ``"min"``/``"max"``."""

@@ -316,6 +316,7 @@ class ExperimentBase:
         index: IndexKind = "brute",
         num_partitions: int | None = None,
         nprobe: int | None = None,
+        explain_top: int | None = None,
     ) -> list[Path]:
         """Writes TF Serving SavedModels ``<base_dir>/<name>/<version>/``.
 
@@ -328,6 +329,8 @@ class ExperimentBase:
             num_partitions: ``ivf``: k-means partitions (default: the exporter's).
             nprobe: ``ivf``: partitions probed by ``serving_default`` (default: tuned).
             model_name: The name under ``base_dir`` of the one model exported.
+            explain_top: History items per recommended item of the ``explain``
+                signature (default 3; 0: no ``explain``; ID-only models have none).
 
         Returns:
             The version directories written.
@@ -338,8 +341,9 @@ class ExperimentBase:
         """
         chosen = select_exports(self.kind, self.exports, models, model_name)
         request = ExportRequest(
-            Path(base_dir), version, tuple(chosen), model_name, index, num_partitions, nprobe
-        )
+            Path(base_dir), version, tuple(chosen), model_name, index, num_partitions, nprobe,
+            explain_top,
+        )  # fmt: skip
         return self._export(request)
 
     def _export(self, request: ExportRequest) -> list[Path]:

@@ -52,6 +52,8 @@ class ExportRequest:
             (approximate, :mod:`tfrec.export.ivf`).
         num_partitions: ``ivf``: k-means partitions (None: the exporter's default).
         nprobe: ``ivf``: partitions ``serving_default`` probes (None: tuned for recall).
+        explain_top: History items per recommended item of the ``explain`` signature
+            (:mod:`tfrec.export.explanations`; None: 3, or 0 for ID-only models; 0: none).
     """
 
     base_dir: Path
@@ -61,6 +63,7 @@ class ExportRequest:
     index: IndexKind = "brute"
     num_partitions: int | None = None
     nprobe: int | None = None
+    explain_top: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("export index", self.index, IndexKind)
@@ -77,4 +80,9 @@ class ExportRequest:
 
     def index_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`tfrec.export.retrieval.export_retrieval`."""
-        return {"index": self.index, "num_partitions": self.num_partitions, "nprobe": self.nprobe}
+        return {
+            "index": self.index,
+            "num_partitions": self.num_partitions,
+            "nprobe": self.nprobe,
+            "explain_top": self.explain_top,
+        }

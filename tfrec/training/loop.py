@@ -28,6 +28,7 @@ from tfrec.training.experiment import RunLayout
 
 if TYPE_CHECKING:
     from tfrec.training.backup import WorkerBackup
+    from tfrec.training.privacy import PrivateTraining
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ def fit_model(
     resume: bool = False,
     verbose: int | str = 0,
     steps_per_epoch: int | None = None,
+    privacy: PrivateTraining | None = None,
 ) -> dict[str, list[float]]:
     """Trains ``model`` on ``dataset`` with the checkpoint policy of every kind.
 
@@ -187,6 +189,8 @@ def fit_model(
         steps_per_epoch: End each epoch after this many batches (None: when the
             dataset is exhausted); for smoke runs and timing projections.
             Required under ``ParameterServerStrategy``.
+        privacy: DP-SGD (:mod:`tfrec.training.privacy`): attached to ``model``
+            before training; its ``steps`` are set to the optimizer steps run.
 
     Returns:
         The per-epoch logs of the whole run (a resumed run's earlier epochs first).
@@ -198,7 +202,11 @@ def fit_model(
             or no ``steps_per_epoch``.
     """
     layout = RunLayout(Path(output_dir)) if output_dir is not None else None
+    if privacy is not None:
+        privacy.attach(model)
     state = _resume(layout, model) if resume else None
+    if privacy is not None and state is not None:
+        privacy.steps = int(model.optimizer.iterations.numpy())
     initial = state.epoch if state is not None else 0
     history = {k: list(v) for k, v in (state.history if state is not None else {}).items()}
     if state is not None and (state.stopped or initial >= epochs):
@@ -218,6 +226,8 @@ def fit_model(
         evaluate_fn, monitor=monitor, patience=patience, mode=mode, output_dir=output_dir,
         examples_per_step=examples_per_step, resume=state,
     )  # fmt: skip
+    if privacy is not None:  # first: reads the step count before the best epoch is restored
+        callbacks.insert(0, privacy.callback())
     backup = _add_worker_backup(callbacks) if multi else None
     if parameter_server.is_parameter_server(model.distribute_strategy):
         callbacks = _for_coordinator(callbacks, dataset, steps_per_epoch)

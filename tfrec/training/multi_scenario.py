@@ -64,6 +64,7 @@ from tfrec.training.experiment import (
 from tfrec.training.loop import fit_model
 from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig, default_weights
 from tfrec.training.optimizers import make_optimizer
+from tfrec.training.privacy import PrivateTraining
 from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
 
 logger = logging.getLogger(__name__)
@@ -249,15 +250,20 @@ class MultiScenarioExperiment(ExperimentBase):
             len(self.experiments), ", ".join(self.experiments),
             ", ".join(f"{w:.3f}" for w in self.weights), steps,
         )  # fmt: skip
+        # DP-SGD: q from the smallest scenario, every step counted (an upper bound on ε)
+        smallest = min(sub.num_examples for sub in self.experiments.values())
+        privacy = PrivateTraining.create(loop, smallest, loop.steps_per_epoch or steps)
         start = time.perf_counter()
         self.history = fit_model(
             self.model, dataset, epochs=epochs,
             evaluate_fn=self._validation_metrics if self._has_valid() else None,
             monitor=monitor, mode=mode, patience=loop.patience, output_dir=self.output_dir,
             examples_per_step=loop.batch_size, resume=resume, verbose=verbose,
-            steps_per_epoch=loop.steps_per_epoch or steps,
+            steps_per_epoch=loop.steps_per_epoch or steps, privacy=privacy,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
+        if privacy is not None:
+            self.metrics.update(privacy.report())
         for name, sub in self.experiments.items():
             sub.history = self._scenario_history(name)
             sub.train_seconds = self.train_seconds

@@ -164,6 +164,11 @@ class PipelineExperiment(ExperimentBase):
             ranker_resume = False  # interrupted before the ranker's first epoch
         self.ranking.fit(epochs, resume=ranker_resume, verbose=verbose)
         self.metrics["ranking/train_seconds"] = round(self.ranking.train_seconds, 2)
+        for name, stage in (("retrieval", self.retrieval), ("ranking", self.ranking)):
+            # DP-SGD reports of the stages (each stage's own budget; they add up)
+            self.metrics.update(
+                {f"{name}/{k}": v for k, v in stage.metrics.items() if k.startswith("privacy/")}
+            )
         self.metrics.update(self._tune_fusion())
         return {
             **{f"retrieval/{k}": v for k, v in self.retrieval.history.items()},
@@ -287,6 +292,7 @@ class PipelineExperiment(ExperimentBase):
                 self._stage2().trained, base_dir, version=version, extra_files=extra,
                 experiment_config=self.config.to_dict(),
                 model_name=model_name or self.config.recommender_model_name,
+                explain_top=request.explain_top,
             )  # fmt: skip
             logger.info("exported the combined recommender to %s", path)
             paths.append(path)

@@ -60,6 +60,7 @@ from tfrec.training.experiment import (
 )
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
+from tfrec.training.privacy import PrivateTraining
 from tfrec.training.ranking_config import RankingExperimentConfig
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -272,6 +273,7 @@ class RankingExperiment(ExperimentBase):
         )  # fmt: skip
         rating = cfg.objective == "rating"
         monitor, mode = cfg.training.monitor_mode(cfg.default_monitor())
+        privacy = PrivateTraining.create(cfg.training, len(train))  # None: DP-SGD off
         start = time.perf_counter()
         history = fit_model(
             model, train_ds, epochs=epochs,
@@ -279,8 +281,11 @@ class RankingExperiment(ExperimentBase):
             monitor=monitor, mode=mode, patience=cfg.training.patience,
             output_dir=self.output_dir, examples_per_step=cfg.training.batch_size,
             resume=resume, verbose=verbose, steps_per_epoch=cfg.training.steps_per_epoch,
+            privacy=privacy,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
+        if privacy is not None:
+            self.metrics.update(privacy.report())
         skipped = () if rating else ("auc", f"ndcg@{cfg.ndcg_k}")
         # list metrics are not computed in training steps (only on validation)
         self.trained.history = {k: v for k, v in history.items() if k not in skipped}

@@ -57,6 +57,7 @@ from tfrec.training.parameter_server import (
     sharded_tables,
     unsharded_copy,
 )
+from tfrec.training.privacy import PrivateTraining
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -275,7 +276,7 @@ class RetrievalExperiment(ExperimentBase):
             FileNotFoundError: ``config.json`` or the weights are missing.
             ValueError: The data no longer matches the saved vocabularies.
         """
-        layout, config = read_run_config(run_dir, RetrievalExperimentConfig, data_dir)
+        layout, config = read_run_config(run_dir, cls.config_class, data_dir)
         training = config.model.training
         if training.strategy in ("multi_worker", "parameter_server"):  # reloaded in one process
             config.model.training = dataclasses.replace(training, strategy="auto")
@@ -381,15 +382,18 @@ class RetrievalExperiment(ExperimentBase):
         steps, sharded = loop.steps_per_epoch, is_parameter_server(self.strategy)
         if sharded and steps is None:  # the workers' datasets repeat forever
             steps = math.ceil(self.num_examples / loop.batch_size)
+        privacy = PrivateTraining.create(loop, self.num_examples, steps)  # None: DP-SGD off
         start = time.perf_counter()
         self.history = fit_model(
             self.model, self._train_dataset(), epochs=epochs,
             evaluate_fn=self._validation_metrics if self._has_valid() else None,
             monitor=monitor, mode=mode, patience=loop.patience, output_dir=self.output_dir,
             examples_per_step=loop.batch_size, resume=resume, verbose=verbose,
-            steps_per_epoch=steps,
+            steps_per_epoch=steps, privacy=privacy,
         )  # fmt: skip
         self.train_seconds += time.perf_counter() - start
+        if privacy is not None:
+            self.metrics.update(privacy.report())
         if sharded:
             self._unshard()
         return self.history
