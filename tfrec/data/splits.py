@@ -232,10 +232,12 @@ def random_split_per_user(
 ) -> Split:
     """Stratified random split: each user's rows are shuffled and cut by ratio.
 
-    Like ``python_stratified_split`` of microsoft/recommenders: a user with
-    ``n`` rows (shuffled with ``seed``) puts the first ``round(ratio * n)`` in
-    train, the next ``round((ratio + valid_ratio) * n) - round(ratio * n)`` in
-    valid and the rest in test (``round`` halves to even, as Python's). Users
+    Per user, like ``python_stratified_split(filter_by="user")`` of
+    microsoft/recommenders, but with its own cut rule: a user with ``n`` rows
+    (shuffled with ``seed``) puts the first ``round(ratio * n)`` in train, the
+    next ``round((ratio + valid_ratio) * n) - round(ratio * n)`` in valid and the
+    rest in test (``round`` halves to even, as Python's; microsoft's rule keeps
+    ``floor(ratio * n)`` and is what :func:`item_stratified_split` follows). Users
     left with no test row (too few interactions) are reported.
 
     Args:
