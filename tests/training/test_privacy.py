@@ -7,6 +7,7 @@ import math
 
 import dp_accounting
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 import tf_keras as keras
@@ -15,19 +16,25 @@ from testing_utils import rotating_walks, successor_walks
 
 from tfrec.cli.main import main
 from tfrec.cli.train import _check_privacy
+from tfrec.data.interactions import Interactions
 from tfrec.data.splits import leave_one_out
 from tfrec.models.base import TfrecModel
 from tfrec.models.dp_step import DpSgdStep
+from tfrec.models.lightgcn import LightGCNConfig
+from tfrec.models.mf import MFConfig
 from tfrec.models.ranking import RankingConfig
 from tfrec.tasks.config import RankingLossConfig
 from tfrec.training.config import TrainingConfig
+from tfrec.training.experiment import experiment_class, experiment_kinds
+from tfrec.training.lightgcn import LightGCNExperiment, LightGCNExperimentConfig
+from tfrec.training.mf import MFExperiment, MFExperimentConfig
 from tfrec.training.privacy import (
     PrivateTraining,
     attach_dp_sgd,
     compute_epsilon,
     noise_for_epsilon,
 )
-from tfrec.training.privacy_config import PrivacyConfig
+from tfrec.training.privacy_config import DP_KINDS, DP_REFUSED, PrivacyConfig
 from tfrec.training.ranking import RankingExperiment
 from tfrec.training.ranking_config import RankingExperimentConfig
 from tfrec.training.retrieval import RetrievalExperiment
@@ -266,3 +273,81 @@ def test_cli_refuses_dp_for_a_kind_without_dp_sgd():
     _check_privacy("retrieval", config)  # supported: no error
     with pytest.raises(ValueError, match="--model other_kind: DP-SGD"):
         _check_privacy("other_kind", config)
+    _check_privacy("mf", MFExperimentConfig(ranking=MFConfig(training=config.model.training)))
+    with pytest.raises(ValueError, match=r"--model lightgcn: DP-SGD .*graph built from every"):
+        _check_privacy("lightgcn", config)  # the retrieval config's "model" section
+
+
+def test_every_kind_either_trains_with_dp_sgd_or_refuses_it():
+    kinds = set(experiment_kinds())
+    assert {"mf", "lightgcn"} <= kinds
+    assert set(DP_KINDS) | set(DP_REFUSED) == kinds  # a new kind must be classified
+    assert not set(DP_KINDS) & set(DP_REFUSED)
+
+
+def _ratings(num_users: int = 4, num_items: int = 5) -> Interactions:
+    """Every user rates every item once, at times 0, 100, ..."""
+    rows = [
+        (f"u{u}", f"i{i}", 100 * i, float(1 + (u + i) % 5))
+        for u in range(num_users)
+        for i in range(num_items)
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
+    return Interactions.from_frame(frame, name="ratings", has_timestamps=True)
+
+
+def test_mf_kind_trains_with_dp_sgd_and_writes_its_budget_to_metrics_json(tmp_path):
+    # leave_one_out on 4 users x 5 ratings: test = each user's last rating, valid = the one
+    # before, so 4 * 3 = 12 training rows. Batches of 4: 3 steps in the one epoch,
+    # q = 4 / 12 and delta = 1 / 12 (the default, 1 / rows).
+    training = TrainingConfig(epochs=1, batch_size=4, privacy=PrivacyConfig(noise_multiplier=1.5))
+    config = MFExperimentConfig(ranking=MFConfig(embedding_dim=4, training=training))
+    experiment = MFExperiment(config, output_dir=tmp_path, split=leave_one_out(_ratings()))
+    experiment.fit()
+    assert experiment.trained.model.dp_sgd is not None
+    experiment.save()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["privacy/steps"] == 3 == experiment.trained.model.optimizer.iterations.numpy()
+    assert metrics["privacy/sampling_rate"] == pytest.approx(4 / 12)
+    assert metrics["privacy/delta"] == pytest.approx(1 / 12)
+    assert metrics["privacy/noise_multiplier"] == 1.5
+    accountant = rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(4 / 12, dp_accounting.GaussianDpEvent(1.5))
+    accountant.compose(dp_accounting.SelfComposedDpEvent(event, 3))
+    assert metrics["privacy/epsilon"] == pytest.approx(accountant.get_epsilon(1 / 12))
+
+
+@pytest.mark.parametrize(
+    ("privacy", "needle"),
+    [
+        (PrivacyConfig(noise_multiplier=1.0), "noise_multiplier=1.0, target_epsilon=None"),
+        (PrivacyConfig(target_epsilon=2.0), "noise_multiplier=0.0, target_epsilon=2.0"),
+    ],
+)
+def test_lightgcn_config_refuses_dp_sgd_with_the_field_and_the_reason(privacy, needle):
+    training = TrainingConfig(privacy=privacy)
+    with pytest.raises(
+        ValueError, match=r"LightGCNExperimentConfig\.model\.training\.privacy"
+    ) as err:
+        LightGCNExperimentConfig(model=LightGCNConfig(training=training))
+    assert needle in str(err.value) and "graph built from every training pair" in str(err.value)
+    saved = LightGCNExperimentConfig().to_dict()  # a config.json edited by hand
+    saved["model"]["training"]["privacy"] = privacy.to_dict()
+    with pytest.raises(ValueError, match="lightgcn kind does not support DP-SGD"):
+        LightGCNExperimentConfig.from_dict(saved)
+
+
+def test_lightgcn_api_refuses_a_config_changed_to_dp_before_training():
+    walks = successor_walks(num_users=4, length=4)
+    model = LightGCNConfig(embedding_dim=4, num_layers=1, max_history=4)
+    config = LightGCNExperimentConfig(model=model)  # DP off: accepted
+    config.model.training.privacy.noise_multiplier = 1.0  # changed after the config's check
+    with pytest.raises(ValueError, match=r"model\.training\.privacy: noise_multiplier=1\.0"):
+        experiment_class("lightgcn")(config, data=walks, split=leave_one_out(walks))
+    config.model.training.privacy.noise_multiplier = 0.0
+    experiment = LightGCNExperiment(config, data=walks, split=leave_one_out(walks))
+    config.model.training.privacy.noise_multiplier = 1.0  # changed after the constructor's
+    with pytest.raises(ValueError, match="lightgcn kind does not support DP-SGD"):
+        experiment.fit(epochs=1)
+    assert experiment.model.optimizer.iterations.numpy() == 0  # not a single step ran
+    assert experiment.model.dp_sgd is None

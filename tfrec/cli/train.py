@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tfrec.cli import train_privacy
 from tfrec.cli.common import (
     EVAL_MASK_HELP,
     add_command,
@@ -25,6 +26,7 @@ from tfrec.cli.common import (
     parse_set_options,
     parse_weights,
 )
+from tfrec.cli.train_privacy import PRIVACY_FLAGS  # noqa: F401  (re-export)
 from tfrec.config import choices
 from tfrec.names import EvalMask, ExperimentKind, HistoryEncoder, RetrievalLoss
 from tfrec.training import parameter_server_cli
@@ -65,14 +67,6 @@ MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "lightgcn": ("model", RANKING_FLAGS),
 }
 RETRIEVAL_STAGE_FLAGS = {"pipeline": ("retrieval", ("encoder", "loss", "epochs"))}
-#: DP-SGD flags -> ``training.privacy`` fields, every kind (a pipeline: both stages).
-PRIVACY_FLAGS = {
-    "dp_noise_multiplier": "training.privacy.noise_multiplier",
-    "dp_l2_clip": "training.privacy.l2_clip",
-    "dp_microbatches": "training.privacy.microbatches",
-    "dp_delta": "training.privacy.delta",
-    "dp_target_epsilon": "training.privacy.target_epsilon",
-}
 SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
 
 
@@ -129,7 +123,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     _add_model_arguments(parser)
-    _add_privacy_arguments(parser)
+    train_privacy.add_arguments(parser)
     parser.add_argument("--no-export", action="store_true", help="skip the SavedModel export")
     parser.add_argument(
         "--sampled-negatives",
@@ -187,37 +181,6 @@ def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.set_defaults(_train_parser=parser)
     parameter_server_cli.add_arguments(parser)
-
-
-def _add_privacy_arguments(parser: argparse.ArgumentParser) -> None:
-    """DP-SGD flags (:mod:`tfrec.training.privacy`; ``PRIVACY_FLAGS`` maps them)."""
-    group = parser.add_argument_group(
-        "differential privacy (DP-SGD; metrics.json gets privacy/epsilon at privacy/delta)"
-    )
-    group.add_argument(
-        "--dp-noise-multiplier",
-        type=float,
-        metavar="SIGMA",
-        help="train with DP-SGD: Gaussian noise of std SIGMA * clip on each summed gradient",
-    )
-    group.add_argument(
-        "--dp-l2-clip", type=float, metavar="C", help="clip norm of each example's gradient (1.0)"
-    )
-    group.add_argument(
-        "--dp-microbatches",
-        type=int,
-        metavar="K",
-        help="microbatches per batch, dividing --batch-size (default: per-example clipping)",
-    )
-    group.add_argument(
-        "--dp-delta", type=float, help="delta of the reported epsilon (default 1/training examples)"
-    )
-    group.add_argument(
-        "--dp-target-epsilon",
-        type=float,
-        metavar="EPS",
-        help="train with DP-SGD, the noise multiplier picked so the planned epochs spend EPS",
-    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -327,9 +290,7 @@ def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
         if getattr(args, flag) is not None
     }
     overrides.update(parse_set_options(args.set))
-    privacy = {
-        f: getattr(args, a) for a, f in PRIVACY_FLAGS.items() if getattr(args, a) is not None
-    }
+    privacy = train_privacy.overrides(args)
     overrides.update(privacy)
     if args.seed is not None:
         overrides["training.seed"] = args.seed
@@ -343,15 +304,7 @@ def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:
 
 def _check_privacy(kind: str, config: Any) -> None:
     """Refuses DP-SGD settings for a kind whose training does not implement DP-SGD."""
-    from tfrec.training.privacy_config import DP_KINDS  # noqa: PLC0415
-
-    section = getattr(config, MODEL_SECTIONS.get(kind, ("model",))[0], None)
-    privacy = getattr(getattr(section, "training", None), "privacy", None)
-    if privacy is not None and privacy.enabled and kind not in DP_KINDS:
-        raise ValueError(
-            f"--model {kind}: DP-SGD (--dp-* / training.privacy) is not supported for this "
-            f"kind; expected one of {list(DP_KINDS)}"
-        )
+    train_privacy.check(kind, getattr(config, MODEL_SECTIONS.get(kind, ("model",))[0], None))
 
 
 def experiment_config(args: argparse.Namespace) -> tuple[str, Any]:

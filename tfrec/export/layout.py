@@ -34,6 +34,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tfrec.config import process_umask
+from tfrec.export.schema import CONFIG_FILE
 from tfrec.export.versions import version_dirs
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,11 @@ _DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 _DISK_FULL_TEXTS = ("no space left on device", "disk quota exceeded")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+USER_VOCAB_FILE = "user_vocab.txt"
+ITEM_VOCAB_FILE = "item_vocab.txt"
+#: Exports with :class:`Candidates` only: the ids the export returns (one per line, from index 2).
+CANDIDATE_VOCAB_FILE = "candidate_vocab.txt"
+_RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE, CANDIDATE_VOCAB_FILE)
 
 
 def check_model_name(model_name: str) -> str:
@@ -370,3 +376,40 @@ def write_assets_extra(version_dir: str | os.PathLike[str], files: Mapping[str, 
             raise ValueError(f"assets_extra[{name!r}]: expected bytes, got {type(data).__name__}")
         (directory / name).write_bytes(bytes(data))
     return directory
+
+
+def assets_extra_files(
+    default_config: str,
+    assets_extra: Mapping[str, bytes] | None,
+    extra_files: Mapping[str, str] | None,
+) -> dict[str, bytes]:
+    """Merges the files an export writes under ``assets.extra/``.
+
+    Args:
+        default_config: The exporter's ``tfrec_config.json`` (a caller's replaces it).
+        assets_extra: Binary files from the caller (e.g. TF Serving warmup requests).
+        extra_files: Text files from the caller (e.g. ``metrics.json``).
+
+    Returns:
+        File name -> bytes.
+
+    Raises:
+        ValueError: A bad or reserved file name (the vocabulary files are reserved).
+    """
+    files: dict[str, bytes] = {CONFIG_FILE: default_config.encode("utf-8")}
+    texts = dict(extra_files or {})
+    binaries = dict(assets_extra or {})
+    for where, names in (("extra_files", texts), ("assets_extra", binaries)):
+        for name in names:
+            check_file_name(name, where)
+            if name in _RESERVED_FILES:
+                raise ValueError(f"{where}: {name!r} is written by the exporter; use another name")
+    both = sorted(set(texts) & set(binaries))
+    if both:
+        raise ValueError(f"extra_files and assets_extra both contain {both}")
+    for name, text in texts.items():
+        if not isinstance(text, str):
+            raise ValueError(f"extra_files[{name!r}]: expected str, got {type(text).__name__}")
+        files[name] = text.encode("utf-8")
+    files.update(binaries)
+    return files

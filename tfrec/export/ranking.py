@@ -364,27 +364,7 @@ def export_recommender(
         num_candidates or trained.config.num_candidates,
         explain_top=explain_top,
     )
-    others = {}
-    if module.explain_top:
-        others["signatures"] = {EXPLAIN_SIGNATURE_NAME: explain_description(module.explain_top)}
-    signature = {
-        "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
-        "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
-    }
-    config = _export_config(
-        "recommender",
-        trained,
-        signature,
-        experiment_config,
-        model_config={
-            "retrieval": retrieval_model.config.to_dict(),
-            "ranking": trained.config.to_dict(),
-        },
-        extra_vocabularies={"retrieval_user": RETRIEVAL_USER_VOCAB_FILE},
-        extra_sizes={"retrieval_users": retrieval_model.num_users},
-        num_candidates=module.num_candidates,
-        **others,
-    )
+    config = _recommender_config(module, retrieval_model, trained, experiment_config)
     files = assets_extra_files(config, assets_extra, extra_files)
     if RETRIEVAL_USER_VOCAB_FILE in files:
         raise ValueError(f"{RETRIEVAL_USER_VOCAB_FILE!r} is written by the exporter")
@@ -400,3 +380,33 @@ def export_recommender(
         staged.final_path,
     )
     return staged.final_path
+
+
+def _recommender_config(
+    module: RecommenderServingModule,
+    retrieval_model: TwoTowerModel,
+    trained: TrainedRanker,
+    experiment_config: Mapping[str, Any] | None,
+) -> str:
+    """The recommender export's ``tfrec_config.json`` (:mod:`tfrec.export.schema`)."""
+    others = {}
+    if module.explain_top:
+        others["signatures"] = {EXPLAIN_SIGNATURE_NAME: explain_description(module.explain_top)}
+    signature = {
+        "inputs": {"user_id": "string [B]", "history": "string [B, L]", "k": "int32 [B]"},
+        "outputs": {"item_ids": "string [B, K]", "scores": "float32 [B, K]"},
+    }
+    return _export_config(
+        "recommender",
+        trained,
+        signature,
+        experiment_config,
+        model_config={
+            "retrieval": retrieval_model.config.to_dict(),
+            "ranking": trained.config.to_dict(),
+        },
+        extra_vocabularies={"retrieval_user": RETRIEVAL_USER_VOCAB_FILE},
+        extra_sizes={"retrieval_users": retrieval_model.num_users},
+        num_candidates=module.num_candidates,
+        **others,
+    )

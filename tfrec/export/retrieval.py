@@ -62,7 +62,15 @@ from tfrec.export.explanations import (
 )
 from tfrec.export.graph_ops import exclude_items, request_checks, string_lookup
 from tfrec.export.ivf import IvfIndex, build_export_index, with_index_info
-from tfrec.export.layout import ASSETS_EXTRA, check_file_name, staged_version, write_assets_extra
+from tfrec.export.layout import (  # the vocabulary files and assets_extra_files: re-exported
+    ASSETS_EXTRA,
+    CANDIDATE_VOCAB_FILE,
+    ITEM_VOCAB_FILE,
+    USER_VOCAB_FILE,
+    assets_extra_files,
+    staged_version,
+    write_assets_extra,
+)
 from tfrec.export.schema import CONFIG_FILE, export_config_json
 from tfrec.layers.towers import compact_history
 from tfrec.models.retrieval import TwoTowerModel
@@ -74,11 +82,6 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 NPROBE_SIGNATURE_NAME = "with_nprobe"  # IVF exports only: serving_default + an nprobe input
-USER_VOCAB_FILE = "user_vocab.txt"
-ITEM_VOCAB_FILE = "item_vocab.txt"
-#: Exports with :class:`Candidates` only: the ids the export returns (one per line, from index 2).
-CANDIDATE_VOCAB_FILE = "candidate_vocab.txt"
-_RESERVED_FILES = (USER_VOCAB_FILE, ITEM_VOCAB_FILE, CANDIDATE_VOCAB_FILE)
 #: The inputs of every recommender signature (retrieval, combined): ``user_id``, ``history``, ``k``.
 RECOMMEND_SIGNATURE = (
     tf.TensorSpec([None], tf.string, name="user_id"),
@@ -324,43 +327,6 @@ def _default_config(
     )
 
 
-def assets_extra_files(
-    default_config: str,
-    assets_extra: Mapping[str, bytes] | None,
-    extra_files: Mapping[str, str] | None,
-) -> dict[str, bytes]:
-    """Merges the files an export writes under ``assets.extra/``.
-
-    Args:
-        default_config: The exporter's ``tfrec_config.json`` (a caller's replaces it).
-        assets_extra: Binary files from the caller (e.g. TF Serving warmup requests).
-        extra_files: Text files from the caller (e.g. ``metrics.json``).
-
-    Returns:
-        File name -> bytes.
-
-    Raises:
-        ValueError: A bad or reserved file name (the vocabulary files are reserved).
-    """
-    files: dict[str, bytes] = {CONFIG_FILE: default_config.encode("utf-8")}
-    texts = dict(extra_files or {})
-    binaries = dict(assets_extra or {})
-    for where, names in (("extra_files", texts), ("assets_extra", binaries)):
-        for name in names:
-            check_file_name(name, where)
-            if name in _RESERVED_FILES:
-                raise ValueError(f"{where}: {name!r} is written by the exporter; use another name")
-    both = sorted(set(texts) & set(binaries))
-    if both:
-        raise ValueError(f"extra_files and assets_extra both contain {both}")
-    for name, text in texts.items():
-        if not isinstance(text, str):
-            raise ValueError(f"extra_files[{name!r}]: expected str, got {type(text).__name__}")
-        files[name] = text.encode("utf-8")
-    files.update(binaries)
-    return files
-
-
 def _build_index(  # noqa: PLR0917  (export_retrieval's index arguments, in order)
     model: TwoTowerModel,
     candidates: Candidates | None,
@@ -449,18 +415,35 @@ def export_retrieval(
     files = assets_extra_files(config, assets_extra, extra_files)
     if ivf is not None:
         files[CONFIG_FILE] = with_index_info(files[CONFIG_FILE], index_info, CONFIG_FILE)
+    vocabularies = {USER_VOCAB_FILE: user_vocab, ITEM_VOCAB_FILE: item_vocab}
+    if candidates is not None:
+        vocabularies[CANDIDATE_VOCAB_FILE] = candidates.vocab
+    return _write_version(module, files, vocabularies, base_dir, model_name, version)
+
+
+def _write_version(  # noqa: PLR0917  (export_retrieval's arguments, in order)
+    module: RetrievalServingModule,
+    files: Mapping[str, bytes],
+    vocabularies: Mapping[str, IdVocabulary],
+    base_dir: str | os.PathLike[str],
+    model_name: str,
+    version: int | None,
+) -> Path:
+    """Saves ``module`` as a new version, ``files`` and the vocabularies in ``assets.extra/``.
+
+    Returns:
+        The final version directory.
+    """
     with staged_version(base_dir, model_name, version) as staged:
         tf.saved_model.save(module, str(staged.path), signatures=module.signatures())
         directory = write_assets_extra(staged.path, files)
-        user_vocab.save(directory / USER_VOCAB_FILE)
-        item_vocab.save(directory / ITEM_VOCAB_FILE)
-        if candidates is not None:
-            candidates.vocab.save(directory / CANDIDATE_VOCAB_FILE)
+        for name, vocab in vocabularies.items():  # user, item (+ candidates) vocabularies
+            vocab.save(directory / name)
     logger.info(
         "exported retrieval model to %s (%d items, %s index, %s/ %s)",
         staged.final_path,
         module.num_real_items,
-        index,
+        "brute" if module.index is None else "ivf",  # export_retrieval's checked index
         ASSETS_EXTRA,
         sorted([*files, USER_VOCAB_FILE, ITEM_VOCAB_FILE]),
     )

@@ -1,4 +1,4 @@
-"""Two-tower retrieval model (TFRS) and its typed config.
+"""Two-tower retrieval model (TFRS) and its typed config (:mod:`tfrec.models.retrieval_config`).
 
 Architecture (B users, L history positions, I item indices, D = embedding_dim)::
 
@@ -21,16 +21,13 @@ accepted and ignored.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from tfrec.config import JsonConfig
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.data.vocab import NUM_RESERVED, OOV_INDEX
 from tfrec.layers.encoders import NO_ENCODER, get_encoder
@@ -38,126 +35,11 @@ from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower, compact_history, trim_leading_padding
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.models.base import TfrecModel
-from tfrec.models.masked_items import BERT4REC, check_masked_item_config, masked_item_queries
-from tfrec.names import HistoryEncoder, TrainingPositions
-from tfrec.tasks.config import RETRIEVAL_FLAT_FIELDS, RetrievalLossConfig
+from tfrec.models.masked_items import BERT4REC, masked_item_queries
+from tfrec.models.retrieval_config import RetrievalConfig  # re-exported: its historical home
 from tfrec.tasks.retrieval import RetrievalTask
-from tfrec.training.config import OptimizerConfig, TrainingConfig, nest_flat_fields
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class RetrievalConfig(JsonConfig):
-    """Hyper-parameters of the two-tower model and its training.
-
-    Attributes:
-        embedding_dim: Item/user/query vector size D.
-        encoder: History encoder: ``"mean"``, ``"gru"``, ``"lstm"``, ``"transformer"``,
-            ``"caser"``, ``"bert4rec"`` (:mod:`tfrec.models.masked_items`); or
-            ``"none"``: ID-only query tower (the user embedding alone, no history;
-            needs ``use_user_embedding=True`` and ``context_dim=0``), the classic
-            matrix-factorisation two-tower.
-        max_history: History length L (most recent items kept). In ID-only mode
-            it only sets the length of the evaluation histories (used for
-            masking seen items, never by the model).
-        num_layers: Transformer blocks.
-        num_heads: Transformer attention heads (must divide ``embedding_dim``).
-        dropout: Dropout rate of the encoder.
-        mask_rate: ``encoder="bert4rec"`` only: probability of masking each item of a
-            training sequence, ``0 < mask_rate < 1``.
-        use_user_embedding: Add a learned user vector to the query (the whole
-            query with ``encoder="none"``).
-        use_item_features: Add genres / title tokens to item vectors (when present).
-        share_item_embeddings: Embed history items with the candidate ItemTower.
-        context_dim: Size of per-history-position context features (0 = none;
-            history encoders only).
-        loss: The softmax loss (full or sampled, temperature, logQ correction,
-            negatives: :class:`~tfrec.tasks.config.RetrievalLossConfig`).
-        l2: L2 penalty on the embedding tables.
-        training_positions: ``"all"`` (a target at every history position,
-            SASRec style) or ``"last"`` (only the most recent item). Unused by
-            ID-only in-memory training, which has one row per interaction
-            (:func:`tfrec.data.sequences.interaction_pairs`).
-        max_title_tokens: Title length of the item title table.
-        optimizer: The optimizer (name, learning rate, weight decay, clipping).
-        training: The training loop (epochs, batch size of users, early stopping
-            on validation ``training.monitor``, default ``ndcg@10``, seed,
-            precision, XLA, strategy).
-        scenario_layers: Wrap the history encoder in a
-            :class:`~tfrec.layers.scenario.ScenarioEncoder` (a learned input
-            vector and an output LayerNormalization of this scenario). Set by
-            the ``multi_scenario`` kind in each scenario's sub-run, so that the
-            sub-run rebuilds the model its weights were saved from.
-    """
-
-    embedding_dim: int = 64
-    encoder: HistoryEncoder = "transformer"
-    max_history: int = 50
-    num_layers: int = 2
-    num_heads: int = 1
-    dropout: float = 0.2
-    mask_rate: float = 0.2
-    use_user_embedding: bool = False
-    use_item_features: bool = True
-    share_item_embeddings: bool = True
-    context_dim: int = 0
-    loss: RetrievalLossConfig = dataclasses.field(default_factory=RetrievalLossConfig)
-    l2: float = 0.0
-    training_positions: TrainingPositions = "all"
-    max_title_tokens: int = 16
-    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
-    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
-    scenario_layers: bool = False
-
-    @classmethod
-    def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Nests the flat loss/optimizer/training fields of configs saved by earlier versions."""
-        return nest_flat_fields(nest_flat_fields(data), RETRIEVAL_FLAT_FIELDS)
-
-    def __post_init__(self) -> None:
-        self._check_ranges()
-        check_masked_item_config(self)
-        if self.encoder in ("transformer", BERT4REC) and self.embedding_dim % self.num_heads:
-            raise ValueError(
-                f"RetrievalConfig.num_heads={self.num_heads} must divide "
-                f"embedding_dim={self.embedding_dim} for the transformer encoder"
-            )
-        if self.encoder == NO_ENCODER and not self.use_user_embedding:
-            raise ValueError(
-                f"RetrievalConfig.encoder={self.encoder!r} (ID-only query tower) needs "
-                f"use_user_embedding=True (got use_user_embedding={self.use_user_embedding}): "
-                "without a history encoder the user embedding is the whole query"
-            )
-        if self.encoder == NO_ENCODER and self.scenario_layers:
-            raise ValueError(
-                f"RetrievalConfig.scenario_layers={self.scenario_layers} needs a history "
-                f"encoder (got encoder={self.encoder!r}): the scenario layers wrap it"
-            )
-        if self.encoder == NO_ENCODER and self.context_dim:
-            raise ValueError(
-                f"RetrievalConfig.context_dim={self.context_dim} needs a history encoder "
-                f"(got encoder={self.encoder!r}): context features are per history position; "
-                "use context_dim=0 with encoder='none'"
-            )
-
-    def _check_ranges(self) -> None:
-        positive_ints = (
-            "embedding_dim",
-            "max_history",
-            "num_layers",
-            "num_heads",
-            "max_title_tokens",
-        )
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
-        for name in ("context_dim", "l2"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"RetrievalConfig.dropout={self.dropout}; expected 0 <= dropout < 1")
 
 
 def item_log_probabilities(target_counts: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.experiment import ExportRequest, export_extra_files, register_experiment
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
+from tfrec.training.privacy_config import refuse_privacy
 from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 from tfrec.training.strategy import get_strategy
@@ -90,6 +91,16 @@ class LightGCNExperimentConfig(JsonConfig):
             raise ValueError(f"LightGCNExperimentConfig.kind={self.kind!r}; expected 'lightgcn'")
         if not self.model_name:
             raise ValueError("LightGCNExperimentConfig.model_name is empty; expected a name")
+        self.check_privacy()
+
+    def check_privacy(self) -> None:
+        """Refuses DP-SGD: the graph mixes every training pair into each embedding.
+
+        Raises:
+            ValueError: ``model.training.privacy`` is on (:func:`refuse_privacy`).
+        """
+        field = "LightGCNExperimentConfig.model.training.privacy"
+        refuse_privacy(self.model.training.privacy, field, "lightgcn")
 
     @classmethod
     def for_dataset(cls, dataset: str, **data_kwargs: Any) -> LightGCNExperimentConfig:
@@ -122,7 +133,9 @@ class LightGCNExperiment(RetrievalExperiment):
         split: Optional precomputed split of ``data`` (skips the splitting).
 
     Raises:
-        ValueError: The training part has no (user, item) pair.
+        ValueError: The training part has no (user, item) pair, or the config asks
+            for DP-SGD (:meth:`LightGCNExperimentConfig.check_privacy`; also
+            checked again by :meth:`fit`).
     """
 
     kind: ClassVar[str] = "lightgcn"
@@ -136,6 +149,7 @@ class LightGCNExperiment(RetrievalExperiment):
         data: Interactions | None = None,
         split: Split | None = None,
     ) -> None:
+        config.check_privacy()  # the config may have been changed since it was built
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.prepared = None
@@ -211,7 +225,11 @@ class LightGCNExperiment(RetrievalExperiment):
 
         Returns:
             The per-epoch logs (loss and validation metrics).
+
+        Raises:
+            ValueError: The config asks for DP-SGD, which LightGCN refuses.
         """
+        self.config.check_privacy()
         loop = self.config.model.training
         epochs = loop.epochs if epochs is None else epochs
         monitor, mode = loop.monitor_mode(DEFAULT_MONITOR)

@@ -202,11 +202,7 @@ def fit_model(
             or no ``steps_per_epoch``.
     """
     layout = RunLayout(Path(output_dir)) if output_dir is not None else None
-    if privacy is not None:
-        privacy.attach(model)
-    state = _resume(layout, model) if resume else None
-    if privacy is not None and state is not None:
-        privacy.steps = int(model.optimizer.iterations.numpy())
+    state = _start(model, layout, resume, privacy)
     initial = state.epoch if state is not None else 0
     history = {k: list(v) for k, v in (state.history if state is not None else {}).items()}
     if state is not None and (state.stopped or initial >= epochs):
@@ -219,6 +215,58 @@ def fit_model(
         logger.info("resuming %s after epoch %d of %d", output_dir, initial, epochs)
     if evaluate_fn is None:
         logger.warning("no validation part: training %d epochs without early stopping", epochs)
+    callbacks, backup = _callbacks(
+        model, dataset, evaluate_fn, monitor=monitor, patience=patience, mode=mode,
+        output_dir=output_dir, examples_per_step=examples_per_step, state=state,
+        privacy=privacy, steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+    fit = model.fit(
+        dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
+        steps_per_epoch=steps_per_epoch,
+    )  # fmt: skip
+    if backup is not None and backup.restored is not None:  # the epochs before a restart
+        history = {k: list(v) for k, v in backup.restored.history.items()}
+    for key, values in fit.history.items():
+        history.setdefault(key, []).extend(float(v) for v in values)
+    return history
+
+
+def _start(
+    model: keras.Model,
+    layout: RunLayout | None,
+    resume: bool,
+    privacy: PrivateTraining | None,
+) -> TrainingState | None:
+    """Attaches DP-SGD and, with ``resume``, loads ``checkpoints/last`` (None: a fresh run)."""
+    if privacy is not None:
+        privacy.attach(model)
+    state = _resume(layout, model) if resume else None
+    if privacy is not None and state is not None:
+        privacy.steps = int(model.optimizer.iterations.numpy())
+    return state
+
+
+def _callbacks(
+    model: keras.Model,
+    dataset: Any,
+    evaluate_fn: Callable[[], Mapping[str, float]] | None,
+    *,
+    monitor: str,
+    patience: int,
+    mode: str,
+    output_dir: str | os.PathLike[str] | None,
+    examples_per_step: int | None,
+    state: TrainingState | None,
+    privacy: PrivateTraining | None,
+    steps_per_epoch: int | None,
+) -> tuple[list[keras.callbacks.Callback], WorkerBackup | None]:
+    """``fit_model``'s callbacks and, under multi-worker training, its backup (else None).
+
+    :func:`~tfrec.training.callbacks.build_callbacks`' list (validation synced over
+    the workers), DP-SGD's step counter first, the multi-worker backup, and the
+    coordinator wrapping under ``ParameterServerStrategy``; the arguments are
+    :func:`fit_model`'s (``state``: the resumed run's, or None).
+    """
     multi = _multi_worker(model)
     if multi and evaluate_fn is not None:
         evaluate_fn = _synced(evaluate_fn, model)
@@ -231,15 +279,7 @@ def fit_model(
     backup = _add_worker_backup(callbacks) if multi else None
     if parameter_server.is_parameter_server(model.distribute_strategy):
         callbacks = _for_coordinator(callbacks, dataset, steps_per_epoch)
-    fit = model.fit(
-        dataset, epochs=epochs, initial_epoch=initial, callbacks=callbacks, verbose=verbose,
-        steps_per_epoch=steps_per_epoch,
-    )  # fmt: skip
-    if backup is not None and backup.restored is not None:  # the epochs before a restart
-        history = {k: list(v) for k, v in backup.restored.history.items()}
-    for key, values in fit.history.items():
-        history.setdefault(key, []).extend(float(v) for v in values)
-    return history
+    return callbacks, backup
 
 
 def _synced(

@@ -1,4 +1,4 @@
-"""DP-SGD training of any kind and its privacy accounting (``dp-accounting``).
+"""DP-SGD training of the ``DP_KINDS`` and its privacy accounting (``dp-accounting``).
 
 ``TrainingConfig.privacy`` (:class:`~tfrec.training.privacy_config.PrivacyConfig`)
 turns it on; each kind's ``fit`` builds a :class:`PrivateTraining` with its

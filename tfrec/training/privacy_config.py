@@ -1,11 +1,12 @@
 """``PrivacyConfig``: DP-SGD settings of a training loop (``TrainingConfig.privacy``).
 
 Differentially private training (DP-SGD, Abadi et al. 2016) is a training
-option of every kind: the train step of :class:`tfrec.models.base.TfrecModel`
-clips each microbatch's gradient and adds Gaussian noise
-(:mod:`tfrec.models.dp_step`), and :mod:`tfrec.training.privacy` computes the
-privacy budget with Google's ``dp-accounting``. This module imports no
-TensorFlow (``tfrec --help`` and the configs read it).
+option of the kinds in :data:`DP_KINDS`: the train step of
+:class:`tfrec.models.base.TfrecModel` clips each microbatch's gradient and adds
+Gaussian noise (:mod:`tfrec.models.dp_step`), and :mod:`tfrec.training.privacy`
+computes the privacy budget with Google's ``dp-accounting``. The other kinds
+refuse a config asking for it (:data:`DP_REFUSED`, :func:`refuse_privacy`). This
+module imports no TensorFlow (``tfrec --help`` and the configs read it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ import math
 from tfrec.config import JsonConfig
 
 #: The experiment kinds whose ``fit`` trains with DP-SGD when ``privacy`` is on.
-DP_KINDS = ("retrieval", "ranking", "pipeline", "multi_scenario")
+DP_KINDS = ("retrieval", "ranking", "pipeline", "multi_scenario", "mf")
+#: The kinds that refuse DP-SGD, and why (the reason ends :func:`refuse_privacy`'s message).
+DP_REFUSED = {
+    "lightgcn": (
+        "LightGCN propagates embeddings over a graph built from every training pair, so one "
+        "pair also changes the other pairs' gradients and per-example clipping does not bound "
+        "its influence"
+    ),
+}
 #: Distribution strategies DP-SGD refuses (the noise would be drawn per replica).
 DP_UNSUPPORTED_STRATEGIES = ("mirrored", "multi_worker", "parameter_server")
 
@@ -116,3 +125,23 @@ class PrivacyConfig(JsonConfig):
                 f"{owner}.privacy: DP-SGD with strategy={strategy!r} is not supported (noise "
                 "would be drawn per replica); expected 'auto' or 'default' (one device)"
             )
+
+
+def refuse_privacy(privacy: PrivacyConfig, field: str, kind: str) -> None:
+    """Raises when ``privacy`` asks for DP-SGD for a kind that refuses it (:data:`DP_REFUSED`).
+
+    Args:
+        privacy: The kind's ``training.privacy``.
+        field: Its path, for the message (e.g. ``LightGCNExperimentConfig.model.training.privacy``).
+        kind: The experiment kind (a key of :data:`DP_REFUSED`).
+
+    Raises:
+        ValueError: DP-SGD is on (``noise_multiplier > 0`` or ``target_epsilon`` set).
+    """
+    if privacy.enabled:
+        raise ValueError(
+            f"{field}: noise_multiplier={privacy.noise_multiplier}, target_epsilon="
+            f"{privacy.target_epsilon}; the {kind} kind does not support DP-SGD: "
+            f"{DP_REFUSED[kind]}. Expected noise_multiplier=0 and target_epsilon=None "
+            f"(DP-SGD kinds: {', '.join(DP_KINDS)})"
+        )
