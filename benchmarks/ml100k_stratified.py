@@ -11,10 +11,11 @@ stopping and the choice of the model. Test is never used for any choice.
 Models: the two-tower retrieval model with each history encoder (``mean``, ``gru``,
 ``transformer``, ``caser``) and ID-only (``none``: user embedding x item embedding,
 a matrix factorisation trained with a softmax loss), all from the ``ml-100k``
-preset; plus the ``lightgcn`` experiment kind when it is registered (skipped with a
-printed reason otherwise). Each model runs once per seed; by default seeds 42, 43,
-44 are both the split seed and the training seed (``--split-seed 42`` fixes the
-split like microsoft's single run).
+preset; plus the ``lightgcn`` and ``ease`` experiment kinds when they are registered
+(skipped with a printed reason otherwise; EASE picks its lambda on the validation
+part). Each model runs once per seed; by default seeds 42, 43, 44 are both the
+split seed and the training seed (``--split-seed 42`` fixes the split like
+microsoft's single run).
 
 Run from the repository root::
 
@@ -49,6 +50,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "caser": ("retrieval", {"encoder": "caser"}),
     "none": ("retrieval", {"encoder": "none"}),
     "lightgcn": ("lightgcn", {}),
+    "ease": ("ease", {}),
 }
 #: Test metrics of the tables (k = 10, as the issue's table).
 METRICS = ("ndcg@10", "precision@10", "recall@10", "map@10")

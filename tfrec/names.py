@@ -58,7 +58,9 @@ OptimizerName = Literal["adam", "adamw", "adagrad", "sgd"]
 #: Distribution strategy of a training run (:func:`tfrec.training.strategy.get_strategy`).
 StrategyName = Literal["auto", "default", "mirrored", "multi_worker", "parameter_server"]
 #: Built-in experiment kinds (:mod:`tfrec.training.experiment`).
-ExperimentKind = Literal["retrieval", "ranking", "pipeline", "multi_scenario", "mf", "lightgcn"]
+ExperimentKind = Literal[
+    "retrieval", "ranking", "pipeline", "multi_scenario", "mf", "lightgcn", "ease"
+]
 #: Matrix factorisation models (:class:`tfrec.models.mf.MFConfig`): biased (Surprise SVD-like)
 #: or PMF-style (factors only).
 MFVariant = Literal["biased", "pmf"]

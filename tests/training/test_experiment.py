@@ -40,7 +40,7 @@ TINY_DATA = {"dataset": "synthetic", "synthetic_users": 60, "synthetic_items": 2
 
 def test_unknown_kind_names_the_known_kinds():
     assert EXPERIMENT_KINDS == (
-        "retrieval", "ranking", "pipeline", "multi_scenario", "mf", "lightgcn"
+        "retrieval", "ranking", "pipeline", "multi_scenario", "mf", "lightgcn", "ease"
     )  # fmt: skip
     with pytest.raises(
         ValueError,

@@ -65,6 +65,8 @@ MODEL_SECTIONS: dict[str, tuple[str, dict[str, str]]] = {
     "mf": ("ranking", {k: v for k, v in RANKING_FLAGS.items() if k != "max_history"}),
     # LightGCN: --set loss=bpr|softmax, num_layers=3, l2=1e-4 (--loss is the two-tower's)
     "lightgcn": ("model", RANKING_FLAGS),
+    # EASE: closed form, no epochs: --set l2_grid=[100,500], l2=500, refit_on_valid=false
+    "ease": ("model", {"max_history": "max_history"}),
 }
 RETRIEVAL_STAGE_FLAGS = {"pipeline": ("retrieval", ("encoder", "loss", "epochs"))}
 SUMMARY_SUFFIXES = ("@10", "mrr", "rmse", "mae", "auc")
@@ -82,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "mf: matrix factorisation of the ratings (biased MF; --set variant=pmf, "
             "--set nonnegative=true), served with the ranking signature; "
             "lightgcn: graph retrieval (LightGCN; --set loss=softmax, --set num_layers=2) "
-            "served with the retrieval signature "
+            "served with the retrieval signature; "
+            "ease: EASE closed-form item-item retrieval (lambda chosen on validation from "
+            "--set l2_grid=[...]) served with the retrieval signature "
             "(default: the kind of --config / of the run being resumed, else retrieval)"
         ),
     )

@@ -25,6 +25,10 @@ DP_REFUSED = {
         "pair also changes the other pairs' gradients and per-example clipping does not bound "
         "its influence"
     ),
+    "ease": (
+        "EASE is solved in closed form (a matrix inverse of the item co-occurrence counts), "
+        "so there is no per-example gradient to clip and noise"
+    ),
 }
 #: Distribution strategies DP-SGD refuses (the noise would be drawn per replica).
 DP_UNSUPPORTED_STRATEGIES = ("mirrored", "multi_worker", "parameter_server")

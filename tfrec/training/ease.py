@@ -1,0 +1,281 @@
+"""EASE as an experiment: the ``"ease"`` kind (``tfrec train --model ease``).
+
+A closed-form retrieval kind beside the two-tower and LightGCN::
+
+    config = EASEExperimentConfig.for_dataset("ml-100k")
+    experiment = EASEExperiment(config, output_dir="runs/ease")
+    experiment.fit()                   # lambda chosen on validation, refit on train + valid
+    experiment.evaluate()              # {"test/ndcg@10": ..., "valid/ndcg@10": ...}
+    experiment.save(); experiment.export("exports")   # exports/retrieval/1/
+
+:class:`EASEExperiment` is the retrieval kind's experiment
+(:class:`~tfrec.training.retrieval.RetrievalExperiment`) with another model: the same
+data, split (the dataset's retrieval preset), vocabularies, full-ranking evaluation,
+run files and export signature. There are no epochs: :meth:`EASEExperiment.fit`
+solves EASE (:mod:`tfrec.models.ease`) on the train pairs for each lambda of
+``model.l2_grid``, keeps the one with the best validation ``training.monitor``
+(``ndcg@10`` by default), then (``refit_on_valid``) solves again on train + valid.
+The test part is never used for a choice. ``history.json`` holds the lambda sweep;
+``metrics.json`` adds ``ease/l2`` (the chosen lambda), ``ease/refit_on_valid`` and
+the validation report of the chosen lambda's train-only solve: after a refit the
+validation metrics are not recomputed (that model has seen the validation part).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tfrec.config import JsonConfig
+from tfrec.data.config import DataConfig
+from tfrec.data.interactions import Interactions
+from tfrec.data.sequences import interaction_pairs, user_sequences
+from tfrec.data.splits import Split
+from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
+from tfrec.evaluation.config import EvalConfig
+from tfrec.models.ease import EASEConfig, EASEModel, ItemGram, check_catalogue, item_gram
+from tfrec.training.experiment import ExportRequest, export_extra_files, register_experiment
+from tfrec.training.privacy_config import refuse_privacy
+from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
+from tfrec.training.retrieval_config import RetrievalExperimentConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EASEExperimentConfig(JsonConfig):
+    """An EASE run (saved as ``config.json``, ``"kind": "ease"``).
+
+    Attributes:
+        data: Dataset and split.
+        model: The EASE model (lambda grid, refit).
+        evaluation: Metrics protocol.
+        model_name: Name of the export under the TF Serving base directory (the
+            retrieval signature; ``retrieval``, so ``tfrec recommend``/``serve`` find it).
+        kind: Always ``"ease"``.
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: EASEConfig = dataclasses.field(default_factory=EASEConfig)
+    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    model_name: str = "retrieval"
+    kind: str = "ease"
+
+    def __post_init__(self) -> None:
+        if self.kind != "ease":
+            raise ValueError(f"EASEExperimentConfig.kind={self.kind!r}; expected 'ease'")
+        if not self.model_name:
+            raise ValueError("EASEExperimentConfig.model_name is empty; expected a name")
+        self.check_privacy()
+
+    def check_privacy(self) -> None:
+        """Refuses DP-SGD (``DP_REFUSED["ease"]``: a closed-form solve has no gradient step).
+
+        Raises:
+            ValueError: ``model.training.privacy`` is on.
+        """
+        refuse_privacy(
+            self.model.training.privacy, "EASEExperimentConfig.model.training.privacy", "ease"
+        )
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **data_kwargs: Any) -> EASEExperimentConfig:
+        """The preset of ``dataset``: its retrieval preset's split and evaluation.
+
+        The model keeps :class:`EASEConfig`'s defaults (lambda grid 100..1200, refit
+        on train + valid, histories of up to 1000 items).
+
+        Raises:
+            ValueError: An unknown dataset or ``data_kwargs`` field.
+        """
+        retrieval = RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
+        return cls(data=retrieval.data, model=EASEConfig(), evaluation=retrieval.evaluation)
+
+
+@register_experiment("ease")
+class EASEExperiment(RetrievalExperiment):
+    """Solves, evaluates and exports an :class:`EASEModel` (kind ``"ease"``).
+
+    Args:
+        config: The experiment.
+        output_dir: Where config, vocabularies, weights and metrics go (None:
+            nothing is written until :meth:`save`).
+        data: Optional already-loaded interactions (skips ``config.data.load()``).
+        split: Optional precomputed split of ``data`` (skips the splitting).
+
+    Raises:
+        ValueError: The training part has no (user, item) pair, the catalogue is
+            above ``model.max_items``, or the config asks for DP-SGD.
+    """
+
+    kind: ClassVar[str] = "ease"
+    exports: ClassVar[tuple[str, ...]] = ("retrieval",)
+    config_class: ClassVar[type[EASEExperimentConfig]] = EASEExperimentConfig
+
+    def __init__(
+        self,
+        config: EASEExperimentConfig,
+        output_dir: str | Path | None = None,
+        data: Interactions | None = None,
+        split: Split | None = None,
+    ) -> None:
+        config.check_privacy()  # the config may have been changed since it was built
+        self.config = config
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.prepared = None
+        self.item_features = None
+        self.data = data if data is not None else config.data.load()
+        self.split = split if split is not None else config.data.make_split(self.data)
+        self.user_vocab, self.item_vocab = build_vocabularies(self.data)
+        check_catalogue(self.item_vocab.size, config.model.max_items)
+        self.train_seqs = user_sequences(
+            self.split.train, self.user_vocab, self.item_vocab
+        ).sample_users(config.data.train_user_fraction, config.data.seed)
+        self.examples = interaction_pairs(self.train_seqs)  # user [N], target [N, 1]
+        self.num_examples = len(self.examples["user"])
+        if self.num_examples == 0:
+            raise ValueError(
+                f"dataset {self.data.name!r}: no training examples (the training part has "
+                "no interactions)"
+            )
+        self.item_counts = np.bincount(
+            self.examples["target"][:, 0], minlength=self.item_vocab.size
+        ).astype(np.float64)
+        self.item_counts[:NUM_RESERVED] = 0.0
+        self.model = EASEModel(config.model, self.user_vocab.size, self.item_vocab.size)
+        self.evaluator = self._new_evaluator()
+        self.history: dict[str, list[float]] = {}
+        self.metrics: dict[str, float] = {}
+        self.train_seconds = 0.0
+
+    @classmethod
+    def default_config(cls, dataset: str, **data_kwargs: Any) -> EASEExperimentConfig:
+        """The preset of ``dataset`` (:meth:`EASEExperimentConfig.for_dataset`)."""
+        return EASEExperimentConfig.for_dataset(dataset, **data_kwargs)
+
+    @classmethod
+    def from_dir(
+        cls, run_dir: str | os.PathLike[str], data_dir: str | None = None
+    ) -> EASEExperiment:
+        """Rebuilds a solved run from the directory :meth:`save` wrote.
+
+        As :meth:`RetrievalExperiment.from_dir`: the data and split are rebuilt from
+        the saved config, the vocabularies checked and the weights ``B`` reloaded.
+
+        Raises:
+            FileNotFoundError: ``config.json`` or the weights are missing.
+            ValueError: The data no longer matches the saved vocabularies.
+        """
+        return super().from_dir(run_dir, data_dir=data_dir)  # type: ignore[return-value]
+
+    def _gram(self, with_valid: bool) -> ItemGram:
+        """``X^T X`` of the train pairs (+ the validation pairs when ``with_valid``)."""
+        users, items = self.examples["user"], self.examples["target"][:, 0]
+        if with_valid:
+            valid_seqs = user_sequences(self.split.valid, self.user_vocab, self.item_vocab)
+            valid = interaction_pairs(valid_seqs)
+            users = np.concatenate([users, valid["user"]])
+            items = np.concatenate([items, valid["target"][:, 0]])
+        return item_gram(users, items, self.item_vocab.size)
+
+    def fit(
+        self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
+    ) -> dict[str, list[float]]:
+        """Chooses lambda on validation, then solves on train (+ valid: ``refit_on_valid``).
+
+        Args:
+            epochs: Ignored (closed form, no epochs).
+            resume: Ignored (solving again is as fast as resuming).
+            verbose: Ignored.
+
+        Returns:
+            The sweep: ``{"l2": [...], "valid/<monitor>": [...]}`` (empty lists of
+            validation values without a validation part).
+
+        Raises:
+            ValueError: The config asks for DP-SGD.
+        """
+        del epochs, resume, verbose
+        self.config.check_privacy()
+        cfg = self.config.model
+        monitor, mode = cfg.training.monitor_mode(DEFAULT_MONITOR)
+        has_valid = self._has_valid()
+        grid = cfg.grid() if has_valid else (cfg.l2,)
+        if not has_valid and len(cfg.grid()) > 1:
+            logger.warning("ease: the split has no validation part; using l2=%g", cfg.l2)
+        self._save_config()
+        start = time.perf_counter()
+        gram = self._gram(with_valid=False)
+        logger.info(
+            "solving ease on %d train pairs (%d users, %d of %d items), l2 in %s",
+            self.num_examples, len(self.train_seqs), len(gram.items), self.item_vocab.size,
+            list(grid),
+        )  # fmt: skip
+        sweep: dict[str, list[float]] = {"l2": [], f"valid/{monitor}": []}
+        best, best_value = grid[0], -math.inf if mode == "max" else math.inf
+        for l2 in grid:
+            self.model.assign(gram.weights(l2))
+            sweep["l2"].append(float(l2))
+            if not has_valid or len(grid) == 1:
+                continue
+            value = self._validation_metrics()[monitor]
+            sweep[f"valid/{monitor}"].append(value)
+            logger.info("ease l2=%g: valid %s = %.4f", l2, monitor, value)
+            if (value > best_value) if mode == "max" else (value < best_value):
+                best, best_value = l2, value
+        if len(grid) > 1:
+            self.model.assign(gram.weights(best))
+        report = self.evaluate_part("valid") if has_valid else {}
+        if len(grid) == 1 and has_valid:
+            sweep[f"valid/{monitor}"].append(report[f"valid/{monitor}"])
+        refit = cfg.refit_on_valid and has_valid
+        if refit:
+            self.model.assign(self._gram(with_valid=True).weights(best))
+        self.train_seconds += time.perf_counter() - start
+        logger.info("ease: chose l2=%g%s", best, " (refit on train + valid)" if refit else "")
+        self.metrics.update(report)
+        self.metrics.update({"ease/l2": float(best), "ease/refit_on_valid": float(refit)})
+        self.history = sweep
+        return self.history
+
+    def evaluate(self, parts: Sequence[str] | None = None) -> dict[str, float]:
+        """Metrics of ``parts`` (default: valid when the split has it, and test).
+
+        After a refit on train + valid, ``valid`` is not recomputed: the validation
+        report of the chosen lambda's train-only solve (from :meth:`fit`, or the
+        reopened run's ``metrics.json``) is returned instead.
+        """
+        if parts is None:
+            parts = ("valid", "test") if self._has_valid() else ("test",)
+        stored = {key: value for key, value in self.metrics.items() if key.startswith("valid")}
+        if "valid" not in parts or not (self.metrics.get("ease/refit_on_valid") and stored):
+            return super().evaluate(parts)
+        metrics = super().evaluate([part for part in parts if part != "valid"])
+        return {**stored, **metrics}
+
+    def _export(self, request: ExportRequest) -> list[Path]:
+        """Writes ``B`` as a retrieval SavedModel ``<base_dir>/<name>/<version>/``."""
+        from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
+
+        path = export_retrieval(
+            self.model,  # type: ignore[arg-type]  (the two-tower inference interface)
+            self.user_vocab,
+            self.item_vocab,
+            request.base_dir,
+            model_name=request.model_name or self.config.model_name,
+            version=request.version,
+            assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
+            extra_files=export_extra_files(self.metrics, self.data.items),
+            experiment_config=self.config.to_dict(),
+            **request.index_options(),
+        )
+        logger.debug("exported SavedModel to %s", path)
+        return [path]
