@@ -9,7 +9,7 @@ items removed from the ranking, k = 10. tfrec's ``--split item_stratified``
 stopping and the choice of the model. Test is never used for any choice.
 
 Models: the two-tower retrieval model with each history encoder (``mean``, ``gru``,
-``transformer``, ``caser``) and ID-only (``none``: user embedding x item embedding,
+``transformer``, ``caser``, ``bert4rec``) and ID-only (``none``: user embedding x item embedding,
 a matrix factorisation trained with a softmax loss), all from the ``ml-100k``
 preset; plus the ``lightgcn`` and ``ease`` experiment kinds when they are registered
 (skipped with a printed reason otherwise; EASE picks its lambda on the validation
@@ -48,6 +48,7 @@ MODELS: dict[str, tuple[str, dict[str, Any]]] = {
     "gru": ("retrieval", {"encoder": "gru"}),
     "transformer": ("retrieval", {"encoder": "transformer"}),
     "caser": ("retrieval", {"encoder": "caser"}),
+    "bert4rec": ("retrieval", {"encoder": "bert4rec"}),
     "none": ("retrieval", {"encoder": "none"}),
     "lightgcn": ("lightgcn", {}),
     "ease": ("ease", {}),
