@@ -42,7 +42,7 @@ from tfrec.data.splits import Split
 from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.ease import EASEConfig, EASEModel, ItemGram, check_catalogue, item_gram
-from tfrec.training.experiment import ExportRequest, export_extra_files, register_experiment
+from tfrec.training.experiment import register_experiment
 from tfrec.training.privacy_config import refuse_privacy
 from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
@@ -260,22 +260,3 @@ class EASEExperiment(RetrievalExperiment):
             return super().evaluate(parts)
         metrics = super().evaluate([part for part in parts if part != "valid"])
         return {**stored, **metrics}
-
-    def _export(self, request: ExportRequest) -> list[Path]:
-        """Writes ``B`` as a retrieval SavedModel ``<base_dir>/<name>/<version>/``."""
-        from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
-
-        path = export_retrieval(
-            self.model,  # type: ignore[arg-type]  (the two-tower inference interface)
-            self.user_vocab,
-            self.item_vocab,
-            request.base_dir,
-            model_name=request.model_name or self.config.model_name,
-            version=request.version,
-            assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
-            extra_files=export_extra_files(self.metrics, self.data.items),
-            experiment_config=self.config.to_dict(),
-            **request.index_options(),
-        )
-        logger.debug("exported SavedModel to %s", path)
-        return [path]

@@ -44,7 +44,7 @@ from tfrec.evaluation.config import EvalConfig
 from tfrec.layers.graph import normalized_adjacency
 from tfrec.models.lightgcn import LightGCNConfig, LightGCNModel
 from tfrec.training.config import OptimizerConfig, TrainingConfig
-from tfrec.training.experiment import ExportRequest, export_extra_files, register_experiment
+from tfrec.training.experiment import register_experiment
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
 from tfrec.training.privacy_config import refuse_privacy
@@ -250,21 +250,6 @@ class LightGCNExperiment(RetrievalExperiment):
         self.train_seconds += time.perf_counter() - start
         return self.history
 
-    def _export(self, request: ExportRequest) -> list[Path]:
-        """Writes the final tables as a retrieval SavedModel ``<base_dir>/<name>/<version>/``."""
-        from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
-
-        path = export_retrieval(
-            self.model.frozen(),  # type: ignore[arg-type]  (the two-tower inference interface)
-            self.user_vocab,
-            self.item_vocab,
-            request.base_dir,
-            model_name=request.model_name or self.config.model_name,
-            version=request.version,
-            assets_extra={"tf_serving_warmup_requests": self._warmup_records()},
-            extra_files=export_extra_files(self.metrics, self.data.items),
-            experiment_config=self.config.to_dict(),
-            **request.index_options(),
-        )
-        logger.debug("exported SavedModel to %s", path)
-        return [path]
+    def _serving_model(self) -> Any:
+        """The final propagated tables (no graph), with the two-tower inference interface."""
+        return self.model.frozen()

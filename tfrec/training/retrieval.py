@@ -404,7 +404,7 @@ class RetrievalExperiment(ExperimentBase):
         from tfrec.export.retrieval import export_retrieval  # noqa: PLC0415
 
         path = export_retrieval(
-            self.model,
+            self._serving_model(),
             self.user_vocab,
             self.item_vocab,
             request.base_dir,
@@ -417,6 +417,15 @@ class RetrievalExperiment(ExperimentBase):
         )
         logger.debug("exported SavedModel to %s", path)
         return [path]
+
+    def _serving_model(self) -> Any:
+        """The object :func:`~tfrec.export.retrieval.export_retrieval` exports.
+
+        It needs the two-tower inference interface (``query_embeddings``,
+        ``candidate_embeddings``, ...); kinds whose trained model differs from
+        what is served (LightGCN's final tables) override this.
+        """
+        return self.model
 
     def _warmup_records(self, num_requests: int = 4) -> bytes:
         """A few realistic Predict requests (test users) for TF Serving warmup."""
