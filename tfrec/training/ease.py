@@ -8,8 +8,8 @@ A closed-form retrieval kind beside the two-tower and LightGCN::
     experiment.evaluate()              # {"test/ndcg@10": ..., "valid/ndcg@10": ...}
     experiment.save(); experiment.export("exports")   # exports/retrieval/1/
 
-:class:`EASEExperiment` is the retrieval kind's experiment
-(:class:`~tfrec.training.retrieval.RetrievalExperiment`) with another model: the same
+:class:`EASEExperiment` is a pair-trained retrieval kind
+(:class:`~tfrec.training.pair_experiment.PairExperiment`): the two-tower's
 data, split (the dataset's retrieval preset), vocabularies, full-ranking evaluation,
 run files and export signature. There are no epochs: :meth:`EASEExperiment.fit`
 solves EASE (:mod:`tfrec.models.ease`) on the train pairs for each lambda of
@@ -26,65 +26,34 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tfrec.config import JsonConfig
-from tfrec.data.config import DataConfig
-from tfrec.data.interactions import Interactions
 from tfrec.data.sequences import interaction_pairs, user_sequences
-from tfrec.data.splits import Split
-from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
-from tfrec.evaluation.config import EvalConfig
 from tfrec.models.ease import EASEConfig, EASEModel, ItemGram, check_catalogue, item_gram
 from tfrec.training.experiment import register_experiment
-from tfrec.training.privacy_config import refuse_privacy
-from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
-from tfrec.training.retrieval_config import RetrievalExperimentConfig
+from tfrec.training.pair_experiment import PairExperiment, PairExperimentConfig
+from tfrec.training.retrieval import DEFAULT_MONITOR
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class EASEExperimentConfig(JsonConfig):
+class EASEExperimentConfig(PairExperimentConfig):
     """An EASE run (saved as ``config.json``, ``"kind": "ease"``).
 
-    Attributes:
-        data: Dataset and split.
-        model: The EASE model (lambda grid, refit).
-        evaluation: Metrics protocol.
-        model_name: Name of the export under the TF Serving base directory (the
-            retrieval signature; ``retrieval``, so ``tfrec recommend``/``serve`` find it).
-        kind: Always ``"ease"``.
+    The fields of :class:`~tfrec.training.pair_experiment.PairExperimentConfig`, with
+    ``model`` the EASE model (lambda grid, refit). DP-SGD is refused
+    (``DP_REFUSED["ease"]``: a closed-form solve has no gradient step).
     """
 
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    KIND: ClassVar[str] = "ease"
+
     model: EASEConfig = dataclasses.field(default_factory=EASEConfig)
-    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    model_name: str = "retrieval"
     kind: str = "ease"
-
-    def __post_init__(self) -> None:
-        if self.kind != "ease":
-            raise ValueError(f"EASEExperimentConfig.kind={self.kind!r}; expected 'ease'")
-        if not self.model_name:
-            raise ValueError("EASEExperimentConfig.model_name is empty; expected a name")
-        self.check_privacy()
-
-    def check_privacy(self) -> None:
-        """Refuses DP-SGD (``DP_REFUSED["ease"]``: a closed-form solve has no gradient step).
-
-        Raises:
-            ValueError: ``model.training.privacy`` is on.
-        """
-        refuse_privacy(
-            self.model.training.privacy, "EASEExperimentConfig.model.training.privacy", "ease"
-        )
 
     @classmethod
     def for_dataset(cls, dataset: str, **data_kwargs: Any) -> EASEExperimentConfig:
@@ -96,85 +65,30 @@ class EASEExperimentConfig(JsonConfig):
         Raises:
             ValueError: An unknown dataset or ``data_kwargs`` field.
         """
-        retrieval = RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
+        retrieval = cls._retrieval_preset(dataset, **data_kwargs)
         return cls(data=retrieval.data, model=EASEConfig(), evaluation=retrieval.evaluation)
 
 
 @register_experiment("ease")
-class EASEExperiment(RetrievalExperiment):
+class EASEExperiment(PairExperiment):
     """Solves, evaluates and exports an :class:`EASEModel` (kind ``"ease"``).
 
-    Args:
-        config: The experiment.
-        output_dir: Where config, vocabularies, weights and metrics go (None:
-            nothing is written until :meth:`save`).
-        data: Optional already-loaded interactions (skips ``config.data.load()``).
-        split: Optional precomputed split of ``data`` (skips the splitting).
-
-    Raises:
-        ValueError: The training part has no (user, item) pair, the catalogue is
-            above ``model.max_items``, or the config asks for DP-SGD.
+    Args and Raises as :class:`~tfrec.training.pair_experiment.PairExperiment`; also
+    refuses a catalogue above ``model.max_items``.
     """
 
     kind: ClassVar[str] = "ease"
     exports: ClassVar[tuple[str, ...]] = ("retrieval",)
     config_class: ClassVar[type[EASEExperimentConfig]] = EASEExperimentConfig
 
-    def __init__(
-        self,
-        config: EASEExperimentConfig,
-        output_dir: str | Path | None = None,
-        data: Interactions | None = None,
-        split: Split | None = None,
-    ) -> None:
-        config.check_privacy()  # the config may have been changed since it was built
-        self.config = config
-        self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.prepared = None
-        self.item_features = None
-        self.data = data if data is not None else config.data.load()
-        self.split = split if split is not None else config.data.make_split(self.data)
-        self.user_vocab, self.item_vocab = build_vocabularies(self.data)
-        check_catalogue(self.item_vocab.size, config.model.max_items)
-        self.train_seqs = user_sequences(
-            self.split.train, self.user_vocab, self.item_vocab
-        ).sample_users(config.data.train_user_fraction, config.data.seed)
-        self.examples = interaction_pairs(self.train_seqs)  # user [N], target [N, 1]
-        self.num_examples = len(self.examples["user"])
-        if self.num_examples == 0:
-            raise ValueError(
-                f"dataset {self.data.name!r}: no training examples (the training part has "
-                "no interactions)"
-            )
-        self.item_counts = np.bincount(
-            self.examples["target"][:, 0], minlength=self.item_vocab.size
-        ).astype(np.float64)
-        self.item_counts[:NUM_RESERVED] = 0.0
-        self.model = EASEModel(config.model, self.user_vocab.size, self.item_vocab.size)
-        self.evaluator = self._new_evaluator()
-        self.history: dict[str, list[float]] = {}
-        self.metrics: dict[str, float] = {}
-        self.train_seconds = 0.0
+    def _check_data(self) -> None:
+        """Refuses a catalogue whose dense ``B`` would exceed ``model.max_items``."""
+        check_catalogue(self.item_vocab.size, self.config.model.max_items)
 
-    @classmethod
-    def default_config(cls, dataset: str, **data_kwargs: Any) -> EASEExperimentConfig:
-        """The preset of ``dataset`` (:meth:`EASEExperimentConfig.for_dataset`)."""
-        return EASEExperimentConfig.for_dataset(dataset, **data_kwargs)
-
-    @classmethod
-    def from_dir(
-        cls, run_dir: str | os.PathLike[str], data_dir: str | None = None
-    ) -> EASEExperiment:
-        """Rebuilds a solved run from the directory :meth:`save` wrote.
-
-        As :meth:`RetrievalExperiment.from_dir`: the data and split are rebuilt from
-        the saved config, the vocabularies checked and the weights ``B`` reloaded.
-
-        Raises:
-            FileNotFoundError: ``config.json`` or the weights are missing.
-            ValueError: The data no longer matches the saved vocabularies.
-        """
-        return super().from_dir(run_dir, data_dir=data_dir)  # type: ignore[return-value]
+    def _new_model(self, build: bool = False) -> EASEModel:
+        """An unsolved :class:`EASEModel` of this catalogue (``B`` = 0 until :meth:`fit`)."""
+        del build
+        return EASEModel(self.config.model, self.user_vocab.size, self.item_vocab.size)
 
     def _gram(self, with_valid: bool) -> ItemGram:
         """``X^T X`` of the train pairs (+ the validation pairs when ``with_valid``)."""

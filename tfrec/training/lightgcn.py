@@ -8,8 +8,8 @@ A graph retrieval kind beside the two-tower::
     experiment.evaluate()              # {"test/ndcg@10": ..., "valid/ndcg@10": ...}
     experiment.save(); experiment.export("exports")   # exports/retrieval/1/
 
-:class:`LightGCNExperiment` is the retrieval kind's experiment
-(:class:`~tfrec.training.retrieval.RetrievalExperiment`) with another model: the same
+:class:`LightGCNExperiment` is a pair-trained retrieval kind
+(:class:`~tfrec.training.pair_experiment.PairExperiment`): the two-tower's
 data, split (the dataset's retrieval preset), vocabularies, full-ranking evaluation
 (:class:`~tfrec.evaluation.retrieval.RetrievalEvaluator`), training loop, run files
 and export signature. The training examples are the (user, item) pairs of the train
@@ -25,32 +25,20 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
-from tfrec.config import JsonConfig
-from tfrec.data.config import DataConfig
-from tfrec.data.interactions import Interactions
-from tfrec.data.sequences import interaction_pairs, user_sequences
-from tfrec.data.splits import Split
-from tfrec.data.vocab import NUM_RESERVED, build_vocabularies
-from tfrec.evaluation.config import EvalConfig
 from tfrec.layers.graph import normalized_adjacency
 from tfrec.models.lightgcn import LightGCNConfig, LightGCNModel
 from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.experiment import register_experiment
 from tfrec.training.loop import fit_model
 from tfrec.training.optimizers import make_optimizer
-from tfrec.training.privacy_config import refuse_privacy
-from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
-from tfrec.training.retrieval_config import RetrievalExperimentConfig
-from tfrec.training.strategy import get_strategy
+from tfrec.training.pair_experiment import PairExperiment, PairExperimentConfig
+from tfrec.training.retrieval import DEFAULT_MONITOR
 
 logger = logging.getLogger(__name__)
 
@@ -67,40 +55,18 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclasses.dataclass
-class LightGCNExperimentConfig(JsonConfig):
+class LightGCNExperimentConfig(PairExperimentConfig):
     """A LightGCN run (saved as ``config.json``, ``"kind": "lightgcn"``).
 
-    Attributes:
-        data: Dataset and split.
-        model: The LightGCN model and its training.
-        evaluation: Metrics protocol.
-        model_name: Name of the export under the TF Serving base directory (the
-            retrieval signature; ``retrieval`` as for the two-tower, so ``tfrec
-            recommend``/``serve`` find it by default).
-        kind: Always ``"lightgcn"``.
+    The fields of :class:`~tfrec.training.pair_experiment.PairExperimentConfig`, with
+    ``model`` the LightGCN model and its training. DP-SGD is refused: the graph mixes
+    every training pair into each embedding.
     """
 
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    KIND: ClassVar[str] = "lightgcn"
+
     model: LightGCNConfig = dataclasses.field(default_factory=LightGCNConfig)
-    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    model_name: str = "retrieval"
     kind: str = "lightgcn"
-
-    def __post_init__(self) -> None:
-        if self.kind != "lightgcn":
-            raise ValueError(f"LightGCNExperimentConfig.kind={self.kind!r}; expected 'lightgcn'")
-        if not self.model_name:
-            raise ValueError("LightGCNExperimentConfig.model_name is empty; expected a name")
-        self.check_privacy()
-
-    def check_privacy(self) -> None:
-        """Refuses DP-SGD: the graph mixes every training pair into each embedding.
-
-        Raises:
-            ValueError: ``model.training.privacy`` is on (:func:`refuse_privacy`).
-        """
-        field = "LightGCNExperimentConfig.model.training.privacy"
-        refuse_privacy(self.model.training.privacy, field, "lightgcn")
 
     @classmethod
     def for_dataset(cls, dataset: str, **data_kwargs: Any) -> LightGCNExperimentConfig:
@@ -114,7 +80,7 @@ class LightGCNExperimentConfig(JsonConfig):
         Raises:
             ValueError: An unknown dataset or ``data_kwargs`` field.
         """
-        retrieval = RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
+        retrieval = cls._retrieval_preset(dataset, **data_kwargs)
         model = LightGCNConfig(
             max_history=retrieval.model.max_history, **copy.deepcopy(MODEL_PRESETS.get(dataset, {}))
         )
@@ -122,96 +88,35 @@ class LightGCNExperimentConfig(JsonConfig):
 
 
 @register_experiment("lightgcn")
-class LightGCNExperiment(RetrievalExperiment):
+class LightGCNExperiment(PairExperiment):
     """Trains, evaluates and exports a :class:`LightGCNModel` (kind ``"lightgcn"``).
 
-    Args:
-        config: The experiment.
-        output_dir: Where config, vocabularies, weights, logs and metrics go
-            (None: nothing is written until :meth:`save`).
-        data: Optional already-loaded interactions (skips ``config.data.load()``).
-        split: Optional precomputed split of ``data`` (skips the splitting).
-
-    Raises:
-        ValueError: The training part has no (user, item) pair, or the config asks
-            for DP-SGD (:meth:`LightGCNExperimentConfig.check_privacy`; also
-            checked again by :meth:`fit`).
+    Args and Raises as :class:`~tfrec.training.pair_experiment.PairExperiment` (DP-SGD
+    is also refused again by :meth:`fit`).
     """
 
     kind: ClassVar[str] = "lightgcn"
     exports: ClassVar[tuple[str, ...]] = ("retrieval",)
     config_class: ClassVar[type[LightGCNExperimentConfig]] = LightGCNExperimentConfig
 
-    def __init__(
-        self,
-        config: LightGCNExperimentConfig,
-        output_dir: str | Path | None = None,
-        data: Interactions | None = None,
-        split: Split | None = None,
-    ) -> None:
-        config.check_privacy()  # the config may have been changed since it was built
-        self.config = config
-        self.output_dir = Path(output_dir) if output_dir is not None else None
-        self.prepared = None
-        self.item_features = None
-        self.data = data if data is not None else config.data.load()
-        self.split = split if split is not None else config.data.make_split(self.data)
-        self.user_vocab, self.item_vocab = build_vocabularies(self.data)
-        self.strategy = get_strategy(config.model.training.strategy)
-        self.train_seqs = user_sequences(
-            self.split.train, self.user_vocab, self.item_vocab
-        ).sample_users(config.data.train_user_fraction, config.data.seed)
-        self.examples = interaction_pairs(self.train_seqs)  # user [N], target [N, 1]
-        self.num_examples = len(self.examples["user"])
-        if self.num_examples == 0:
-            raise ValueError(
-                f"dataset {self.data.name!r}: no training examples (the training part has "
-                "no interactions)"
-            )
-        self.item_counts = np.bincount(
-            self.examples["target"][:, 0], minlength=self.item_vocab.size
-        ).astype(np.float64)
-        self.item_counts[:NUM_RESERVED] = 0.0
-        self.adjacency = normalized_adjacency(
-            self.examples["user"], self.examples["target"][:, 0],
-            self.user_vocab.size, self.item_vocab.size,
-        )  # fmt: skip
-        keras.utils.set_random_seed(config.model.training.seed)
-        with self.strategy.scope():
-            self.model = self._new_model()
-        self.evaluator = self._new_evaluator()
-        self.history: dict[str, list[float]] = {}
-        self.metrics: dict[str, float] = {}
-        self.train_seconds = 0.0
-
     def _new_model(self, build: bool = False) -> LightGCNModel:
-        """A compiled :class:`LightGCNModel` of this config and graph (variables built)."""
-        del build  # the tables are always built: the evaluator reads them before training
+        """A compiled :class:`LightGCNModel` of this config and graph (variables built).
+
+        The graph (symmetric-normalised adjacency of the train pairs) is built on the
+        first call; the tables are always built: the evaluator reads them before training.
+        """
+        del build
+        if getattr(self, "adjacency", None) is None:
+            self.adjacency = normalized_adjacency(
+                self.examples["user"], self.examples["target"][:, 0],
+                self.user_vocab.size, self.item_vocab.size,
+            )  # fmt: skip
         cfg = self.config.model
+        keras.utils.set_random_seed(cfg.training.seed)
         model = LightGCNModel(cfg, self.user_vocab.size, self.item_vocab.size, self.adjacency)
         model.compile(optimizer=make_optimizer(cfg.optimizer), jit_compile=cfg.training.jit_compile)
         model.propagation.ego()
         return model
-
-    @classmethod
-    def default_config(cls, dataset: str, **data_kwargs: Any) -> LightGCNExperimentConfig:
-        """The preset of ``dataset`` (:meth:`LightGCNExperimentConfig.for_dataset`)."""
-        return LightGCNExperimentConfig.for_dataset(dataset, **data_kwargs)
-
-    @classmethod
-    def from_dir(
-        cls, run_dir: str | os.PathLike[str], data_dir: str | None = None
-    ) -> LightGCNExperiment:
-        """Rebuilds a trained run from the directory :meth:`save` wrote.
-
-        As :meth:`RetrievalExperiment.from_dir`: the data, split and graph are
-        rebuilt from the saved config and the vocabularies checked.
-
-        Raises:
-            FileNotFoundError: ``config.json`` or the weights are missing.
-            ValueError: The data no longer matches the saved vocabularies.
-        """
-        return super().from_dir(run_dir, data_dir=data_dir)  # type: ignore[return-value]
 
     def fit(
         self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0

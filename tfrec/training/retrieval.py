@@ -254,8 +254,8 @@ class RetrievalExperiment(ExperimentBase):
 
     @classmethod
     def default_config(cls, dataset: str, **data_kwargs: Any) -> RetrievalExperimentConfig:
-        """The preset of ``dataset`` (:meth:`RetrievalExperimentConfig.for_dataset`)."""
-        return RetrievalExperimentConfig.for_dataset(dataset, **data_kwargs)
+        """The preset of ``dataset`` (:attr:`config_class`'s ``for_dataset``)."""
+        return cls.config_class.for_dataset(dataset, **data_kwargs)
 
     @classmethod
     def from_dir(
