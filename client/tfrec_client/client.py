@@ -24,10 +24,7 @@ import numpy as np
 
 from tfrec_client import _wire
 from tfrec_client.errors import (
-    DeadlineExceededError,
-    InvalidArgumentError,
     NotFoundError,
-    ResourceExhaustedError,
     ServingError,
     UnavailableError,
     from_rpc_error,
@@ -35,20 +32,7 @@ from tfrec_client.errors import (
 from tfrec_client.tensors import dtype_name, make_ndarray, make_tensor_proto
 from tfrec_client.types import ModelMetadata, Recommendations, Signature, TensorSpec, VersionStatus
 
-__all__ = [
-    "DeadlineExceededError",
-    "InvalidArgumentError",
-    "ModelMetadata",
-    "NotFoundError",
-    "Recommendations",
-    "RecommenderClient",
-    "ResourceExhaustedError",
-    "ServingError",
-    "Signature",
-    "TensorSpec",
-    "UnavailableError",
-    "VersionStatus",
-]
+__all__ = ["RecommenderClient"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -30,14 +30,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
 from tfrec.config import JsonConfig
 from tfrec.data.config import DataConfig
-from tfrec.data.interactions import concat_interactions
 from tfrec.data.ranking_examples import build_ranking_examples
-from tfrec.data.vocab import IdVocabulary, build_vocabularies
+from tfrec.data.vocab import IdVocabulary
 from tfrec.evaluation.config import EvalConfig
 from tfrec.models.mf import MatrixFactorization, MFConfig
 from tfrec.models.ranker_state import DATA_SPEC_FILE, TrainedRanker
@@ -46,7 +44,7 @@ from tfrec.names import DatasetName
 from tfrec.training.config import OptimizerConfig, TrainingConfig
 from tfrec.training.experiment import read_json, read_run_config, register_experiment
 from tfrec.training.optimizers import make_optimizer
-from tfrec.training.ranking import RankingExperiment, data_spec
+from tfrec.training.ranking import RankingExperiment
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 from tfrec.training.strategy import configure_precision, get_strategy
 
@@ -146,14 +144,9 @@ class MFExperiment(RankingExperiment):
         self, user_vocab: IdVocabulary | None, item_vocab: IdVocabulary | None
     ) -> TrainedRanker:
         """Vocabularies, the mean rating and the compiled (untrained) model."""
-        self._check_trainable()
-        cfg, split = self.config.ranking, self.split
-        if user_vocab is None or item_vocab is None:
-            users, items = build_vocabularies(concat_interactions(*split.parts().values()))
-            user_vocab, item_vocab = user_vocab or users, item_vocab or items
-        keras.utils.set_random_seed(cfg.training.seed)
-        spec = data_spec(split.train, user_vocab, item_vocab)
-        rated = build_ranking_examples(split.train, user_vocab, item_vocab, 1)
+        cfg = self.config.ranking
+        user_vocab, item_vocab, spec = self._vocabularies_and_spec(user_vocab, item_vocab)
+        rated = build_ranking_examples(self.split.train, user_vocab, item_vocab, 1)
         rated = rated.take(np.flatnonzero(np.isfinite(rated.rating)))
         configure_precision(cfg.training.mixed_precision)
         with get_strategy(cfg.training.strategy).scope():

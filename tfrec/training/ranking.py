@@ -184,18 +184,27 @@ class RankingExperiment(ExperimentBase):
         ):
             raise ValueError("negative_sampling='hard' needs a retrieval scorer (retrieval=...)")
 
+    def _vocabularies_and_spec(
+        self, user_vocab: IdVocabulary | None, item_vocab: IdVocabulary | None
+    ) -> tuple[IdVocabulary, IdVocabulary, RankerDataSpec]:
+        """Checks the data, fills the missing vocabularies, seeds Keras; the train part's spec.
+
+        The vocabularies are built as retrieval's, so both kinds share item indices
+        on the same data.
+        """
+        self._check_trainable()
+        if user_vocab is None or item_vocab is None:
+            users, items = build_vocabularies(concat_interactions(*self.split.parts().values()))
+            user_vocab, item_vocab = user_vocab or users, item_vocab or items
+        keras.utils.set_random_seed(self.config.ranking.training.seed)
+        return user_vocab, item_vocab, data_spec(self.split.train, user_vocab, item_vocab)
+
     def _build(
         self, user_vocab: IdVocabulary | None, item_vocab: IdVocabulary | None
     ) -> TrainedRanker:
         """Vocabularies, data statistics, content tables and the compiled (untrained) model."""
-        self._check_trainable()
         cfg, split = self.config.ranking, self.split
-        if user_vocab is None or item_vocab is None:
-            # the same construction as retrieval's, so both share item indices on the same data
-            users, items = build_vocabularies(concat_interactions(*split.parts().values()))
-            user_vocab, item_vocab = user_vocab or users, item_vocab or items
-        keras.utils.set_random_seed(cfg.training.seed)
-        spec = data_spec(split.train, user_vocab, item_vocab)
+        user_vocab, item_vocab, spec = self._vocabularies_and_spec(user_vocab, item_vocab)
         if not cfg.use_event_signals:
             spec = dataclasses.replace(spec, use_rating_signal=False, use_time_signal=False)
         items_table = split.train.items
