@@ -295,6 +295,7 @@ def publish(
     results: dict[str, Any],
     markdown: str,
     *,
+    command: str | None = None,
     facts: dict[str, Any] | None = None,
     output_dir: str | os.PathLike[str] | None = None,
 ) -> int:
@@ -302,7 +303,9 @@ def publish(
 
     The last step of every benchmark's ``main``.
     """
-    paths = write_report(name, results, markdown, facts=facts, output_dir=output_dir)
+    paths = write_report(
+        name, results, markdown, command=command, facts=facts, output_dir=output_dir
+    )
     print(markdown)
     print(f"wrote {paths[0]} and {paths[1]}")
     return 0

@@ -278,12 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     name = NAME + ("_quick" if args.quick else f"_{args.dataset.replace('-', '')}")
     markdown = render_markdown(results)
-    json_path, md_path = _report.write_report(
-        name, results, markdown, facts=facts, output_dir=args.output
-    )
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
-    return 0
+    return _report.publish(name, results, markdown, facts=facts, output_dir=args.output)
 
 
 if __name__ == "__main__":

@@ -66,18 +66,10 @@ def run_one(config: Any, work_dir: Path) -> dict[str, Any]:
     """Fits and evaluates one experiment; returns its metrics and timings."""
     from tfrec.training.retrieval import RetrievalExperiment
 
-    handler = EpochLog()
-    callbacks_logger = logging.getLogger("tfrec.training.callbacks")
-    callbacks_logger.addHandler(handler)
-    previous_level = callbacks_logger.level
-    callbacks_logger.setLevel(logging.DEBUG)
-    try:
+    with EpochLog.attached() as handler:
         experiment = RetrievalExperiment(config, output_dir=work_dir)
         experiment.fit(verbose=0)
         metrics = experiment.evaluate(("test",))
-    finally:
-        callbacks_logger.removeHandler(handler)
-        callbacks_logger.setLevel(previous_level)
     train_s = [epoch["train_s"] for epoch in handler.epochs]
     return {
         "ndcg@10": metrics.get("test/ndcg@10"),

@@ -32,12 +32,13 @@ its acceptance verdict does not count for the preset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import resource
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,21 @@ class EpochLog(logging.Handler):
                 }
             )
 
+    @classmethod
+    @contextlib.contextmanager
+    def attached(cls) -> Iterator[EpochLog]:
+        """A new handler listening to ``tfrec.training.callbacks`` (DEBUG) inside the block."""
+        handler = cls()
+        callbacks_logger = logging.getLogger("tfrec.training.callbacks")
+        callbacks_logger.addHandler(handler)
+        previous_level = callbacks_logger.level
+        callbacks_logger.setLevel(logging.DEBUG)
+        try:
+            yield handler
+        finally:
+            callbacks_logger.removeHandler(handler)
+            callbacks_logger.setLevel(previous_level)
+
 
 def build_config(args: argparse.Namespace) -> Any:
     """The experiment config the CLI would build for these arguments.
@@ -171,12 +187,7 @@ def run_experiment(config: Any, work_dir: Path) -> dict[str, Any]:
     """Fits and evaluates one experiment; returns metrics, history and timings."""
     from tfrec.training.retrieval import RetrievalExperiment
 
-    handler = EpochLog()
-    callbacks_logger = logging.getLogger("tfrec.training.callbacks")
-    callbacks_logger.addHandler(handler)
-    previous_level = callbacks_logger.level
-    callbacks_logger.setLevel(logging.DEBUG)
-    try:
+    with EpochLog.attached() as handler:
         with _report.Timer() as setup:
             experiment = RetrievalExperiment(config, output_dir=work_dir)
         cpu_before = _cpu_seconds()
@@ -184,9 +195,6 @@ def run_experiment(config: Any, work_dir: Path) -> dict[str, Any]:
         cpu_train = _cpu_seconds() - cpu_before
         with _report.Timer() as evaluation:
             metrics = experiment.evaluate()
-    finally:
-        callbacks_logger.removeHandler(handler)
-        callbacks_logger.setLevel(previous_level)
     epochs_run = int(metrics.get("epochs_run", 0))
     train_s = float(experiment.train_seconds)
     val_key = f"val_{config.model.training.monitor_mode('ndcg@10')[0]}"
@@ -392,12 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.tag:
         name += f"_{args.tag}"
     markdown = render_markdown(results)
-    json_path, md_path = _report.write_report(
-        name, results, markdown, facts=facts, output_dir=args.output
-    )
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
-    return 0
+    return _report.publish(name, results, markdown, facts=facts, output_dir=args.output)
 
 
 if __name__ == "__main__":

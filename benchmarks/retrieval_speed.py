@@ -322,12 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     markdown = render_markdown(runs, summary, quick=args.quick)
     name = NAME + ("_quick" if args.quick else "")
     results = {"summary": summary, "runs": runs, "load_average_end": list(os.getloadavg())}
-    json_path, md_path = _report.write_report(
+    return _report.publish(
         name, results, markdown, command=command, facts=facts, output_dir=args.output
     )
-    print(markdown)
-    print(f"wrote {json_path} and {md_path}")
-    return 0
 
 
 if __name__ == "__main__":

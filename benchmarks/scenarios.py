@@ -298,11 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["acceptance"] = acceptance(results, smallest)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]
     name = NAME + ("_quick" if args.quick else "")
-    json_path, md_path = _report.write_report(
-        name, results, render(results), facts=facts, output_dir=args.output
-    )
-    print(f"wrote {json_path} and {md_path}")
-    return 0
+    return _report.publish(name, results, render(results), facts=facts, output_dir=args.output)
 
 
 if __name__ == "__main__":

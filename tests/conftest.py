@@ -45,6 +45,17 @@ def find_shared_datasets() -> Path:
 
 SHARED_DATASETS = find_shared_datasets()
 
+#: Most pytest-xdist workers ``-n auto`` starts: each imports TensorFlow (~1 GB) and
+#: several tests start servers or worker processes of their own.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per usable CPU, at most :data:`MAX_TEST_WORKERS`."""
+    del config
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_TEST_WORKERS, usable or 1))
+
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 import tf_keras as keras
+from process_utils import run_fresh_child
 
 from tfrec.cli.common import apply_overrides
 from tfrec.data.interactions import Interactions, concat_interactions
@@ -320,18 +319,7 @@ def check_in_fresh_process(cases: Sequence[ExportCase], work_dir: Path) -> None:
                 "outputs": str(work_dir / f"outputs-{i}.npz"),
             }
         )
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(jobs)],
-        cwd=work_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, f"fresh-process check failed:\n{result.stderr[-4000:]}"
+    run_fresh_child(_CHILD, jobs, work_dir)
     for case, job in zip(cases, jobs, strict=True):
         served = np.load(job["outputs"])
         np.testing.assert_array_equal(

@@ -7,16 +7,13 @@ by hand from :data:`testing_utils.HAND_ITEM_VECTORS`.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from process_utils import run_fresh_child
 from testing_utils import (
     fit_one_step,
     hand_mean_model,
@@ -230,13 +227,7 @@ def test_explanations_reload_in_a_fresh_process_without_tfrec(hand_export, tmp_p
         "inputs": str(tmp_path / "inputs.npz"),
         "outputs": str(tmp_path / "outputs.npz"),
     }
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(job)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_fresh_child(_CHILD, job, tmp_path)
     served = np.load(tmp_path / "outputs.npz", allow_pickle=True)
     assert served["explanation_items"][:3].astype(str).tolist() == EXPECTED_ITEMS
     np.testing.assert_allclose(

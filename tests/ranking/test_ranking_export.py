@@ -1,7 +1,5 @@
 """Ranking and combined recommender SavedModels: fresh-process parity, errors, layout."""
 
-import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from process_utils import run_fresh_child
 from testing_utils import rotating_walks, train_tiny_ranker
 
 from tfrec.data.splits import leave_one_out
@@ -132,13 +131,7 @@ def test_exports_reload_in_a_fresh_process_with_the_same_outputs(models, tmp_pat
         "recommender_inputs": str(tmp_path / "recommender_inputs.npz"),
         "outputs": str(tmp_path / "outputs.npz"),
     }
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(job)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_fresh_child(_CHILD, job, tmp_path)
     served = np.load(tmp_path / "outputs.npz")
 
     expected = _expected_ranking(trained)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pandas as pd
 import pytest
+from process_utils import run_fresh_child
 from testing_utils import import_benchmark, successor_walks
 
 import tfrec
@@ -125,13 +123,7 @@ def test_export_reloads_in_a_fresh_process_with_the_same_scores(tmp_path):
     np.savez(tmp_path / "inputs.npz", **REQUEST)
     job = {"export": str(path), "inputs": str(tmp_path / "inputs.npz")}
     job["outputs"] = str(tmp_path / "scores.npy")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_USE_LEGACY_KERAS")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(job)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-4000:]
+    run_fresh_child(_CHILD, job, tmp_path)
     served = np.load(tmp_path / "scores.npy")
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(served[0], served[1])  # the history has no effect
