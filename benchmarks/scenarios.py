@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _report
+from benchmarks._cells import CellStore
 
 NAME = "scenarios"
 DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
@@ -114,13 +116,28 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def part_joint(args: argparse.Namespace, scenarios: Sequence[str], seeds: Sequence[int]) -> dict:
+def _joint_key(scenarios: Sequence[str], seed: int) -> str:
+    return f"joint_{'+'.join(scenarios)}_s{seed}"
+
+
+def _separate_key(name: str, seed: int, fraction: float = 1.0) -> str:
+    return f"separate_{name}_s{seed}" + ("" if fraction == 1.0 else f"_f{fraction:g}")
+
+
+def part_joint(
+    args: argparse.Namespace, scenarios: Sequence[str], seeds: Sequence[int], cells: CellStore
+) -> dict:
     """Separate vs joint per seed; summary means and standard errors."""
     runs: list[dict[str, Any]] = []
     for seed in seeds:
-        row = {"seed": seed, "separate": {}, "joint": joint(scenarios, seed, args, None)}
+        row: dict[str, Any] = {"seed": seed, "separate": {}}
+        row["joint"] = cells.run(
+            _joint_key(scenarios, seed), functools.partial(joint, scenarios, seed, args, None)
+        )
         for name in scenarios:
-            row["separate"][name] = separate(name, seed, args)
+            row["separate"][name] = cells.run(
+                _separate_key(name, seed), functools.partial(separate, name, seed, args)
+            )
         runs.append(row)
         logging.info("seed %d done", seed)
     summary: dict[str, Any] = {}
@@ -135,30 +152,61 @@ def part_joint(args: argparse.Namespace, scenarios: Sequence[str], seeds: Sequen
     return {"runs": runs, "summary": summary}
 
 
-def part_adapt(args: argparse.Namespace, scenarios: Sequence[str], work: Path) -> dict:
-    """Adaptation curves: from scratch vs adapted, per target and user share."""
+def adapted(
+    source: Path, target: str, *, fraction: float, seed: int, args: argparse.Namespace, work: Path
+) -> dict:
+    """``target`` added to the saved joint run ``source`` with ``fraction`` of its users."""
     from tfrec.training.adapt import AdaptSettings, adapt_scenario
 
+    settings = AdaptSettings(train_user_fraction=fraction, seed=seed, epochs=args.epochs)
+    run = adapt_scenario(
+        source, target, work / f"{target}_{fraction}_s{seed}", data_dir=args.data_dir,
+        settings=settings,
+    )  # fmt: skip
+    return {
+        "ndcg@10": run.metrics[f"{target}/test/ndcg@10"],
+        "train_seconds": run.metrics["adapt/train_seconds"],
+    }
+
+
+def part_adapt(
+    args: argparse.Namespace, scenarios: Sequence[str], work: Path, cells: CellStore
+) -> dict:
+    """Adaptation curves: from scratch vs adapted, per target and user share.
+
+    The source joint run is trained (and saved under ``work``) only when an adapted
+    cell is not finished yet and ``work`` does not hold that run already.
+    """
     seed = args.seeds[0]
     out: dict[str, Any] = {}
     for target in args.targets:
         others = [s for s in scenarios if s != target]
-        source = work / f"without_{target}"
-        base = joint(others, seed, args, source)
+        source = work / f"without_{target}_s{seed}"
+        base_key = _joint_key(others, seed)
+        keys = {f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}" for f in args.fractions}
+        missing = [f for f, key in keys.items() if cells.get(key) is None]
+        if missing and not (source / "config.json").is_file():
+            facts = _report.machine_facts()
+            cells.put(base_key, joint(others, seed, args, source), facts)
+        base = cells.get(base_key) or {"train_seconds": None}
         rows = []
         for fraction in args.fractions:
-            scratch = separate(target, seed, args, fraction)
-            settings = AdaptSettings(train_user_fraction=fraction, seed=seed, epochs=args.epochs)
-            adapted = adapt_scenario(
-                source, target, work / f"{target}_{fraction}", data_dir=args.data_dir,
-                settings=settings,
-            )  # fmt: skip
+            scratch = cells.run(
+                _separate_key(target, seed, fraction),
+                functools.partial(separate, target, seed, args, fraction),
+            )
+            adapt = cells.run(
+                keys[fraction],
+                functools.partial(
+                    adapted, source, target, fraction=fraction, seed=seed, args=args, work=work
+                ),
+            )
             rows.append({
                 "fraction": fraction,
                 "scratch_ndcg@10": scratch["metrics"]["ndcg@10"],
                 "scratch_seconds": scratch["train_seconds"],
-                "adapted_ndcg@10": adapted.metrics[f"{target}/test/ndcg@10"],
-                "adapted_seconds": adapted.metrics["adapt/train_seconds"],
+                "adapted_ndcg@10": adapt["ndcg@10"],
+                "adapted_seconds": adapt["train_seconds"],
             })  # fmt: skip
         out[target] = {"source_train_seconds": base["train_seconds"], "rows": rows}
     return out
@@ -268,6 +316,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="synthetic scenarios, tiny model")
     parser.add_argument("--output", help="report directory (default benchmarks/results)")
     parser.add_argument("--work-dir", help="where source runs are saved (default: a temp dir)")
+    parser.add_argument(
+        "--cells",
+        help="directory of finished cells (one JSON per training): a rerun with the same "
+        "directory and settings reuses them, so the benchmark can be completed over several "
+        "sessions (default: run every cell, keep none)",
+    )
     args = parser.parse_args(argv)
     default_scenarios = QUICK_SCENARIOS if args.quick else DEFAULT_SCENARIOS
     default_targets = ("synthetic_small",) if args.quick else DEFAULT_TARGETS
@@ -290,10 +344,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"scenarios": args.scenarios, "seeds": args.seeds}
     with tempfile.TemporaryDirectory(prefix="tfrec-scenarios-") as scratch:
         work = Path(args.work_dir or scratch)
+        cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
         if "joint" in args.parts:
-            results["joint"] = part_joint(args, args.scenarios, args.seeds)
+            results["joint"] = part_joint(args, args.scenarios, args.seeds, cells)
         if "adapt" in args.parts:
-            results["adapt"] = part_adapt(args, args.scenarios, work)
+            results["adapt"] = part_adapt(args, args.scenarios, work, cells)
+        results["cells"] = cells.provenance
     smallest = "synthetic_small" if args.quick else "lastfm"
     results["acceptance"] = acceptance(results, smallest)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]

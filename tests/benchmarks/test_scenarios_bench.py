@@ -56,8 +56,11 @@ def test_targets_must_be_scenarios() -> None:
 @pytest.mark.slow
 def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     argv = ["--quick", "--seeds", "1", "--fractions", "0.25,1.0", "--output", str(tmp_path)]
-    assert scenarios.main(argv) == 0
+    assert scenarios.main([*argv, "--cells", str(tmp_path / "cells")]) == 0
     report = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]
+    # 1 joint + 3 separate + 1 source + 1 scratch at 25% + 2 adapted (scratch 100% = separate)
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 8
+    assert not any(cell["reused"] for cell in report["cells"].values())
     summary = report["joint"]["summary"]
     assert set(summary) == {"synthetic_a", "synthetic_b", "synthetic_small"}
     for models in summary.values():
@@ -68,3 +71,8 @@ def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     assert all(r["adapted_seconds"] > 0 and r["scratch_seconds"] > 0 for r in rows)
     markdown = (tmp_path / "scenarios_quick.md").read_text()
     assert "## Adaptation to synthetic_small" in markdown
+    # A rerun on the same cells trains nothing and reports the same numbers.
+    assert scenarios.main([*argv, "--cells", str(tmp_path / "cells")]) == 0
+    rerun = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]
+    assert all(cell["reused"] for cell in rerun["cells"].values())
+    assert rerun["joint"] == report["joint"] and rerun["adapt"] == report["adapt"]

@@ -1,0 +1,52 @@
+"""CellStore: finished benchmark cells are reused, never mixed across settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks._cells import CellStore
+
+
+def _counting(result: dict) -> tuple[list[int], object]:
+    calls: list[int] = []
+
+    def measure() -> dict:
+        calls.append(1)
+        return result
+
+    return calls, measure
+
+
+def test_a_finished_cell_is_read_back_instead_of_measured_again(tmp_path: Path) -> None:
+    calls, measure = _counting({"ndcg@10": 0.25})
+    first = CellStore(tmp_path, {"epochs": None})
+    assert first.run("separate_lastfm_s1", measure) == {"ndcg@10": 0.25}
+    assert first.provenance["separate_lastfm_s1"]["reused"] is False
+    again = CellStore(tmp_path, {"epochs": None})  # a later session, same settings
+    assert again.run("separate_lastfm_s1", measure) == {"ndcg@10": 0.25}
+    assert len(calls) == 1 and again.provenance["separate_lastfm_s1"]["reused"] is True
+    stored = json.loads((tmp_path / "separate_lastfm_s1.json").read_text())
+    assert stored["settings"] == {"epochs": None} and "load_start" in stored["provenance"]
+
+
+def test_a_cell_of_other_settings_is_refused_naming_the_file(tmp_path: Path) -> None:
+    _, measure = _counting({"ndcg@10": 0.25})
+    CellStore(tmp_path, {"epochs": None}).run("joint_a+b_s1", measure)
+    with pytest.raises(ValueError, match=r"joint_a\+b_s1\.json: measured with settings"):
+        CellStore(tmp_path, {"epochs": 5}).run("joint_a+b_s1", measure)
+
+
+def test_without_a_directory_every_cell_runs(tmp_path: Path) -> None:
+    calls, measure = _counting({"x": 1})
+    cells = CellStore(None, {})
+    cells.run("a", measure)
+    cells.run("a", measure)
+    assert len(calls) == 2 and cells.get("a") is None and not list(tmp_path.iterdir())
+
+
+def test_a_key_with_a_path_separator_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"cell key '\.\./x'"):
+        CellStore(Path("/tmp"), {}).run("../x", lambda: {})
