@@ -70,13 +70,23 @@ class CellStore:
         self.provenance.setdefault(key, {**cell["provenance"], "reused": True})
         return cell["result"]
 
-    def put(self, key: str, result: dict[str, Any], facts: dict[str, Any]) -> None:
+    def put(
+        self,
+        key: str,
+        result: dict[str, Any],
+        facts: dict[str, Any],
+        *,
+        load_end: list[float] | None = None,
+        source: str | None = None,
+    ) -> None:
         """Records cell ``key`` (replacing an older one) measured from ``facts`` until now.
 
         Args:
             key: The cell's name.
             result: Its JSON-compatible result.
             facts: :func:`benchmarks._report.machine_facts` taken before measuring.
+            load_end: The load average when it ended (None: now).
+            source: The report it was taken from, when another benchmark measured it.
         """
         path = self._path(key)
         provenance = {
@@ -84,7 +94,8 @@ class CellStore:
             "git_dirty": facts["git_dirty"],
             "date_utc": facts["date_utc"],
             "load_start": facts["load_average"],
-            "load_end": [round(x, 2) for x in os.getloadavg()],
+            "load_end": load_end or [round(x, 2) for x in os.getloadavg()],
+            **({"source": source} if source else {}),
         }
         if path is not None:
             cell = {"key": key, "settings": self.settings, "provenance": provenance}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import logging
 import math
 import os
@@ -85,6 +86,52 @@ def separate(name: str, seed: int, args: argparse.Namespace, fraction: float = 1
     experiment.fit()
     metrics = experiment.evaluate(["test"])
     return {"metrics": _test_metrics(metrics), "train_seconds": round(experiment.train_seconds, 1)}
+
+
+def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) -> str:
+    """Makes a ``benchmarks.retrieval_quality`` report a finished separate cell.
+
+    That benchmark trains exactly what :func:`separate` trains when its config is the
+    dataset's preset with only the seed changed; the report's config is compared
+    with the one :func:`separate` would build (the data directory aside).
+
+    Returns:
+        The cell's key (``separate_<dataset>_s<seed>``).
+
+    Raises:
+        ValueError: The report's config differs from that (the message names the
+            report and the differing sections), or ``cells`` has no directory.
+    """
+    from tfrec.training.retrieval_config import RetrievalExperimentConfig
+
+    if cells.root is None:
+        raise ValueError("--import-quality needs --cells DIR (where the cells are kept)")
+    report = json.loads(path.read_text())
+    results = report["results"]
+    name, seed = results["dataset"], int(results["config"]["model"]["training"]["seed"])
+    expected = RetrievalExperimentConfig.for_dataset(name, data_dir=data_dir)
+    expected.model.training.seed = seed
+    # through the config class: a report older than a field gets that field's default
+    got = RetrievalExperimentConfig.from_json(json.dumps(results["config"])).to_dict()
+    expected_dict = expected.to_dict()
+    for config in (expected_dict, got):
+        config["data"] = {k: v for k, v in config["data"].items() if k != "data_dir"}
+    differing = sorted(k for k in expected_dict if expected_dict[k] != got.get(k))
+    if differing:
+        raise ValueError(
+            f"{path}: its config differs from the {name} preset with seed {seed} in "
+            f"{differing}; only a preset run with another seed is a separate cell"
+        )
+    metrics = results["run"]["metrics"]
+    key = _separate_key(name, seed)
+    cells.put(
+        key,
+        {"metrics": _test_metrics(metrics), "train_seconds": results["run"]["train_seconds"]},
+        report["machine"],
+        load_end=results.get("load_end"),
+        source=str(path),
+    )
+    return key
 
 
 def joint(scenarios: Sequence[str], seed: int, args: argparse.Namespace, save: Path | None):
@@ -317,6 +364,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--output", help="report directory (default benchmarks/results)")
     parser.add_argument("--work-dir", help="where source runs are saved (default: a temp dir)")
     parser.add_argument(
+        "--import-quality",
+        nargs="+",
+        metavar="REPORT",
+        help="only record these benchmarks.retrieval_quality reports (preset runs with "
+        "another seed) as finished separate cells in --cells, then exit",
+    )
+    parser.add_argument(
         "--cells",
         help="directory of finished cells (one JSON per training): a rerun with the same "
         "directory and settings reuses them, so the benchmark can be completed over several "
@@ -340,6 +394,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the parts asked for and writes the report; returns the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.import_quality:
+        cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
+        for path in args.import_quality:
+            key = import_quality_report(Path(path), cells, args.data_dir)
+            print(f"{path} -> {cells.root / key}.json")
+        return 0
     facts = _report.machine_facts()
     results: dict[str, Any] = {"scenarios": args.scenarios, "seeds": args.seeds}
     with tempfile.TemporaryDirectory(prefix="tfrec-scenarios-") as scratch:

@@ -76,3 +76,40 @@ def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     rerun = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]
     assert all(cell["reused"] for cell in rerun["cells"].values())
     assert rerun["joint"] == report["joint"] and rerun["adapt"] == report["adapt"]
+
+
+def _quality_report(path: Path, model_changes: dict) -> Path:
+    """A retrieval_quality report of the lastfm preset, seed 7, with ``model_changes``."""
+    from tfrec.training.retrieval_config import RetrievalExperimentConfig
+
+    config = RetrievalExperimentConfig.for_dataset("lastfm", data_dir="/data").to_dict()
+    config["model"]["training"]["seed"] = 7
+    config["model"].update(model_changes)
+    metrics = {f"test/{m}": 0.01 * (i + 1) for i, m in enumerate(scenarios.METRICS)}
+    report = {
+        "machine": {"git_commit": "abc", "git_dirty": False, "date_utc": "2026-11-30T00:00:00",
+                    "load_average": [0.5, 0.5, 0.5]},
+        "results": {"dataset": "lastfm", "config": config, "load_end": [1.0, 1.0, 1.0],
+                    "run": {"metrics": {**metrics, "valid/hr@10": 0.9}, "train_seconds": 12.5}},
+    }  # fmt: skip
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_a_preset_quality_run_becomes_a_separate_cell(tmp_path: Path) -> None:
+    cells = scenarios.CellStore(tmp_path / "cells", {"epochs": None, "quick": False})
+    report = _quality_report(tmp_path / "q.json", {})
+    assert scenarios.import_quality_report(report, cells, None) == "separate_lastfm_s7"
+    cell = cells.get("separate_lastfm_s7")
+    # hr@5 .01, ndcg@5 .02, hr@10 .03, ...: the test metrics only, in METRICS order
+    assert cell["metrics"]["hr@10"] == pytest.approx(0.03) and "valid/hr@10" not in cell["metrics"]
+    assert cell["train_seconds"] == 12.5
+    assert cells.provenance["separate_lastfm_s7"]["source"] == str(report)
+
+
+def test_a_tuned_quality_run_is_not_a_separate_cell(tmp_path: Path) -> None:
+    cells = scenarios.CellStore(tmp_path / "cells", {"epochs": None, "quick": False})
+    report = _quality_report(tmp_path / "q.json", {"embedding_dim": 128})
+    with pytest.raises(ValueError, match=r"q\.json: its config differs .* in \['model'\]"):
+        scenarios.import_quality_report(report, cells, None)
+    assert not (tmp_path / "cells").exists()
