@@ -50,12 +50,18 @@ class CellStore:
             raise ValueError(f"cell key {key!r}; expected letters, digits and _ . + - only")
         return self.root / f"{key}.json" if self.root is not None else None
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """The finished cell ``key``'s result, or None (no directory, or not finished).
+
+        Args:
+            key: The cell's name.
+            config: The experiment config the cell would train (``to_dict()``); when
+                given, the stored one must be the same (data directories aside).
 
         Raises:
             ValueError: A malformed ``key``, or the stored cell was measured with
-                other settings (the message names the file and both settings).
+                other settings or another config (the message names the file and
+                what differs).
         """
         path = self._path(key)
         if path is None or not path.is_file():
@@ -65,6 +71,16 @@ class CellStore:
             raise ValueError(
                 f"{path}: measured with settings {cell['settings']}, this run has "
                 f"{self.settings}; use another cells directory or the same settings"
+            )
+        if config is not None and cell.get("config") != comparable(config):
+            stored = cell.get("config") or {}
+            wanted = comparable(config)
+            differing = sorted(
+                k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k)
+            )
+            raise ValueError(
+                f"{path}: measured with another experiment config (sections {differing} "
+                "differ, e.g. a preset changed since); delete the cell to measure it again"
             )
         # reused: measured by an earlier run (a cell measured by this one stays False)
         self.provenance.setdefault(key, {**cell["provenance"], "reused": True})
@@ -78,6 +94,7 @@ class CellStore:
         *,
         load_end: list[float] | None = None,
         source: str | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         """Records cell ``key`` (replacing an older one) measured from ``facts`` until now.
 
@@ -87,6 +104,7 @@ class CellStore:
             facts: :func:`benchmarks._report.machine_facts` taken before measuring.
             load_end: The load average when it ended (None: now).
             source: The report it was taken from, when another benchmark measured it.
+            config: The experiment config it trained (``to_dict()``), checked by :meth:`get`.
         """
         path = self._path(key)
         provenance = {
@@ -99,15 +117,24 @@ class CellStore:
         }
         if path is not None:
             cell = {"key": key, "settings": self.settings, "provenance": provenance}
+            if config is not None:
+                cell["config"] = comparable(config)
             atomic_write_text(path, json.dumps({**cell, "result": result}, indent=2) + "\n")
         self.provenance[key] = {**provenance, "reused": False}
 
-    def run(self, key: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def run(
+        self,
+        key: str,
+        measure: Callable[[], dict[str, Any]],
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """The result of cell ``key``: :meth:`get` if finished, else ``measure()`` and :meth:`put`.
 
         Args:
             key: The cell's name (letters, digits and ``_ . + -``), unique in the store.
             measure: Trains and evaluates the cell; returns a JSON-compatible dict.
+            config: The experiment config ``measure`` trains (``to_dict()``), stored
+                with the cell and compared when it is reused.
 
         Returns:
             The cell's result; its provenance (commit, date, loads, ``reused``) is in
@@ -116,10 +143,22 @@ class CellStore:
         Raises:
             ValueError: As :meth:`get`.
         """
-        finished = self.get(key)
+        finished = self.get(key, config)
         if finished is not None:
             return finished
         facts = _report.machine_facts()
         result = measure()
-        self.put(key, result, facts)
+        self.put(key, result, facts, config=config)
         return result
+
+
+def comparable(config: Any) -> Any:
+    """``config`` (a ``to_dict()``) as JSON values without its ``data_dir`` entries.
+
+    Where the datasets are is not part of what a cell measured.
+    """
+    if isinstance(config, dict):
+        return {k: comparable(v) for k, v in config.items() if k != "data_dir"}
+    if isinstance(config, list | tuple):
+        return [comparable(v) for v in config]
+    return config

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _report
-from benchmarks._cells import CellStore
+from benchmarks._cells import CellStore, comparable
 
 NAME = "scenarios"
 DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
@@ -66,13 +66,12 @@ def _test_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, floa
     return {m: metrics[f"{prefix}test/{m}"] for m in METRICS if f"{prefix}test/{m}" in metrics}
 
 
-def separate(name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0) -> dict:
-    """Scenario ``name`` trained alone with its preset (``fraction`` of its users)."""
+def separate_config(name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0) -> Any:
+    """The config of scenario ``name`` trained alone: its preset (``fraction`` of its users)."""
     import dataclasses
 
     from tfrec.cli.common import apply_overrides
     from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
-    from tfrec.training.retrieval import RetrievalExperiment
     from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
 
     if name in PRESETS:
@@ -82,10 +81,26 @@ def separate(name: str, seed: int, args: argparse.Namespace, fraction: float = 1
         config.model.scenario_layers = False
     config.model = apply_overrides(config.model, _overrides(args, seed))
     config.data = dataclasses.replace(config.data, train_user_fraction=fraction)
+    return config
+
+
+def separate(config: Any) -> dict:
+    """Trains and tests one scenario alone (a :func:`separate_config`)."""
+    from tfrec.training.retrieval import RetrievalExperiment
+
     experiment = RetrievalExperiment(config)
     experiment.fit()
     metrics = experiment.evaluate(["test"])
     return {"metrics": _test_metrics(metrics), "train_seconds": round(experiment.train_seconds, 1)}
+
+
+def run_separate(
+    cells: CellStore, name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0
+) -> dict:
+    """The separate cell of ``name`` (trained unless finished with the same config)."""
+    config = separate_config(name, seed, args, fraction)
+    key = _separate_key(name, seed, fraction)
+    return cells.run(key, functools.partial(separate, config), config.to_dict())
 
 
 def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) -> str:
@@ -109,14 +124,11 @@ def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) ->
     report = json.loads(path.read_text())
     results = report["results"]
     name, seed = results["dataset"], int(results["config"]["model"]["training"]["seed"])
-    expected = RetrievalExperimentConfig.for_dataset(name, data_dir=data_dir)
-    expected.model.training.seed = seed
+    defaults = argparse.Namespace(data_dir=data_dir, quick=False, epochs=None)
+    expected = comparable(separate_config(name, seed, defaults).to_dict())
     # through the config class: a report older than a field gets that field's default
-    got = RetrievalExperimentConfig.from_json(json.dumps(results["config"])).to_dict()
-    expected_dict = expected.to_dict()
-    for config in (expected_dict, got):
-        config["data"] = {k: v for k, v in config["data"].items() if k != "data_dir"}
-    differing = sorted(k for k in expected_dict if expected_dict[k] != got.get(k))
+    got = comparable(RetrievalExperimentConfig.from_json(json.dumps(results["config"])).to_dict())
+    differing = sorted(k for k in expected if expected[k] != got.get(k))
     if differing:
         raise ValueError(
             f"{path}: its config differs from the {name} preset with seed {seed} in "
@@ -130,25 +142,32 @@ def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) ->
         report["machine"],
         load_end=results.get("load_end"),
         source=str(path),
+        config=expected,
     )
     return key
 
 
-def joint(scenarios: Sequence[str], seed: int, args: argparse.Namespace, save: Path | None):
-    """One model over ``scenarios``; per-scenario test metrics (and the run, if ``save``)."""
+def joint_config(scenarios: Sequence[str], seed: int, args: argparse.Namespace) -> Any:
+    """The config of one model over ``scenarios`` (the first one's preset model)."""
     from tfrec.cli.common import apply_overrides
-    from tfrec.training.multi_scenario import MultiScenarioExperiment
     from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
 
     config = MultiScenarioExperimentConfig.for_scenarios(list(scenarios), data_dir=args.data_dir)
     config.model = apply_overrides(config.model, _overrides(args, seed))
+    return config
+
+
+def joint(config: Any, save: Path | None) -> dict:
+    """Trains a :func:`joint_config`; per-scenario test metrics (and the run, if ``save``)."""
+    from tfrec.training.multi_scenario import MultiScenarioExperiment
+
     experiment = MultiScenarioExperiment(config, save)
     experiment.fit()
     metrics = experiment.evaluate(["test"])
     if save is not None:
         experiment.save()
     return {
-        "metrics": {name: _test_metrics(metrics, f"{name}/") for name in scenarios},
+        "metrics": {name: _test_metrics(metrics, f"{name}/") for name in config.scenarios},
         "train_seconds": round(experiment.train_seconds, 1),
     }
 
@@ -178,13 +197,12 @@ def part_joint(
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         row: dict[str, Any] = {"seed": seed, "separate": {}}
+        config = joint_config(scenarios, seed, args)
         row["joint"] = cells.run(
-            _joint_key(scenarios, seed), functools.partial(joint, scenarios, seed, args, None)
+            _joint_key(scenarios, seed), functools.partial(joint, config, None), config.to_dict()
         )
         for name in scenarios:
-            row["separate"][name] = cells.run(
-                _separate_key(name, seed), functools.partial(separate, name, seed, args)
-            )
+            row["separate"][name] = run_separate(cells, name, seed, args)
         runs.append(row)
         logging.info("seed %d done", seed)
     summary: dict[str, Any] = {}
@@ -231,22 +249,23 @@ def part_adapt(
         source = work / f"without_{target}_s{seed}"
         base_key = _joint_key(others, seed)
         keys = {f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}" for f in args.fractions}
-        missing = [f for f, key in keys.items() if cells.get(key) is None]
+        source_config = joint_config(others, seed, args).to_dict()
+        adapt_config = {"source": source_config, "target": target, "epochs": args.epochs}
+        missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
         if missing and not (source / "config.json").is_file():
             facts = _report.machine_facts()
-            cells.put(base_key, joint(others, seed, args, source), facts)
-        base = cells.get(base_key) or {"train_seconds": None}
+            config = joint_config(others, seed, args)
+            cells.put(base_key, joint(config, source), facts, config=source_config)
+        base = cells.get(base_key, source_config) or {"train_seconds": None}
         rows = []
         for fraction in args.fractions:
-            scratch = cells.run(
-                _separate_key(target, seed, fraction),
-                functools.partial(separate, target, seed, args, fraction),
-            )
+            scratch = run_separate(cells, target, seed, args, fraction)
             adapt = cells.run(
                 keys[fraction],
                 functools.partial(
                     adapted, source, target, fraction=fraction, seed=seed, args=args, work=work
                 ),
+                adapt_config,
             )
             rows.append({
                 "fraction": fraction,
@@ -354,7 +373,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parses the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", help="comma-separated (default: the four real ones)")
-    parser.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds")
+    parser.add_argument("--seeds", default="1,2,42", help="comma-separated training seeds")
     parser.add_argument("--targets", help="adaptation targets (default: lastfm,sports)")
     parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="user shares")
     parser.add_argument("--parts", default="joint,adapt", help="joint and/or adapt")

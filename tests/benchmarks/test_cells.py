@@ -50,3 +50,14 @@ def test_without_a_directory_every_cell_runs(tmp_path: Path) -> None:
 def test_a_key_with_a_path_separator_is_refused() -> None:
     with pytest.raises(ValueError, match=r"cell key '\.\./x'"):
         CellStore(Path("/tmp"), {}).run("../x", lambda: {})
+
+
+def test_a_cell_trained_with_another_config_is_refused(tmp_path: Path) -> None:
+    _, measure = _counting({"ndcg@10": 0.25})
+    config = {"data": {"dataset": "lastfm", "data_dir": "/a"}, "model": {"dropout": 0.3}}
+    CellStore(tmp_path, {}).run("separate_lastfm_s1", measure, config)
+    moved = {"data": {"dataset": "lastfm", "data_dir": "/b"}, "model": {"dropout": 0.3}}
+    assert CellStore(tmp_path, {}).get("separate_lastfm_s1", moved) == {"ndcg@10": 0.25}
+    changed = {"data": {"dataset": "lastfm", "data_dir": "/a"}, "model": {"dropout": 0.5}}
+    with pytest.raises(ValueError, match=r"another experiment config \(sections \['model'\]"):
+        CellStore(tmp_path, {}).get("separate_lastfm_s1", changed)
