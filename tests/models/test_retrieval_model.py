@@ -274,3 +274,38 @@ def test_epoch_loss_is_the_mean_over_batches():
     expected = ((math.log1p(math.e) + math.log(2)) / 2 + math.log(2)) / 2  # 0.848176
     np.testing.assert_allclose(logs["loss"][0], expected, rtol=1e-5)
     assert logs["regularization_loss"][0] == 0.0
+
+
+def test_exclude_history_leaves_each_querys_own_prefix_out_of_its_softmax():
+    # 5 item indices (3 real items), D = 2: e2 = [1, 0], e3 = [0, 1], e4 = [1, 1].
+    config = RetrievalConfig(
+        embedding_dim=2, encoder="mean", max_history=3,
+        loss=RetrievalLossConfig(kind="full", exclude_history=True),
+    )  # fmt: skip
+    model = TwoTowerModel(config, num_users=3, num_items=5)
+    model({"history": tf.constant([[2, 3, 4]])})
+    vectors = np.array([[0, 0], [0, 0], [1, 0], [0, 1], [1, 1]], np.float32)
+    model.item_tower._ids.set_weights([vectors])
+    batch = {"user": tf.constant([2]), "history": tf.constant([[2, 3, 4]])}
+    batch["target"] = tf.constant([[3, 4, 2]])
+    # Position 0: query e2 = [1, 0], logits (2, 3, 4) = [1, 0, 1]; its prefix [2] leaves
+    #   item 2 out (item 4, seen only later, stays): -log(e^0 / (e^0 + e^1)) = 1.313262.
+    # Position 1: prefix [2, 3] leaves 2 and 3 out; the target 4 is alone: loss 0.
+    # Position 2: target 2 repeats a history item, so it stays; 3 and 4 go: loss 0.
+    expected = math.log1p(math.e) / 3  # 0.437754
+    np.testing.assert_allclose(model.compute_loss(batch).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"encoder": "bert4rec"}, "exclude_history=True needs a causal history encoder"),
+        ({"encoder": "none", "use_user_embedding": True}, "needs a causal history encoder"),
+    ],
+)
+def test_exclude_history_needs_a_causal_encoder(kwargs, message):
+    loss = RetrievalLossConfig(kind="full", exclude_history=True)
+    with pytest.raises(ValueError, match=message):
+        RetrievalConfig(loss=loss, **kwargs)
+    with pytest.raises(ValueError, match="exclude_history=True needs kind='full'"):
+        RetrievalLossConfig(kind="sampled", exclude_history=True)

@@ -167,3 +167,18 @@ def test_fast_cross_entropy_matches_tensorflow():
         rtol=1e-5,
         atol=1e-7,
     )
+
+
+def test_full_softmax_without_history_items():
+    # Catalogue: items 2 [1, 0] and 3 [0, 2]. Query [1, 0], target 3, history [2, 0]:
+    # item 2 leaves the softmax, so only the target remains: loss 0. Query [0, 1],
+    # target 3, history [3, 2]: 3 is the target (a repeat) and stays, 2 goes: loss 0.
+    # Query [1, 0], target 2, history [0, 0]: logits [1, 0]: log(1 + e^-1) = 0.313262.
+    task = RetrievalTask(loss="full")
+    query = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    history = tf.constant([[2, 0], [3, 2], [0, 0]])
+    loss = task(query, CATALOGUE, tf.constant([3, 3, 2]), history_ids=history)
+    np.testing.assert_allclose(loss.numpy(), math.log1p(math.exp(-1)) / 3, rtol=1e-5)
+    with pytest.raises(ValueError, match="history_ids needs loss='full'"):
+        sampled = RetrievalTask(loss="sampled")
+        sampled(query, CATALOGUE[:3], tf.constant([2, 3, 2]), history_ids=history)

@@ -227,16 +227,23 @@ class TwoTowerModel(TfrecModel):
                 self.query_tower, features, self.config, training
             )
         elif self.encodes_history:
-            query, target_ids = self._history_queries(features, training)  # [N, D], [N]
+            query, target_ids, prefix = self._history_queries(features, training)  # [N, D], [N]
+            if self.config.loss.exclude_history:
+                return self._task_loss(query, target_ids, history_ids=prefix)
         else:
             query, target_ids = self._user_queries(features)  # [N, D], [N]
         return self._task_loss(query, target_ids)
 
-    def _task_loss(self, query: tf.Tensor, target_ids: tf.Tensor) -> tf.Tensor:
-        """The RetrievalTask loss of queries ``[N, D]`` against their target items ``[N]``."""
+    def _task_loss(
+        self, query: tf.Tensor, target_ids: tf.Tensor, history_ids: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """The RetrievalTask loss of queries ``[N, D]`` against their target items ``[N]``.
+
+        ``history_ids`` ``[N, L]``: items left out of each query's full softmax.
+        """
         if self.task.needs_full_catalogue:
             candidates = self.item_tower.all_items()  # [I, D]
-            return self.task(query, candidates, target_ids)
+            return self.task(query, candidates, target_ids, history_ids=history_ids)
         candidate_ids = target_ids  # [N]: in-batch negatives
         extra = self.config.loss.num_uniform_negatives
         if extra:
@@ -261,15 +268,23 @@ class TwoTowerModel(TfrecModel):
 
     def _history_queries(
         self, features: Mapping[str, tf.Tensor], training: bool
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Query vectors ``[N, D]`` and target ids ``[N]`` at real (history, target) positions."""
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Queries at real (history, target) positions.
+
+        Returns:
+            Query vectors ``[N, D]``, target ids ``[N]`` and each query's history
+            prefix ``[N, L']`` (the row's items up to its position, 0 after it).
+        """
         features = trim_leading_padding(features)  # [B, L'] with L' <= L
         history = tf.cast(features["history"], tf.int32)  # [B, L]
         target = tf.cast(features["target"], tf.int32)  # [B, L]
         queries = self.query_tower(features, training=training)  # [B, L, D]
         valid = tf.logical_and(target > OOV_INDEX, history > OOV_INDEX)  # [B, L]
         positions = tf.where(valid)  # [N, 2]
-        return tf.gather_nd(queries, positions), tf.gather_nd(target, positions)
+        rows = tf.gather(history, positions[:, 0])  # [N, L]
+        upto = tf.range(tf.shape(history)[1], dtype=positions.dtype)[tf.newaxis, :]
+        prefix = tf.where(upto <= positions[:, 1:2], rows, 0)  # [N, L]
+        return tf.gather_nd(queries, positions), tf.gather_nd(target, positions), prefix
 
     def _user_queries(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """ID-only: the user vector ``[N, D]`` of every real target ``[N]`` (history unread)."""

@@ -103,6 +103,11 @@ class RetrievalConfig(JsonConfig):
                 f"RetrievalConfig.scenario_layers={self.scenario_layers} needs a history "
                 f"encoder (got encoder={self.encoder!r}): the scenario layers wrap it"
             )
+        if self.loss.exclude_history and self.encoder in (NO_ENCODER, BERT4REC):
+            raise ValueError(
+                f"RetrievalConfig.loss.exclude_history=True needs a causal history encoder "
+                f"(got encoder={self.encoder!r}): its queries have no history prefix"
+            )
         if self.encoder == NO_ENCODER and self.context_dim:
             raise ValueError(
                 f"RetrievalConfig.context_dim={self.context_dim} needs a history encoder "

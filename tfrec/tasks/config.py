@@ -47,6 +47,11 @@ class RetrievalLossConfig(JsonConfig):
             correction then uses each candidate's probability under the mixture of
             N in-batch and M uniform draws, ``(N * q(item) + M / C) / (N + M)``
             (C real items). 0 = in-batch only.
+        exclude_history: ``"full"``: leave the items of each query's own history
+            (up to its position; its target excepted) out of its softmax. They are
+            never recommended (serving and the history-masked metrics remove them),
+            so pushing them down spends the model on a ranking nobody sees. Causal
+            history encoders only.
     """
 
     kind: RetrievalLoss = "full"
@@ -55,8 +60,14 @@ class RetrievalLossConfig(JsonConfig):
     remove_accidental_hits: bool = True
     num_hard_negatives: int = 0
     num_uniform_negatives: int = 0
+    exclude_history: bool = False
 
     def __post_init__(self) -> None:
+        if self.exclude_history and self.kind != "full":
+            raise ValueError(
+                f"RetrievalLossConfig.exclude_history=True needs kind='full' (got "
+                f"kind={self.kind!r}): in-batch candidates are not the catalogue's columns"
+            )
         if not self.temperature > 0:
             raise ValueError(f"RetrievalLossConfig.temperature={self.temperature}; expected > 0")
         names = ("num_hard_negatives", "num_uniform_negatives")

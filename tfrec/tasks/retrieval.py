@@ -104,6 +104,7 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
         sample_weight: tf.Tensor | None = None,
         *,
         candidate_ids: tf.Tensor | None = None,
+        history_ids: tf.Tensor | None = None,
     ) -> tf.Tensor:
         """Computes the mean loss over the N queries.
 
@@ -121,6 +122,9 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
             candidate_ids: ``"sampled"`` only: ``[N + M]`` item indices of the
                 candidates, for removing accidental hits (default ``target_ids``,
                 i.e. in-batch candidates only).
+            history_ids: ``"full"`` only: ``[N, L]`` item indices of each query's
+                history (padding 0); their columns are left out of that query's
+                softmax, its target's excepted (:func:`exclude_history_logits`).
 
         Returns:
             Scalar float32 loss.
@@ -134,8 +138,12 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
             logits = tf.matmul(
                 query / self.temperature, candidates[NUM_RESERVED:], transpose_b=True
             )  # [N, I - 2]
+            if history_ids is not None:
+                logits = exclude_history_logits(logits, history_ids, target_ids)
             per_query = sparse_softmax_cross_entropy(labels, logits)  # [N]
         else:
+            if history_ids is not None:
+                raise ValueError("RetrievalTask: history_ids needs loss='full'")
             with _float32_policy():
                 per_query = self._sampled(
                     query,
@@ -165,6 +173,36 @@ class RetrievalTask(keras.layers.Layer, tfrs.tasks.Task):
             "remove_accidental_hits": self.remove_accidental_hits,
             "num_hard_negatives": self.num_hard_negatives,
         }
+
+
+#: Logit of an excluded column: exp() of it minus any real logit is 0 in float32.
+EXCLUDED_LOGIT = -1e9
+
+
+def exclude_history_logits(
+    logits: tf.Tensor, history_ids: tf.Tensor, target_ids: tf.Tensor
+) -> tf.Tensor:
+    """Sets each row's history columns to :data:`EXCLUDED_LOGIT`, its target's excepted.
+
+    Args:
+        logits: ``[N, I - 2]`` full-catalogue logits (column j = item index j + 2).
+        history_ids: ``[N, L]`` int item indices of each row's history (padding
+            and OOV, indices < 2, are ignored).
+        target_ids: ``[N]`` int target item indices (never excluded, so a repeated
+            item stays a positive).
+
+    Returns:
+        ``[N, I - 2]`` logits; gradients flow to the columns that are kept.
+    """
+    history_ids = tf.cast(history_ids, tf.int32)
+    seen = tf.logical_and(
+        history_ids >= NUM_RESERVED, history_ids != tf.cast(target_ids, tf.int32)[:, tf.newaxis]
+    )  # [N, L]
+    where = tf.where(seen)  # [M, 2]: (row, history slot)
+    columns = tf.gather_nd(history_ids, where) - NUM_RESERVED  # [M]
+    indices = tf.stack([tf.cast(where[:, 0], tf.int32), columns], axis=1)  # [M, 2]
+    updates = tf.fill(tf.shape(columns), tf.constant(EXCLUDED_LOGIT, logits.dtype))
+    return tf.tensor_scatter_nd_update(logits, indices, updates)
 
 
 def sparse_softmax_cross_entropy(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
