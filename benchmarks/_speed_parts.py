@@ -27,11 +27,96 @@ from benchmarks._retrieval_pairs import (
 )
 
 
-def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
-    """Replays the TFRS basic-retrieval tutorial and measures it (see module doc)."""
+def _tutorial_model(data: PairData, movies: Any, s: Settings) -> tuple[Any, Any, Any]:
+    """The tutorial's compiled model with its user and movie towers.
+
+    StringLookup + Embedding towers over the unique user ids and catalogue
+    titles, ``tfrs.tasks.Retrieval`` with ``FactorizedTopK`` over ``movies`` (the
+    catalogue dataset) and Adagrad, as in the tutorial.
+
+    Returns:
+        ``(model, user_model, movie_model)``.
+    """
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
     import tf_keras as keras
+
+    unique_movie_titles = np.unique(data.catalogue)
+    unique_user_ids = np.unique(data.users)
+    user_model = keras.Sequential(
+        [
+            keras.layers.StringLookup(vocabulary=unique_user_ids, mask_token=None),
+            keras.layers.Embedding(len(unique_user_ids) + 1, s.embedding_dim),
+        ]
+    )
+    movie_model = keras.Sequential(
+        [
+            keras.layers.StringLookup(vocabulary=unique_movie_titles, mask_token=None),
+            keras.layers.Embedding(len(unique_movie_titles) + 1, s.embedding_dim),
+        ]
+    )
+    task = tfrs.tasks.Retrieval(
+        metrics=tfrs.metrics.FactorizedTopK(
+            candidates=movies.batch(s.candidate_batch).map(movie_model)
+        )
+    )
+
+    class MovielensModel(tfrs.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.movie_model = movie_model
+            self.user_model = user_model
+            self.task = task
+
+        def compute_loss(self, features: Any, training: bool = False) -> tf.Tensor:
+            user_embeddings = self.user_model(features["user_id"])
+            positive_movie_embeddings = self.movie_model(features["movie_title"])
+            return self.task(user_embeddings, positive_movie_embeddings)
+
+    model = MovielensModel()
+    model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=s.learning_rate))
+    return model, user_model, movie_model
+
+
+def _tfrs_rounding(
+    query: np.ndarray, candidates: np.ndarray, true_rows: np.ndarray, top_k: int
+) -> dict[str, Any]:
+    """Top-k accuracy computed TFRS's way, and the pairs it counts differently.
+
+    TFRS takes the true score from a separate ``reduce_sum`` and the others from
+    a matmul; the pairs lost/gained are those whose hit differs from the one with
+    every score from the same matmul.
+    """
+    import tensorflow as tf
+
+    scores = tf.linalg.matmul(query, candidates, transpose_b=True).numpy()  # [N, M]
+    separate = tf.reduce_sum(query * candidates[true_rows], axis=1).numpy()  # [N]
+    own = scores[np.arange(len(true_rows)), true_rows]  # [N]
+    hit_separate = np.sum(scores > separate[:, None], axis=1) < top_k  # [N]
+    hit_same = np.sum(scores > own[:, None], axis=1) < top_k  # [N]
+    return {
+        "tfrs_style_top_k_accuracy": float(np.mean(hit_separate)),
+        "pairs_lost_to_tfrs_rounding": int(np.sum(hit_same & ~hit_separate)),
+        "pairs_gained_by_tfrs_rounding": int(np.sum(~hit_same & hit_separate)),
+    }
+
+
+def _split_matches(train: Any, test_pairs: dict[str, Any], data: PairData, s: Settings) -> bool:
+    """Whether :func:`tutorial_split`'s rows are the tutorial's shuffled take/skip pairs."""
+    train_idx, test_idx = tutorial_split(
+        len(data.users), s.num_train, s.num_test, s.seed, s.shuffle_buffer
+    )
+    train_pairs = next(train.batch(1 << 20).as_numpy_iterator())
+    return all(
+        np.array_equal(decode_strings(pairs[key]), column[idx])
+        for pairs, idx in ((train_pairs, train_idx), (test_pairs, test_idx))
+        for key, column in (("user_id", data.users), ("movie_title", data.titles))
+    )
+
+
+def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
+    """Replays the TFRS basic-retrieval tutorial and measures it (see module doc)."""
+    import tensorflow as tf
 
     import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow)
 
@@ -45,40 +130,7 @@ def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
         shuffled = ratings.shuffle(s.shuffle_buffer, seed=s.seed, reshuffle_each_iteration=False)
         train = shuffled.take(s.num_train)
         test = shuffled.skip(s.num_train).take(s.num_test)
-        unique_movie_titles = np.unique(data.catalogue)
-        unique_user_ids = np.unique(data.users)
-        user_model = keras.Sequential(
-            [
-                keras.layers.StringLookup(vocabulary=unique_user_ids, mask_token=None),
-                keras.layers.Embedding(len(unique_user_ids) + 1, s.embedding_dim),
-            ]
-        )
-        movie_model = keras.Sequential(
-            [
-                keras.layers.StringLookup(vocabulary=unique_movie_titles, mask_token=None),
-                keras.layers.Embedding(len(unique_movie_titles) + 1, s.embedding_dim),
-            ]
-        )
-        task = tfrs.tasks.Retrieval(
-            metrics=tfrs.metrics.FactorizedTopK(
-                candidates=movies.batch(s.candidate_batch).map(movie_model)
-            )
-        )
-
-        class MovielensModel(tfrs.Model):
-            def __init__(self) -> None:
-                super().__init__()
-                self.movie_model = movie_model
-                self.user_model = user_model
-                self.task = task
-
-            def compute_loss(self, features: Any, training: bool = False) -> tf.Tensor:
-                user_embeddings = self.user_model(features["user_id"])
-                positive_movie_embeddings = self.movie_model(features["movie_title"])
-                return self.task(user_embeddings, positive_movie_embeddings)
-
-        model = MovielensModel()
-        model.compile(optimizer=keras.optimizers.Adagrad(learning_rate=s.learning_rate))
+        model, user_model, movie_model = _tutorial_model(data, movies, s)
         cached_train = train.shuffle(s.shuffle_buffer).batch(s.batch_size).cache()
         cached_test = test.batch(s.eval_batch_size).cache()
 
@@ -95,30 +147,13 @@ def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
     candidates = movie_model(tf.constant(data.catalogue)).numpy()
     true_rows = catalogue_rows(data.catalogue, decode_strings(test_pairs["movie_title"]))
     numpy_top_k = top_k_accuracy(query, candidates, true_rows, s.top_k)
-    # TFRS's way: the true score from a separate reduce_sum, the others from a matmul.
-    scores = tf.linalg.matmul(query, candidates, transpose_b=True).numpy()  # [N, M]
-    separate = tf.reduce_sum(query * candidates[true_rows], axis=1).numpy()  # [N]
-    own = scores[np.arange(len(true_rows)), true_rows]  # [N]
-    hit_separate = np.sum(scores > separate[:, None], axis=1) < s.top_k  # [N]
-    hit_same = np.sum(scores > own[:, None], axis=1) < s.top_k  # [N]
-
-    # The tfrec part reads rows by tutorial_split; check they are the tutorial's pairs.
-    train_idx, test_idx = tutorial_split(
-        len(data.users), s.num_train, s.num_test, s.seed, s.shuffle_buffer
-    )
-    train_pairs = next(train.batch(1 << 20).as_numpy_iterator())
-    split_matches = all(
-        np.array_equal(decode_strings(pairs[key]), column[idx])
-        for pairs, idx in ((train_pairs, train_idx), (test_pairs, test_idx))
-        for key, column in (("user_id", data.users), ("movie_title", data.titles))
-    )
     return {
         "model": "TFRS basic_retrieval tutorial recipe",
         "settings": dataclasses.asdict(s),
         "num_train": s.num_train,
         "num_test": len(test_pairs["user_id"]),
-        "num_users": len(unique_user_ids),
-        "num_titles": len(unique_movie_titles),
+        "num_users": len(np.unique(data.users)),
+        "num_titles": len(np.unique(data.catalogue)),
         "num_candidates": len(data.catalogue),
         "build_s": round(build.seconds, 3),
         "fit_wall_s": round(fit.seconds, 3),
@@ -128,10 +163,10 @@ def run_tutorial(data: PairData, settings: Settings) -> dict[str, Any]:
         "top_k_accuracy": numpy_top_k,
         "tfrs_top_k_accuracy": tfrs_top_k,
         "metric_abs_diff_numpy_vs_tfrs": abs(numpy_top_k - tfrs_top_k),
-        "tfrs_style_top_k_accuracy": float(np.mean(hit_separate)),
-        "pairs_lost_to_tfrs_rounding": int(np.sum(hit_same & ~hit_separate)),
-        "pairs_gained_by_tfrs_rounding": int(np.sum(~hit_same & hit_separate)),
-        "split_matches_tutorial_shuffle": split_matches,
+        # TFRS's way: the true score from a separate reduce_sum, the others from a matmul.
+        **_tfrs_rounding(query, candidates, true_rows, s.top_k),
+        # The tfrec part reads rows by tutorial_split; check they are the tutorial's pairs.
+        "split_matches_tutorial_shuffle": _split_matches(train, test_pairs, data, s),
     }
 
 

@@ -173,11 +173,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return out
 
 
-def render_markdown(
-    runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any], quick: bool = False
-) -> str:
-    """The report body: per-run table, summary, metric checks and definitions."""
-    k = next(iter(runs.values()))[0]["top_k"]
+def _runs_table(runs: dict[str, list[dict[str, Any]]], k: int) -> str:
+    """The markdown table of every run of every part (one row per run)."""
     rows = []
     for name, results in runs.items():
         for i, r in enumerate(results):
@@ -214,43 +211,60 @@ def render_markdown(
         "peak RSS MiB",
         "load avg at start",
     ]
+    return _report.markdown_table(headers, rows)
+
+
+def _summary_section(summary: dict[str, Any], k: int) -> str:
+    """The "Summary" section: speed-ups, accuracies and the verdict (both parts ran)."""
+    verdict = "PASS" if summary["accepted"] else "FAIL"
+    return (
+        "\n## Summary (medians over runs)\n\n"
+        f"- speedup (tfrec / tutorial training examples/s): **{summary['speedup']}x** "
+        f"(target >= {summary['speedup_target']:g}x)\n"
+        f"- speedup in examples per CPU-second (less sensitive to other load): "
+        f"{summary.get('cpu_speedup', 'n/a')}x\n"
+        f"- test top-{k} accuracy: tfrec {summary['tfrec']['top_k_accuracy']:.4f} vs "
+        f"tutorial {summary['tutorial']['top_k_accuracy']:.4f} "
+        f"(delta {summary['accuracy_delta']:+.4f})\n"
+        f"- whole fit() wall time ratio (tutorial / tfrec, first epoch included, "
+        f"different epoch counts): {summary['fit_wall_ratio']}x\n"
+        f"- acceptance: **{verdict}**\n"
+    )
+
+
+def _checks_section(tut: dict[str, Any], k: int) -> str:
+    """The "Checks" section: the numpy metric vs TFRS's and the split, on a tutorial run."""
+    return (
+        "\n## Checks\n\n"
+        f"- numpy top-{k} accuracy vs TFRS FactorizedTopK on the tutorial model: "
+        f"{tut['top_k_accuracy']:.6f} vs {tut['tfrs_top_k_accuracy']:.6f} "
+        f"(|diff| {tut['metric_abs_diff_numpy_vs_tfrs']:.2g}); computed TFRS's way (true "
+        f"score from a separate `reduce_sum`, other scores from a matmul): "
+        f"{tut['tfrs_style_top_k_accuracy']:.6f}. The difference is "
+        f"{tut['pairs_lost_to_tfrs_rounding']} test pairs whose true row's matmul score "
+        f"rounds above its separately computed score (TFRS then counts the true row as "
+        f"higher than itself) and {tut['pairs_gained_by_tfrs_rounding']} the other way\n"
+        f"- tutorial_split() rows equal the tutorial's shuffled take/skip pairs: "
+        f"{tut['split_matches_tutorial_shuffle']}\n"
+    )
+
+
+def render_markdown(
+    runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any], quick: bool = False
+) -> str:
+    """The report body: per-run table, summary, metric checks and definitions."""
+    k = next(iter(runs.values()))[0]["top_k"]
     text = ""
     if quick:
         text += (
             "**Smoke run (--quick): tiny synthetic data and sizes, top-10; "
             "these numbers measure nothing.**\n\n"
         )
-    text += "## Runs\n\n" + _report.markdown_table(headers, rows)
+    text += "## Runs\n\n" + _runs_table(runs, k)
     if "speedup" in summary:
-        verdict = "PASS" if summary["accepted"] else "FAIL"
-        text += (
-            "\n## Summary (medians over runs)\n\n"
-            f"- speedup (tfrec / tutorial training examples/s): **{summary['speedup']}x** "
-            f"(target >= {summary['speedup_target']:g}x)\n"
-            f"- speedup in examples per CPU-second (less sensitive to other load): "
-            f"{summary.get('cpu_speedup', 'n/a')}x\n"
-            f"- test top-{k} accuracy: tfrec {summary['tfrec']['top_k_accuracy']:.4f} vs "
-            f"tutorial {summary['tutorial']['top_k_accuracy']:.4f} "
-            f"(delta {summary['accuracy_delta']:+.4f})\n"
-            f"- whole fit() wall time ratio (tutorial / tfrec, first epoch included, "
-            f"different epoch counts): {summary['fit_wall_ratio']}x\n"
-            f"- acceptance: **{verdict}**\n"
-        )
+        text += _summary_section(summary, k)
     if "tutorial" in runs:
-        tut = runs["tutorial"][0]
-        text += (
-            "\n## Checks\n\n"
-            f"- numpy top-{k} accuracy vs TFRS FactorizedTopK on the tutorial model: "
-            f"{tut['top_k_accuracy']:.6f} vs {tut['tfrs_top_k_accuracy']:.6f} "
-            f"(|diff| {tut['metric_abs_diff_numpy_vs_tfrs']:.2g}); computed TFRS's way (true "
-            f"score from a separate `reduce_sum`, other scores from a matmul): "
-            f"{tut['tfrs_style_top_k_accuracy']:.6f}. The difference is "
-            f"{tut['pairs_lost_to_tfrs_rounding']} test pairs whose true row's matmul score "
-            f"rounds above its separately computed score (TFRS then counts the true row as "
-            f"higher than itself) and {tut['pairs_gained_by_tfrs_rounding']} the other way\n"
-            f"- tutorial_split() rows equal the tutorial's shuffled take/skip pairs: "
-            f"{tut['split_matches_tutorial_shuffle']}\n"
-        )
+        text += _checks_section(runs["tutorial"][0], k)
     if "tfrec" in runs:
         text += (
             "\n## tfrec configuration\n\n```json\n"

@@ -70,12 +70,63 @@ def _retrieval(args: argparse.Namespace, config: Any, data: Any, split: Any) -> 
     return experiment, f"trained here (epochs <= {model.training.epochs})"
 
 
+def _pool_scorer(args: argparse.Namespace, experiment: Any, scorer: Any) -> tuple[Any, str]:
+    """The scorer whose top items are the ranker's hard negatives, and where it came from.
+
+    Stage 1's ``scorer`` unless ``--pool-retrieval-dir`` names another saved
+    retrieval experiment (e.g. an earlier, less memorising checkpoint of stage 1).
+
+    Raises:
+        ValueError: That experiment's item vocabulary differs from stage 1's.
+    """
+    from tfrec.models.two_stage import RetrievalScorer
+
+    if not args.pool_retrieval_dir:
+        return scorer, "the stage-1 model"
+    from tfrec.training.retrieval import RetrievalExperiment
+
+    pool_experiment = RetrievalExperiment.from_dir(args.pool_retrieval_dir, args.data_dir)
+    if pool_experiment.item_vocab.all_tokens() != experiment.item_vocab.all_tokens():
+        raise ValueError(
+            f"--pool-retrieval-dir {args.pool_retrieval_dir}: its item vocabulary differs "
+            "from the stage-1 model's; both must be trained on the same data"
+        )
+    return RetrievalScorer(pool_experiment.model), f"loaded from {args.pool_retrieval_dir}"
+
+
+def _test_metrics(
+    trained: Any, scorer: Any, split: Any, weight: float, max_queries: int | None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Test metrics: retrieval only and two-stage at w = 0, then two-stage at ``weight``.
+
+    Returns:
+        :func:`~tfrec.evaluation.two_stage.evaluate_two_stage`'s result at w = 0
+        (``retrieval`` and ``two_stage``) and the two-stage metrics at ``weight``
+        (the same as at w = 0 when ``weight`` is 0).
+    """
+    from tfrec.evaluation.two_stage import evaluate_two_stage
+
+    ks = (1, 5, 10, 20, 50, 100)
+    base = evaluate_two_stage(
+        trained, scorer, split, ks=ks, retrieval_weight=0.0, max_queries=max_queries
+    )
+    fused = (
+        base["two_stage"]
+        if weight == 0.0
+        else evaluate_two_stage(
+            trained, scorer, split, ks=ks, retrieval_weight=weight,
+            include_retrieval=False, max_queries=max_queries,
+        )["two_stage"]
+    )  # fmt: skip
+    return base, fused
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Stage 1, stage 2, fusion-weight tuning and the test comparison."""
     import dataclasses
 
     from tfrec.evaluation.ranker import evaluate_ranker
-    from tfrec.evaluation.two_stage import evaluate_two_stage, tune_retrieval_weight
+    from tfrec.evaluation.two_stage import tune_retrieval_weight
     from tfrec.models.two_stage import RetrievalScorer
     from tfrec.training.ranking import train_ranker
     from tfrec.training.ranking_config import RankingExperimentConfig
@@ -95,18 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.retrieval_dir:  # evaluate on this run's split (the saved config's own)
         split = experiment.split
     scorer = RetrievalScorer(experiment.model)
-    pool_scorer, pool_source = scorer, "the stage-1 model"
-    if args.pool_retrieval_dir:  # e.g. an earlier, less memorising checkpoint of stage 1
-        from tfrec.training.retrieval import RetrievalExperiment
-
-        pool_experiment = RetrievalExperiment.from_dir(args.pool_retrieval_dir, args.data_dir)
-        if pool_experiment.item_vocab.all_tokens() != experiment.item_vocab.all_tokens():
-            raise ValueError(
-                f"--pool-retrieval-dir {args.pool_retrieval_dir}: its item vocabulary differs "
-                "from the stage-1 model's; both must be trained on the same data"
-            )
-        pool_scorer = RetrievalScorer(pool_experiment.model)
-        pool_source = f"loaded from {args.pool_retrieval_dir}"
+    pool_scorer, pool_source = _pool_scorer(args, experiment, scorer)
     with _report.Timer() as t:
         trained = train_ranker(
             split,
@@ -123,19 +163,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             trained, scorer, split, weights=weights, max_queries=args.tune_queries
         )
     timings["tune_s"] = round(t.seconds, 1)
-    ks = (1, 5, 10, 20, 50, 100)
     with _report.Timer() as t:
-        base = evaluate_two_stage(
-            trained, scorer, split, ks=ks, retrieval_weight=0.0, max_queries=args.max_queries
-        )
-        fused = (
-            base["two_stage"]
-            if best == 0.0
-            else evaluate_two_stage(
-                trained, scorer, split, ks=ks, retrieval_weight=best,
-                include_retrieval=False, max_queries=args.max_queries,
-            )["two_stage"]
-        )  # fmt: skip
+        base, fused = _test_metrics(trained, scorer, split, best, args.max_queries)
     timings["test_eval_s"] = round(t.seconds, 1)
     retrieval_ndcg = base["retrieval"]["ndcg@10"]
     ratio = fused["ndcg@10"] / retrieval_ndcg if retrieval_ndcg > 0 else None

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tfrec.cli import train_privacy
+from tfrec.cli import train_privacy, train_workers
 from tfrec.cli.common import (
     EVAL_MASK_HELP,
     add_command,
@@ -139,7 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         choices=choices(EvalMask),
         help=f"{EVAL_MASK_HELP} (default: the dataset's preset, history for most)",
     )
-    _add_worker_arguments(parser)
+    train_workers.add_arguments(parser)
     parser.add_argument(
         "--eval-users",
         type=int,
@@ -149,42 +149,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "interval per metric (default: every user)"
         ),
     )
-
-
-def _add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    """Multi-worker training flags (:mod:`tfrec.training.multiworker`, ``worker``)."""
-    group = parser.add_argument_group("multi-worker training (MultiWorkerMirroredStrategy)")
-    group.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help=(
-            "train on N worker processes of this machine (loopback ports; retrieval runs); "
-            "prints the TF_CONFIG of each worker. --batch-size stays the global batch"
-        ),
-    )
-    group.add_argument(
-        "--max-restarts",
-        type=int,
-        default=0,
-        help="with --workers: restart all workers after one fails, up to R times "
-        "(training continues from the last finished epoch: BackupAndRestore)",
-    )
-    group.add_argument(
-        "--worker-index",
-        type=int,
-        metavar="I",
-        help="run as worker I of the cluster in TF_CONFIG (set by --workers; on a cluster "
-        "give each worker its index, or set TF_CONFIG's task); worker 0 writes --output-dir",
-    )
-    group.add_argument(
-        "--worker-timeout",
-        type=float,
-        default=120.0,
-        help="seconds a worker waits for the others before failing with their addresses",
-    )
-    parser.set_defaults(_train_parser=parser)
-    parameter_server_cli.add_arguments(parser)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -346,11 +310,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``tfrec train``: fit, evaluate, save and export through the Experiment contract.
 
     With ``--workers N`` it launches N workers instead; with ``--worker-index``
-    it is one of them (:mod:`tfrec.training.worker`). Parameter-server training
+    it is one of them (:mod:`tfrec.cli.train_workers`). Parameter-server training
     (``--strategy parameter_server``) is :mod:`tfrec.training.parameter_server_cli`.
     """
-    from tfrec.training import multiworker  # noqa: PLC0415
-
     kind, config = experiment_config(args)
     section = getattr(config, MODEL_SECTIONS.get(kind, ("model",))[0], None)
     strategy = getattr(getattr(section, "training", None), "strategy", "auto")
@@ -359,65 +321,12 @@ def run(args: argparse.Namespace) -> int:
             args, lambda: _train(args, kind, config, Path(args.output_dir))
         )
     if args.workers is not None or args.worker_index is not None:
-        _check_multi_worker(args, kind)
+        train_workers.check(args, kind)
     if args.workers is not None:
-        command = args._train_parser
-        try:
-            multiworker.launch(
-                lambda i: multiworker.tfrec_command(
-                    multiworker.worker_argv(command, args, i), verbose=args.verbose
-                ),
-                args.workers,
-                max_restarts=args.max_restarts,
-            )
-        except multiworker.WorkersFailedError as err:
-            from tfrec.cli.main import CommandError  # noqa: PLC0415
-
-            raise CommandError(str(err)) from err
-        print(f"wrote {Path(args.output_dir) / 'metrics.json'} (worker 0)")
-        return 0
+        return train_workers.launch(args)
     if args.worker_index is not None:
-        return _run_worker(args, kind, config)
+        return train_workers.run_worker(args, lambda out: _train(args, kind, config, out))
     return _train(args, kind, config, Path(args.output_dir))
-
-
-def _check_multi_worker(args: argparse.Namespace, kind: str) -> None:
-    """Rejects flag combinations multi-worker training does not support."""
-    if kind != "retrieval":
-        raise ValueError(f"--workers/--worker-index: retrieval runs only, got --model {kind}")
-    if args.resume:
-        raise ValueError(
-            "--resume with --workers/--worker-index: a restarted cluster continues by itself "
-            "from <output-dir>/backup (BackupAndRestore); start the same command again"
-        )
-    if args.workers is not None and args.workers < 1:
-        raise ValueError(f"--workers {args.workers}; expected >= 1")
-    if args.workers is not None and args.worker_index is not None:
-        raise ValueError("--workers starts the workers itself; do not pass --worker-index")
-
-
-def _run_worker(args: argparse.Namespace, kind: str, config: Any) -> int:
-    """Joins the TF_CONFIG cluster as worker ``--worker-index`` and trains.
-
-    Worker 0 (the chief) writes ``--output-dir``; the others write the same
-    files to a temporary directory they delete (every worker must run the same
-    saves, which may hold collective operations).
-    """
-    import os  # noqa: PLC0415
-    import shutil  # noqa: PLC0415
-    import tempfile  # noqa: PLC0415
-
-    from tfrec.training import worker  # noqa: PLC0415
-
-    spec = worker.read_tf_config(os.environ.get("TF_CONFIG"), args.worker_index)
-    worker.connect(spec, args.worker_timeout, run_dir=args.output_dir)
-    if spec.is_chief:
-        return _train(args, kind, config, Path(args.output_dir))
-    scratch = Path(tempfile.mkdtemp(prefix=f"tfrec-worker{spec.index}-"))
-    try:
-        return _train(args, kind, config, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(args: argparse.Namespace, kind: str, config: Any, output_dir: Path) -> int:

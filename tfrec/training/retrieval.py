@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 import numpy as np
 import tensorflow as tf
 
-from tfrec.data.interactions import Interactions, concat_interactions
+from tfrec.data.interactions import Interactions
 from tfrec.data.item_features import ItemFeatureTables, build_item_feature_tables
 from tfrec.data.queries import EvalQueries
-from tfrec.data.sequences import interaction_pairs, retrieval_examples, user_sequences
+from tfrec.data.sequences import user_sequences
 from tfrec.data.splits import Split
 from tfrec.data.tfdata import make_dataset
 from tfrec.data.vocab import NUM_RESERVED, IdVocabulary, build_vocabularies
@@ -59,6 +59,7 @@ from tfrec.training.parameter_server import (
 )
 from tfrec.training.privacy import PrivateTraining
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
+from tfrec.training.retrieval_data import prepared_split, training_examples
 from tfrec.training.strategy import configure_precision, get_strategy
 
 logger = logging.getLogger(__name__)
@@ -147,70 +148,26 @@ class RetrievalExperiment(ExperimentBase):
     def _training_examples(self) -> tuple[dict[str, np.ndarray] | None, int, np.ndarray]:
         """``(in-memory examples or None for prepared runs, their count, item target counts)``.
 
-        ID-only (encoder="none"): the query is the user embedding alone, so every
-        train interaction is a (user, item) pair, first items and one-interaction
-        users included. History encoders need a history before each target: rows
-        from the 2nd item on.
+        See :func:`~tfrec.training.retrieval_data.training_examples`.
 
         Raises:
             ValueError: No training example.
         """
-        config = self.config
-        examples: dict[str, np.ndarray] | None = None
-        pairs = config.model.encoder == NO_ENCODER and self.prepared is None
-        if pairs:
-            examples = interaction_pairs(self.train_seqs)
-            num_examples = len(examples["user"])
-        elif self.prepared is None:
-            examples = retrieval_examples(
-                self.train_seqs, config.model.max_history, mode=config.model.training_positions
+        model = self.config.model
+        if self.prepared is not None and model.encoder == NO_ENCODER:
+            logger.info(
+                "prepared_dir with encoder='none': training on the prepared sequence rows, "
+                "so each user's first train item is not a target (in-memory runs use all)"
             )
-            num_examples = len(examples["user"])
-        else:
-            num_examples = self.prepared.summary.examples.get("train", 0)
-            if config.model.encoder == NO_ENCODER:
-                logger.info(
-                    "prepared_dir with encoder='none': training on the prepared sequence rows, "
-                    "so each user's first train item is not a target (in-memory runs use all)"
-                )
-        if num_examples == 0:
-            reason = (
-                "the training part has no interactions"
-                if pairs
-                else "every user has fewer than 2 training interactions"
-            )
-            raise ValueError(f"dataset {self.data.name!r}: no training examples ({reason})")
-        # The training targets, for item popularity and logQ: every train item with
-        # interaction pairs, else every item after a user's first train item.
-        first = 0 if pairs else 1
-        targets = [items[first:] for items in self.train_seqs.items if len(items) > first]
-        counts = np.bincount(np.concatenate(targets), minlength=self.item_vocab.size).astype(
-            np.float64
+        return training_examples(
+            self.train_seqs, model, self.item_vocab.size, self.prepared, self.data.name
         )
-        counts[:2] = 0.0
-        return examples, num_examples, counts
 
     def _load_prepared(self, directory: str) -> None:
         """Uses a ``tfrec prepare`` directory: its split, vocabularies and item table."""
-        from tfrec.data.preparation import load_prepared  # noqa: PLC0415
-
-        prepared = load_prepared(directory)
-        if prepared.config.max_len != self.config.model.max_history:
-            raise ValueError(
-                f"prepared_dir {directory} has histories of length {prepared.config.max_len} "
-                f"but model.max_history={self.config.model.max_history}; use the same value "
-                "(tfrec prepare --max-len / tfrec train --max-history)"
-            )
-        parts = prepared.parts
-        self.prepared = prepared
-        self.split = Split(
-            train=parts["train"],
-            valid=parts.get("valid"),
-            test=parts["test"],
-            protocol=prepared.summary.protocol,
-        )
-        self.data = concat_interactions(*parts.values())
-        self.user_vocab, self.item_vocab = prepared.user_vocab, prepared.item_vocab
+        max_history = self.config.model.max_history
+        self.prepared, self.split, self.data = prepared_split(directory, max_history)
+        self.user_vocab, self.item_vocab = self.prepared.user_vocab, self.prepared.item_vocab
 
     def _train_dataset(self) -> tf.data.Dataset:
         """Global batches of ``training.batch_size``, sharded per worker when distributed.
