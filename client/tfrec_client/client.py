@@ -24,7 +24,10 @@ import numpy as np
 
 from tfrec_client import _wire
 from tfrec_client.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     ServingError,
     UnavailableError,
     from_rpc_error,
@@ -32,7 +35,22 @@ from tfrec_client.errors import (
 from tfrec_client.tensors import dtype_name, make_ndarray, make_tensor_proto
 from tfrec_client.types import ModelMetadata, Recommendations, Signature, TensorSpec, VersionStatus
 
-__all__ = ["RecommenderClient"]
+# tfrec.serving.client *is* this module (it replaces itself in sys.modules), so the typed
+# errors and message types are exported here too, beside tfrec_client's top level.
+__all__ = [
+    "DeadlineExceededError",
+    "InvalidArgumentError",
+    "ModelMetadata",
+    "NotFoundError",
+    "Recommendations",
+    "RecommenderClient",
+    "ResourceExhaustedError",
+    "ServingError",
+    "Signature",
+    "TensorSpec",
+    "UnavailableError",
+    "VersionStatus",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
