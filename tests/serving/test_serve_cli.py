@@ -71,12 +71,17 @@ def test_sigint_stops_serve_until_signal_cleanly(export_dir) -> None:
             answers.append(c.recommend(user_ids=["u"], k=1).item_ids.tolist())
         os.kill(os.getpid(), signal.SIGINT)
 
-    thread = threading.Thread(target=use_then_interrupt)
-    thread.start()
-    assert serve_until_signal(server) == 0  # returns instead of raising KeyboardInterrupt
-    thread.join(timeout=10)
-    assert answers == [[["a"]]]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    # Python's own SIGINT handler, as in a shell (a pytest-xdist worker ignores SIGINT).
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        thread = threading.Thread(target=use_then_interrupt)
+        thread.start()
+        assert serve_until_signal(server) == 0  # returns instead of raising KeyboardInterrupt
+        thread.join(timeout=10)
+        assert answers == [[["a"]]]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def serve_subprocess(args: list[str], path_env: str | None = None) -> subprocess.Popen:
