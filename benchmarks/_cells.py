@@ -72,12 +72,8 @@ class CellStore:
                 f"{path}: measured with settings {cell['settings']}, this run has "
                 f"{self.settings}; use another cells directory or the same settings"
             )
-        if config is not None and cell.get("config") != comparable(config):
-            stored = cell.get("config") or {}
-            wanted = comparable(config)
-            differing = sorted(
-                k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k)
-            )
+        differing = [] if config is None else differing_sections(cell.get("config"), config)
+        if differing:
             raise ValueError(
                 f"{path}: measured with another experiment config (sections {differing} "
                 "differ, e.g. a preset changed since); delete the cell to measure it again"
@@ -162,3 +158,9 @@ def comparable(config: Any) -> Any:
     if isinstance(config, list | tuple):
         return [comparable(v) for v in config]
     return config
+
+
+def differing_sections(stored: dict[str, Any] | None, config: dict[str, Any]) -> list[str]:
+    """Top-level keys whose values differ between two configs (``data_dir`` aside)."""
+    stored, wanted = comparable(stored or {}), comparable(config)
+    return sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))

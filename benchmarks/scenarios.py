@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _report
-from benchmarks._cells import CellStore, comparable
+from benchmarks._cells import CellStore, differing_sections
 
 NAME = "scenarios"
 DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
@@ -126,10 +126,10 @@ def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) ->
     results = report["results"]
     name, seed = results["dataset"], int(results["config"]["model"]["training"]["seed"])
     defaults = argparse.Namespace(data_dir=data_dir, quick=False, epochs=None)
-    expected = comparable(separate_config(name, seed, defaults).to_dict())
+    expected = separate_config(name, seed, defaults).to_dict()
     # through the config class: a report older than a field gets that field's default
-    got = comparable(RetrievalExperimentConfig.from_json(json.dumps(results["config"])).to_dict())
-    differing = sorted(k for k in expected if expected[k] != got.get(k))
+    got = RetrievalExperimentConfig.from_json(json.dumps(results["config"])).to_dict()
+    differing = differing_sections(got, expected)
     if differing:
         raise ValueError(
             f"{path}: its config differs from the {name} preset with seed {seed} in "
@@ -250,12 +250,12 @@ def part_adapt(
         source = work / f"without_{target}_s{seed}"
         base_key = _joint_key(others, seed)
         keys = {f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}" for f in args.fractions}
-        source_config = joint_config(others, seed, args).to_dict()
+        config = joint_config(others, seed, args)
+        source_config = config.to_dict()
         adapt_config = {"source": source_config, "target": target, "epochs": args.epochs}
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
         if missing and not (source / "config.json").is_file():
             facts = _report.machine_facts()
-            config = joint_config(others, seed, args)
             cells.put(base_key, joint(config, source), facts, config=source_config)
         base = cells.get(base_key, source_config) or {"train_seconds": None}
         rows = []
@@ -414,8 +414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the parts asked for and writes the report; returns the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
     if args.import_quality:
-        cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
         for path in args.import_quality:
             key = import_quality_report(Path(path), cells, args.data_dir)
             print(f"{path} -> {cells.root / key}.json")
@@ -424,7 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"scenarios": args.scenarios, "seeds": args.seeds}
     with tempfile.TemporaryDirectory(prefix="tfrec-scenarios-") as scratch:
         work = Path(args.work_dir or scratch)
-        cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
         if "joint" in args.parts:
             results["joint"] = part_joint(args, args.scenarios, args.seeds, cells)
         if "adapt" in args.parts:

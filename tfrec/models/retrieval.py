@@ -227,9 +227,9 @@ class TwoTowerModel(TfrecModel):
                 self.query_tower, features, self.config, training
             )
         elif self.encodes_history:
-            query, target_ids, prefix = self._history_queries(features, training)  # [N, D], [N]
-            if self.config.loss.exclude_history:
-                return self._task_loss(query, target_ids, history_ids=prefix)
+            with_prefix = self.config.loss.exclude_history
+            query, target_ids, prefix = self._history_queries(features, training, with_prefix)
+            return self._task_loss(query, target_ids, history_ids=prefix)  # [N, D], [N]
         else:
             query, target_ids = self._user_queries(features)  # [N, D], [N]
         return self._task_loss(query, target_ids)
@@ -267,13 +267,14 @@ class TwoTowerModel(TfrecModel):
         )
 
     def _history_queries(
-        self, features: Mapping[str, tf.Tensor], training: bool
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        self, features: Mapping[str, tf.Tensor], training: bool, with_prefix: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None]:
         """Queries at real (history, target) positions.
 
         Returns:
-            Query vectors ``[N, D]``, target ids ``[N]`` and each query's history
-            prefix ``[N, L']`` (the row's items up to its position, 0 after it).
+            Query vectors ``[N, D]``, target ids ``[N]`` and, with ``with_prefix``,
+            each query's history prefix ``[N, L']`` (the row's items up to its
+            position, 0 after it; None otherwise).
         """
         features = trim_leading_padding(features)  # [B, L'] with L' <= L
         history = tf.cast(features["history"], tf.int32)  # [B, L]
@@ -281,9 +282,11 @@ class TwoTowerModel(TfrecModel):
         queries = self.query_tower(features, training=training)  # [B, L, D]
         valid = tf.logical_and(target > OOV_INDEX, history > OOV_INDEX)  # [B, L]
         positions = tf.where(valid)  # [N, 2]
-        rows = tf.gather(history, positions[:, 0])  # [N, L]
-        upto = tf.range(tf.shape(history)[1], dtype=positions.dtype)[tf.newaxis, :]
-        prefix = tf.where(upto <= positions[:, 1:2], rows, 0)  # [N, L]
+        prefix = None
+        if with_prefix:
+            rows = tf.gather(history, positions[:, 0])  # [N, L]
+            upto = tf.range(tf.shape(history)[1], dtype=positions.dtype)[tf.newaxis, :]
+            prefix = tf.where(upto <= positions[:, 1:2], rows, 0)  # [N, L]
         return tf.gather_nd(queries, positions), tf.gather_nd(target, positions), prefix
 
     def _user_queries(self, features: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
