@@ -128,7 +128,8 @@ def plot(results: dict[str, Any], path: Any) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     curves = [
-        ("TF IVF export, in-process", results["ivf"]["in_process"], "o-"),
+        ("TF IVF export, in-process (TF2 call)", results["ivf"]["in_process"], "o-"),
+        ("TF IVF export, in-process (Session)", results["ivf"].get("in_process_session"), "d-"),
         ("TF IVF export, local server (gRPC)", results["ivf"].get("server") or [], "s--"),
     ]
     anchors = results.get("faiss") or {}
@@ -137,7 +138,7 @@ def plot(results: dict[str, Any], path: Any) -> None:
     if anchors.get("hnsw"):
         curves.append(("Faiss HNSW", anchors["hnsw"]["rows"], "v-"))
     for label, rows, style in curves:
-        if rows:
+        if rows:  # None or [] when not measured
             ax.plot(
                 [r["recall_at_10"] for r in rows], [r["p50_ms"] for r in rows], style, label=label
             )

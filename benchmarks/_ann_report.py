@@ -42,12 +42,14 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     ``ivf_nprobe`` is the first swept ``nprobe`` reaching the target; the speed-ups
     over brute force use its measured p50 (in-process and through the server).
     ``p50_at_target_ms`` interpolates every curve at exactly the target recall,
-    and ``ratio_to_faiss_ivf`` compares the IVF export with Faiss IVF-Flat there.
+    and ``ratio_to_faiss_ivf`` compares the IVF export with Faiss IVF-Flat there
+    (``_session``: the export run by the Session runtime, as TF Serving runs it).
     """
     ivf = results["ivf"]
     anchors = results.get("faiss") or {}
     curves = {
         "ivf_in_process": ivf["in_process"],
+        "ivf_in_process_session": ivf.get("in_process_session") or [],
         "ivf_server": ivf.get("server") or [],
         "faiss_ivf_flat": (anchors.get("ivf_flat") or {}).get("rows", []),
         "faiss_hnsw": (anchors.get("hnsw") or {}).get("rows", []),
@@ -64,8 +66,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if best["nprobe"] in server and results["brute"].get("server"):
         ratio = results["brute"]["server"]["p50_ms"] / server[best["nprobe"]]["p50_ms"]
         out["speedup_server"] = round(ratio, 2)
-    if at["ivf_in_process"] and at["faiss_ivf_flat"]:
-        out["ratio_to_faiss_ivf"] = round(at["ivf_in_process"] / at["faiss_ivf_flat"], 2)
+    for curve, key in (
+        ("ivf_in_process", "ratio_to_faiss_ivf"),
+        ("ivf_in_process_session", "ratio_to_faiss_ivf_session"),
+    ):
+        if at[curve] and at["faiss_ivf_flat"]:
+            out[key] = round(at[curve] / at["faiss_ivf_flat"], 2)
     return out
 
 
@@ -99,8 +105,16 @@ def render(results: dict[str, Any], k: int) -> str:
             [[w, r["p50_ms"], r["p99_ms"]] for w, r in results["brute"].items() if r],
         ),
         "\n## IVF export, in-process (recall against the brute-force export)\n",
+        "TF2 `signatures[...]` calls on tensors:\n",
         _table(results["ivf"]["in_process"], "nprobe"),
     ]
+    if results["ivf"].get("in_process_session"):
+        lines += [
+            "\nThe same SavedModel run as TF Serving runs it (`tfrec.serving.servable."
+            "Servable`: a TF1 Session callable, ops in the calling thread, numpy in and "
+            "out):\n",
+            _table(results["ivf"]["in_process_session"], "nprobe"),
+        ]
     if results["ivf"].get("server"):
         lines += [
             "\n## IVF export, local server (gRPC)\n",

@@ -217,6 +217,38 @@ def in_process(exports: dict[str, Any], s: Settings) -> tuple[dict, list[dict], 
     return brute_row, rows, truth
 
 
+def in_session(
+    exports: dict[str, Any], s: Settings, recall: dict[int, float]
+) -> tuple[dict, list[dict]]:
+    """Batch-1 latency of both exports run as TF Serving runs a SavedModel.
+
+    ``tfrec.serving.servable.Servable``: the ``serve`` MetaGraph in a TF1
+    Session, one C++ callable per signature, ops in the calling thread, numpy in
+    and out (what the local server calls; ``tensorflow_model_server`` does the
+    same in C++). ``recall`` (by nprobe) is copied from :func:`in_process`: the
+    same graph gives the same answers.
+    """
+    from tfrec.serving.servable import Servable
+
+    def inputs(j: int, nprobe: int | None = None) -> dict[str, np.ndarray]:
+        out = {
+            "user_id": np.array([f"q{j}".encode()], dtype=object),
+            "history": np.zeros((1, 0), dtype=object),
+            "k": np.array([K], np.int32),
+        }
+        return out if nprobe is None else {**out, "nprobe": np.array([nprobe], np.int32)}
+
+    brute = Servable("brute", 1, exports["brute"]["path"])
+    brute_row = _latency(lambda j: brute.run("serving_default", inputs(j)), s)
+    ivf = Servable("ivf", 1, exports["ivf"]["path"])
+    rows = []
+    for nprobe in _sweep(exports, s):
+        row = {"nprobe": nprobe, "recall_at_10": recall[nprobe]}
+        row.update(_latency(lambda j, n=nprobe: ivf.run("with_nprobe", inputs(j, n)), s))
+        rows.append(row)
+    return brute_row, rows
+
+
 def through_server(
     base: Path, exports: dict[str, Any], s: Settings
 ) -> tuple[dict, dict, list[dict]]:
@@ -276,6 +308,11 @@ def measure(work: Path, s: Settings) -> dict[str, Any]:
     brute_row, ivf_rows, truth = in_process(exports, s)
     results["brute"] = {"in_process": brute_row, "server": None}
     results["ivf"] = {"in_process": ivf_rows, "server": None}
+    log.info("in-process latency, Session runtime")
+    recall = {row["nprobe"]: row["recall_at_10"] for row in ivf_rows}
+    results["brute"]["in_process_session"], results["ivf"]["in_process_session"] = in_session(
+        exports, s, recall
+    )
     if s.server:
         log.info("latency through the local server")
         brute_server, brute_batch, results["ivf"]["server"] = through_server(work, exports, s)

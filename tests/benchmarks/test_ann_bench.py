@@ -27,6 +27,10 @@ def test_summary_picks_the_cheapest_settings_reaching_the_target():
                 {"nprobe": 16, "recall_at_10": 0.99, "p50_ms": 8.0},
             ],
             "server": [{"nprobe": 4, "p50_ms": 6.0}],
+            "in_process_session": [
+                {"nprobe": 1, "recall_at_10": 0.90, "p50_ms": 1.0},
+                {"nprobe": 4, "recall_at_10": 0.96, "p50_ms": 2.2},
+            ],
         },
         "faiss": {
             "ivf_flat": {
@@ -48,6 +52,9 @@ def test_summary_picks_the_cheapest_settings_reaching_the_target():
     assert summary["p50_at_target_ms"]["faiss_ivf_flat"] == 1.0
     assert summary["p50_at_target_ms"]["faiss_hnsw"] is None  # not measured
     assert summary["ratio_to_faiss_ivf"] == 3.67
+    # The Session curve at 0.95: 1 + 5/6 * 1.2 = 2.0 ms, twice Faiss.
+    assert summary["p50_at_target_ms"]["ivf_in_process_session"] == pytest.approx(2.0)
+    assert summary["ratio_to_faiss_ivf_session"] == 2.0
 
 
 def test_summary_without_a_setting_reaching_the_target():
@@ -80,6 +87,12 @@ def test_small_run_without_server_or_faiss(tmp_path):
     default = results["exports"]["ivf"]["index"]["nprobe"]
     assert default in [row["nprobe"] for row in rows]  # the export's default is measured too
     assert results["brute"]["in_process"]["p50_ms"] > 0 and results["faiss"] is None
+    # The Session runtime (as TF Serving runs the export) is timed for the same sweep
+    session = results["ivf"]["in_process_session"]
+    assert [(r["nprobe"], r["recall_at_10"]) for r in session] == [
+        (r["nprobe"], r["recall_at_10"]) for r in rows
+    ]
+    assert results["brute"]["in_process_session"]["p50_ms"] > 0 and session[0]["p50_ms"] > 0
 
 
 @pytest.mark.slow

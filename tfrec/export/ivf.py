@@ -213,11 +213,11 @@ class IvfIndex(tf.Module):
         positions, valid = self._positions(parts, sizes)  # [B, C]
         vectors = tf.gather(self.vectors, positions)  # [B, C, D]
         scores = tf.where(valid, tf.einsum("bd,bcd->bc", query, vectors), -np.inf)  # [B, C]
-        ids = tf.where(valid, tf.gather(self.item_ids, positions), 0)  # [B, C]
         # At most L items are excluded: the best `top` of the rest are among the best top + L.
         shortlist = tf.minimum(need, tf.shape(scores)[1])
         values, picks = tf.math.top_k(scores, k=shortlist)
-        ids = tf.gather(ids, picks, batch_dims=1)  # [B, S]
+        # ids of the shortlist only (a padding slot points at row 0 and keeps its -inf)
+        ids = tf.gather(self.item_ids, tf.gather(positions, picks, batch_dims=1))  # [B, S]
         excluded = tf.reduce_any(ids[:, :, tf.newaxis] == exclude[:, tf.newaxis, :], axis=2)
         values = tf.where(excluded, tf.constant(-np.inf, values.dtype), values)
         values, picks = tf.math.top_k(values, k=top)
