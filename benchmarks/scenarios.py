@@ -221,10 +221,16 @@ def part_joint(
 def adapted(
     source: Path, target: str, *, fraction: float, seed: int, args: argparse.Namespace, work: Path
 ) -> dict:
-    """``target`` added to the saved joint run ``source`` with ``fraction`` of its users."""
+    """``target`` added to the saved joint run ``source`` with ``fraction`` of its users.
+
+    It trains on the from-scratch run's schedule (maximum epochs and patience).
+    """
     from tfrec.training.adapt import AdaptSettings, adapt_scenario
 
-    settings = AdaptSettings(train_user_fraction=fraction, seed=seed, epochs=args.epochs)
+    epochs, patience = _scratch_schedule(target, seed, args)
+    settings = AdaptSettings(
+        train_user_fraction=fraction, seed=seed, epochs=epochs, patience=patience
+    )
     run = adapt_scenario(
         source, target, work / f"{target}_{fraction}_s{seed}", data_dir=args.data_dir,
         settings=settings,
@@ -233,6 +239,12 @@ def adapted(
         "ndcg@10": run.metrics[f"{target}/test/ndcg@10"],
         "train_seconds": run.metrics["adapt/train_seconds"],
     }
+
+
+def _scratch_schedule(target: str, seed: int, args: argparse.Namespace) -> tuple[int, int]:
+    """Maximum epochs and patience of ``target``'s from-scratch runs."""
+    training = separate_config(target, seed, args).model.training
+    return training.epochs, training.patience
 
 
 def part_adapt(
@@ -252,7 +264,10 @@ def part_adapt(
         keys = {f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}" for f in args.fractions}
         config = joint_config(others, seed, args)
         source_config = config.to_dict()
-        adapt_config = {"source": source_config, "target": target, "epochs": args.epochs}
+        adapt_config = {
+            "source": source_config, "target": target,
+            "schedule": _scratch_schedule(target, seed, args),
+        }  # fmt: skip
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
         if missing and not (source / "config.json").is_file():
             facts = _report.machine_facts()

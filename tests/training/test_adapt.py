@@ -17,6 +17,7 @@ from tfrec.training.config import TrainingConfig
 from tfrec.training.experiment import load_experiment
 from tfrec.training.multi_scenario import MultiScenarioExperiment
 from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
 SCENARIOS = [
     SyntheticScenario("tiny_a", num_users=60, num_items=20, seed=1),
@@ -83,6 +84,25 @@ def test_frozen_adaptation_trains_only_the_new_scenario(source: Path, tmp_path: 
     assert again.config.scenarios == ["tiny_a", "tiny_b", "tiny_new"]
 
 
+def test_the_new_scenario_trains_on_its_own_presets_schedule(
+    source: Path, tmp_path: Path
+) -> None:
+    # The source trains 2 epochs with patience 2 (an epoch there is a pass over every
+    # scenario); the new scenario alone gets its preset's length and patience, keeping
+    # the shared seed and batch size. Explicit settings win over both.
+    preset = RetrievalExperimentConfig.for_dataset("synthetic").model.training
+    assert (preset.epochs, preset.patience) != (2, 2)  # else the test shows nothing
+    result = adapt_scenario(source, "tiny_new", tmp_path / "default")
+    training = result.experiments["tiny_new"].config.model.training
+    assert (training.epochs, training.patience) == (preset.epochs, preset.patience)
+    assert (training.batch_size, training.seed) == (32, result.config.model.training.seed)
+    runs = len(result.experiments["tiny_new"].history["loss"])
+    assert preset.patience < runs <= preset.epochs  # early stopping waits `patience` epochs
+    settings = AdaptSettings(epochs=1, patience=1)
+    result = adapt_scenario(source, "tiny_new", tmp_path / "set", settings=settings)
+    assert len(result.experiments["tiny_new"].history["loss"]) == 1
+
+
 def test_unfrozen_epochs_move_the_encoder_and_remeasure_everyone(
     source: Path, tmp_path: Path
 ) -> None:
@@ -106,3 +126,5 @@ def test_errors_name_the_problem(source: Path, tmp_path: Path) -> None:
         adapt_scenario(retrieval_run, "tiny_new", tmp_path / "y")
     with pytest.raises(ValueError, match="unfreeze_lr_factor"):
         AdaptSettings(unfreeze_lr_factor=0.0)
+    with pytest.raises(ValueError, match="patience=0"):
+        AdaptSettings(patience=0)

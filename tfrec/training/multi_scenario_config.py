@@ -67,7 +67,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
                 f"MultiScenarioExperimentConfig.scenarios={names}; expected distinct "
                 "names without '/' (at least one)"
             )
-        unknown = [name for name in names if self._preset(name) is None]
+        unknown = [name for name in names if self.preset(name) is None]
         if unknown:
             raise ValueError(
                 f"MultiScenarioExperimentConfig.scenarios: unknown {unknown}; expected dataset "
@@ -82,7 +82,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
                 f"MultiScenarioExperimentConfig.weights={self.weights}; expected "
                 f"{len(names)} finite numbers > 0 (one per scenario) or None"
             )
-        first = self._preset(names[0])
+        first = self.preset(names[0])
         if self.model is None:
             self.model = copy.deepcopy(first.model)
         if self.evaluation is None:
@@ -100,8 +100,8 @@ class MultiScenarioExperimentConfig(JsonConfig):
                 "XLA does not reliably compile the per-scenario tf.switch_case train step"
             )
 
-    def _preset(self, name: str) -> RetrievalExperimentConfig | None:
-        """The preset whose data (split) scenario ``name`` uses; None if unknown."""
+    def preset(self, name: str) -> RetrievalExperimentConfig | None:
+        """The preset of scenario ``name`` alone (its data split, schedule); None if unknown."""
         own = {s.name: s for s in self.synthetic_scenarios}
         synthetic = own.get(name) or SYNTHETIC_SCENARIOS.get(name)
         if synthetic is not None:
@@ -124,7 +124,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
         """
         if name not in self.scenarios:
             raise ValueError(f"scenario {name!r} is not one of {self.scenarios}")
-        preset = self._preset(name)
+        preset = self.preset(name)
         data = preset.data
         if self.data_dir is not None:
             data = dataclasses.replace(data, data_dir=self.data_dir)
