@@ -38,7 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", required=True, help="the new run directory")
     parser.add_argument("--data-dir", help="folder holding the datasets (overrides the saved one)")
     parser.add_argument(
-        "--epochs", type=int, help="maximum frozen-encoder epochs (default: the shared model's)"
+        "--epochs",
+        type=int,
+        help="maximum frozen-encoder epochs (default: the new dataset's preset, as "
+        "`tfrec train --dataset X` would train it; the shared model's if it has none)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        help="early-stopping patience of those epochs (default: like --epochs)",
     )
     parser.add_argument(
         "--unfreeze-epochs",
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = AdaptSettings(
         epochs=args.epochs,
+        patience=args.patience,
         unfreeze_epochs=args.unfreeze_epochs,
         unfreeze_lr_factor=args.unfreeze_lr_factor,
         train_user_fraction=args.train_user_fraction,

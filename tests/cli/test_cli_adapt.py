@@ -1,0 +1,41 @@
+"""``tfrec adapt`` through the CLI: flags reach AdaptSettings, bad values are usage errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tfrec.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A two-scenario joint run (tiny GRU, one epoch) saved by ``tfrec train --scenarios``."""
+    out = tmp_path_factory.mktemp("joint")
+    args = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(out)]
+    tiny = ["--encoder", "gru", "--epochs", "1", "--set", "embedding_dim=4", "--no-export"]
+    assert main([*args, *tiny, "--set", "max_history=8"]) == 0
+    return out
+
+
+def test_adapt_trains_the_new_scenario_with_the_flags_given(source, tmp_path, capsys):
+    out = tmp_path / "adapted"
+    argv = ["adapt", "--from", str(source), "--dataset", "synthetic_small", "--output-dir"]
+    code = main([*argv, str(out), "--epochs", "3", "--patience", "1", "--no-export"])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "synthetic_small/test/ndcg@10" in printed and "adapt/train_seconds" in printed
+    record = json.loads((out / "adapt.json").read_text())
+    assert record["settings"]["epochs"] == 3 and record["settings"]["patience"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the old scenarios' metrics are carried over, the new one's added
+    assert {"synthetic_a/test/ndcg@10", "synthetic_small/test/ndcg@10"} <= set(metrics)
+
+
+def test_a_bad_patience_is_a_clear_error(source, tmp_path, capsys):
+    argv = ["adapt", "--from", str(source), "--dataset", "synthetic_small", "--output-dir"]
+    code = main([*argv, str(tmp_path / "x"), "--patience", "0", "--no-export"])
+    assert code == 2
+    assert "patience=0; expected >= 1" in capsys.readouterr().err
