@@ -84,9 +84,7 @@ def test_frozen_adaptation_trains_only_the_new_scenario(source: Path, tmp_path: 
     assert again.config.scenarios == ["tiny_a", "tiny_b", "tiny_new"]
 
 
-def test_the_new_scenario_trains_on_its_own_presets_schedule(
-    source: Path, tmp_path: Path
-) -> None:
+def test_the_new_scenario_trains_on_its_own_presets_schedule(source: Path, tmp_path: Path) -> None:
     # The source trains 2 epochs with patience 2 (an epoch there is a pass over every
     # scenario); the new scenario alone gets its preset's length and patience, keeping
     # the shared seed and batch size. Explicit settings win over both.
