@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tfrec.training.config import TrainingConfig
 from tfrec.training.experiment import RunLayout, read_kind, write_json
 from tfrec.training.multi_scenario import MultiScenarioExperiment
+from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
 from tfrec.training.optimizers import make_optimizer
 from tfrec.training.retrieval import RetrievalExperiment
 
@@ -135,7 +137,9 @@ def _new_scenario(
     return result
 
 
-def _schedule(config: Any, dataset: str, settings: AdaptSettings) -> Any:
+def _schedule(
+    config: MultiScenarioExperimentConfig, dataset: str, settings: AdaptSettings
+) -> TrainingConfig:
     """The new scenario's training config: the shared one with the target's epochs and patience.
 
     ``settings`` first, then the target's preset (see :class:`AdaptSettings`), then
@@ -163,7 +167,7 @@ def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSet
     logger.info(
         "adapting to %r: %d trainable parameters (shared encoder frozen)", dataset, trainable
     )
-    history = sub.fit()  # the schedule of _schedule
+    history = sub.fit()  # on the schedule _schedule set
     if settings.unfreeze_epochs:
         lower = dataclasses.replace(
             optimizer_config,
