@@ -63,8 +63,10 @@ def _overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     return out
 
 
-def _test_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
-    return {m: metrics[f"{prefix}test/{m}"] for m in METRICS if f"{prefix}test/{m}" in metrics}
+def _test_metrics(
+    metrics: dict[str, float], prefix: str = "", part: str = "test"
+) -> dict[str, float]:
+    return {m: metrics[f"{prefix}{part}/{m}"] for m in METRICS if f"{prefix}{part}/{m}" in metrics}
 
 
 def separate_config(name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0) -> Any:
@@ -164,11 +166,14 @@ def joint(config: Any, save: Path | None) -> dict:
 
     experiment = MultiScenarioExperiment(config, save)
     experiment.fit()
-    metrics = experiment.evaluate(["test"])
+    metrics = experiment.evaluate(["valid", "test"])
     if save is not None:
         experiment.save()
     return {
         "metrics": {name: _test_metrics(metrics, f"{name}/") for name in config.scenarios},
+        "valid_metrics": {  # what settings of the joint model are chosen on
+            name: _test_metrics(metrics, f"{name}/", "valid") for name in config.scenarios
+        },
         "train_seconds": round(experiment.train_seconds, 1),
     }
 

@@ -16,7 +16,8 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("joint")
     args = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(out)]
     tiny = ["--encoder", "gru", "--epochs", "1", "--set", "embedding_dim=4", "--no-export"]
-    assert main([*args, *tiny, "--set", "max_history=8"]) == 0
+    own = ["--scenario-user-embeddings", "yes,no"]
+    assert main([*args, *tiny, *own, "--set", "max_history=8"]) == 0
     return out
 
 
@@ -32,6 +33,11 @@ def test_adapt_trains_the_new_scenario_with_the_flags_given(source, tmp_path, ca
     metrics = json.loads((out / "metrics.json").read_text())
     # the old scenarios' metrics are carried over, the new one's added
     assert {"synthetic_a/test/ndcg@10", "synthetic_small/test/ndcg@10"} <= set(metrics)
+    # the flag chose a user vector for synthetic_a only; the new scenario gets its preset's (no)
+    config = json.loads((out / "config.json").read_text())
+    assert config["user_embeddings"] == [True, False, False]
+    subs = [json.loads((out / n / "config.json").read_text()) for n in config["scenarios"]]
+    assert [sub["model"]["use_user_embedding"] for sub in subs] == [True, False, False]
 
 
 def test_a_bad_patience_is_a_clear_error(source, tmp_path, capsys):
@@ -39,3 +45,9 @@ def test_a_bad_patience_is_a_clear_error(source, tmp_path, capsys):
     code = main([*argv, str(tmp_path / "x"), "--patience", "0", "--no-export"])
     assert code == 2
     assert "patience=0; expected >= 1" in capsys.readouterr().err
+
+
+def test_a_bad_user_embedding_flag_is_a_clear_error(tmp_path, capsys):
+    argv = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(tmp_path)]
+    assert main([*argv, "--scenario-user-embeddings", "yes,maybe"]) == 2
+    assert "--scenario-user-embeddings: 'maybe'; expected yes or no" in capsys.readouterr().err

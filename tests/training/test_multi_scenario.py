@@ -39,6 +39,7 @@ def _tiny_config() -> MultiScenarioExperimentConfig:
             training=TrainingConfig(batch_size=32, epochs=2, patience=2),
         ),
         evaluation=EvalConfig(ks=[5, 10]),
+        user_embeddings=[False, True],
         model_name="tiny",
     )
 
@@ -54,8 +55,17 @@ def test_config_defaults_come_from_the_first_scenario_preset():
     sub = config.scenario_config("ml-latest-small")
     assert sub.kind == "retrieval" and sub.model_name == "multi_scenario_ml-latest-small"
     assert sub.data == PRESETS["ml-latest-small"].data  # its own split (random, 0.75)
-    assert sub.model == dataclasses.replace(config.model, scenario_layers=True)
-    assert not config.model.scenario_layers
+    # The shared model; its own user embedding, as its preset has one (Beauty's has not)
+    assert sub.model == dataclasses.replace(
+        config.model, scenario_layers=True, use_user_embedding=True
+    )
+    lastfm = config.scenario_config("lastfm").model
+    assert lastfm == dataclasses.replace(config.model, scenario_layers=True)
+    assert not config.model.scenario_layers and not config.model.use_user_embedding
+    chosen = dataclasses.replace(config, user_embeddings=[True, True, False])
+    assert [chosen.scenario_config(n).model.use_user_embedding for n in chosen.scenarios] == [
+        True, True, False
+    ]  # fmt: skip
     again = MultiScenarioExperimentConfig.from_json(config.to_json())
     assert again == config
     synthetic = MultiScenarioExperimentConfig.from_json(_tiny_config().to_json())
@@ -79,6 +89,8 @@ def test_config_errors_name_the_field():
         make(scenarios=["beauty", "lastfm"], weights=[1.0])
     with pytest.raises(ValueError, match=r"weights=\[1.0, 0.0\]"):
         make(scenarios=["beauty", "lastfm"], weights=[1.0, 0.0])
+    with pytest.raises(ValueError, match=r"user_embeddings=\[True\]; expected 2 booleans"):
+        make(scenarios=["beauty", "lastfm"], user_embeddings=[True])
     id_only = RetrievalConfig(encoder="none", use_user_embedding=True)
     with pytest.raises(ValueError, match=r"model.encoder='none'; expected a history encoder"):
         make(scenarios=["lastfm"], model=id_only)
@@ -156,6 +168,8 @@ def test_the_run_layout_holds_the_multi_model_and_complete_sub_runs(run):
         config = json.loads((sub / "config.json").read_text())
         assert config["kind"] == "retrieval" and config["model"]["scenario_layers"] is True
         assert config["model_name"] == f"tiny_{name}"
+        # user_embeddings=[False, True]: only tiny_b's query tower has a user vector
+        assert config["model"]["use_user_embedding"] is (name == "tiny_b")
         for file in ("user_vocab.txt", "item_vocab.txt", "weights/model.index", "history.json"):
             assert (sub / file).is_file(), (name, file)
         own = json.loads((sub / "metrics.json").read_text())

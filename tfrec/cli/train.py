@@ -106,6 +106,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="W1,W2,...",
         help="relative sampling weight of each scenario's batches (default: see the docs)",
     )
+    parser.add_argument(
+        "--scenario-user-embeddings",
+        metavar="yes,no,...",
+        help=(
+            "per scenario, whether its query tower has its own user embedding "
+            "(default: the scenario's preset: yes for MovieLens, no for the S3-Rec releases)"
+        ),
+    )
     parser.add_argument("--output-dir", required=True, help="where everything is written")
     parser.add_argument(
         "--config", help="a config.json from an earlier run to start from (flags override it)"
@@ -241,10 +249,26 @@ def _scenarios_config(args: argparse.Namespace, kind: str, cls: Any, saved: Any)
         raise ValueError("--model multi_scenario needs --scenarios a,b,... (or --config)")
     if args.scenario_weights:
         config.weights = parse_weights(args.scenario_weights, "--scenario-weights")
+    if args.scenario_user_embeddings:
+        config.user_embeddings = _parse_flags(
+            args.scenario_user_embeddings, "--scenario-user-embeddings"
+        )
     if args.data_dir:
         config.data_dir = args.data_dir
     config.__post_init__()  # checks the weights against the scenarios
     return config
+
+
+def _parse_flags(text: str, option: str) -> list[bool]:
+    """``"yes,no"`` -> ``[True, False]``; ``option`` names the flag in the error."""
+    values = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+    flags = []
+    for part in text.split(","):
+        word = part.strip().lower()
+        if word not in values:
+            raise ValueError(f"{option}: {part.strip()!r}; expected yes or no per scenario")
+        flags.append(values[word])
+    return flags
 
 
 def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:

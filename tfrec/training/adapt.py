@@ -115,6 +115,8 @@ def _new_scenario(
             f"({base.config.scenarios}); expected a new one"
         )
     config = copy.deepcopy(base.config)
+    if config.user_embeddings is not None:  # the new scenario's default, before it is added
+        config.user_embeddings.append(config.user_embedding(dataset))
     config.scenarios.append(dataset)
     if config.weights is not None:  # the new scenario gets the mean weight
         config.weights.append(sum(config.weights) / len(config.weights))

@@ -165,6 +165,7 @@ class MultiScenarioExperiment(ExperimentBase):
                     name, sub.user_vocab.size, sub.item_vocab.size,
                     item_features=sub.item_features,
                     item_log_probs=item_log_probabilities(sub.item_counts),
+                    config=sub.config.model,
                 )  # fmt: skip
                 attach_model(sub, scenario)
             self.model.compile(
