@@ -24,6 +24,10 @@ DatasetName = Literal[
 ]
 #: Split protocols of :class:`tfrec.data.config.DataConfig`.
 SplitName = Literal["leave_one_out", "temporal", "random", "item_stratified"]
+#: Which epoch's weights each scenario of a multi-scenario run keeps:
+#: ``scenario`` its own best validation epoch, ``mean`` the best epoch of the mean
+#: over scenarios (one model state for all).
+ScenarioSelection = Literal["scenario", "mean"]
 #: Split protocols the streaming (sharded TFRecord) preparation supports.
 StreamingSplitName = Literal["leave_one_out", "temporal"]
 #: Parts of a split that are evaluated.

@@ -51,3 +51,9 @@ def test_a_bad_user_embedding_flag_is_a_clear_error(tmp_path, capsys):
     argv = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(tmp_path)]
     assert main([*argv, "--scenario-user-embeddings", "yes,maybe"]) == 2
     assert "--scenario-user-embeddings: 'maybe'; expected yes or no" in capsys.readouterr().err
+
+
+def test_scenario_flags_without_scenarios_are_refused(tmp_path, capsys):
+    argv = ["train", "--dataset", "synthetic", "--output-dir", str(tmp_path)]
+    assert main([*argv, "--scenario-selection", "mean"]) == 2
+    assert "--scenario-selection: only for a multi-scenario run" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def _tiny_config() -> MultiScenarioExperimentConfig:
             encoder="gru",
             embedding_dim=8,
             max_history=10,
-            training=TrainingConfig(batch_size=32, epochs=2, patience=2),
+            training=TrainingConfig(batch_size=32, epochs=4, patience=4),
         ),
         evaluation=EvalConfig(ks=[5, 10]),
         user_embeddings=[False, True],
@@ -146,15 +146,48 @@ def test_metrics_are_reported_per_scenario(run):
         for part in ("test", "valid"):
             assert 0.0 <= saved[f"{name}/{part}/ndcg@10"] <= saved[f"{name}/{part}/hr@10"] <= 1.0
         assert saved[f"{name}/test/users"] == {"tiny_a": 60, "tiny_b": 30}[name]
-    assert saved["epochs_run"] == 2 and "train_seconds" in saved
+    assert saved["epochs_run"] == 4 and "train_seconds" in saved
     history = json.loads((root / "history.json").read_text())
     # The monitored value is the mean over scenarios, epoch by epoch.
-    for epoch in range(2):
+    for epoch in range(4):
         pair = [history[f"val_{name}/ndcg@10"][epoch] for name in ("tiny_a", "tiny_b")]
         assert history["val_ndcg@10"][epoch] == pytest.approx(np.mean(pair))
     sub_history = json.loads((root / "tiny_b" / "history.json").read_text())
     assert sub_history["val_ndcg@10"] == history["val_tiny_b/ndcg@10"]
     assert sub_history["loss"] == history["loss"]
+
+
+def test_each_scenario_is_reported_at_its_own_best_validation_epoch(run):
+    root, _ = run
+    saved = json.loads((root / "metrics.json").read_text())
+    history = json.loads((root / "history.json").read_text())
+    for name in ("tiny_a", "tiny_b"):
+        curve = history[f"val_{name}/ndcg@10"]
+        best = int(np.argmax(curve))  # the first maximum, as a later tie is no improvement
+        assert saved[f"{name}/best_epoch"] == best + 1
+        # re-evaluating the validation part with its snapshot gives that epoch's value
+        assert saved[f"{name}/valid/ndcg@10"] == pytest.approx(curve[best], abs=1e-5)
+    # the monitor: the mean over scenarios of each one's best so far
+    running = [np.maximum.accumulate(history[f"val_{n}/ndcg@10"]) for n in ("tiny_a", "tiny_b")]
+    np.testing.assert_allclose(history["val_best_ndcg@10"], np.mean(running, axis=0), rtol=1e-6)
+    state = json.loads((root / "scenario_best.json").read_text())
+    assert state["epochs"] == {n: saved[f"{n}/best_epoch"] - 1 for n in ("tiny_a", "tiny_b")}
+
+
+def test_a_reopened_run_evaluates_each_scenario_with_its_snapshot(run):
+    root, _ = run
+    saved = json.loads((root / "metrics.json").read_text())
+    reopened = tfrec.load_experiment(root)
+    # Scramble the shared encoder: the snapshots (read back from the sub-runs) still rule.
+    rng = np.random.default_rng(0)
+    encoder = reopened.model.encoder
+    encoder.set_weights([rng.normal(size=w.shape) for w in encoder.get_weights()])
+    keys = [f"{name}/valid/ndcg@10" for name in ("tiny_a", "tiny_b")]
+    got = reopened.evaluate(["valid"])
+    assert {k: got[k] for k in keys} == pytest.approx({k: saved[k] for k in keys}, abs=1e-5)
+    reopened.best.forget()  # now the scrambled encoder is what they run on
+    scrambled = reopened.evaluate(["valid"])
+    assert all(abs(scrambled[k] - saved[k]) > 1e-3 for k in keys), (scrambled, saved)
 
 
 def test_the_run_layout_holds_the_multi_model_and_complete_sub_runs(run):
@@ -195,8 +228,9 @@ def test_a_sub_run_loads_alone_and_exports_with_the_shared_encoder(run, tmp_path
     assert alone.evaluate(["test"])["test/ndcg@10"] == pytest.approx(
         saved["tiny_b/test/ndcg@10"], abs=1e-5
     )
-    # Its encoder holds the shared weights the multi model trained.
-    shared = experiment.model.encoder.get_weights()
+    # Its encoder holds the shared weights the multi model had at tiny_b's best epoch.
+    with experiment.best.applied("tiny_b", experiment.model.scenarios["tiny_b"]):
+        shared = experiment.model.encoder.get_weights()
     for got, want in zip(
         alone.model.query_tower.encoder.encoder.get_weights(), shared, strict=True
     ):
@@ -214,11 +248,11 @@ def test_a_sub_run_loads_alone_and_exports_with_the_shared_encoder(run, tmp_path
         history=tf.constant(history),
         k=tf.constant([5] * len(rows), tf.int32),
     )
-    scores = (
-        experiment.experiments["tiny_b"]
-        .model.score(tf.constant(queries.users[rows]), tf.constant(queries.history[rows]))
-        .numpy()
-    )
+    model = experiment.model.scenarios["tiny_b"]
+    with experiment.best.applied("tiny_b", model):  # its own best epoch's weights
+        scores = model.score(
+            tf.constant(queries.users[rows]), tf.constant(queries.history[rows])
+        ).numpy()
     for row, seen in enumerate(queries.history[rows]):
         scores[row, seen[seen > 1]] = -np.inf
     expected = -np.sort(-scores, axis=1)[:, :5]
@@ -269,3 +303,18 @@ def test_the_joint_model_beats_a_separate_model_on_the_smallest_scenario():
     separate.fit()
     separate_ndcg = separate.evaluate(["test"])["test/ndcg@10"]
     assert joint_ndcg > separate_ndcg + 0.05, (joint_ndcg, separate_ndcg)
+
+
+def test_a_resumed_run_keeps_the_snapshots_of_the_epochs_before(tmp_path):
+    config = _tiny_config()
+    keras.utils.set_random_seed(0)
+    MultiScenarioExperiment(config, output_dir=tmp_path).fit(epochs=2)
+    resumed = MultiScenarioExperiment(config, output_dir=tmp_path)
+    resumed.fit(epochs=4, resume=True)
+    history = resumed.history
+    assert len(history["loss"]) == 4
+    for name in ("tiny_a", "tiny_b"):
+        curve = history[f"val_{name}/ndcg@10"]
+        # epochs 1-2 ran in the first process; a best among them survives the restart
+        assert resumed.best.epochs[name] == int(np.argmax(curve))
+        assert resumed.best.values[name] == pytest.approx(max(curve))

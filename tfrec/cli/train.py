@@ -28,7 +28,7 @@ from tfrec.cli.common import (
 )
 from tfrec.cli.train_privacy import PRIVACY_FLAGS  # noqa: F401  (re-export)
 from tfrec.config import choices
-from tfrec.names import EvalMask, ExperimentKind, HistoryEncoder, RetrievalLoss
+from tfrec.names import EvalMask, ExperimentKind, HistoryEncoder, RetrievalLoss, ScenarioSelection
 from tfrec.training import parameter_server_cli
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--scenario-weights",
         metavar="W1,W2,...",
         help="relative sampling weight of each scenario's batches (default: see the docs)",
+    )
+    parser.add_argument(
+        "--scenario-selection",
+        choices=choices(ScenarioSelection),
+        help=(
+            "scenario (default): each scenario is evaluated and exported at its own best "
+            "validation epoch, training stops when none has improved for --patience epochs; "
+            "mean: one best epoch for all, that of the mean over scenarios"
+        ),
     )
     parser.add_argument(
         "--scenario-user-embeddings",
@@ -210,6 +219,14 @@ def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
     cls = experiment_class(kind)
     if kind == "multi_scenario" or args.scenarios:
         return kind, _scenarios_config(args, kind, cls, saved)
+    scenario_flags = {
+        "--scenario-weights": args.scenario_weights,
+        "--scenario-selection": args.scenario_selection,
+        "--scenario-user-embeddings": args.scenario_user_embeddings,
+    }
+    given = [flag for flag, value in scenario_flags.items() if value]
+    if given:
+        raise ValueError(f"{', '.join(given)}: only for a multi-scenario run (--scenarios a,b,...)")
     if saved:
         config = cls.config_class.load(saved)
         if args.dataset is not None:
@@ -249,6 +266,8 @@ def _scenarios_config(args: argparse.Namespace, kind: str, cls: Any, saved: Any)
         raise ValueError("--model multi_scenario needs --scenarios a,b,... (or --config)")
     if args.scenario_weights:
         config.weights = parse_weights(args.scenario_weights, "--scenario-weights")
+    if args.scenario_selection:
+        config.selection = args.scenario_selection
     if args.scenario_user_embeddings:
         config.user_embeddings = _parse_flags(
             args.scenario_user_embeddings, "--scenario-user-embeddings"

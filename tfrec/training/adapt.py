@@ -14,8 +14,8 @@ model has one — on top of the FROZEN shared history encoder, with the usual
 early stopping on the new scenario's validation metric. ``unfreeze_epochs > 0``
 then trains the shared encoder too for that many epochs (learning rate times
 ``unfreeze_lr_factor``) on the new scenario's data; the encoder is shared, so
-every old scenario is then re-evaluated (its numbers may move) instead of
-keeping its saved metrics.
+every old scenario is then re-evaluated on it (its numbers may move) instead of
+keeping its saved metrics and its own best epoch's weights.
 
 The result is a complete ``multi_scenario`` run in ``output_dir`` (the old
 scenarios' sub-runs re-saved, the new one added, ``adapt.json`` recording what
@@ -135,6 +135,7 @@ def _new_scenario(
     result = MultiScenarioExperiment(config, output_dir, experiments=experiments)
     for name, old in base.model.scenarios.items():  # the shared encoder comes with each
         result.model.scenarios[name].set_weights(old.get_weights())
+    result.best.take(base.best)  # each old scenario keeps its own best epoch's weights
     result.metrics = {k: v for k, v in base.metrics.items() if k.split("/")[0] in base.experiments}
     return result
 
@@ -178,6 +179,7 @@ def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSet
         with sub.strategy.scope():
             result.model.encoder.trainable = True
             model.compile(optimizer=make_optimizer(lower))
+        result.best.forget()  # the old scenarios now run on the moved shared encoder
         logger.info(
             "adapting to %r: %d more epochs with the shared encoder unfrozen (lr %.2g)",
             dataset, settings.unfreeze_epochs, lower.learning_rate,

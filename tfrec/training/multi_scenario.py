@@ -52,7 +52,7 @@ from tfrec.evaluation.config import prefixed
 from tfrec.evaluation.retrieval import RetrievalEvaluator
 from tfrec.models.multi_scenario import SCENARIO_FEATURE, MultiScenarioModel
 from tfrec.models.retrieval import TwoTowerModel, item_log_probabilities
-from tfrec.training.checkpoints import save_weights
+from tfrec.training.checkpoints import TrainingState, save_weights
 from tfrec.training.experiment import (
     ExperimentBase,
     ExportRequest,
@@ -66,8 +66,13 @@ from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig, 
 from tfrec.training.optimizers import make_optimizer
 from tfrec.training.privacy import PrivateTraining
 from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
+from tfrec.training.scenario_best import ScenarioBest
 
 logger = logging.getLogger(__name__)
+
+#: Prefix of the validation key that is the mean over scenarios of each one's best
+#: value so far (``best_ndcg@10``): the early-stopping monitor of ``selection="scenario"``.
+BEST_PREFIX = "best_"
 
 
 def mixed_dataset(
@@ -175,6 +180,12 @@ class MultiScenarioExperiment(ExperimentBase):
         self.history: dict[str, list[float]] = {}
         self.metrics: dict[str, float] = {}
         self.train_seconds = 0.0
+        self.best = ScenarioBest(self._monitor()[1], self.output_dir)
+        self._epoch = 0
+
+    def _monitor(self) -> tuple[str, str]:
+        """Each scenario's monitored validation metric and its mode."""
+        return self.config.model.training.monitor_mode(DEFAULT_MONITOR)
 
     def _sub_dir(self, name: str) -> Path | None:
         return self.output_dir / name if self.output_dir is not None else None
@@ -216,22 +227,37 @@ class MultiScenarioExperiment(ExperimentBase):
         return any(sub._has_valid() for sub in self.experiments.values())
 
     def _validation_metrics(self) -> dict[str, float]:
-        """Per-epoch validation: each scenario's metrics and their means (the monitor's)."""
+        """Per-epoch validation: each scenario's metrics, their means, the best-so-far mean.
+
+        With ``selection="scenario"`` a scenario whose monitored metric improved
+        is snapshotted (:class:`~tfrec.training.scenario_best.ScenarioBest`).
+        """
+        monitor, _ = self._monitor()
         metrics: dict[str, float] = {}
         per_key: dict[str, list[float]] = {}
         for name, sub in self.experiments.items():
             if not sub._has_valid():
                 continue
-            for key, value in sub._validation_metrics().items():
+            own = sub._validation_metrics()
+            for key, value in own.items():
                 metrics[f"{name}/{key}"] = value
                 per_key.setdefault(key, []).append(value)
+            if self.config.selection == "scenario" and monitor in own:
+                self.best.update(name, own[monitor], self._epoch, self.model.scenarios[name])
         metrics.update({key: float(np.mean(values)) for key, values in per_key.items()})
+        if self.config.selection == "scenario":
+            metrics[BEST_PREFIX + monitor] = self.best.mean_best()
+        self._epoch += 1
         return metrics
 
     def fit(
         self, epochs: int | None = None, *, resume: bool = False, verbose: int | str = 0
     ) -> dict[str, list[float]]:
-        """Trains on the mixed stream; early stopping on the mean validation monitor.
+        """Trains on the mixed stream; early stopping on the scenarios' validation metric.
+
+        ``selection="scenario"``: stops when no scenario has improved for
+        ``patience`` epochs, each scenario keeping its best epoch's weights;
+        ``"mean"``: stops on the mean over scenarios, its best epoch restored.
 
         Args:
             epochs: Overrides ``config.model.training.epochs``.
@@ -243,7 +269,10 @@ class MultiScenarioExperiment(ExperimentBase):
         """
         loop = self.config.model.training
         epochs = loop.epochs if epochs is None else epochs
-        monitor, mode = loop.monitor_mode(DEFAULT_MONITOR)
+        monitor, mode = self._monitor()
+        if self.config.selection == "scenario":
+            monitor = BEST_PREFIX + monitor
+        self._start_selection(resume)
         self._save_config()
         dataset, steps = self.train_dataset()
         logger.info(
@@ -270,6 +299,15 @@ class MultiScenarioExperiment(ExperimentBase):
             sub.train_seconds = self.train_seconds
         return self.history
 
+    def _start_selection(self, resume: bool) -> None:
+        """A fresh :attr:`best` (a resumed run's snapshots read back from disk)."""
+        self.best = ScenarioBest(self._monitor()[1], self.output_dir)
+        self._epoch = 0
+        if resume and self.output_dir is not None:
+            layout = RunLayout(self.output_dir)
+            self._epoch = TrainingState.read(layout).epoch
+            self.best.restore(layout.root, self.model.scenarios)  # fit then loads `last`
+
     def _scenario_history(self, name: str) -> dict[str, list[float]]:
         """The joint loss and scenario ``name``'s own validation metrics, per epoch."""
         own = f"val_{name}/"
@@ -292,9 +330,12 @@ class MultiScenarioExperiment(ExperimentBase):
         metrics: dict[str, float] = {}
         for name, sub in self.experiments.items():
             sub.config.evaluation = self.config.evaluation  # one protocol for the whole run
-            own = sub.evaluate(parts)
+            with self.best.applied(name, self.model.scenarios[name]):
+                own = sub.evaluate(parts)
             own.pop("train_seconds", None)
             own.pop("epochs_run", None)
+            if name in self.best:
+                own["best_epoch"] = self.best.epochs[name] + 1
             metrics.update(prefixed(name, own))
         return self._finish_report(metrics, self.history)
 
@@ -304,10 +345,11 @@ class MultiScenarioExperiment(ExperimentBase):
         paths: list[Path] = []
         for name, sub in self.experiments.items():
             model_name = None if request.model_name is None else f"{request.model_name}_{name}"
-            paths += sub.export(
-                request.base_dir, request.version, model_name=model_name,
-                **request.index_options(),
-            )  # fmt: skip
+            with self.best.applied(name, self.model.scenarios[name]):
+                paths += sub.export(
+                    request.base_dir, request.version, model_name=model_name,
+                    **request.index_options(),
+                )  # fmt: skip
         return paths
 
     def save(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -317,8 +359,10 @@ class MultiScenarioExperiment(ExperimentBase):
         write_json(layout.metrics, self.metrics)
         save_weights(self.model, layout.weights)
         write_json(layout.history, self.history)
+        self.best.write_state(layout.root)
         for name, sub in self.experiments.items():
-            sub.save(layout.sub_run(name).root)
+            with self.best.applied(name, self.model.scenarios[name]):
+                sub.save(layout.sub_run(name).root)
         return layout.root
 
     @classmethod
@@ -348,6 +392,7 @@ class MultiScenarioExperiment(ExperimentBase):
         if not Path(f"{layout.weights}.index").is_file():
             raise FileNotFoundError(f"{layout.weights}.index not found: the model was not saved")
         experiment = cls(config, layout.root, experiments=experiments)
+        experiment.best.restore(layout.root, experiment.model.scenarios)
         experiment.model.load_weights(str(layout.weights)).expect_partial()
         experiment._restore_metrics(layout)
         experiment.history = read_json(layout.history, {})

@@ -21,6 +21,7 @@ from tfrec.data.scenarios import SYNTHETIC_SCENARIOS, SyntheticScenario
 from tfrec.evaluation.config import EvalConfig
 from tfrec.layers.encoders import NO_ENCODER
 from tfrec.models.retrieval import RetrievalConfig
+from tfrec.names import ScenarioSelection
 from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
 
 
@@ -43,6 +44,11 @@ class MultiScenarioExperimentConfig(JsonConfig):
             scenario's preset's (MovieLens: yes, the S3-Rec releases: no).
         evaluation: The metrics protocol of every scenario (None: the first
             scenario's preset).
+        selection: ``scenario`` (default): each scenario is evaluated, saved and
+            exported with the weights of its own best validation epoch, and
+            training stops when no scenario has improved for ``patience``
+            epochs (:mod:`tfrec.training.scenario_best`); ``mean``: one best
+            epoch for all, that of the mean over scenarios.
         data_dir: Where the scenarios' dataset files are (else
             ``$TFREC_DATA_DIR``, else the cache).
         synthetic_scenarios: Synthetic scenarios defined here (by their names in
@@ -56,6 +62,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
     model: RetrievalConfig | None = None
     user_embeddings: list[bool] | None = None
     evaluation: EvalConfig | None = None
+    selection: ScenarioSelection = "scenario"
     data_dir: str | None = None
     synthetic_scenarios: list[SyntheticScenario] = dataclasses.field(default_factory=list)
     model_name: str = "multi_scenario"
