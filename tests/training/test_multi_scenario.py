@@ -101,7 +101,10 @@ def test_config_errors_name_the_field():
         make(scenarios=["lastfm"], kind="retrieval")
     with pytest.raises(ValueError, match=r"SyntheticScenario.num_users=0"):
         SyntheticScenario("x", num_users=0)
-    assert default_weights(4) == [0.25] * 4
+    # budgets 100 x 2 = 200 and 10 x 10 = 100 examples -> 2/3 and 1/3
+    assert default_weights([100, 10], [2, 10]) == pytest.approx([2 / 3, 1 / 3])
+    with pytest.raises(ValueError, match=r"examples=\[100\], epochs=\[2, 10\]; expected one"):
+        default_weights([100], [2, 10])
     assert sorted(SYNTHETIC_SCENARIOS) == ["synthetic_a", "synthetic_b", "synthetic_small"]
 
 

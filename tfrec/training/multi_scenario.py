@@ -19,7 +19,8 @@ the scenario's model of the multi model in place of its own.
 How batches mix: every training batch holds examples of ONE scenario (batch
 size ``model.training.batch_size``); :func:`mixed_dataset` draws each next
 batch's scenario at random with the probabilities ``config.weights`` (default
-uniform: :func:`~tfrec.training.multi_scenario_config.default_weights`) through
+each scenario's examples times its preset's epochs:
+:func:`~tfrec.training.multi_scenario_config.default_weights`) through
 ``tf.data.Dataset.sample_from_datasets``, so consecutive batches come from
 different scenarios; each scenario's examples are reshuffled and repeated
 endlessly, so the weights hold for the whole run. An epoch is as many batches as one pass over every
@@ -195,7 +196,10 @@ class MultiScenarioExperiment(ExperimentBase):
         """The scenarios' batch sampling weights (``config.weights`` or uniform), sum 1."""
         weights = self.config.weights
         if weights is None:
-            return default_weights(len(self.experiments))
+            return default_weights(
+                [sub.num_examples for sub in self.experiments.values()],
+                [self.config.preset(name).model.training.epochs for name in self.experiments],
+            )
         return [w / sum(weights) for w in weights]
 
     @classmethod
