@@ -113,3 +113,21 @@ def test_a_tuned_quality_run_is_not_a_separate_cell(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"q\.json: its config differs .* in \['model'\]"):
         scenarios.import_quality_report(report, cells, None)
     assert not (tmp_path / "cells").exists()
+
+
+def test_the_shared_architecture_row_exists_only_where_the_preset_differs() -> None:
+    args = scenarios.parse_args(["--seeds", "3"])
+    names = ["beauty", "lastfm", "ml-latest-small"]
+    # Beauty's and Last.fm's presets are the joint model (Beauty's transformer)
+    assert scenarios.shared_arch_config(names, "beauty", 3, args) is None
+    assert scenarios.shared_arch_config(names, "lastfm", 3, args) is None
+    config = scenarios.shared_arch_config(names, "ml-latest-small", 3, args)
+    model = config.model  # the joint model's settings, ml-latest-small's own schedule
+    assert model.encoder == "transformer" and model.max_history == 50
+    assert model.use_user_embedding and model.scenario_layers
+    assert (model.training.epochs, model.training.patience) == (50, 5)
+    assert model.training.seed == 3 and config.data.dataset == "ml-latest-small"
+    capped = scenarios.parse_args(["--seeds", "3", "--epochs", "7"])
+    assert (
+        scenarios.shared_arch_config(names, "ml-latest-small", 3, capped).model.training.epochs == 7
+    )
