@@ -240,22 +240,34 @@ def adapted(
 ) -> dict:
     """``target`` added to the saved joint run ``source`` with ``fraction`` of its users.
 
-    It trains on the from-scratch run's schedule (maximum epochs and patience).
+    It trains on the from-scratch run's schedule (maximum epochs and patience), then
+    ``args.unfreeze_epochs`` unfrozen epochs (kept only if they win on validation).
     """
     from tfrec.training.adapt import AdaptSettings, adapt_scenario
 
     epochs, patience = _scratch_schedule(target, seed, args)
     settings = AdaptSettings(
-        train_user_fraction=fraction, seed=seed, epochs=epochs, patience=patience
-    )
+        train_user_fraction=fraction, seed=seed, epochs=epochs, patience=patience,
+        unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor,
+    )  # fmt: skip
     run = adapt_scenario(
         source, target, work / f"{target}_{fraction}_s{seed}", data_dir=args.data_dir,
         settings=settings,
     )  # fmt: skip
-    return {
-        "ndcg@10": run.metrics[f"{target}/test/ndcg@10"],
-        "train_seconds": run.metrics["adapt/train_seconds"],
+    metrics = run.metrics
+    out = {
+        "ndcg@10": metrics[f"{target}/test/ndcg@10"],
+        "valid_ndcg@10": metrics[f"{target}/valid/ndcg@10"],
+        "train_seconds": metrics["adapt/train_seconds"],
     }
+    if args.unfreeze_epochs:  # the frozen stage alone, measured before the unfrozen one
+        out.update({
+            "frozen_ndcg@10": metrics[f"{target}/frozen/test/ndcg@10"],
+            "frozen_valid_ndcg@10": metrics[f"{target}/frozen/valid/ndcg@10"],
+            "frozen_seconds": metrics["adapt/frozen_train_seconds"],
+            "unfrozen_kept": bool(metrics["adapt/unfrozen_kept"]),
+        })  # fmt: skip
+    return out
 
 
 def _scratch_schedule(target: str, seed: int, args: argparse.Namespace) -> tuple[int, int]:
@@ -284,6 +296,7 @@ def part_adapt(
         adapt_config = {
             "source": source_config, "target": target,
             "schedule": _scratch_schedule(target, seed, args),
+            "unfreeze": [args.unfreeze_epochs, args.unfreeze_lr_factor],
         }  # fmt: skip
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
         if missing and not (source / "config.json").is_file():
@@ -306,8 +319,12 @@ def part_adapt(
                 "scratch_seconds": scratch["train_seconds"],
                 "adapted_ndcg@10": adapt["ndcg@10"],
                 "adapted_seconds": adapt["train_seconds"],
+                **{f"adapted_{k}": v for k, v in adapt.items() if k.startswith(("frozen", "unf"))},
             })  # fmt: skip
-        out[target] = {"source_train_seconds": base["train_seconds"], "rows": rows}
+        out[target] = {
+            "source_train_seconds": base["train_seconds"], "rows": rows,
+            "unfreeze": {"epochs": args.unfreeze_epochs, "lr_factor": args.unfreeze_lr_factor},
+        }  # fmt: skip
     return out
 
 
@@ -320,6 +337,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="user shares")
     parser.add_argument("--parts", default="joint,adapt", help="joint and/or adapt")
     parser.add_argument("--epochs", type=int, help="cap every run's maximum epochs")
+    parser.add_argument(
+        "--unfreeze-epochs",
+        type=int,
+        default=0,
+        help="adapted runs: then this many epochs with the shared encoder unfrozen, kept "
+        "only if they win on validation (tfrec adapt --unfreeze-epochs; default 0)",
+    )
+    parser.add_argument(
+        "--unfreeze-lr-factor",
+        type=float,
+        default=0.1,
+        help="their learning rate relative to the shared model's (default 0.1)",
+    )
     parser.add_argument("--data-dir", help="folder holding the dataset folders")
     parser.add_argument("--quick", action="store_true", help="synthetic scenarios, tiny model")
     parser.add_argument("--output", help="report directory (default benchmarks/results)")

@@ -56,6 +56,7 @@ def test_targets_must_be_scenarios() -> None:
 @pytest.mark.slow
 def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     argv = ["--quick", "--seeds", "1", "--fractions", "0.25,1.0", "--output", str(tmp_path)]
+    argv += ["--unfreeze-epochs", "1"]
     assert scenarios.main([*argv, "--cells", str(tmp_path / "cells")]) == 0
     report = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]
     # 1 joint + 3 separate + 1 source + 1 scratch at 25% + 2 adapted (scratch 100% = separate)
@@ -69,8 +70,12 @@ def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     rows = report["adapt"]["synthetic_small"]["rows"]
     assert [r["fraction"] for r in rows] == [0.25, 1.0]
     assert all(r["adapted_seconds"] > 0 and r["scratch_seconds"] > 0 for r in rows)
+    # the frozen stage is timed inside the whole adaptation, and its kept-or-not is recorded
+    assert all(0 < r["adapted_frozen_seconds"] < r["adapted_seconds"] for r in rows)
+    assert all(isinstance(r["adapted_unfrozen_kept"], bool) for r in rows)
     markdown = (tmp_path / "scenarios_quick.md").read_text()
     assert "## Adaptation to synthetic_small" in markdown
+    assert "frozen stage NDCG@10" in markdown
     # A rerun on the same cells trains nothing and reports the same numbers.
     assert scenarios.main([*argv, "--cells", str(tmp_path / "cells")]) == 0
     rerun = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]

@@ -17,6 +17,7 @@ from tfrec.training.config import TrainingConfig
 from tfrec.training.experiment import load_experiment
 from tfrec.training.multi_scenario import MultiScenarioExperiment
 from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+from tfrec.training.retrieval import RetrievalExperiment
 from tfrec.training.retrieval_config import RetrievalExperimentConfig
 
 SCENARIOS = [
@@ -101,9 +102,27 @@ def test_the_new_scenario_trains_on_its_own_presets_schedule(source: Path, tmp_p
     assert len(result.experiments["tiny_new"].history["loss"]) == 1
 
 
-def test_unfrozen_epochs_move_the_encoder_and_remeasure_everyone(
-    source: Path, tmp_path: Path
+def _unfrozen_validation_shifted(monkeypatch: pytest.MonkeyPatch, shift: float) -> None:
+    """The unfrozen stage's validation NDCG@10 reported ``shift`` away from the real one.
+
+    Training is real (the encoder moves); only the value the keep-or-discard rule
+    reads is pushed above (+1) or below (-1) anything the frozen stage can reach.
+    """
+    real_fit = RetrievalExperiment.fit
+
+    def fit(self: RetrievalExperiment, epochs: int | None = None, **kwargs: object) -> dict:
+        history = real_fit(self, epochs, **kwargs)
+        if epochs is not None:  # adapt calls fit(unfreeze_epochs) for the unfrozen stage
+            history["val_ndcg@10"] = [v + shift for v in history["val_ndcg@10"]]
+        return history
+
+    monkeypatch.setattr(RetrievalExperiment, "fit", fit)
+
+
+def test_unfrozen_epochs_that_win_on_validation_move_the_encoder_and_remeasure_everyone(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _unfrozen_validation_shifted(monkeypatch, +1.0)
     before = _encoder_weights(source)
     settings = AdaptSettings(epochs=1, unfreeze_epochs=2, unfreeze_lr_factor=1.0)
     result = adapt_scenario(source, "tiny_new", tmp_path, settings=settings)
@@ -112,6 +131,33 @@ def test_unfrozen_epochs_move_the_encoder_and_remeasure_everyone(
     for name in ("tiny_a", "tiny_b", "tiny_new"):  # every scenario re-evaluated
         assert f"{name}/test/ndcg@10" in result.metrics
     assert len(result.experiments["tiny_new"].history["loss"]) == 3  # 1 frozen + 2 unfrozen
+    assert result.metrics["adapt/unfrozen_kept"] == 1.0
+    frozen_seconds = result.metrics["adapt/frozen_train_seconds"]
+    assert 0 < frozen_seconds < result.metrics["adapt/train_seconds"]
+    assert 0.0 <= result.metrics["tiny_new/frozen/test/ndcg@10"] <= 1.0
+
+
+def test_unfrozen_epochs_that_lose_on_validation_are_discarded(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _unfrozen_validation_shifted(monkeypatch, -1.0)
+    before = load_experiment(source)
+    settings = AdaptSettings(epochs=1, unfreeze_epochs=2, unfreeze_lr_factor=1.0)
+    result = adapt_scenario(source, "tiny_new", tmp_path, settings=settings)
+    # the frozen stage's weights are back: the shared encoder is the source's, bit for bit
+    for old, new in zip(
+        before.model.encoder.get_weights(), _encoder_weights(tmp_path), strict=True
+    ):
+        np.testing.assert_array_equal(old, new)
+    assert result.metrics["adapt/unfrozen_kept"] == 0.0
+    for name in ("tiny_a", "tiny_b"):  # nothing they depend on moved: saved metrics stand
+        key = f"{name}/test/ndcg@10"
+        assert result.metrics[key] == pytest.approx(before.metrics[key])
+    for split in ("valid", "test"):  # the new scenario is measured on the frozen weights
+        key = f"{split}/ndcg@10"
+        assert result.metrics[f"tiny_new/{key}"] == pytest.approx(
+            result.metrics[f"tiny_new/frozen/{key}"]
+        )
 
 
 def test_errors_name_the_problem(source: Path, tmp_path: Path) -> None:

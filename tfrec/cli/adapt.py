@@ -4,7 +4,8 @@ Load a multi-scenario run (`tfrec train --scenarios a,b,...`), add scenario DATA
 (its own item embeddings and scenario layers) on top of the frozen shared history
 encoder, train only those on DATASET's data with early stopping on its validation
 metric, optionally unfreeze the shared encoder for a few final epochs
-(--unfreeze-epochs; every scenario is then re-evaluated), and write a complete
+(--unfreeze-epochs; kept only if they beat the frozen stage on DATASET's
+validation metric, and then every scenario is re-evaluated), and write a complete
 multi-scenario run to OUT (the source run is not modified) with one TF Serving
 servable per scenario in OUT/export unless --no-export.
 """
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--unfreeze-epochs",
         type=int,
         default=0,
-        help="then train the shared encoder too for this many epochs (0: keep it frozen)",
+        help="then train the shared encoder too for this many epochs, kept only if they "
+        "beat the frozen stage on validation (0: keep it frozen)",
     )
     parser.add_argument(
         "--unfreeze-lr-factor",
@@ -95,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         for key, value in result.metrics.items()
         if key.startswith(prefix) and key.endswith(SHOWN)
     }
-    shown["adapt/train_seconds"] = result.metrics["adapt/train_seconds"]
+    for key in ("adapt/train_seconds", "adapt/unfrozen_kept"):
+        if key in result.metrics:
+            shown[key] = result.metrics[key]
     print(json.dumps(shown, indent=2))
     print(f"wrote {output / 'config.json'} and {output / 'metrics.json'}")
     return 0

@@ -13,9 +13,15 @@ tower), its scenario vector and output LayerNorm
 model has one — on top of the FROZEN shared history encoder, with the usual
 early stopping on the new scenario's validation metric. ``unfreeze_epochs > 0``
 then trains the shared encoder too for that many epochs (learning rate times
-``unfreeze_lr_factor``) on the new scenario's data; the encoder is shared, so
-every old scenario is then re-evaluated on it (its numbers may move) instead of
-keeping its saved metrics and its own best epoch's weights.
+``unfreeze_lr_factor``) on the new scenario's data. Those epochs are kept only
+if they beat the frozen stage's best validation value of the new scenario's
+monitored metric (chosen on validation, like every epoch); otherwise the
+frozen-stage weights come back, encoder included. When kept, the encoder has
+moved, so every old scenario is re-evaluated on it (its numbers may move)
+instead of keeping its saved metrics and its own best epoch's weights. The
+frozen stage's metrics of the new scenario stay in ``metrics`` as
+``<dataset>/frozen/<split>/<metric>``, beside ``adapt/frozen_train_seconds`` and
+``adapt/unfrozen_kept`` (1.0 or 0.0).
 
 The result is a complete ``multi_scenario`` run in ``output_dir`` (the old
 scenarios' sub-runs re-saved, the new one added, ``adapt.json`` recording what
@@ -37,7 +43,7 @@ from tfrec.training.experiment import RunLayout, read_kind, write_json
 from tfrec.training.multi_scenario import MultiScenarioExperiment
 from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
 from tfrec.training.optimizers import make_optimizer
-from tfrec.training.retrieval import RetrievalExperiment
+from tfrec.training.retrieval import DEFAULT_MONITOR, RetrievalExperiment
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +164,12 @@ def _schedule(
     )
 
 
-def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSettings) -> None:
-    """Frozen-encoder epochs, then the optional unfrozen ones (new scenario's data only)."""
+def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSettings) -> bool:
+    """Frozen-encoder epochs, then the optional unfrozen ones (new scenario's data only).
+
+    Returns:
+        Whether unfrozen epochs were run and kept (the shared encoder moved).
+    """
     sub = result.experiments[dataset]
     model = result.model.scenarios[dataset]
     optimizer_config = result.config.model.optimizer
@@ -170,24 +180,68 @@ def _train_new(result: MultiScenarioExperiment, dataset: str, settings: AdaptSet
     logger.info(
         "adapting to %r: %d trainable parameters (shared encoder frozen)", dataset, trainable
     )
+    start = time.perf_counter()
     history = sub.fit()  # on the schedule _schedule set
+    kept = False
     if settings.unfreeze_epochs:
-        lower = dataclasses.replace(
-            optimizer_config,
-            learning_rate=optimizer_config.learning_rate * settings.unfreeze_lr_factor,
-        )
-        with sub.strategy.scope():
-            result.model.encoder.trainable = True
-            model.compile(optimizer=make_optimizer(lower))
-        result.best.forget()  # the old scenarios now run on the moved shared encoder
-        logger.info(
-            "adapting to %r: %d more epochs with the shared encoder unfrozen (lr %.2g)",
-            dataset, settings.unfreeze_epochs, lower.learning_rate,
-        )  # fmt: skip
-        more = sub.fit(settings.unfreeze_epochs)
+        frozen_seconds = time.perf_counter() - start
+        frozen = _own_metrics(sub.evaluate())
+        more, kept = _unfreeze(result, dataset, settings, history)
         history = {k: list(history.get(k, [])) + list(v) for k, v in more.items()}
+        result.metrics.update({f"{dataset}/frozen/{k}": v for k, v in frozen.items()})
+        result.metrics["adapt/frozen_train_seconds"] = round(frozen_seconds, 2)
+        result.metrics["adapt/unfrozen_kept"] = float(kept)
     sub.history = history
     result.history = {f"{dataset}/{k}": v for k, v in history.items()}
+    return kept
+
+
+def _own_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A sub-run's evaluation without its training bookkeeping."""
+    return {k: v for k, v in metrics.items() if k not in ("train_seconds", "epochs_run")}
+
+
+def _unfreeze(
+    result: MultiScenarioExperiment,
+    dataset: str,
+    settings: AdaptSettings,
+    frozen_history: dict[str, list[float]],
+) -> tuple[dict[str, list[float]], bool]:
+    """The unfrozen epochs; kept only if they beat the frozen stage on validation.
+
+    Returns:
+        The unfrozen epochs' history and whether they were kept.
+    """
+    sub = result.experiments[dataset]
+    model = result.model.scenarios[dataset]
+    lower = dataclasses.replace(
+        result.config.model.optimizer,
+        learning_rate=result.config.model.optimizer.learning_rate * settings.unfreeze_lr_factor,
+    )
+    with sub.strategy.scope():
+        result.model.encoder.trainable = True
+        model.compile(optimizer=make_optimizer(lower))
+    frozen_weights = model.get_weights()  # taken trainable: the order set_weights sees below
+    logger.info(
+        "adapting to %r: %d more epochs with the shared encoder unfrozen (lr %.2g)",
+        dataset, settings.unfreeze_epochs, lower.learning_rate,
+    )  # fmt: skip
+    more = sub.fit(settings.unfreeze_epochs)
+    monitor, mode = sub.config.model.training.monitor_mode(DEFAULT_MONITOR)
+    pick = max if mode == "max" else min
+    before = pick(frozen_history[f"val_{monitor}"])
+    after = pick(more[f"val_{monitor}"])
+    kept = after > before if mode == "max" else after < before
+    if kept:
+        result.best.forget()  # the old scenarios now run on the moved shared encoder
+    else:
+        model.set_weights(frozen_weights)
+    logger.info(
+        "adapting to %r: unfrozen epochs %s (validation %s %.4f vs frozen %.4f)",
+        dataset, "kept" if kept else "discarded, frozen-stage weights restored",
+        monitor, after, before,
+    )  # fmt: skip
+    return more, kept
 
 
 def adapt_scenario(
@@ -222,15 +276,19 @@ def adapt_scenario(
     base = _load_source(source, data_dir)
     result = _new_scenario(base, dataset, output, settings)
     start = time.perf_counter()
-    _train_new(result, dataset, settings)
+    moved = _train_new(result, dataset, settings)
     seconds = time.perf_counter() - start  # training only (loading the data is not counted)
-    if settings.unfreeze_epochs:  # the shared encoder moved: every scenario is re-measured
+    if moved:  # the shared encoder moved: every scenario is re-measured
+        kept = {
+            k: v
+            for k, v in result.metrics.items()
+            if k.startswith(("adapt/", f"{dataset}/frozen/"))
+        }
         result.metrics = {}
         result.evaluate()
+        result.metrics.update(kept)
     else:
-        new = result.experiments[dataset].evaluate()
-        new.pop("train_seconds", None)
-        new.pop("epochs_run", None)
+        new = _own_metrics(result.experiments[dataset].evaluate())
         result.metrics.update({f"{dataset}/{k}": v for k, v in new.items()})
     result.metrics["adapt/train_seconds"] = round(seconds, 2)
     result.save()
