@@ -290,7 +290,13 @@ def part_adapt(
         others = [s for s in scenarios if s != target]
         source = work / f"without_{target}_s{seed}"
         base_key = _joint_key(others, seed)
-        keys = {f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}" for f in args.fractions}
+        unfrozen = (
+            f"_u{args.unfreeze_epochs}x{args.unfreeze_lr_factor:g}" if args.unfreeze_epochs else ""
+        )
+        keys = {
+            f: f"adapt_{target}_from_{'+'.join(others)}_s{seed}_f{f:g}{unfrozen}"
+            for f in args.fractions
+        }
         config = joint_config(others, seed, args)
         source_config = config.to_dict()
         adapt_config = {
