@@ -287,8 +287,10 @@ def adapt_scenario(
         result.metrics = {}
         result.evaluate()
         result.metrics.update(kept)
-    else:
-        new = _own_metrics(result.experiments[dataset].evaluate())
+    else:  # discarded unfrozen epochs: the frozen stage's evaluation is the final one
+        frozen = f"{dataset}/frozen/"
+        new = {k[len(frozen) :]: v for k, v in result.metrics.items() if k.startswith(frozen)}
+        new = new or _own_metrics(result.experiments[dataset].evaluate())
         result.metrics.update({f"{dataset}/{k}": v for k, v in new.items()})
     result.metrics["adapt/train_seconds"] = round(seconds, 2)
     result.save()
