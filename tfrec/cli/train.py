@@ -91,38 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_data_arguments(parser)
-    parser.add_argument(
-        "--scenarios",
-        metavar="A,B,...",
-        help=(
-            "train ONE model for several scenarios (datasets, e.g. beauty,sports,lastfm,"
-            "ml-latest-small): a shared history encoder, each scenario's own item embeddings, "
-            "scenario layers and softmax over its own catalogue; metrics per scenario "
-            "(beauty/test/ndcg@10, ...), one servable per scenario (--model multi_scenario)"
-        ),
-    )
-    parser.add_argument(
-        "--scenario-weights",
-        metavar="W1,W2,...",
-        help="relative sampling weight of each scenario's batches (default: see the docs)",
-    )
-    parser.add_argument(
-        "--scenario-selection",
-        choices=choices(ScenarioSelection),
-        help=(
-            "scenario (default): each scenario is evaluated and exported at its own best "
-            "validation epoch, training stops when none has improved for --patience epochs; "
-            "mean: one best epoch for all, that of the mean over scenarios"
-        ),
-    )
-    parser.add_argument(
-        "--scenario-user-embeddings",
-        metavar="yes,no,...",
-        help=(
-            "per scenario, whether its query tower has its own user embedding "
-            "(default: the scenario's preset: yes for MovieLens, no for the S3-Rec releases)"
-        ),
-    )
+    _add_scenario_arguments(parser)
     parser.add_argument("--output-dir", required=True, help="where everything is written")
     parser.add_argument(
         "--config", help="a config.json from an earlier run to start from (flags override it)"
@@ -164,6 +133,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=(
             "evaluate a seeded sample of N users per part and report a 95%% confidence "
             "interval per metric (default: every user)"
+        ),
+    )
+
+
+def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The multi-scenario flags (``--scenarios`` and how the scenarios are mixed)."""
+    parser.add_argument(
+        "--scenarios",
+        metavar="A,B,...",
+        help=(
+            "train ONE model for several scenarios (datasets, e.g. beauty,sports,lastfm,"
+            "ml-latest-small): a shared history encoder, each scenario's own item embeddings, "
+            "scenario layers and softmax over its own catalogue; metrics per scenario "
+            "(beauty/test/ndcg@10, ...), one servable per scenario (--model multi_scenario)"
+        ),
+    )
+    parser.add_argument(
+        "--scenario-weights",
+        metavar="W1,W2,...",
+        help="relative sampling weight of each scenario's batches (default: see the docs)",
+    )
+    parser.add_argument(
+        "--scenario-selection",
+        choices=choices(ScenarioSelection),
+        help=(
+            "scenario (default): each scenario is evaluated and exported at its own best "
+            "validation epoch, training stops when none has improved for --patience epochs; "
+            "mean: one best epoch for all, that of the mean over scenarios"
+        ),
+    )
+    parser.add_argument(
+        "--scenario-user-embeddings",
+        metavar="yes,no,...",
+        help=(
+            "per scenario, whether its query tower has its own user embedding "
+            "(default: the scenario's preset: yes for MovieLens, no for the S3-Rec releases)"
         ),
     )
 
