@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _report
+from benchmarks._scenarios_report import ANCHORS as BSAREC
 from tfrec.cli.common import apply_overrides, parse_set_options
 from tfrec.config import choices
 from tfrec.names import HistoryEncoder
@@ -55,9 +56,10 @@ TRAIN_BUDGET_S = 3600.0
 TARGETS: dict[str, dict[str, float]] = {
     # issue 13: above BSARec's published HR@10 and NDCG@10 (Sports: HR@10 only, its
     # NDCG columns were not found)
-    "beauty": {"test/ndcg@10": 0.0611, "test/hr@10": 0.1008},
-    "sports": {"test/hr@10": 0.0612},
-    "lastfm": {"test/ndcg@10": 0.0435, "test/hr@10": 0.0807},
+    **{
+        name: {f"test/{m}": BSAREC[name][m] for m in ("ndcg@10", "hr@10") if m in BSAREC[name]}
+        for name in ("beauty", "sports", "lastfm")
+    },
     "ml-100k": {"test/ndcg@10": 0.42},
 }
 
@@ -67,27 +69,17 @@ REFERENCES: dict[str, list[tuple[str, dict[str, float]]]] = {
         ("SASRec (S3-Rec paper, full ranking)", {"hr@10": 0.0605, "ndcg@10": 0.0318}),
         ("S3-Rec (paper)", {"hr@10": 0.0647, "ndcg@10": 0.0327}),
         ("best published SASRec variants (approx.)", {"hr@10": 0.093, "ndcg@10": 0.053}),
-        (
-            "BSARec (AAAI 2024, its table)",
-            {"hr@5": 0.0736, "ndcg@5": 0.0523, "hr@10": 0.1008, "ndcg@10": 0.0611}
-            | {"hr@20": 0.1373, "ndcg@20": 0.0703},
-        ),
+        ("BSARec (AAAI 2024, its table)", BSAREC["beauty"]),
         (
             "RecBole 1.2.1 SASRec, this machine, 12 epochs / 56 min, UNMASKED",
             {"hr@10": 0.0810, "ndcg@10": 0.0403, "hr@20": 0.116, "ndcg@20": 0.0491},
         ),
     ],
     "sports": [
-        ("BSARec (AAAI 2024, its table)", {"hr@5": 0.0426, "hr@10": 0.0612, "hr@20": 0.0858}),
+        ("BSARec (AAAI 2024, its table)", BSAREC["sports"]),
     ],
     "lastfm": [
-        (
-            # HR columns from its table; NDCG from the authors' log of that run
-            # (yehjin-shin/BSARec src/output/BSARec_LastFM_best.log, same HR values)
-            "BSARec (AAAI 2024, its table and released log)",
-            {"hr@5": 0.0523, "ndcg@5": 0.0344, "hr@10": 0.0807, "ndcg@10": 0.0435}
-            | {"hr@20": 0.1174, "ndcg@20": 0.0526},
-        ),
+        ("BSARec (AAAI 2024, its table and released log)", BSAREC["lastfm"]),
     ],
     "ml-100k": [
         ("LightGCN (microsoft/recommenders)", {"ndcg@10": 0.420}),
