@@ -177,11 +177,14 @@ def shared_arch_config(
     config: encoder, user embedding, scenario layers) on ``name``'s own maximum
     epochs and patience. It splits the gap between a joint model and a separate
     preset whose architecture differs (ml-latest-small: mean encoder over 200
-    items) into what the architecture costs and what sharing costs.
+    items; Last.fm: 2 attention heads) into what the architecture costs and what
+    sharing costs.
     """
     joint = joint_config(scenarios, seed, args)
     alone = separate_config(name, seed, args).model
-    architecture = ("encoder", "max_history", "embedding_dim", "num_layers", "loss")
+    architecture = (
+        "encoder", "max_history", "embedding_dim", "num_layers", "num_heads", "dropout", "loss",
+    )  # fmt: skip
     if all(getattr(alone, f) == getattr(joint.model, f) for f in architecture):
         return None
     config = joint.scenario_config(name)
@@ -305,10 +308,12 @@ def part_adapt(
             "unfreeze": [args.unfreeze_epochs, args.unfreeze_lr_factor],
         }  # fmt: skip
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
+        base = cells.get(base_key, source_config)
         if missing and not (source / "config.json").is_file():
             facts = _report.machine_facts()
-            cells.put(base_key, joint(config, source), facts, config=source_config)
-        base = cells.get(base_key, source_config) or {"train_seconds": None}
+            base = joint(config, source)
+            cells.put(base_key, base, facts, config=source_config)
+        base = base or {"train_seconds": None}  # saved in --work-dir by an earlier run
         rows = []
         for fraction in args.fractions:
             scratch = run_separate(cells, target, seed, args, fraction)

@@ -123,9 +123,10 @@ def test_a_tuned_quality_run_is_not_a_separate_cell(tmp_path: Path) -> None:
 def test_the_shared_architecture_row_exists_only_where_the_preset_differs() -> None:
     args = scenarios.parse_args(["--seeds", "3"])
     names = ["beauty", "lastfm", "ml-latest-small"]
-    # Beauty's and Last.fm's presets are the joint model (Beauty's transformer)
+    # Beauty's preset is the joint model (Beauty's transformer)
     assert scenarios.shared_arch_config(names, "beauty", 3, args) is None
-    assert scenarios.shared_arch_config(names, "lastfm", 3, args) is None
+    heads = scenarios.shared_arch_config(names, "lastfm", 3, args).model  # its preset has 2
+    assert heads.num_heads == 1 and (heads.training.epochs, heads.training.patience) == (150, 10)
     config = scenarios.shared_arch_config(names, "ml-latest-small", 3, args)
     model = config.model  # the joint model's settings, ml-latest-small's own schedule
     assert model.encoder == "transformer" and model.max_history == 50
@@ -136,3 +137,20 @@ def test_the_shared_architecture_row_exists_only_where_the_preset_differs() -> N
     assert (
         scenarios.shared_arch_config(names, "ml-latest-small", 3, capped).model.training.epochs == 7
     )
+
+
+def test_the_source_time_is_reported_when_no_cells_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without --cells nothing is stored: the source's time must come from its training.
+    monkeypatch.setattr(scenarios, "joint", lambda config, save: {"train_seconds": 12.3})
+    monkeypatch.setattr(
+        scenarios, "adapted", lambda *a, **k: {"ndcg@10": 0.2, "train_seconds": 1.5}
+    )
+    scratch = {"metrics": {"ndcg@10": 0.3}, "train_seconds": 4.0}
+    monkeypatch.setattr(scenarios, "run_separate", lambda *a, **k: scratch)
+    args = scenarios.parse_args(["--quick", "--seeds", "1", "--fractions", "0.25"])
+    cells = scenarios.CellStore(None, {"epochs": None, "quick": True})
+    out = scenarios.part_adapt(args, args.scenarios, tmp_path, cells)
+    assert out["synthetic_small"]["source_train_seconds"] == 12.3
+    assert out["synthetic_small"]["rows"][0]["adapted_seconds"] == 1.5

@@ -105,7 +105,12 @@ def test_config_errors_name_the_field():
     assert default_weights([100, 10], [2, 10]) == pytest.approx([2 / 3, 1 / 3])
     with pytest.raises(ValueError, match=r"examples=\[100\], epochs=\[2, 10\]; expected one"):
         default_weights([100], [2, 10])
-    assert sorted(SYNTHETIC_SCENARIOS) == ["synthetic_a", "synthetic_b", "synthetic_small"]
+    assert sorted(SYNTHETIC_SCENARIOS) == [
+        "synthetic_a",
+        "synthetic_b",
+        "synthetic_new",
+        "synthetic_small",
+    ]
 
 
 # ---------------------------------------------------------------- mixed batches

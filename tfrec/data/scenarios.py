@@ -26,7 +26,7 @@ attention learns from little data; richer shared dynamics would transfer more.
 A scenario is described by a :class:`~tfrec.data.config.DataConfig` of the
 ``synthetic`` dataset (:meth:`SyntheticScenario.data_config`), so the
 retrieval sub-run of each scenario regenerates its data on its own (no files).
-:data:`SYNTHETIC_SCENARIOS` registers three: two large and one small.
+:data:`SYNTHETIC_SCENARIOS` registers four: two large, one small and one new surface.
 """
 
 from __future__ import annotations
@@ -84,11 +84,15 @@ class SyntheticScenario(JsonConfig):
 #: for its catalogue (about 3 training events per item): a separately trained
 #: model learns its sequential dynamics poorly, a model sharing the encoder with
 #: ``synthetic_a`` does better (``tests/training/test_multi_scenario.py``).
+#: ``synthetic_new`` is a new surface for adaptation curves (``benchmarks/scenarios.py``):
+#: enough users that a quarter of them is still a dataset (about 9 training
+#: events per item), twice as many as items.
 SYNTHETIC_SCENARIOS: dict[str, SyntheticScenario] = {
     scenario.name: scenario
     for scenario in (
         SyntheticScenario("synthetic_a", num_users=400, num_items=60, seed=10),
         SyntheticScenario("synthetic_b", num_users=300, num_items=48, seed=20),
         SyntheticScenario("synthetic_small", num_users=60, num_items=300, seed=30),
+        SyntheticScenario("synthetic_new", num_users=1200, num_items=600, seed=40),
     )
 }
