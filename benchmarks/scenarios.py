@@ -19,6 +19,8 @@ Usage::
 
     python -m benchmarks.scenarios --data-dir ../shared/datasets        # hours on 2 cores
     python -m benchmarks.scenarios --quick --output /tmp/q                 # synthetic, minutes
+    python -m benchmarks.scenarios --quick --scenarios synthetic_a,synthetic_b,synthetic_new \
+        --targets synthetic_new --parts adapt --tag new   # a readable synthetic curve
 """
 
 from __future__ import annotations
@@ -364,6 +366,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="folder holding the dataset folders")
     parser.add_argument("--quick", action="store_true", help="synthetic scenarios, tiny model")
     parser.add_argument("--output", help="report directory (default benchmarks/results)")
+    parser.add_argument(
+        "--tag", help="suffix of the report name, for runs on other scenarios or targets"
+    )
     parser.add_argument("--work-dir", help="where source runs are saved (default: a temp dir)")
     parser.add_argument(
         "--import-quality",
@@ -414,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     smallest = "synthetic_small" if args.quick else "lastfm"
     results["acceptance"] = acceptance(results, smallest)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]
-    name = NAME + ("_quick" if args.quick else "")
+    name = NAME + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else "")
     return _report.publish(name, results, render(results), facts=facts, output_dir=args.output)
 
 
