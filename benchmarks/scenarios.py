@@ -20,7 +20,7 @@ Usage::
     python -m benchmarks.scenarios --data-dir ../shared/datasets        # hours on 2 cores
     python -m benchmarks.scenarios --quick --output /tmp/q                 # synthetic, minutes
     python -m benchmarks.scenarios --quick --scenarios synthetic_a,synthetic_b,synthetic_new \
-        --targets synthetic_new --parts adapt --tag new   # a readable synthetic curve
+        --targets synthetic_new --parts adapt --seeds 1 --tag new_s1   # a readable curve
 """
 
 from __future__ import annotations
@@ -182,11 +182,11 @@ def shared_arch_config(
     items; Last.fm: 2 attention heads) into what the architecture costs and what
     sharing costs.
     """
+    from tfrec.models.multi_scenario import SHARED_ENCODER_FIELDS
+
     joint = joint_config(scenarios, seed, args)
     alone = separate_config(name, seed, args).model
-    architecture = (
-        "encoder", "max_history", "embedding_dim", "num_layers", "num_heads", "dropout", "loss",
-    )  # fmt: skip
+    architecture = (*SHARED_ENCODER_FIELDS, "loss")
     if all(getattr(alone, f) == getattr(joint.model, f) for f in architecture):
         return None
     config = joint.scenario_config(name)

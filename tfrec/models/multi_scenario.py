@@ -44,6 +44,10 @@ from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, build_history
 
 #: The batch feature that names the scenario of a training batch (its index).
 SCENARIO_FEATURE = "scenario"
+#: The settings of the shared history encoder: every scenario's config must have the same.
+SHARED_ENCODER_FIELDS = (
+    "encoder", "embedding_dim", "max_history", "num_layers", "num_heads", "dropout",
+)  # fmt: skip
 
 
 def _check_history_encoder(owner: str, config: RetrievalConfig) -> None:
@@ -188,8 +192,7 @@ class MultiScenarioModel(TfrecModel):
                 f"(scenarios: {self.scenario_names})"
             )
         config = self.config if config is None else config
-        shared = ("encoder", "embedding_dim", "max_history", "num_layers", "num_heads", "dropout")
-        differ = [f for f in shared if getattr(config, f) != getattr(self.config, f)]
+        differ = [f for f in SHARED_ENCODER_FIELDS if getattr(config, f) != getattr(self.config, f)]
         if differ:
             raise ValueError(
                 f"add_scenario({name!r}): config differs from the shared encoder's in {differ}"
