@@ -50,13 +50,15 @@ class CellStore:
             raise ValueError(f"cell key {key!r}; expected letters, digits and _ . + - only")
         return self.root / f"{key}.json" if self.root is not None else None
 
-    def get(self, key: str, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    def get(self, key: str, config: Any | None = None) -> dict[str, Any] | None:
         """The finished cell ``key``'s result, or None (no directory, or not finished).
 
         Args:
             key: The cell's name.
-            config: The experiment config the cell would train (``to_dict()``); when
-                given, the stored one must be the same (data directories aside).
+            config: The experiment config the cell would train (a config object or
+                its ``to_dict()``); when given, the stored one must be the same (data
+                directories aside). With an object, the stored dict is read through its
+                class first, so fields added since at their defaults do not differ.
 
         Raises:
             ValueError: A malformed ``key``, or the stored cell was measured with
@@ -72,7 +74,7 @@ class CellStore:
                 f"{path}: measured with settings {cell['settings']}, this run has "
                 f"{self.settings}; use another cells directory or the same settings"
             )
-        differing = [] if config is None else differing_sections(cell.get("config"), config)
+        differing = [] if config is None else differing_sections(*_both(cell.get("config"), config))
         if differing:
             raise ValueError(
                 f"{path}: measured with another experiment config (sections {differing} "
@@ -90,7 +92,7 @@ class CellStore:
         *,
         load_end: list[float] | None = None,
         source: str | None = None,
-        config: dict[str, Any] | None = None,
+        config: Any | None = None,
     ) -> None:
         """Records cell ``key`` (replacing an older one) measured from ``facts`` until now.
 
@@ -114,7 +116,7 @@ class CellStore:
         if path is not None:
             cell = {"key": key, "settings": self.settings, "provenance": provenance}
             if config is not None:
-                cell["config"] = comparable(config)
+                cell["config"] = comparable(_as_dict(config))
             atomic_write_text(path, json.dumps({**cell, "result": result}, indent=2) + "\n")
         self.provenance[key] = {**provenance, "reused": False}
 
@@ -122,15 +124,16 @@ class CellStore:
         self,
         key: str,
         measure: Callable[[], dict[str, Any]],
-        config: dict[str, Any] | None = None,
+        config: Any | None = None,
     ) -> dict[str, Any]:
         """The result of cell ``key``: :meth:`get` if finished, else ``measure()`` and :meth:`put`.
 
         Args:
             key: The cell's name (letters, digits and ``_ . + -``), unique in the store.
             measure: Trains and evaluates the cell; returns a JSON-compatible dict.
-            config: The experiment config ``measure`` trains (``to_dict()``), stored
-                with the cell and compared when it is reused.
+            config: The experiment config ``measure`` trains (an object with
+                ``to_dict``/``from_dict``, or its ``to_dict()``), stored with the cell and
+                compared when it is reused (see :meth:`get`).
 
         Returns:
             The cell's result; its provenance (commit, date, loads, ``reused``) is in
@@ -146,6 +149,26 @@ class CellStore:
         result = measure()
         self.put(key, result, facts, config=config)
         return result
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    return config.to_dict() if hasattr(config, "to_dict") else config
+
+
+def _both(stored: dict[str, Any] | None, config: Any) -> tuple[dict[str, Any] | None, Any]:
+    """The stored and wanted configs as dicts, the stored one through ``config``'s class.
+
+    A field added to the config classes after a cell was measured is missing from
+    its file; read through the class it takes its default, which is what the cell
+    ran with, so only fields that really changed differ.
+    """
+    if stored is None or not hasattr(config, "from_dict"):
+        return stored, _as_dict(config)
+    try:
+        stored = type(config).from_dict(stored).to_dict()
+    except (ValueError, TypeError, KeyError):  # not readable as one: compared as stored
+        pass
+    return stored, config.to_dict()
 
 
 def comparable(config: Any) -> Any:

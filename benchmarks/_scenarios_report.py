@@ -81,6 +81,7 @@ def render(results: dict[str, Any]) -> str:
     if "joint" in results:
         lines.append(f"\n## Joint vs separate (test, mean ± SE over seeds {results['seeds']})\n")
         rows = []
+        names = list(results["joint"]["summary"])
         for name, models in results["joint"]["summary"].items():
             for model in ("separate", SHARED_ARCH, "joint"):
                 if model in models:
@@ -98,6 +99,13 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             _report.markdown_table(["seed", "joint train s", "separate train s (sum)"], seconds)
         )
+        gates = [
+            [r["seed"], *(r["joint"].get("mean_expert_weights", {}).get(n, "") for n in names)]
+            for r in results["joint"]["runs"]
+        ]
+        if any(any(v != "" for v in row[1:]) for row in gates):
+            lines.append("\nThe joint model's gate on the mean expert, per scenario:\n")
+            lines.append(_report.markdown_table(["seed", *names], gates))
     for target, curve in results.get("adapt", {}).items():
         lines.append(
             f"\n## Adaptation to {target} (source joint model trained in "

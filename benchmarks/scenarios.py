@@ -73,7 +73,7 @@ def separate_config(name: str, seed: int, args: argparse.Namespace, fraction: fl
         config = RetrievalExperimentConfig.for_dataset(name, data_dir=args.data_dir)
     else:  # a synthetic scenario: its data through the multi-scenario config
         config = MultiScenarioExperimentConfig.for_scenarios([name]).scenario_config(name)
-        config.model.scenario_layers = False
+        config.model = dataclasses.replace(config.model, scenario_layers=False, mean_expert=False)
     config.model = apply_overrides(config.model, _overrides(args, seed))
     config.data = dataclasses.replace(config.data, train_user_fraction=fraction)
     return config
@@ -95,7 +95,7 @@ def run_separate(
     """The separate cell of ``name`` (trained unless finished with the same config)."""
     config = separate_config(name, seed, args, fraction)
     key = _separate_key(name, seed, fraction)
-    return cells.run(key, functools.partial(separate, config), config.to_dict())
+    return cells.run(key, functools.partial(separate, config), config)
 
 
 def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) -> str:
@@ -167,6 +167,11 @@ def joint(config: Any, save: Path | None) -> dict:
             name: _test_metrics(metrics, f"{name}/", "valid") for name in config.scenarios
         },
         "train_seconds": round(experiment.train_seconds, 1),
+        "mean_expert_weights": {  # each scenario's gate at its best epoch (mean_expert)
+            name: round(metrics[f"{name}/mean_expert_weight"], 3)
+            for name in config.scenarios
+            if f"{name}/mean_expert_weight" in metrics
+        },
     }
 
 
@@ -213,15 +218,14 @@ def part_joint(
         row: dict[str, Any] = {"seed": seed, "separate": {}}
         config = joint_config(scenarios, seed, args)
         row["joint"] = cells.run(
-            _joint_key(scenarios, seed), functools.partial(joint, config, None), config.to_dict()
+            _joint_key(scenarios, seed), functools.partial(joint, config, None), config
         )
         for name in scenarios:
             row["separate"][name] = run_separate(cells, name, seed, args)
             shared = shared_arch_config(scenarios, name, seed, args)
             if shared is not None:
                 row.setdefault(SHARED_ARCH, {})[name] = cells.run(
-                    f"shared_arch_{name}_s{seed}", functools.partial(separate, shared),
-                    shared.to_dict(),
+                    f"shared_arch_{name}_s{seed}", functools.partial(separate, shared), shared,
                 )  # fmt: skip
         runs.append(row)
         logging.info("seed %d done", seed)

@@ -61,3 +61,20 @@ def test_a_cell_trained_with_another_config_is_refused(tmp_path: Path) -> None:
     changed = {"data": {"dataset": "lastfm", "data_dir": "/a"}, "model": {"dropout": 0.5}}
     with pytest.raises(ValueError, match=r"another experiment config \(sections \['model'\]"):
         CellStore(tmp_path, {}).get("separate_lastfm_s1", changed)
+
+
+def test_a_field_added_since_at_its_default_does_not_refuse_an_old_cell(tmp_path: Path) -> None:
+    # A cell written before RetrievalConfig had ``mean_expert``: its stored model lacks the
+    # key. Read through the config class it gets the default (False), the value it ran with.
+    from tfrec.training.retrieval_config import RetrievalExperimentConfig
+
+    calls, measure = _counting({"ndcg@10": 0.25})
+    config = RetrievalExperimentConfig.for_dataset("lastfm")
+    stored = config.to_dict()
+    del stored["model"]["mean_expert"]
+    CellStore(tmp_path, {}).run("separate_lastfm_s1", measure, stored)
+    assert CellStore(tmp_path, {}).run("separate_lastfm_s1", measure, config) == {"ndcg@10": 0.25}
+    assert calls == [1]  # reused, not measured again
+    config.model.mean_expert = True  # a real change is still refused
+    with pytest.raises(ValueError, match=r"sections \['model'\]"):
+        CellStore(tmp_path, {}).get("separate_lastfm_s1", config)

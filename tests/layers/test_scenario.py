@@ -48,12 +48,56 @@ def test_output_is_the_normalised_encoding_of_the_shifted_inputs():
     np.testing.assert_allclose(out[0, 1], np.array([-2.0, -1.0, 3.0]) / np.sqrt(14 / 3), rtol=1e-5)
 
 
-def test_keeps_the_encoder_contract_padding_invariant_and_causal():
+def test_round_trip_with_the_mean_expert_keeps_the_gate():
+    keras.utils.set_random_seed(0)
+    layer = ScenarioEncoder(get_encoder("gru", D, L, dropout=0.0), mean_expert=True)
+    layer(_normal(B, L, D), padding_mask=MASK)
+    layer.gate_logits.assign([0.3, -1.2])
+    clone = assert_layer_roundtrip(layer, _normal(B, L, D), padding_mask=MASK, training=False)
+    assert clone.mean_expert
+    np.testing.assert_allclose(clone.gate_logits.numpy(), [0.3, -1.2])
+
+
+def test_a_gate_on_the_mean_expert_ignores_the_encoder():
+    # Items a = [1, 2, 3], b = [3, 2, 7]; running means [1, 2, 3] and [2, 2, 5].
+    # LayerNorm of [2, 2, 5]: mean 3, variance (1 + 1 + 4) / 3 = 2 -> [-1, -1, 2] / sqrt(2);
+    # of [1, 2, 3]: variance 2 / 3 -> [-1, 0, 1] / sqrt(2 / 3). The output LayerNorm of an
+    # already normalised vector leaves it unchanged; gate logits [-30, 30] put ~all weight
+    # on the mean, so the GRU's (random) outputs do not matter.
+    keras.utils.set_random_seed(3)
+    layer = ScenarioEncoder(get_encoder("gru", 3, 2, dropout=0.0), epsilon=1e-9, mean_expert=True)
+    inputs = tf.constant([[[1.0, 2.0, 3.0], [3.0, 2.0, 7.0]]])  # [1, 2, 3]
+    layer(inputs)
+    layer.gate_logits.assign([-30.0, 30.0])
+    out = layer(inputs).numpy()
+    expected = np.array([[-1.0, 0.0, 1.0], [-1.0, -1.0, 2.0]]) / np.sqrt([[2 / 3], [2]])
+    np.testing.assert_allclose(out[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_gate_on_the_encoder_gives_the_plain_wrapper_output():
+    # LayerNorm(LayerNorm(e)) = LayerNorm(e) with unit gamma and zero beta, so gate logits
+    # [30, -30] make the mean-expert wrapper output what the plain wrapper outputs.
+    keras.utils.set_random_seed(4)
+    shared = get_encoder("gru", D, L, dropout=0.0)
+    plain, gated = ScenarioEncoder(shared), ScenarioEncoder(shared, mean_expert=True)
+    x = _normal(B, L, D)
+    plain(x, padding_mask=MASK)
+    gated(x, padding_mask=MASK)
+    gated.gate_logits.assign([30.0, -30.0])
+    np.testing.assert_allclose(
+        gated(x, padding_mask=MASK), plain(x, padding_mask=MASK), rtol=1e-4, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mean_expert", [False, True])
+def test_keeps_the_encoder_contract_padding_invariant_and_causal(mean_expert):
     keras.utils.set_random_seed(1)
-    layer = ScenarioEncoder(get_encoder("gru", D, L, dropout=0.0))
+    layer = ScenarioEncoder(get_encoder("gru", D, L, dropout=0.0), mean_expert=mean_expert)
     x = _normal(1, L, D)
     layer(x)
     layer.scenario_vector.assign([1.0, 0.0, -1.0, 0.5])
+    if mean_expert:
+        layer.gate_logits.assign([0.5, -0.5])
     full = layer(x).numpy()
     # Two more padding rows in front (with garbage values): the real outputs are the same.
     padded = tf.concat([_normal(1, 2, D, seed=5), x], axis=1)
@@ -66,16 +110,21 @@ def test_keeps_the_encoder_contract_padding_invariant_and_causal():
     np.testing.assert_allclose(layer(changed).numpy()[0, :2], full[0, :2], rtol=1e-5, atol=1e-6)
 
 
-def test_two_scenarios_share_the_encoder_variables_but_not_their_own():
+@pytest.mark.parametrize(
+    "mean_expert, own_count",
+    [(False, 3), (True, 8)],  # vector, output norm (2); + gate logits, 2 expert norms (4)
+)
+def test_two_scenarios_share_the_encoder_variables_but_not_their_own(mean_expert, own_count):
     shared = get_encoder("transformer", D, L, num_layers=1, dropout=0.0)
-    first, second = ScenarioEncoder(shared), ScenarioEncoder(shared)
+    first = ScenarioEncoder(shared, mean_expert=mean_expert)
+    second = ScenarioEncoder(shared, mean_expert=mean_expert)
     x = _normal(B, L, D)
     first(x, padding_mask=MASK)
     second(x, padding_mask=MASK)
     shared_refs = {v.ref() for v in shared.trainable_variables}
     for layer in (first, second):
         own = [v for v in layer.trainable_variables if v.ref() not in shared_refs]
-        assert len(own) == 3  # scenario vector, LayerNorm gamma and beta
+        assert len(own) == own_count
         assert shared_refs <= {v.ref() for v in layer.trainable_variables}
     # Same weights so far: same outputs; another scenario vector: other outputs.
     np.testing.assert_allclose(first(x, padding_mask=MASK), second(x, padding_mask=MASK))

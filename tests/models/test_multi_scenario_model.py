@@ -62,10 +62,15 @@ def test_the_shared_encoder_variables_exist_once():
     assert len(model.trainable_variables) == len(_refs(model.trainable_variables)) == 29
 
 
-@pytest.mark.parametrize("loss", ["full", "sampled"])
-def test_a_batch_gets_the_loss_of_its_scenario_model(loss):
-    config = dataclasses.replace(CONFIG, loss=RetrievalLossConfig(kind=loss, logq_correction=False))
+@pytest.mark.parametrize("loss, mean_expert", [("full", False), ("sampled", False), ("full", True)])
+def test_a_batch_gets_the_loss_of_its_scenario_model(loss, mean_expert):
+    config = dataclasses.replace(
+        CONFIG, loss=RetrievalLossConfig(kind=loss, logq_correction=False), mean_expert=mean_expert
+    )
     model = _model(config)
+    if mean_expert:  # each scenario's own gate, not the even mix it starts from
+        for i, scenario in enumerate(model.scenarios.values()):
+            scenario.query_tower.encoder.gate_logits.assign([1.0 - i, i - 1.0])
     graph_loss = tf.function(model.compute_loss)
     for index, (name, (users, items)) in enumerate(SIZES.items()):
         # A standalone model as a scenario's sub-run rebuilds it (scenario_layers=True,
@@ -109,6 +114,13 @@ def test_build_scenario_model_on_a_frozen_encoder_trains_only_its_own_parts():
     assert new.config.scenario_layers and new.query_tower.encoder.encoder is model.encoder
     assert not _refs(new.trainable_variables) & _refs(model.encoder.weights)
     assert len(new.trainable_variables) == 5
+    # With the mean expert the new scenario also trains its gate and the 2 expert norms.
+    gated = build_scenario_model(
+        dataclasses.replace(CONFIG, mean_expert=True), model.encoder, num_users=4, num_items=9
+    )
+    assert gated.query_tower.encoder.mean_expert
+    assert not _refs(gated.trainable_variables) & _refs(model.encoder.weights)
+    assert len(gated.trainable_variables) == 5 + 5
 
 
 def test_errors_name_the_argument():

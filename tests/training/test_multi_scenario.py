@@ -20,7 +20,7 @@ from tfrec.training.experiment import experiment_class
 from tfrec.training.multi_scenario import MultiScenarioExperiment, mixed_dataset
 from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig, default_weights
 from tfrec.training.retrieval import RetrievalExperiment
-from tfrec.training.retrieval_config import PRESETS
+from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
 
 TINY = [
     SyntheticScenario("tiny_a", num_users=60, num_items=20, seed=1),
@@ -37,6 +37,7 @@ def _tiny_config() -> MultiScenarioExperimentConfig:
             embedding_dim=8,
             max_history=10,
             training=TrainingConfig(batch_size=32, epochs=4, patience=4),
+            mean_expert=True,  # saved, reloaded and exported with each scenario's gate
         ),
         evaluation=EvalConfig(ks=[5, 10]),
         user_embeddings=[False, True],
@@ -99,6 +100,10 @@ def test_config_errors_name_the_field():
         make(scenarios=["lastfm"], model=xla)
     with pytest.raises(ValueError, match=r"kind='retrieval'"):
         make(scenarios=["lastfm"], kind="retrieval")
+    single = RetrievalExperimentConfig.for_dataset("synthetic")
+    single.model = dataclasses.replace(single.model, mean_expert=True)
+    with pytest.raises(ValueError, match=r"model.mean_expert=True needs scenario_layers=True"):
+        RetrievalExperiment(single)
     with pytest.raises(ValueError, match=r"SyntheticScenario.num_users=0"):
         SyntheticScenario("x", num_users=0)
     # budgets 100 x 2 = 200 and 10 x 10 = 100 examples -> 2/3 and 1/3

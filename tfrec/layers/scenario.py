@@ -9,8 +9,20 @@ scenario has its own wrapper, so its own two small conditioning parts::
 
 The scenario vector tells the shared encoder which scenario a history comes from
 (like a segment embedding); the output LayerNormalization gives each scenario its
-own scale and offset of the query vectors against its own item embeddings. The
-wrapper keeps the encoder contract (causal, zeros at padding positions,
+own scale and offset of the query vectors against its own item embeddings.
+
+With ``mean_expert=True`` the scenario also chooses how much of its query is
+sequential: a parameter-free expert, the causal mean of the history so far, is
+mixed with the shared encoder's outputs by this scenario's gate (two learned
+logits, softmax; each expert LayerNormalised first so that the gate weighs
+comparable vectors)::
+
+    g = softmax(gate_logits)                                         # [2]
+    LN_s(g0 * LN_0(encoder(x)) + g1 * LN_1(running_mean(x)))         # [B, L, D]
+
+A scenario whose data are bags of items rather than sequences (a random
+split of MovieLens ratings) moves its gate to the mean; the others keep the
+encoder. The wrapper keeps the encoder contract (causal, zeros at padding positions,
 padding-invariant): the vector is added at every position (padded rows do not
 matter to the encoder) and the normalised outputs are masked again.
 """
@@ -23,12 +35,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 import tfrec  # noqa: F401  (Keras-2 guard before TensorFlow resolves tf.keras)
+from tfrec.layers.encoders import MeanEncoder
 from tfrec.layers.masks import padding_masks
 
 
 @keras.saving.register_keras_serializable(package="tfrec")
 class ScenarioEncoder(keras.layers.Layer):
-    """A shared history encoder with a per-scenario input vector and output LayerNorm.
+    """A shared history encoder with a per-scenario input vector, output LayerNorm, gate.
 
     Several ``ScenarioEncoder`` layers may wrap the same ``encoder`` object: its
     variables then exist once and are trained by every scenario, while each
@@ -39,7 +52,9 @@ class ScenarioEncoder(keras.layers.Layer):
             ``encoder(inputs, padding_mask=..., training=...)`` and mapping
             ``[B, L, D]`` to ``[B, L, D]``; or its serialised config
             (``keras.layers.serialize``), as :meth:`get_config` stores it.
-        epsilon: Epsilon of the output LayerNormalization.
+        epsilon: Epsilon of the LayerNormalizations.
+        mean_expert: Mix the encoder's outputs with the running mean of the
+            history by a learned per-scenario gate (see the module docstring).
         **kwargs: Passed to ``keras.layers.Layer``.
 
     Raises:
@@ -50,6 +65,7 @@ class ScenarioEncoder(keras.layers.Layer):
         self,
         encoder: keras.layers.Layer | dict[str, Any],
         epsilon: float = 1e-6,
+        mean_expert: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -59,16 +75,38 @@ class ScenarioEncoder(keras.layers.Layer):
             raise ValueError(f"ScenarioEncoder: epsilon={epsilon}; expected > 0")
         self.encoder = encoder
         self.epsilon = epsilon
+        self.mean_expert = bool(mean_expert)
         self._norm = keras.layers.LayerNormalization(epsilon=epsilon, name="scenario_norm")
         self.scenario_vector: tf.Variable | None = None
+        self.gate_logits: tf.Variable | None = None
+        if self.mean_expert:
+            self._mean = MeanEncoder(name="mean_expert")
+            self._expert_norms = [
+                keras.layers.LayerNormalization(epsilon=epsilon, name=f"expert_norm_{i}")
+                for i in range(2)
+            ]
 
     def build(self, input_shape: tf.TensorShape) -> None:
-        """Creates the ``[D]`` scenario vector (zeros: the encoder's own input at first)."""
+        """Creates the ``[D]`` scenario vector (zeros: the encoder's own input at first).
+
+        With the mean expert also the ``[2]`` gate logits (zeros: an even mix at first).
+        """
         dim = int(input_shape[-1])
         self.scenario_vector = self.add_weight(
             name="scenario_vector", shape=(dim,), initializer="zeros", trainable=True
         )
+        if self.mean_expert:
+            self.gate_logits = self.add_weight(
+                name="gate_logits", shape=(2,), initializer="zeros", trainable=True
+            )
         super().build(input_shape)
+
+    @property
+    def mean_expert_weight(self) -> float | None:
+        """The gate's weight on the mean expert (in [0, 1]); None without the expert."""
+        if self.gate_logits is None:
+            return None
+        return float(tf.nn.softmax(self.gate_logits)[1])
 
     def call(
         self,
@@ -90,6 +128,12 @@ class ScenarioEncoder(keras.layers.Layer):
         vector = tf.cast(self.scenario_vector, inputs.dtype)  # [D]
         x = inputs + vector[tf.newaxis, tf.newaxis, :]  # [B, L, D]
         outputs = self.encoder(x, padding_mask=padding_mask, training=training)  # [B, L, D]
+        if self.mean_expert:
+            gate = tf.cast(tf.nn.softmax(self.gate_logits), inputs.dtype)  # [2]
+            means = self._mean(x, padding_mask=padding_mask)  # [B, L, D]
+            outputs = gate[0] * self._expert_norms[0](outputs) + gate[1] * self._expert_norms[1](
+                means
+            )  # [B, L, D]
         normed = self._norm(outputs)  # [B, L, D]
         return normed * tf.cast(mask, normed.dtype)
 
@@ -99,4 +143,5 @@ class ScenarioEncoder(keras.layers.Layer):
             **super().get_config(),
             "encoder": keras.layers.serialize(self.encoder),
             "epsilon": self.epsilon,
+            "mean_expert": self.mean_expert,
         }

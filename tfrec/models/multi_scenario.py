@@ -97,7 +97,9 @@ def build_scenario_model(
         num_items=num_items,
         item_features=item_features,
         item_log_probs=item_log_probs,
-        encoder=ScenarioEncoder(shared_encoder, name="scenario_encoder"),
+        encoder=ScenarioEncoder(
+            shared_encoder, mean_expert=config.mean_expert, name="scenario_encoder"
+        ),
     )
     features = {
         "user": tf.zeros([1], tf.int32),  # [B]

@@ -81,7 +81,7 @@ def build_history_encoder(config: RetrievalConfig) -> keras.layers.Layer:
         dropout=config.dropout,
     )
     if config.scenario_layers:
-        encoder = ScenarioEncoder(encoder, name="scenario_encoder")
+        encoder = ScenarioEncoder(encoder, mean_expert=config.mean_expert, name="scenario_encoder")
     return encoder
 
 

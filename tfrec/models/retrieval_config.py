@@ -58,6 +58,11 @@ class RetrievalConfig(JsonConfig):
             vector and an output LayerNormalization of this scenario). Set by
             the ``multi_scenario`` kind in each scenario's sub-run, so that the
             sub-run rebuilds the model its weights were saved from.
+        mean_expert: With ``scenario_layers``: the scenario mixes the shared
+            encoder's outputs with the running mean of its history by a learned
+            gate (:class:`~tfrec.layers.scenario.ScenarioEncoder`), so a scenario
+            whose histories are bags of items rather than sequences can use the
+            bag. The ``multi_scenario`` kind's default.
     """
 
     embedding_dim: int = 64
@@ -78,6 +83,7 @@ class RetrievalConfig(JsonConfig):
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     scenario_layers: bool = False
+    mean_expert: bool = False
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:

@@ -327,7 +327,8 @@ class MultiScenarioExperiment(ExperimentBase):
         """Every scenario's metrics of ``parts`` (default: valid when it exists, and test).
 
         Keys ``<scenario>/<part>/<metric>`` (and each scenario's
-        ``<scenario>/evaluate_seconds``), plus ``train_seconds`` and
+        ``<scenario>/evaluate_seconds`` and, with the mean expert, its gate's
+        ``<scenario>/mean_expert_weight``), plus ``train_seconds`` and
         ``epochs_run``; merged into :attr:`metrics` (each scenario's also into
         its sub-run's metrics).
         """
@@ -336,6 +337,9 @@ class MultiScenarioExperiment(ExperimentBase):
             sub.config.evaluation = self.config.evaluation  # one protocol for the whole run
             with self.best.applied(name, self.model.scenarios[name]):
                 own = sub.evaluate(parts)
+                weight = self.model.scenarios[name].query_tower.encoder.mean_expert_weight
+            if weight is not None:  # how much of this scenario's query is the bag of history
+                own["mean_expert_weight"] = weight
             own.pop("train_seconds", None)
             own.pop("epochs_run", None)
             if name in self.best:

@@ -37,7 +37,8 @@ class MultiScenarioExperimentConfig(JsonConfig):
             training stream (one per scenario, > 0). None: each scenario's
             examples times its preset's epochs (:func:`default_weights`).
         model: The shared model: architecture, loss, optimizer and training loop
-            of every scenario (None: the first scenario's preset model).
+            of every scenario (None: the first scenario's preset model, with each
+            scenario's gate to a mean-of-history expert, ``mean_expert=True``).
         user_embeddings: Per scenario, whether its query tower adds its own user
             embedding (one per scenario, a scenario part like its item
             embeddings). None: yes when ``model.use_user_embedding`` or the
@@ -101,7 +102,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
             )
         first = self.preset(names[0])
         if self.model is None:
-            self.model = copy.deepcopy(first.model)
+            self.model = dataclasses.replace(copy.deepcopy(first.model), mean_expert=True)
         if self.evaluation is None:
             self.evaluation = copy.deepcopy(first.evaluation)
         if self.model.encoder == NO_ENCODER:

@@ -91,6 +91,11 @@ class RetrievalExperiment(ExperimentBase):
         data: Interactions | None = None,
         split: Split | None = None,
     ) -> None:
+        if config.model.mean_expert and not config.model.scenario_layers:
+            raise ValueError(
+                "RetrievalExperimentConfig.model.mean_expert=True needs scenario_layers=True: "
+                "the mean expert is a scenario's gate (a multi_scenario run sets both)"
+            )
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.prepared = None
