@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -164,10 +165,8 @@ def _both(stored: dict[str, Any] | None, config: Any) -> tuple[dict[str, Any] | 
     """
     if stored is None or not hasattr(config, "from_dict"):
         return stored, _as_dict(config)
-    try:
+    with contextlib.suppress(ValueError, TypeError, KeyError):  # unreadable: compared as stored
         stored = type(config).from_dict(stored).to_dict()
-    except (ValueError, TypeError, KeyError):  # not readable as one: compared as stored
-        pass
     return stored, config.to_dict()
 
 

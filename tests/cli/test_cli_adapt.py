@@ -16,7 +16,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("joint")
     args = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(out)]
     tiny = ["--encoder", "gru", "--epochs", "1", "--set", "embedding_dim=4", "--no-export"]
-    own = ["--scenario-user-embeddings", "yes,no"]
+    own = ["--scenario-user-embeddings", "yes,no", "--scenario-mean-experts", "no,yes"]
     assert main([*args, *tiny, *own, "--set", "max_history=8"]) == 0
     return out
 
@@ -38,6 +38,9 @@ def test_adapt_trains_the_new_scenario_with_the_flags_given(source, tmp_path, ca
     assert config["user_embeddings"] == [True, False, False]
     subs = [json.loads((out / n / "config.json").read_text()) for n in config["scenarios"]]
     assert [sub["model"]["use_user_embedding"] for sub in subs] == [True, False, False]
+    # the mean expert likewise: synthetic_b's by the flag, none for the new scenario
+    assert config["mean_experts"] == [False, True, False]
+    assert [sub["model"]["mean_expert"] for sub in subs] == [False, True, False]
 
 
 def test_a_bad_patience_is_a_clear_error(source, tmp_path, capsys):
@@ -51,6 +54,8 @@ def test_a_bad_user_embedding_flag_is_a_clear_error(tmp_path, capsys):
     argv = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(tmp_path)]
     assert main([*argv, "--scenario-user-embeddings", "yes,maybe"]) == 2
     assert "--scenario-user-embeddings: 'maybe'; expected yes or no" in capsys.readouterr().err
+    assert main([*argv, "--scenario-mean-experts", "yes"]) == 2
+    assert "mean_experts=[True]; expected 2 booleans" in capsys.readouterr().err
 
 
 def test_scenario_flags_without_scenarios_are_refused(tmp_path, capsys):

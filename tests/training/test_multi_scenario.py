@@ -37,10 +37,10 @@ def _tiny_config() -> MultiScenarioExperimentConfig:
             embedding_dim=8,
             max_history=10,
             training=TrainingConfig(batch_size=32, epochs=4, patience=4),
-            mean_expert=True,  # saved, reloaded and exported with each scenario's gate
         ),
         evaluation=EvalConfig(ks=[5, 10]),
         user_embeddings=[False, True],
+        mean_experts=[True, False],  # tiny_a is saved, reloaded and exported with its gate
         model_name="tiny",
     )
 
@@ -56,13 +56,24 @@ def test_config_defaults_come_from_the_first_scenario_preset():
     sub = config.scenario_config("ml-latest-small")
     assert sub.kind == "retrieval" and sub.model_name == "multi_scenario_ml-latest-small"
     assert sub.data == PRESETS["ml-latest-small"].data  # its own split (random, 0.75)
-    # The shared model; its own user embedding, as its preset has one (Beauty's has not)
+    # The shared model; its own user embedding, as its preset has one (Beauty's has not),
+    # and the mean expert, as ml-latest-small and Last.fm have by default (Beauty not)
     assert sub.model == dataclasses.replace(
-        config.model, scenario_layers=True, use_user_embedding=True
+        config.model, scenario_layers=True, use_user_embedding=True, mean_expert=True
     )
     lastfm = config.scenario_config("lastfm").model
-    assert lastfm == dataclasses.replace(config.model, scenario_layers=True)
+    assert lastfm == dataclasses.replace(config.model, scenario_layers=True, mean_expert=True)
+    beauty = config.scenario_config("beauty").model
+    assert beauty == dataclasses.replace(config.model, scenario_layers=True)
     assert not config.model.scenario_layers and not config.model.use_user_embedding
+    assert not config.model.mean_expert
+    gated = dataclasses.replace(config.model, mean_expert=True)
+    everywhere = dataclasses.replace(config, model=gated)
+    assert all(everywhere.scenario_config(n).model.mean_expert for n in config.scenarios)
+    listed = dataclasses.replace(config, mean_experts=[True, False, False])
+    assert [listed.scenario_config(n).model.mean_expert for n in config.scenarios] == [
+        True, False, False
+    ]  # fmt: skip
     chosen = dataclasses.replace(config, user_embeddings=[True, True, False])
     assert [chosen.scenario_config(n).model.use_user_embedding for n in chosen.scenarios] == [
         True, True, False
@@ -92,6 +103,8 @@ def test_config_errors_name_the_field():
         make(scenarios=["beauty", "lastfm"], weights=[1.0, 0.0])
     with pytest.raises(ValueError, match=r"user_embeddings=\[True\]; expected 2 booleans"):
         make(scenarios=["beauty", "lastfm"], user_embeddings=[True])
+    with pytest.raises(ValueError, match=r"mean_experts=\[True\]; expected 2 booleans"):
+        make(scenarios=["beauty", "lastfm"], mean_experts=[True])
     id_only = RetrievalConfig(encoder="none", use_user_embedding=True)
     with pytest.raises(ValueError, match=r"model.encoder='none'; expected a history encoder"):
         make(scenarios=["lastfm"], model=id_only)
@@ -214,8 +227,11 @@ def test_the_run_layout_holds_the_multi_model_and_complete_sub_runs(run):
         config = json.loads((sub / "config.json").read_text())
         assert config["kind"] == "retrieval" and config["model"]["scenario_layers"] is True
         assert config["model_name"] == f"tiny_{name}"
-        # user_embeddings=[False, True]: only tiny_b's query tower has a user vector
+        # user_embeddings=[False, True]: only tiny_b's query tower has a user vector;
+        # mean_experts=[True, False]: only tiny_a's encoder is gated
         assert config["model"]["use_user_embedding"] is (name == "tiny_b")
+        assert config["model"]["mean_expert"] is (name == "tiny_a")
+        assert (f"{name}/mean_expert_weight" in metrics) is (name == "tiny_a")
         for file in ("user_vocab.txt", "item_vocab.txt", "weights/model.index", "history.json"):
             assert (sub / file).is_file(), (name, file)
         own = json.loads((sub / "metrics.json").read_text())

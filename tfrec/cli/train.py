@@ -171,6 +171,14 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
             "(default: the scenario's preset: yes for MovieLens, no for the S3-Rec releases)"
         ),
     )
+    parser.add_argument(
+        "--scenario-mean-experts",
+        metavar="yes,no,...",
+        help=(
+            "per scenario, whether its encoder output is gated with the running mean of its "
+            "history (default: yes for lastfm and ml-latest-small, where it won on validation)"
+        ),
+    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +236,7 @@ def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
         "--scenario-weights": args.scenario_weights,
         "--scenario-selection": args.scenario_selection,
         "--scenario-user-embeddings": args.scenario_user_embeddings,
+        "--scenario-mean-experts": args.scenario_mean_experts,
     }
     given = [flag for flag, value in scenario_flags.items() if value]
     if given:
@@ -277,6 +286,8 @@ def _scenarios_config(args: argparse.Namespace, kind: str, cls: Any, saved: Any)
         config.user_embeddings = _parse_flags(
             args.scenario_user_embeddings, "--scenario-user-embeddings"
         )
+    if args.scenario_mean_experts:
+        config.mean_experts = _parse_flags(args.scenario_mean_experts, "--scenario-mean-experts")
     if args.data_dir:
         config.data_dir = args.data_dir
     config.__post_init__()  # checks the weights against the scenarios

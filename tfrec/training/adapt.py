@@ -121,8 +121,10 @@ def _new_scenario(
             f"({base.config.scenarios}); expected a new one"
         )
     config = copy.deepcopy(base.config)
-    if config.user_embeddings is not None:  # the new scenario's default, before it is added
+    if config.user_embeddings is not None:  # the new scenario's defaults, before it is added
         config.user_embeddings.append(config.user_embedding(dataset))
+    if config.mean_experts is not None:
+        config.mean_experts.append(config.mean_expert(dataset))
     config.scenarios.append(dataset)
     if config.weights is not None:  # the new scenario gets the mean weight
         config.weights.append(sum(config.weights) / len(config.weights))
