@@ -20,9 +20,12 @@ comparable vectors)::
     g = softmax(gate_logits)                                         # [2]
     LN_s(g0 * LN_0(encoder(x)) + g1 * LN_1(running_mean(x)))         # [B, L, D]
 
-A scenario whose data are bags of items rather than sequences (a random
-split of MovieLens ratings) moves its gate to the mean; the others keep the
-encoder. The wrapper keeps the encoder contract (causal, zeros at padding positions,
+It is for scenarios whose data are bags of items rather than sequences (a
+random split of MovieLens ratings). The gate logits and the expert norms' scales
+are redundant (either can move the mix), so the gate weight alone is a
+diagnostic, not the whole mix.
+
+The wrapper keeps the encoder contract (causal, zeros at padding positions,
 padding-invariant): the vector is added at every position (padded rows do not
 matter to the encoder) and the normalised outputs are masked again.
 """

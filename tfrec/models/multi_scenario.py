@@ -38,9 +38,13 @@ import tf_keras as keras
 
 from tfrec.data.item_features import ItemFeatureTables
 from tfrec.layers.encoders import NO_ENCODER
-from tfrec.layers.scenario import ScenarioEncoder
 from tfrec.models.base import TfrecModel
-from tfrec.models.retrieval import RetrievalConfig, TwoTowerModel, build_history_encoder
+from tfrec.models.retrieval import (
+    RetrievalConfig,
+    TwoTowerModel,
+    build_history_encoder,
+    scenario_encoder,
+)
 
 #: The batch feature that names the scenario of a training batch (its index).
 SCENARIO_FEATURE = "scenario"
@@ -97,9 +101,7 @@ def build_scenario_model(
         num_items=num_items,
         item_features=item_features,
         item_log_probs=item_log_probs,
-        encoder=ScenarioEncoder(
-            shared_encoder, mean_expert=config.mean_expert, name="scenario_encoder"
-        ),
+        encoder=scenario_encoder(shared_encoder, config),
     )
     features = {
         "user": tf.zeros([1], tf.int32),  # [B]

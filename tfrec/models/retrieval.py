@@ -80,9 +80,17 @@ def build_history_encoder(config: RetrievalConfig) -> keras.layers.Layer:
         num_heads=config.num_heads,
         dropout=config.dropout,
     )
-    if config.scenario_layers:
-        encoder = ScenarioEncoder(encoder, mean_expert=config.mean_expert, name="scenario_encoder")
-    return encoder
+    return scenario_encoder(encoder, config) if config.scenario_layers else encoder
+
+
+def scenario_encoder(encoder: keras.layers.Layer, config: RetrievalConfig) -> ScenarioEncoder:
+    """``encoder`` (possibly shared by several scenarios) in this scenario's layers.
+
+    Args:
+        encoder: A history encoder layer (not a ScenarioEncoder).
+        config: The scenario's config (its ``mean_expert``).
+    """
+    return ScenarioEncoder(encoder, mean_expert=config.mean_expert, name="scenario_encoder")
 
 
 class TwoTowerModel(TfrecModel):

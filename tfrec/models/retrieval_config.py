@@ -62,7 +62,8 @@ class RetrievalConfig(JsonConfig):
             encoder's outputs with the running mean of its history by a learned
             gate (:class:`~tfrec.layers.scenario.ScenarioEncoder`), so a scenario
             whose histories are bags of items rather than sequences can use the
-            bag. The ``multi_scenario`` kind's default.
+            bag. Set per scenario by the ``multi_scenario`` kind
+            (``MultiScenarioExperimentConfig.mean_experts``).
     """
 
     embedding_dim: int = 64

@@ -184,9 +184,9 @@ class MultiScenarioExperimentConfig(JsonConfig):
         their whole history, which a user vector summarises better than the last
         50 items).
         """
-        index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
-        if self.user_embeddings is not None and index < len(self.user_embeddings):
-            return bool(self.user_embeddings[index])
+        listed = self._listed(self.user_embeddings, name)
+        if listed is not None:
+            return listed
         preset = self.preset(name)
         if preset is None:
             raise ValueError(f"user_embedding: unknown scenario {name!r}")
@@ -194,10 +194,15 @@ class MultiScenarioExperimentConfig(JsonConfig):
 
     def mean_expert(self, name: str) -> bool:
         """Whether scenario ``name``'s encoder has the mean expert (:attr:`mean_experts`)."""
-        index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
-        if self.mean_experts is not None and index < len(self.mean_experts):
-            return bool(self.mean_experts[index])
+        listed = self._listed(self.mean_experts, name)
+        if listed is not None:
+            return listed
         return self.model.mean_expert or name in MEAN_EXPERT_SCENARIOS
+
+    def _listed(self, flags: list[bool] | None, name: str) -> bool | None:
+        """Scenario ``name``'s entry of a per-scenario flag list; None if not listed."""
+        index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
+        return bool(flags[index]) if flags is not None and index < len(flags) else None
 
     @classmethod
     def for_scenarios(
