@@ -184,8 +184,8 @@ def shared_arch_config(
     config: encoder, user embedding, scenario layers) on ``name``'s own maximum
     epochs and patience. It splits the gap between a joint model and a separate
     preset whose architecture differs (ml-latest-small: mean encoder over 200
-    items; Last.fm: 2 attention heads) into what the architecture costs and what
-    sharing costs.
+    items; Last.fm: 2 attention heads gated with the history's mean) into what the
+    architecture costs and what sharing costs.
     """
     from tfrec.models.multi_scenario import SHARED_ENCODER_FIELDS
 

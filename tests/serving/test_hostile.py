@@ -160,9 +160,13 @@ def test_a_request_above_max_batch_size(served: dict[str, Served], mode: str) ->
 
 @pytest.mark.slow
 def test_campaign_on_a_small_budget(tmp_path: Path) -> None:
-    """Both modes through every phase (~600 requests; stalled connections wait for the
-    server's 10 s header / 30 s body timeouts, hence the 35 s limit)."""
-    settings = dataclasses.replace(hostile.QUICK, stall_connections=6, stall_limit_s=35.0)
+    """Both modes through every phase (~600 requests). Stalled connections wait for the
+    server's header / body timeouts, here 2 s / 3 s (defaults 10 s / 30 s), so every one
+    must be closed within the 6 s limit."""
+    timeouts = ("--rest_api_header_timeout_seconds", "2", "--rest_api_body_timeout_seconds", "3")
+    settings = dataclasses.replace(
+        hostile.QUICK, stall_connections=6, stall_limit_s=6.0, server_args=timeouts
+    )
     results = hostile.run_campaign(tmp_path, hostile.with_budget(settings, 600))
     total = sum(mode["requests"] for mode in results["modes"].values())
     assert total >= 500

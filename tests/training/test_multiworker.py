@@ -201,11 +201,8 @@ def test_killed_worker_is_restarted_and_the_run_finishes_like_an_uninterrupted_o
 
 
 @pytest.mark.slow
-def test_two_workers_match_one_worker_on_ml100k(tmp_path):
-    data = Path("/work/shared/datasets")
-    if not (data / "ml-100k").is_dir():
-        pytest.fail(f"{data / 'ml-100k'} is missing (the shared datasets are required)")
-    common = ["--dataset", "ml-100k", "--data-dir", str(data), "--epochs", "6",
+def test_two_workers_match_one_worker_on_ml100k(tmp_path, shared_datasets):
+    common = ["--dataset", "ml-100k", "--data-dir", str(shared_datasets), "--epochs", "6",
               "--batch-size", "64", "--seed", "7", "--no-export"]  # fmt: skip
     runs = {}
     for name, extra in (("one", []), ("two", ["--workers", "2"])):

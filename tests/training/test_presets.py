@@ -67,11 +67,19 @@ OLD_PRESETS = {
     ),
     "csv": ({}, {}, {}),
     # Added with their datasets (issue 13), not old: beauty's values; Last.fm trains longer
-    # (patience 10, up to 150 epochs) with 2 attention heads: chosen on its validation NDCG@10.
+    # (patience 10, up to 150 epochs) with 2 attention heads gated with the mean of the
+    # history (scenario_layers + mean_expert): chosen on its validation NDCG@10.
     **dict.fromkeys(("sports", "s3rec"), BEAUTY),
     "lastfm": (
         BEAUTY[0],
-        {**BEAUTY[1], "epochs": 150, "patience": 10, "num_heads": 2},
+        {
+            **BEAUTY[1],
+            "epochs": 150,
+            "patience": 10,
+            "num_heads": 2,
+            "scenario_layers": True,
+            "mean_expert": True,
+        },
         BEAUTY[2],
     ),
 }

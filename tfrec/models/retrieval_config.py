@@ -57,13 +57,15 @@ class RetrievalConfig(JsonConfig):
             :class:`~tfrec.layers.scenario.ScenarioEncoder` (a learned input
             vector and an output LayerNormalization of this scenario). Set by
             the ``multi_scenario`` kind in each scenario's sub-run, so that the
-            sub-run rebuilds the model its weights were saved from.
+            sub-run rebuilds the model its weights were saved from, and by a
+            single run that wants ``mean_expert`` (the ``lastfm`` preset).
         mean_expert: With ``scenario_layers``: the scenario mixes the shared
             encoder's outputs with the running mean of its history by a learned
             gate (:class:`~tfrec.layers.scenario.ScenarioEncoder`), so a scenario
             whose histories are bags of items rather than sequences can use the
             bag. Set per scenario by the ``multi_scenario`` kind
-            (``MultiScenarioExperimentConfig.mean_experts``).
+            (``MultiScenarioExperimentConfig.mean_experts``) and in the
+            ``lastfm`` preset.
     """
 
     embedding_dim: int = 64

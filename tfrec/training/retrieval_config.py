@@ -75,11 +75,15 @@ _S3REC_TRAINING: dict[str, TrainingConfig] = {
 }
 
 #: Architecture per S3-Rec release where it differs from Beauty's, chosen on validation
-#: NDCG@10 (mean of seeds 1 and 2, 2026-12-01 sweep in ``benchmarks/results/s3rec_sweeps``):
+#: NDCG@10 (mean of seeds 1 and 2, 2026-12-01 sweeps in ``benchmarks/results/s3rec_sweeps``):
 #: Last.fm with 2 attention heads .0692 (H@10 .1248) vs 1 head .0629 (.1138); not kept:
 #: 4 heads .0638, embedding_dim 128 .0669 (256: .0653; 128 with 2 heads .0658),
-#: learning rate 1e-3 .0630, max_history 200 .0558.
+#: learning rate 1e-3 .0630, max_history 200 .0558. Then the mean-of-history expert
+#: beside the transformer (``scenario_layers`` + ``mean_expert``, tags ``me2h``/``me1h``):
+#: 2 heads .0757 (H@10 .1303), 1 head .0745 (.1339) vs .0692: Last.fm's listening
+#: histories are closer to bags of artists than to sequences.
 _S3REC_HEADS: dict[str, int] = {"lastfm": 2}
+_S3REC_MEAN_EXPERT: frozenset[str] = frozenset({"lastfm"})
 
 
 def _s3rec_release(dataset: DatasetName) -> RetrievalExperimentConfig:
@@ -87,7 +91,7 @@ def _s3rec_release(dataset: DatasetName) -> RetrievalExperimentConfig:
 
     The other releases (sports, lastfm, any ``s3rec`` file) start from them;
     Last.fm trains longer (:data:`_S3REC_TRAINING`) with 2 attention heads
-    (:data:`_S3REC_HEADS`).
+    (:data:`_S3REC_HEADS`) gated with the mean of its history (:data:`_S3REC_MEAN_EXPERT`).
     """
     training = _S3REC_TRAINING.get(dataset, TrainingConfig(epochs=18, batch_size=128, patience=3))
     return RetrievalExperimentConfig(
@@ -101,6 +105,8 @@ def _s3rec_release(dataset: DatasetName) -> RetrievalExperimentConfig:
             dropout=0.3,
             optimizer=OptimizerConfig(learning_rate=2e-3),
             training=copy.deepcopy(training),
+            scenario_layers=dataset in _S3REC_MEAN_EXPERT,
+            mean_expert=dataset in _S3REC_MEAN_EXPERT,
         ),
         evaluation=EvalConfig(mask="both"),
     )
