@@ -347,3 +347,11 @@ def test_a_resumed_run_keeps_the_snapshots_of_the_epochs_before(tmp_path):
         # epochs 1-2 ran in the first process; a best among them survives the restart
         assert resumed.best.epochs[name] == int(np.argmax(curve))
         assert resumed.best.values[name] == pytest.approx(max(curve))
+
+
+def test_a_gated_first_preset_does_not_gate_every_scenario():
+    # lastfm's own preset has the mean expert; listed first it gives the shared model
+    # its architecture, but the gate stays a per-scenario default (Beauty: none).
+    config = MultiScenarioExperimentConfig(scenarios=["lastfm", "beauty"])
+    assert not config.model.mean_expert and not config.model.scenario_layers
+    assert [config.scenario_config(n).model.mean_expert for n in config.scenarios] == [True, False]

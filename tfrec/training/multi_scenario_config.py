@@ -45,7 +45,8 @@ class MultiScenarioExperimentConfig(JsonConfig):
             training stream (one per scenario, > 0). None: each scenario's
             examples times its preset's epochs (:func:`default_weights`).
         model: The shared model: architecture, loss, optimizer and training loop
-            of every scenario (None: the first scenario's preset model).
+            of every scenario (None: the first scenario's preset model, without its
+            mean expert: that is chosen per scenario, ``mean_experts``).
         user_embeddings: Per scenario, whether its query tower adds its own user
             embedding (one per scenario, a scenario part like its item
             embeddings). None: yes when ``model.use_user_embedding`` or the
@@ -115,8 +116,10 @@ class MultiScenarioExperimentConfig(JsonConfig):
                     f"expected {len(names)} booleans (one per scenario) or None"
                 )
         first = self.preset(names[0])
-        if self.model is None:
-            self.model = copy.deepcopy(first.model)
+        if self.model is None:  # the gate is per scenario (mean_expert), not the first's
+            self.model = dataclasses.replace(
+                copy.deepcopy(first.model), scenario_layers=False, mean_expert=False
+            )
         if self.evaluation is None:
             self.evaluation = copy.deepcopy(first.evaluation)
         if self.model.encoder == NO_ENCODER:
