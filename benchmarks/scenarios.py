@@ -191,10 +191,10 @@ def shared_arch_config(
 
     joint = joint_config(scenarios, seed, args)
     alone = separate_config(name, seed, args).model
-    architecture = (*SHARED_ENCODER_FIELDS, "loss")
-    if all(getattr(alone, f) == getattr(joint.model, f) for f in architecture):
-        return None
     config = joint.scenario_config(name)
+    architecture = (*SHARED_ENCODER_FIELDS, "max_history", "loss")
+    if all(getattr(alone, f) == getattr(config.model, f) for f in architecture):
+        return None
     config.model.training = dataclasses.replace(
         config.model.training, epochs=alone.training.epochs, patience=alone.training.patience
     )
@@ -279,6 +279,34 @@ def adapted(
     return out
 
 
+@dataclasses.dataclass
+class AdaptCellConfig:
+    """What an adapted cell measured: the source joint run's config, target, schedule, unfreezing.
+
+    A stored cell is read back through :meth:`from_dict`, which reads its source
+    through the multi-scenario config class, so a field added to that class since
+    (at its default) does not make the cell differ.
+    """
+
+    source: dict[str, Any]
+    target: str
+    schedule: list[int]
+    unfreeze: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The cell's config as JSON values."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdaptCellConfig:
+        """A stored cell's config, its source completed with the current defaults."""
+        from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+
+        source = MultiScenarioExperimentConfig.from_dict(data["source"]).to_dict()
+        fields = {k: data[k] for k in ("target", "schedule", "unfreeze")}
+        return cls(source=source, **fields)
+
+
 def _scratch_schedule(target: str, seed: int, args: argparse.Namespace) -> tuple[int, int]:
     """Maximum epochs and patience of ``target``'s from-scratch runs."""
     training = separate_config(target, seed, args).model.training
@@ -307,18 +335,17 @@ def part_adapt(
             for f in args.fractions
         }
         config = joint_config(others, seed, args)
-        source_config = config.to_dict()
-        adapt_config = {
-            "source": source_config, "target": target,
-            "schedule": _scratch_schedule(target, seed, args),
-            "unfreeze": [args.unfreeze_epochs, args.unfreeze_lr_factor],
-        }  # fmt: skip
+        adapt_config = AdaptCellConfig(
+            source=config.to_dict(), target=target,
+            schedule=list(_scratch_schedule(target, seed, args)),
+            unfreeze=[args.unfreeze_epochs, args.unfreeze_lr_factor],
+        )  # fmt: skip
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
-        base = cells.get(base_key, source_config)
+        base = cells.get(base_key, config)
         if missing and not (source / "config.json").is_file():
             facts = _report.machine_facts()
             base = joint(config, source)
-            cells.put(base_key, base, facts, config=source_config)
+            cells.put(base_key, base, facts, config=config)
         base = base or {"train_seconds": None}  # saved in --work-dir by an earlier run
         rows = []
         for fraction in args.fractions:

@@ -56,7 +56,7 @@ def test_targets_must_be_scenarios() -> None:
 @pytest.mark.slow
 def test_quick_run_writes_both_parts(tmp_path: Path) -> None:
     argv = ["--quick", "--seeds", "1", "--fractions", "0.25,1.0", "--output", str(tmp_path)]
-    argv += ["--unfreeze-epochs", "1"]
+    argv += ["--unfreeze-epochs", "1", "--epochs", "3"]  # every run capped at 3 epochs
     assert scenarios.main([*argv, "--cells", str(tmp_path / "cells")]) == 0
     report = json.loads((tmp_path / "scenarios_quick.json").read_text())["results"]
     # 1 joint + 3 separate + 1 source + 1 scratch at 25% + 2 adapted (scratch 100% = separate)
@@ -154,3 +154,19 @@ def test_the_source_time_is_reported_when_no_cells_are_kept(
     out = scenarios.part_adapt(args, args.scenarios, tmp_path, cells)
     assert out["synthetic_small"]["source_train_seconds"] == 12.3
     assert out["synthetic_small"]["rows"][0]["adapted_seconds"] == 1.5
+
+
+def test_an_adapted_cell_stored_before_a_config_field_existed_is_reused(tmp_path: Path) -> None:
+    from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
+
+    source = MultiScenarioExperimentConfig.for_scenarios(["synthetic_a"]).to_dict()
+    wanted = scenarios.AdaptCellConfig(source, "synthetic_small", [8, 3], [0, 0.1])
+    stored = wanted.to_dict()
+    del stored["source"]["max_histories"]  # a cell written before that field existed
+    cells = scenarios.CellStore(tmp_path / "cells", {"epochs": None, "quick": True})
+    facts = {"git_commit": "abc", "git_dirty": False, "date_utc": "2026-12-01", "load_average": []}
+    cells.put("adapt_x", {"ndcg@10": 0.5}, facts, config=stored)
+    assert cells.get("adapt_x", wanted) == {"ndcg@10": 0.5}
+    other_schedule = scenarios.AdaptCellConfig(source, "synthetic_small", [9, 3], [0, 0.1])
+    with pytest.raises(ValueError, match=r"adapt_x\.json: .* \(sections \['schedule'\] differ"):
+        cells.get("adapt_x", other_schedule)

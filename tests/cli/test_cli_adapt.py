@@ -17,6 +17,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["train", "--scenarios", "synthetic_a,synthetic_b", "--output-dir", str(out)]
     tiny = ["--encoder", "gru", "--epochs", "1", "--set", "embedding_dim=4", "--no-export"]
     own = ["--scenario-user-embeddings", "yes,no", "--scenario-mean-experts", "no,yes"]
+    own += ["--scenario-max-histories", "8,5"]
     assert main([*args, *tiny, *own, "--set", "max_history=8"]) == 0
     return out
 
@@ -41,6 +42,9 @@ def test_adapt_trains_the_new_scenario_with_the_flags_given(source, tmp_path, ca
     # the mean expert likewise: synthetic_b's by the flag, none for the new scenario
     assert config["mean_experts"] == [False, True, False]
     assert [sub["model"]["mean_expert"] for sub in subs] == [False, True, False]
+    # history lengths: synthetic_b reads 5 items by the flag, the new scenario the shared 8
+    assert config["max_histories"] == [8, 5, 8]
+    assert [sub["model"]["max_history"] for sub in subs] == [8, 5, 8]
 
 
 def test_a_bad_patience_is_a_clear_error(source, tmp_path, capsys):
@@ -56,6 +60,8 @@ def test_a_bad_user_embedding_flag_is_a_clear_error(tmp_path, capsys):
     assert "--scenario-user-embeddings: 'maybe'; expected yes or no" in capsys.readouterr().err
     assert main([*argv, "--scenario-mean-experts", "yes"]) == 2
     assert "mean_experts=[True]; expected 2 booleans" in capsys.readouterr().err
+    assert main([*argv, "--scenario-max-histories", "50,0"]) == 2
+    assert "--scenario-max-histories: '0'; expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_scenario_flags_without_scenarios_are_refused(tmp_path, capsys):

@@ -145,3 +145,10 @@ def test_errors_name_the_argument():
         TwoTowerModel(id_only, 5, 9, encoder=model.encoder)
     with pytest.raises(ValueError, match=r"scenario_layers=True needs a history encoder"):
         RetrievalConfig(encoder="none", use_user_embedding=True, scenario_layers=True)
+    # A scenario may read fewer items (2) than the shared encoder's 3 positions, on them ...
+    shorter = dataclasses.replace(CONFIG, max_history=2, max_positions=3)
+    assert model.add_scenario("short", 5, 9, config=shorter).config.max_history == 2
+    with pytest.raises(ValueError, match=r"in \['encoder_positions'\]"):  # ... not on others
+        model.add_scenario("c", 5, 9, config=dataclasses.replace(CONFIG, max_history=2))
+    with pytest.raises(ValueError, match=r"max_positions=2; expected None or an integer >= "):
+        dataclasses.replace(CONFIG, max_positions=2, max_history=3)

@@ -355,3 +355,33 @@ def test_a_gated_first_preset_does_not_gate_every_scenario():
     config = MultiScenarioExperimentConfig(scenarios=["lastfm", "beauty"])
     assert not config.model.mean_expert and not config.model.scenario_layers
     assert [config.scenario_config(n).model.mean_expert for n in config.scenarios] == [True, False]
+
+
+def test_scenarios_read_their_own_history_lengths_on_one_encoder(tmp_path):
+    config = dataclasses.replace(_tiny_config(), max_histories=[4, 10])
+    loop = dataclasses.replace(config.model.training, epochs=1)
+    config.model = dataclasses.replace(config.model, encoder="transformer", training=loop)
+    keras.utils.set_random_seed(0)
+    experiment = MultiScenarioExperiment(config, output_dir=tmp_path / "run")
+    # One transformer with the longest history's 10 positions (embedding_dim 8).
+    weights = {w.name.split("/")[-2]: w.shape for w in experiment.model.encoder.weights}
+    assert weights["positions"] == (10, 8)
+    subs = {name: sub.config.model for name, sub in experiment.experiments.items()}
+    assert (subs["tiny_a"].max_history, subs["tiny_a"].max_positions) == (4, 10)
+    assert (subs["tiny_b"].max_history, subs["tiny_b"].max_positions) == (10, None)
+    # The mixed stream carries each scenario's batches at its own width.
+    dataset, _ = experiment.train_dataset()
+    widths = {0: set(), 1: set()}
+    for batch in dataset.take(20).as_numpy_iterator():
+        widths[int(batch["scenario"][0])].add(batch["history"].shape[1])
+    assert widths == {0: {4}, 1: {10}}
+    experiment.fit()
+    saved = experiment.evaluate(["test"])
+    experiment.save()
+    # tiny_a's sub-run rebuilds the 10-position encoder alone and reproduces its metrics.
+    alone = tfrec.load_experiment(tmp_path / "run" / "tiny_a")
+    assert alone.config.model.encoder_positions == 10
+    got = alone.evaluate(["test"])["test/ndcg@10"]
+    assert got == pytest.approx(saved["tiny_a/test/ndcg@10"], abs=1e-5)
+    with pytest.raises(ValueError, match=r"max_histories=\[4\]; expected 2 integers >= 1"):
+        dataclasses.replace(config, max_histories=[4])

@@ -179,6 +179,14 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
             "history (default: yes for lastfm and ml-latest-small, where it won on validation)"
         ),
     )
+    parser.add_argument(
+        "--scenario-max-histories",
+        metavar="L1,L2,...",
+        help=(
+            "per scenario, how many recent items its query reads (default: --max-history for "
+            "all); the shared encoder gets the longest"
+        ),
+    )
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -237,6 +245,7 @@ def _base_config(args: argparse.Namespace) -> tuple[str, Any]:
         "--scenario-selection": args.scenario_selection,
         "--scenario-user-embeddings": args.scenario_user_embeddings,
         "--scenario-mean-experts": args.scenario_mean_experts,
+        "--scenario-max-histories": args.scenario_max_histories,
     }
     given = [flag for flag, value in scenario_flags.items() if value]
     if given:
@@ -288,6 +297,8 @@ def _scenarios_config(args: argparse.Namespace, kind: str, cls: Any, saved: Any)
         )
     if args.scenario_mean_experts:
         config.mean_experts = _parse_flags(args.scenario_mean_experts, "--scenario-mean-experts")
+    if args.scenario_max_histories:
+        config.max_histories = _parse_lengths(args.scenario_max_histories)
     if args.data_dir:
         config.data_dir = args.data_dir
     config.__post_init__()  # checks the weights against the scenarios
@@ -304,6 +315,17 @@ def _parse_flags(text: str, option: str) -> list[bool]:
             raise ValueError(f"{option}: {part.strip()!r}; expected yes or no per scenario")
         flags.append(values[word])
     return flags
+
+
+def _parse_lengths(text: str) -> list[int]:
+    """``"50,200"`` -> ``[50, 200]`` (``--scenario-max-histories``)."""
+    lengths = []
+    for part in text.split(","):
+        word = part.strip()
+        if not word.isdigit() or int(word) < 1:
+            raise ValueError(f"--scenario-max-histories: {word!r}; expected an integer >= 1")
+        lengths.append(int(word))
+    return lengths
 
 
 def _model_overrides(args: argparse.Namespace, kind: str, config: Any) -> None:

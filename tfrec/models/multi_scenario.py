@@ -48,9 +48,10 @@ from tfrec.models.retrieval import (
 
 #: The batch feature that names the scenario of a training batch (its index).
 SCENARIO_FEATURE = "scenario"
-#: The settings of the shared history encoder: every scenario's config must have the same.
+#: The settings of the shared history encoder: every scenario's config must have the same
+#: (each scenario reads its own ``max_history`` items; the encoder's positions are shared).
 SHARED_ENCODER_FIELDS = (
-    "encoder", "embedding_dim", "max_history", "num_layers", "num_heads", "dropout",
+    "encoder", "embedding_dim", "encoder_positions", "num_layers", "num_heads", "dropout",
 )  # fmt: skip
 
 

@@ -75,7 +75,7 @@ def build_history_encoder(config: RetrievalConfig) -> keras.layers.Layer:
     encoder = get_encoder(
         config.encoder,
         config.embedding_dim,
-        config.max_history,
+        config.encoder_positions,
         num_layers=config.num_layers,
         num_heads=config.num_heads,
         dropout=config.dropout,

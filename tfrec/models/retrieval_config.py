@@ -66,6 +66,11 @@ class RetrievalConfig(JsonConfig):
             bag. Set per scenario by the ``multi_scenario`` kind
             (``MultiScenarioExperimentConfig.mean_experts``) and in the
             ``lastfm`` preset.
+        max_positions: The transformer's learned positions (None: ``max_history``;
+            otherwise >= it). A scenario of a multi-scenario model reads its own
+            ``max_history`` items on an encoder shared with scenarios of longer
+            histories (``MultiScenarioExperimentConfig.max_histories``), whose
+            positions it keeps so that its sub-run reloads on its own.
     """
 
     embedding_dim: int = 64
@@ -87,6 +92,12 @@ class RetrievalConfig(JsonConfig):
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     scenario_layers: bool = False
     mean_expert: bool = False
+    max_positions: int | None = None
+
+    @property
+    def encoder_positions(self) -> int:
+        """The encoder's learned positions: ``max_positions``, else ``max_history``."""
+        return self.max_positions if self.max_positions is not None else self.max_history
 
     @classmethod
     def upgrade_dict(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +147,12 @@ class RetrievalConfig(JsonConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
+        positions = self.max_positions
+        if positions is not None and not (type(positions) is int and positions >= self.max_history):
+            raise ValueError(
+                f"RetrievalConfig.max_positions={positions!r}; expected None or an integer "
+                f">= max_history={self.max_history}"
+            )
         for name in ("context_dim", "l2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RetrievalConfig.{name}={getattr(self, name)}; expected >= 0")

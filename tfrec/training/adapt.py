@@ -125,6 +125,8 @@ def _new_scenario(
         config.user_embeddings.append(config.user_embedding(dataset))
     if config.mean_experts is not None:
         config.mean_experts.append(config.mean_expert(dataset))
+    if config.max_histories is not None:
+        config.max_histories.append(config.max_history(dataset))
     config.scenarios.append(dataset)
     if config.weights is not None:  # the new scenario gets the mean weight
         config.weights.append(sum(config.weights) / len(config.weights))

@@ -165,7 +165,7 @@ class MultiScenarioExperiment(ExperimentBase):
         self.experiments: dict[str, RetrievalExperiment] = dict(experiments)
         first = next(iter(self.experiments.values()))
         with first.strategy.scope():
-            self.model = MultiScenarioModel(config.model)
+            self.model = MultiScenarioModel(config.shared_model())
             for name, sub in self.experiments.items():
                 scenario = self.model.add_scenario(
                     name, sub.user_vocab.size, sub.item_vocab.size,

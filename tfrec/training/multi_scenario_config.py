@@ -55,6 +55,10 @@ class MultiScenarioExperimentConfig(JsonConfig):
             running mean of its history (``RetrievalConfig.mean_expert``, a scenario
             part). None: yes when ``model.mean_expert`` or the scenario is one of
             :data:`MEAN_EXPERT_SCENARIOS`.
+        max_histories: Per scenario, how many recent items its query reads
+            (``RetrievalConfig.max_history``; one per scenario, >= 1). None: the
+            shared model's ``max_history`` for all. The shared encoder gets the
+            longest as its positions (:attr:`encoder_positions`).
         evaluation: The metrics protocol of every scenario (None: the first
             scenario's preset).
         selection: ``scenario`` (default): each scenario is evaluated, saved and
@@ -75,6 +79,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
     model: RetrievalConfig | None = None
     user_embeddings: list[bool] | None = None
     mean_experts: list[bool] | None = None
+    max_histories: list[int] | None = None
     evaluation: EvalConfig | None = None
     selection: ScenarioSelection = "scenario"
     data_dir: str | None = None
@@ -115,6 +120,14 @@ class MultiScenarioExperimentConfig(JsonConfig):
                     f"MultiScenarioExperimentConfig.{field}={flags}; "
                     f"expected {len(names)} booleans (one per scenario) or None"
                 )
+        lengths = self.max_histories
+        if lengths is not None and (
+            len(lengths) != len(names) or not all(type(n) is int and n >= 1 for n in lengths)
+        ):
+            raise ValueError(
+                f"MultiScenarioExperimentConfig.max_histories={lengths}; "
+                f"expected {len(names)} integers >= 1 (one per scenario) or None"
+            )
         first = self.preset(names[0])
         if self.model is None:  # the gate is per scenario (mean_expert), not the first's
             self.model = dataclasses.replace(
@@ -170,7 +183,10 @@ class MultiScenarioExperimentConfig(JsonConfig):
             scenario_layers=True,
             use_user_embedding=self.user_embedding(name),
             mean_expert=self.mean_expert(name),
+            max_history=self.max_history(name),
         )
+        if self.encoder_positions != model.max_history:  # the shared encoder's positions
+            model.max_positions = self.encoder_positions
         return RetrievalExperimentConfig(
             data=data,
             model=model,
@@ -201,6 +217,27 @@ class MultiScenarioExperimentConfig(JsonConfig):
         if listed is not None:
             return listed
         return self.model.mean_expert or name in MEAN_EXPERT_SCENARIOS
+
+    def max_history(self, name: str) -> int:
+        """How many recent items scenario ``name``'s query reads (:attr:`max_histories`)."""
+        index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
+        lengths = self.max_histories
+        if lengths is not None and index < len(lengths):
+            return int(lengths[index])
+        return self.model.max_history
+
+    @property
+    def encoder_positions(self) -> int:
+        """The shared encoder's learned positions: the longest scenario history."""
+        lengths = [self.max_history(name) for name in self.scenarios]
+        return max(self.model.encoder_positions, *lengths)
+
+    def shared_model(self) -> RetrievalConfig:
+        """The shared model's config with :attr:`encoder_positions` (the encoder's build config)."""
+        positions = self.encoder_positions
+        if positions == self.model.max_history:
+            return self.model
+        return dataclasses.replace(self.model, max_positions=positions)
 
     def _listed(self, flags: list[bool] | None, name: str) -> bool | None:
         """Scenario ``name``'s entry of a per-scenario flag list; None if not listed."""
