@@ -114,12 +114,18 @@ def test_speed_quick_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert "| savedmodel | 1 | 5 | 4.2 | 5.8 | 20,000 | 50,000 |" in markdown
 
 
+@pytest.fixture(scope="module")
+def two_stage_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A quick two-stage run that also saves its retrieval model (``retrieval/``)."""
+    out = tmp_path_factory.mktemp("two_stage")
+    argv = ["--quick", "--weights", "0,1", "--tune-queries", "30", "--output", str(out / "t")]
+    assert two_stage.main([*argv, "--save-retrieval", str(out / "retrieval")]) == 0
+    return out
+
+
 @pytest.mark.slow
-def test_two_stage_quick_run(tmp_path: Path) -> None:
-    out = tmp_path / "t"
-    argv = ["--quick", "--weights", "0,1", "--tune-queries", "30", "--output", str(out)]
-    assert two_stage.main(argv) == 0
-    results, markdown = _report(out, "two_stage_quick")
+def test_two_stage_quick_run(two_stage_run: Path) -> None:
+    results, markdown = _report(two_stage_run / "t", "two_stage_quick")
     run = results["run"]
     test = run["test"]
     assert set(test) == {"retrieval", "two_stage_w0", "two_stage_tuned"}
@@ -140,12 +146,13 @@ def test_two_stage_quick_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_stage_ranker_lists_from_another_saved_retrieval_model(tmp_path: Path) -> None:
-    saved = tmp_path / "retrieval"
-    first = ["--quick", "--weights", "0", "--tune-queries", "20", "--max-queries", "20"]
-    assert two_stage.main([*first, "--save-retrieval", str(saved), "--output", str(tmp_path)]) == 0
-    results, _ = _report(tmp_path, "two_stage_quick")
+def test_two_stage_ranker_lists_from_another_saved_retrieval_model(
+    two_stage_run: Path, tmp_path: Path
+) -> None:
+    saved = two_stage_run / "retrieval"  # the retrieval model the quick run saved
+    results, _ = _report(two_stage_run / "t", "two_stage_quick")
     assert results["run"]["pool_source"] == "the stage-1 model"
+    first = ["--quick", "--weights", "0", "--tune-queries", "20", "--max-queries", "20"]
     again = [*first, "--retrieval-dir", str(saved), "--pool-retrieval-dir", str(saved)]
     assert two_stage.main([*again, "--output", str(tmp_path / "b")]) == 0
     results, markdown = _report(tmp_path / "b", "two_stage_quick")
