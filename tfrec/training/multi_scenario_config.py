@@ -205,7 +205,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
         """
         listed = self._listed(self.user_embeddings, name)
         if listed is not None:
-            return listed
+            return bool(listed)
         preset = self.preset(name)
         if preset is None:
             raise ValueError(f"user_embedding: unknown scenario {name!r}")
@@ -215,16 +215,13 @@ class MultiScenarioExperimentConfig(JsonConfig):
         """Whether scenario ``name``'s encoder has the mean expert (:attr:`mean_experts`)."""
         listed = self._listed(self.mean_experts, name)
         if listed is not None:
-            return listed
+            return bool(listed)
         return self.model.mean_expert or name in MEAN_EXPERT_SCENARIOS
 
     def max_history(self, name: str) -> int:
         """How many recent items scenario ``name``'s query reads (:attr:`max_histories`)."""
-        index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
-        lengths = self.max_histories
-        if lengths is not None and index < len(lengths):
-            return int(lengths[index])
-        return self.model.max_history
+        listed = self._listed(self.max_histories, name)
+        return int(listed) if listed is not None else self.model.max_history
 
     @property
     def encoder_positions(self) -> int:
@@ -239,10 +236,10 @@ class MultiScenarioExperimentConfig(JsonConfig):
             return self.model
         return dataclasses.replace(self.model, max_positions=positions)
 
-    def _listed(self, flags: list[bool] | None, name: str) -> bool | None:
-        """Scenario ``name``'s entry of a per-scenario flag list; None if not listed."""
+    def _listed(self, values: list[Any] | None, name: str) -> Any | None:
+        """Scenario ``name``'s entry of a per-scenario list; None if not listed."""
         index = self.scenarios.index(name) if name in self.scenarios else len(self.scenarios)
-        return bool(flags[index]) if flags is not None and index < len(flags) else None
+        return values[index] if values is not None and index < len(values) else None
 
     @classmethod
     def for_scenarios(
