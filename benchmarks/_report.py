@@ -19,6 +19,8 @@ API:
 * :func:`write_result_json` -> what a subprocess part calls to hand back its dict.
 * :func:`markdown_table` -> a small GitHub-markdown table.
 * :func:`write_report` -> atomically writes the JSON + markdown report pair.
+* :func:`configure_logging` -> timestamped progress lines; TensorFlow's and absl's
+  INFO chatter (``Sharding callback duration``, ``Assets written to``) hidden.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import resource
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tfrec.config import atomic_write_text  # light: imports no TensorFlow
+from tfrec.logs import NOISY_LOGGERS  # light: imports no TensorFlow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -288,6 +292,22 @@ def write_report(
     atomic_write_text(json_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
     atomic_write_text(md_path, text)
     return json_path, md_path
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Sets up a benchmark's log: ``time logger: message`` records at ``level``.
+
+    The loggers the ``tfrec`` CLI quiets (:data:`tfrec.logs.NOISY_LOGGERS`: absl,
+    tensorflow, the client's retries) show WARNING and above only, so a report's
+    log is the benchmark's progress, not one ``Sharding callback duration`` line
+    per checkpoint.
+
+    Args:
+        level: Lowest level shown for the benchmark's and tfrec's own loggers.
+    """
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s: %(message)s")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 def publish(

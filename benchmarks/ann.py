@@ -373,7 +373,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Settings, argparse.Namespace
 
 def main(argv: Sequence[str] | None = None) -> int:
     s, args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging(logging.WARNING)
     log.setLevel(logging.INFO)  # this script's progress; libraries stay at WARNING
     facts = _report.machine_facts()
     with tempfile.TemporaryDirectory(prefix="tfrec-ann-") as tmp:

@@ -26,7 +26,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
@@ -320,7 +319,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs every model for every seed and writes the report; returns 1 if a run failed."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging()
     seeds = args.seeds or ([SEEDS[0]] if args.quick else list(SEEDS))
     facts = _report.machine_facts()
     models, skipped = available_models(args.models)

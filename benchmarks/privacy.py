@@ -165,7 +165,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the no-DP and DP runs and writes the report; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging()
     for console in logging.getLogger().handlers:  # DEBUG records reach EpochLog only
         console.setLevel(logging.INFO)
     facts = _report.machine_facts()

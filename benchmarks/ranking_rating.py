@@ -292,7 +292,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the folds and writes the report after each; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging()
     from tfrec.data.download import resolve_data_dir
     from tfrec.models.mf import MFConfig
     from tfrec.models.ranking import RankingConfig

@@ -370,7 +370,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the benchmark and writes the report; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging()
     for console in logging.getLogger().handlers:  # DEBUG records reach EpochLog, not the console
         console.setLevel(logging.INFO)
     facts = _report.machine_facts()

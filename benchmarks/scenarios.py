@@ -26,7 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -38,6 +37,16 @@ from typing import Any
 
 from benchmarks import _report
 from benchmarks._cells import CellStore, differing_sections
+from benchmarks._scenarios_cells import (
+    AdaptCellConfig,
+    joint_config,
+    joint_key,
+    metrics_of,
+    scratch_schedule,
+    separate_config,
+    separate_key,
+    shared_arch_config,
+)
 from benchmarks._scenarios_report import METRICS, SHARED_ARCH, acceptance, mean_se, render
 
 NAME = "scenarios"
@@ -45,38 +54,6 @@ DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
 DEFAULT_TARGETS = ("lastfm", "sports")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 QUICK_SCENARIOS = ("synthetic_a", "synthetic_b", "synthetic_small")
-QUICK_MODEL = {"encoder": "gru", "embedding_dim": 16, "max_history": 10, "epochs": 8}
-
-
-def _overrides(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"training.seed": seed}
-    if args.quick:
-        out.update(QUICK_MODEL)
-    if args.epochs is not None:
-        out["epochs"] = args.epochs
-    return out
-
-
-def _test_metrics(
-    metrics: dict[str, float], prefix: str = "", part: str = "test"
-) -> dict[str, float]:
-    return {m: metrics[f"{prefix}{part}/{m}"] for m in METRICS if f"{prefix}{part}/{m}" in metrics}
-
-
-def separate_config(name: str, seed: int, args: argparse.Namespace, fraction: float = 1.0) -> Any:
-    """The config of scenario ``name`` trained alone: its preset (``fraction`` of its users)."""
-    from tfrec.cli.common import apply_overrides
-    from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
-    from tfrec.training.retrieval_config import PRESETS, RetrievalExperimentConfig
-
-    if name in PRESETS:
-        config = RetrievalExperimentConfig.for_dataset(name, data_dir=args.data_dir)
-    else:  # a synthetic scenario: its data through the multi-scenario config
-        config = MultiScenarioExperimentConfig.for_scenarios([name]).scenario_config(name)
-        config.model = dataclasses.replace(config.model, scenario_layers=False, mean_expert=False)
-    config.model = apply_overrides(config.model, _overrides(args, seed))
-    config.data = dataclasses.replace(config.data, train_user_fraction=fraction)
-    return config
 
 
 def separate(config: Any) -> dict:
@@ -86,7 +63,7 @@ def separate(config: Any) -> dict:
     experiment = RetrievalExperiment(config)
     experiment.fit()
     metrics = experiment.evaluate(["test"])
-    return {"metrics": _test_metrics(metrics), "train_seconds": round(experiment.train_seconds, 1)}
+    return {"metrics": metrics_of(metrics), "train_seconds": round(experiment.train_seconds, 1)}
 
 
 def run_separate(
@@ -94,7 +71,7 @@ def run_separate(
 ) -> dict:
     """The separate cell of ``name`` (trained unless finished with the same config)."""
     config = separate_config(name, seed, args, fraction)
-    key = _separate_key(name, seed, fraction)
+    key = separate_key(name, seed, fraction)
     return cells.run(key, functools.partial(separate, config), config)
 
 
@@ -130,26 +107,16 @@ def import_quality_report(path: Path, cells: CellStore, data_dir: str | None) ->
             f"{differing}; only a preset run with another seed is a separate cell"
         )
     metrics = results["run"]["metrics"]
-    key = _separate_key(name, seed)
+    key = separate_key(name, seed)
     cells.put(
         key,
-        {"metrics": _test_metrics(metrics), "train_seconds": results["run"]["train_seconds"]},
+        {"metrics": metrics_of(metrics), "train_seconds": results["run"]["train_seconds"]},
         report["machine"],
         load_end=results.get("load_end"),
         source=str(path),
         config=expected,
     )
     return key
-
-
-def joint_config(scenarios: Sequence[str], seed: int, args: argparse.Namespace) -> Any:
-    """The config of one model over ``scenarios`` (the first one's preset model)."""
-    from tfrec.cli.common import apply_overrides
-    from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
-
-    config = MultiScenarioExperimentConfig.for_scenarios(list(scenarios), data_dir=args.data_dir)
-    config.model = apply_overrides(config.model, _overrides(args, seed))
-    return config
 
 
 def joint(config: Any, save: Path | None) -> dict:
@@ -162,9 +129,9 @@ def joint(config: Any, save: Path | None) -> dict:
     if save is not None:
         experiment.save()
     return {
-        "metrics": {name: _test_metrics(metrics, f"{name}/") for name in config.scenarios},
+        "metrics": {name: metrics_of(metrics, f"{name}/") for name in config.scenarios},
         "valid_metrics": {  # what settings of the joint model are chosen on
-            name: _test_metrics(metrics, f"{name}/", "valid") for name in config.scenarios
+            name: metrics_of(metrics, f"{name}/", "valid") for name in config.scenarios
         },
         "train_seconds": round(experiment.train_seconds, 1),
         "mean_expert_weights": {  # each scenario's gate at its best epoch (mean_expert)
@@ -173,40 +140,6 @@ def joint(config: Any, save: Path | None) -> dict:
             if f"{name}/mean_expert_weight" in metrics
         },
     }
-
-
-def shared_arch_config(
-    scenarios: Sequence[str], name: str, seed: int, args: argparse.Namespace
-) -> Any | None:
-    """Scenario ``name`` alone with the joint model's architecture; None if its preset has it.
-
-    The joint model's settings for ``name`` (:func:`joint_config`'s scenario
-    config: encoder, user embedding, scenario layers) on ``name``'s own maximum
-    epochs and patience. It splits the gap between a joint model and a separate
-    preset whose architecture differs (ml-latest-small: mean encoder over 200
-    items; Last.fm: 2 attention heads gated with the history's mean) into what the
-    architecture costs and what sharing costs.
-    """
-    from tfrec.models.multi_scenario import SHARED_ENCODER_FIELDS
-
-    joint = joint_config(scenarios, seed, args)
-    alone = separate_config(name, seed, args).model
-    config = joint.scenario_config(name)
-    architecture = (*SHARED_ENCODER_FIELDS, "max_history", "loss")
-    if all(getattr(alone, f) == getattr(config.model, f) for f in architecture):
-        return None
-    config.model.training = dataclasses.replace(
-        config.model.training, epochs=alone.training.epochs, patience=alone.training.patience
-    )
-    return config
-
-
-def _joint_key(scenarios: Sequence[str], seed: int) -> str:
-    return f"joint_{'+'.join(scenarios)}_s{seed}"
-
-
-def _separate_key(name: str, seed: int, fraction: float = 1.0) -> str:
-    return f"separate_{name}_s{seed}" + ("" if fraction == 1.0 else f"_f{fraction:g}")
 
 
 def part_joint(
@@ -218,7 +151,7 @@ def part_joint(
         row: dict[str, Any] = {"seed": seed, "separate": {}}
         config = joint_config(scenarios, seed, args)
         row["joint"] = cells.run(
-            _joint_key(scenarios, seed), functools.partial(joint, config, None), config
+            joint_key(scenarios, seed), functools.partial(joint, config, None), config
         )
         for name in scenarios:
             row["separate"][name] = run_separate(cells, name, seed, args)
@@ -254,7 +187,7 @@ def adapted(
     """
     from tfrec.training.adapt import AdaptSettings, adapt_scenario
 
-    epochs, patience = _scratch_schedule(target, seed, args)
+    epochs, patience = scratch_schedule(target, seed, args)
     settings = AdaptSettings(
         train_user_fraction=fraction, seed=seed, epochs=epochs, patience=patience,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor,
@@ -279,40 +212,6 @@ def adapted(
     return out
 
 
-@dataclasses.dataclass
-class AdaptCellConfig:
-    """What an adapted cell measured: the source joint run's config, target, schedule, unfreezing.
-
-    A stored cell is read back through :meth:`from_dict`, which reads its source
-    through the multi-scenario config class, so a field added to that class since
-    (at its default) does not make the cell differ.
-    """
-
-    source: dict[str, Any]
-    target: str
-    schedule: list[int]
-    unfreeze: list[float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The cell's config as JSON values."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AdaptCellConfig:
-        """A stored cell's config, its source completed with the current defaults."""
-        from tfrec.training.multi_scenario_config import MultiScenarioExperimentConfig
-
-        source = MultiScenarioExperimentConfig.from_dict(data["source"]).to_dict()
-        fields = {k: data[k] for k in ("target", "schedule", "unfreeze")}
-        return cls(source=source, **fields)
-
-
-def _scratch_schedule(target: str, seed: int, args: argparse.Namespace) -> tuple[int, int]:
-    """Maximum epochs and patience of ``target``'s from-scratch runs."""
-    training = separate_config(target, seed, args).model.training
-    return training.epochs, training.patience
-
-
 def part_adapt(
     args: argparse.Namespace, scenarios: Sequence[str], work: Path, cells: CellStore
 ) -> dict:
@@ -326,7 +225,7 @@ def part_adapt(
     for target in args.targets:
         others = [s for s in scenarios if s != target]
         source = work / f"without_{target}_s{seed}"
-        base_key = _joint_key(others, seed)
+        base_key = joint_key(others, seed)
         unfrozen = (
             f"_u{args.unfreeze_epochs}x{args.unfreeze_lr_factor:g}" if args.unfreeze_epochs else ""
         )
@@ -337,7 +236,7 @@ def part_adapt(
         config = joint_config(others, seed, args)
         adapt_config = AdaptCellConfig(
             source=config.to_dict(), target=target,
-            schedule=list(_scratch_schedule(target, seed, args)),
+            schedule=list(scratch_schedule(target, seed, args)),
             unfreeze=[args.unfreeze_epochs, args.unfreeze_lr_factor],
         )  # fmt: skip
         missing = [f for f, key in keys.items() if cells.get(key, adapt_config) is None]
@@ -431,7 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the parts asked for and writes the report; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _report.configure_logging()
     cells = CellStore(args.cells, {"epochs": args.epochs, "quick": bool(args.quick)})
     if args.import_quality:
         for path in args.import_quality:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -108,3 +110,24 @@ def test_run_isolated_reports_failing_child():
         _report.run_isolated(["-c", "raise SystemExit(3)"], timeout=60)
     with pytest.raises(RuntimeError, match="wrote no result file"):
         _report.run_isolated(["-c", "pass"], timeout=60)
+
+
+def test_configure_logging_shows_progress_and_hides_library_info():
+    # A fresh process: basicConfig only acts once per process.
+    script = (
+        "import logging, sys\n"
+        f"sys.path.insert(0, {str(REPO_ROOT)!r})\n"
+        "from benchmarks import _report\n"
+        "_report.configure_logging()\n"
+        "logging.getLogger('benchmarks.scenarios').info('epoch 1 done')\n"
+        "logging.getLogger('absl').info('Sharding callback duration: 51 microseconds')\n"
+        "logging.getLogger('tensorflow').info('Assets written to: /tmp/x')\n"
+        "logging.getLogger('absl').warning('a real library warning')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "benchmarks.scenarios: epoch 1 done" in done.stderr
+    assert "absl: a real library warning" in done.stderr
+    assert "Sharding callback" not in done.stderr
+    assert "Assets written" not in done.stderr
