@@ -6,7 +6,8 @@ these builders are the single definition of what the benchmark compares:
 
 * :func:`separate_config` -> a scenario alone with its preset (a share of its users);
 * :func:`joint_config` -> one model over several scenarios (the joint defaults);
-* :func:`shared_arch_config` -> a scenario alone with the joint model's architecture;
+* :func:`joint_architecture_config` -> a scenario alone with the joint model's architecture
+  (:func:`shared_arch_config`: only where its preset's differs);
 * :class:`AdaptCellConfig` -> an adapted cell: its source run's config, target, schedule.
 """
 
@@ -63,29 +64,41 @@ def joint_config(scenarios: Sequence[str], seed: int, args: argparse.Namespace) 
     return config
 
 
-def shared_arch_config(
+def joint_architecture_config(
     scenarios: Sequence[str], name: str, seed: int, args: argparse.Namespace
-) -> Any | None:
-    """Scenario ``name`` alone with the joint model's architecture; None if its preset has it.
+) -> Any:
+    """Scenario ``name`` alone with the joint model's settings for it, on its own schedule.
 
-    The joint model's settings for ``name`` (:func:`joint_config`'s scenario
-    config: encoder, user embedding, scenario layers) on ``name``'s own maximum
-    epochs and patience. It splits the gap between a joint model and a separate
-    preset whose architecture differs (ml-latest-small: mean encoder over 200
-    items; Last.fm: 2 attention heads gated with the history's mean) into what the
-    architecture costs and what sharing costs.
+    The joint model's scenario config of ``name`` (:func:`joint_config`: encoder,
+    user embedding, scenario layers, history length) with ``name``'s preset
+    maximum epochs and patience.
     """
-    from tfrec.models.multi_scenario import SHARED_ENCODER_FIELDS
-
     joint = joint_config(scenarios, seed, args)
     alone = separate_config(name, seed, args).model
     config = joint.scenario_config(name)
-    architecture = (*SHARED_ENCODER_FIELDS, "max_history", "loss")
-    if all(getattr(alone, f) == getattr(config.model, f) for f in architecture):
-        return None
     config.model.training = dataclasses.replace(
         config.model.training, epochs=alone.training.epochs, patience=alone.training.patience
     )
+    return config
+
+
+def shared_arch_config(
+    scenarios: Sequence[str], name: str, seed: int, args: argparse.Namespace
+) -> Any | None:
+    """:func:`joint_architecture_config`, or None where ``name``'s preset has that architecture.
+
+    It splits the gap between a joint model and a separate preset whose
+    architecture differs (ml-latest-small: mean encoder over 200 items; Last.fm:
+    2 attention heads gated with the history's mean) into what the architecture
+    costs and what sharing costs.
+    """
+    from tfrec.models.multi_scenario import SHARED_ENCODER_FIELDS
+
+    config = joint_architecture_config(scenarios, name, seed, args)
+    alone = separate_config(name, seed, args).model
+    architecture = (*SHARED_ENCODER_FIELDS, "max_history", "loss")
+    if all(getattr(alone, f) == getattr(config.model, f) for f in architecture):
+        return None
     return config
 
 

@@ -60,8 +60,10 @@ def test_a_bad_user_embedding_flag_is_a_clear_error(tmp_path, capsys):
     assert "--scenario-user-embeddings: 'maybe'; expected yes or no" in capsys.readouterr().err
     assert main([*argv, "--scenario-mean-experts", "yes"]) == 2
     assert "mean_experts=[True]; expected 2 booleans" in capsys.readouterr().err
-    assert main([*argv, "--scenario-max-histories", "50,0"]) == 2
-    assert "--scenario-max-histories: '0'; expected an integer >= 1" in capsys.readouterr().err
+    for bad in ("0", "x", "\u00b2"):  # "²" passes str.isdigit but not int()
+        assert main([*argv, "--scenario-max-histories", f"50,{bad}"]) == 2
+        err = capsys.readouterr().err
+        assert f"--scenario-max-histories: {bad!r}; expected an integer >= 1" in err
 
 
 def test_scenario_flags_without_scenarios_are_refused(tmp_path, capsys):

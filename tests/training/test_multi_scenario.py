@@ -357,6 +357,17 @@ def test_a_gated_first_preset_does_not_gate_every_scenario():
     assert [config.scenario_config(n).model.mean_expert for n in config.scenarios] == [True, False]
 
 
+def test_a_listed_history_longer_than_the_shared_positions_widens_the_encoder():
+    # The shared model asks for 6 positions, a scenario reads 10: the encoder gets 10 and
+    # each sub-run carries them (the shorter one too), instead of failing its own check.
+    config = _tiny_config()
+    config.model = dataclasses.replace(config.model, max_history=4, max_positions=6)
+    config = dataclasses.replace(config, max_histories=[10, 4])
+    assert config.encoder_positions == 10
+    subs = [config.scenario_config(name).model for name in config.scenarios]
+    assert [(m.max_history, m.max_positions) for m in subs] == [(10, None), (4, 10)]
+
+
 def test_scenarios_read_their_own_history_lengths_on_one_encoder(tmp_path):
     config = dataclasses.replace(_tiny_config(), max_histories=[4, 10])
     loop = dataclasses.replace(config.model.training, epochs=1)

@@ -184,7 +184,7 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="L1,L2,...",
         help=(
             "per scenario, how many recent items its query reads (default: --max-history for "
-            "all); the shared encoder gets the longest"
+            "all); the shared encoder's positions cover the longest"
         ),
     )
 
@@ -322,9 +322,10 @@ def _parse_lengths(text: str) -> list[int]:
     lengths = []
     for part in text.split(","):
         word = part.strip()
-        if not word.isdigit() or int(word) < 1:
+        length = int(word) if word.isdecimal() and word.isascii() else 0
+        if length < 1:
             raise ValueError(f"--scenario-max-histories: {word!r}; expected an integer >= 1")
-        lengths.append(int(word))
+        lengths.append(length)
     return lengths
 
 

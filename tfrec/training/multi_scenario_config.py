@@ -57,8 +57,9 @@ class MultiScenarioExperimentConfig(JsonConfig):
             :data:`MEAN_EXPERT_SCENARIOS`.
         max_histories: Per scenario, how many recent items its query reads
             (``RetrievalConfig.max_history``; one per scenario, >= 1). None: the
-            shared model's ``max_history`` for all. The shared encoder gets the
-            longest as its positions (:attr:`encoder_positions`).
+            shared model's ``max_history`` for all. The shared encoder's positions
+            are the longest of these and the shared model's own
+            (:attr:`encoder_positions`).
         evaluation: The metrics protocol of every scenario (None: the first
             scenario's preset).
         selection: ``scenario`` (default): each scenario is evaluated, saved and
@@ -165,9 +166,11 @@ class MultiScenarioExperimentConfig(JsonConfig):
 
         Its data is the scenario's (``data_dir`` applied), its model the shared
         one with ``scenario_layers=True`` (so the sub-run reloads on its own), the
-        scenario's ``use_user_embedding`` (:meth:`user_embedding`) and
-        ``mean_expert`` (:meth:`mean_expert`), its
-        evaluation the shared one, its export name ``<model_name>_<name>``.
+        scenario's ``use_user_embedding`` (:meth:`user_embedding`),
+        ``mean_expert`` (:meth:`mean_expert`) and ``max_history``
+        (:meth:`max_history`) and the shared encoder's ``max_positions``
+        (:attr:`encoder_positions`); its evaluation is the shared one, its export
+        name ``<model_name>_<name>``.
 
         Raises:
             ValueError: ``name`` is not one of :attr:`scenarios`.
@@ -178,15 +181,15 @@ class MultiScenarioExperimentConfig(JsonConfig):
         data = preset.data
         if self.data_dir is not None:
             data = dataclasses.replace(data, data_dir=self.data_dir)
+        length, positions = self.max_history(name), self.encoder_positions
         model = dataclasses.replace(
             copy.deepcopy(self.model),
             scenario_layers=True,
             use_user_embedding=self.user_embedding(name),
             mean_expert=self.mean_expert(name),
-            max_history=self.max_history(name),
+            max_history=length,
+            max_positions=None if positions == length else positions,  # the shared encoder's
         )
-        if self.encoder_positions != model.max_history:  # the shared encoder's positions
-            model.max_positions = self.encoder_positions
         return RetrievalExperimentConfig(
             data=data,
             model=model,
@@ -225,7 +228,7 @@ class MultiScenarioExperimentConfig(JsonConfig):
 
     @property
     def encoder_positions(self) -> int:
-        """The shared encoder's learned positions: the longest scenario history."""
+        """The shared encoder's learned positions: the longest history, at least the model's own."""
         lengths = [self.max_history(name) for name in self.scenarios]
         return max(self.model.encoder_positions, *lengths)
 
