@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -82,6 +83,34 @@ def test_sigint_stops_serve_until_signal_cleanly(export_dir) -> None:
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     finally:
         signal.signal(signal.SIGINT, outer)
+
+
+def test_the_stopped_line_is_logged_before_wait_returns(export_dir) -> None:
+    # serve_until_signal returns once wait() does; a "server stopped" line written after
+    # that (by the shutdown thread) would land after the caller moved on.
+    server = ModelServer(
+        [ModelEntry("retrieval", str(export_dir / "retrieval"))],
+        ServerOptions(host="127.0.0.1", port=0, shutdown_grace_seconds=1),
+    )
+    seen: list[bool] = []
+
+    class Probe(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "server stopped":
+                seen.append(server.wait(timeout=0))
+
+    logger = logging.getLogger("tfrec.serving.server")
+    probe, level = Probe(), logger.level
+    logger.addHandler(probe)
+    logger.setLevel(logging.INFO)
+    try:
+        server.start()
+        server.stop()
+    finally:
+        logger.removeHandler(probe)
+        logger.setLevel(level)
+    assert seen == [False]  # wait() was still blocking when the line was written
+    assert server.wait(timeout=0)
 
 
 def serve_subprocess(args: list[str], path_env: str | None = None) -> subprocess.Popen:

@@ -350,8 +350,8 @@ class ModelServer:
         self.abandoned_requests = late
         if late:
             log.warning("%d requests outlasted the %.1f s shutdown grace", late, grace)
+        log.info("server stopped")  # before wait() returns: no line after the caller moved on
         self._stopped.set()
-        log.info("server stopped")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Blocks until :meth:`stop` finished; returns False on timeout."""
