@@ -20,6 +20,9 @@ from typing import Any
 
 from benchmarks._scenarios_report import METRICS
 
+#: The real scenarios, and the synthetic ones of ``--quick`` (the smallest last).
+DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
+QUICK_SCENARIOS = ("synthetic_a", "synthetic_b", "synthetic_small")
 QUICK_MODEL = {"encoder": "gru", "embedding_dim": 16, "max_history": 10, "epochs": 8}
 
 

@@ -26,12 +26,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks import _report
-from benchmarks._scenarios_cells import joint_architecture_config
+from benchmarks._scenarios_cells import (
+    DEFAULT_SCENARIOS,
+    QUICK_SCENARIOS,
+    joint_architecture_config,
+)
 from benchmarks._scenarios_report import mean_se
 
 NAME = "scenario_history"
-DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
-QUICK_SCENARIOS = ("synthetic_a", "synthetic_b", "synthetic_small")
 
 
 def run_length(args: argparse.Namespace, length: int, seed: int) -> dict[str, Any]:

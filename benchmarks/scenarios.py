@@ -38,6 +38,8 @@ from typing import Any
 from benchmarks import _report
 from benchmarks._cells import CellStore, differing_sections
 from benchmarks._scenarios_cells import (
+    DEFAULT_SCENARIOS,
+    QUICK_SCENARIOS,
     AdaptCellConfig,
     joint_config,
     joint_key,
@@ -50,10 +52,8 @@ from benchmarks._scenarios_cells import (
 from benchmarks._scenarios_report import METRICS, SHARED_ARCH, acceptance, mean_se, render
 
 NAME = "scenarios"
-DEFAULT_SCENARIOS = ("beauty", "sports", "lastfm", "ml-latest-small")
 DEFAULT_TARGETS = ("lastfm", "sports")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
-QUICK_SCENARIOS = ("synthetic_a", "synthetic_b", "synthetic_small")
 
 
 def separate(config: Any) -> dict:
