@@ -49,13 +49,17 @@ def test_bad_arguments_are_named(argv, message, capsys) -> None:
 
 @pytest.mark.slow
 def test_quick_run_trains_each_length_and_reports(tmp_path: Path) -> None:
-    argv = ["--quick", "--lengths", "3,6", "--seeds", "1", "--epochs", "2"]
-    assert history.main([*argv, "--output", str(tmp_path)]) == 0
+    # synthetic_a (400 users, 60 items) learns its planted dynamics in two epochs
+    # (valid NDCG@10 .41-.45 measured, seeds 1 and 2; a random ranking of ~57 unseen
+    # items scores about .08). The default, synthetic_small (60 users for 300 items),
+    # can score exactly 0 on its 60 validation users after two epochs.
+    argv = ["--quick", "--scenario", "synthetic_a", "--lengths", "3,6", "--seeds", "1"]
+    assert history.main([*argv, "--epochs", "2", "--output", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "scenario_history_quick.json").read_text())["results"]
-    assert results["scenario"] == "synthetic_small"
+    assert results["scenario"] == "synthetic_a"
     assert [r["max_history"] for r in results["runs"]] == [3, 6]
     for run in results["runs"]:
-        assert 0.0 < run["valid_ndcg@10"] <= 1.0 and 0.0 < run["test_ndcg@10"] <= 1.0
+        assert 0.2 < run["valid_ndcg@10"] <= 1.0 and 0.2 < run["test_ndcg@10"] <= 1.0
         assert run["train_seconds"] > 0
     best = max(results["runs"], key=lambda r: (r["valid_ndcg@10"], -r["max_history"]))
     assert results["summary"]["chosen_on_validation"] == best["max_history"]
