@@ -29,7 +29,7 @@ from tfrec.layers.caser import CaserEncoder
 from tfrec.layers.encoders import MeanEncoder, RNNEncoder, TransformerEncoder, get_encoder
 from tfrec.layers.graph import GraphQueryTower, LightGCNPropagation, normalized_adjacency
 from tfrec.layers.ranking import CandidateAttention, EventSignals
-from tfrec.layers.scenario import ScenarioEncoder
+from tfrec.layers.scenario import ResidualAdapter, ScenarioEncoder
 from tfrec.layers.towers import ItemTower, QueryTower
 from tfrec.layers.user_tower import UserQueryTower
 from tfrec.tasks.ranking import ListAUC, ListNDCG, RankingTask
@@ -142,6 +142,10 @@ CASES: dict[str, Case] = {
             (_normal(B, L, D),),
             {"padding_mask": MASK, "training": False},
         ),
+    ),
+    "residual_adapter": (
+        ResidualAdapter,
+        lambda: (ResidualAdapter(3, up_initializer="glorot_uniform"), (_normal(B, L, D),), {}),
     ),
     "event_signals": (
         EventSignals,

@@ -9,7 +9,7 @@ import tf_keras as keras
 from testing_utils import assert_layer_roundtrip
 
 from tfrec.layers.encoders import MeanEncoder, TransformerEncoder, get_encoder
-from tfrec.layers.scenario import ScenarioEncoder
+from tfrec.layers.scenario import ResidualAdapter, ScenarioEncoder
 
 B, L, D = 2, 3, 4
 MASK = tf.constant([[False, True, True], [True, True, True]])  # row 0 left padded
@@ -135,3 +135,47 @@ def test_two_scenarios_share_the_encoder_variables_but_not_their_own(mean_expert
 def test_rejects_a_non_positive_epsilon():
     with pytest.raises(ValueError, match=r"ScenarioEncoder: epsilon=0.0; expected > 0"):
         ScenarioEncoder(MeanEncoder(), epsilon=0.0)
+
+
+@pytest.mark.parametrize("adapter_dim", [-1, True, 2.0])
+def test_rejects_an_adapter_width_that_is_not_a_count(adapter_dim):
+    with pytest.raises(ValueError, match=rf"adapter_dim={adapter_dim!r}; expected an integer >= 0"):
+        ScenarioEncoder(MeanEncoder(), adapter_dim=adapter_dim)
+    with pytest.raises(ValueError, match=r"bottleneck_dim=0; expected an integer >= 1"):
+        ResidualAdapter(0)
+
+
+def test_round_trip_with_an_adapter_keeps_its_weights():
+    keras.utils.set_random_seed(0)
+    layer = ScenarioEncoder(get_encoder("gru", D, L, dropout=0.0), mean_expert=True, adapter_dim=2)
+    layer(_normal(B, L, D), padding_mask=MASK)
+    layer.adapter.up_kernel.assign(_normal(2, D, seed=7))  # non-zero: it changes the output
+    clone = assert_layer_roundtrip(layer, _normal(B, L, D), padding_mask=MASK, training=False)
+    assert clone.adapter_dim == 2
+    np.testing.assert_allclose(clone.adapter.up_kernel.numpy(), layer.adapter.up_kernel.numpy())
+
+
+def test_a_new_adapter_is_the_identity():
+    # W_up = 0 and b_up = 0 at first: h + W_up gelu(W_down h + b_down) + b_up = h.
+    keras.utils.set_random_seed(2)
+    shared = get_encoder("gru", D, L, dropout=0.0)
+    plain, adapted = ScenarioEncoder(shared), ScenarioEncoder(shared, adapter_dim=3)
+    x = _normal(B, L, D)
+    np.testing.assert_allclose(adapted(x, padding_mask=MASK), plain(x, padding_mask=MASK))
+
+
+def test_the_adapter_adds_its_bottleneck_to_the_encoding():
+    # MeanEncoder, one real item h = [1, 2, 3] (scenario vector 0), r = 1:
+    # W_down = [[0], [0], [1/3]] -> z = 1, gelu(1) = Phi(1) = 0.841345 (relu would give 1);
+    # W_up = [[0, 0, 1]], b_up = [0.5, 0, 0] -> h + adapter = [1.5, 2, 3.841345]:
+    # mean 2.447115, deviations [-0.947115, -0.447115, 1.394230], variance 1.013605,
+    # so the LayerNorm gives [-0.940737, -0.444104, 1.384841].
+    layer = ScenarioEncoder(MeanEncoder(), epsilon=1e-9, adapter_dim=1)
+    inputs = tf.constant([[[1.0, 2.0, 3.0]]])  # [1, 1, 3]
+    layer(inputs)
+    adapter = layer.adapter
+    adapter.down_kernel.assign([[0.0], [0.0], [1.0 / 3.0]])
+    adapter.up_kernel.assign([[0.0, 0.0, 1.0]])
+    adapter.up_bias.assign([0.5, 0.0, 0.0])
+    out = layer(inputs).numpy()
+    np.testing.assert_allclose(out[0, 0], [-0.940737, -0.444104, 1.384841], rtol=1e-5)

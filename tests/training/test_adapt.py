@@ -37,6 +37,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             encoder="gru",
             embedding_dim=4,
             max_history=8,
+            scenario_adapter_dim=2,  # the new scenario gets its own, trained on the frozen encoder
             training=TrainingConfig(batch_size=32, epochs=2, patience=2),
         ),
         evaluation=EvalConfig(ks=[5, 10]),
@@ -71,6 +72,8 @@ def test_frozen_adaptation_trains_only_the_new_scenario(source: Path, tmp_path: 
         key = f"{name}/test/ndcg@10"
         assert result.metrics[key] == pytest.approx(before.metrics[key])
     assert 0.0 <= result.metrics["tiny_new/test/ndcg@10"] <= 1.0
+    adapter = result.model.scenarios["tiny_new"].query_tower.encoder.adapter
+    assert np.abs(adapter.up_kernel.numpy()).max() > 0  # its adapter left its zero start
     assert result.metrics["adapt/train_seconds"] > 0
     record = json.loads((tmp_path / ADAPT_FILE).read_text())
     assert record["dataset"] == "tiny_new" and record["settings"]["epochs"] == 2

@@ -36,6 +36,7 @@ def _tiny_config() -> MultiScenarioExperimentConfig:
             encoder="gru",
             embedding_dim=8,
             max_history=10,
+            scenario_adapter_dim=2,  # each scenario saved, reloaded, exported with its adapter
             training=TrainingConfig(batch_size=32, epochs=4, patience=4),
         ),
         evaluation=EvalConfig(ks=[5, 10]),
@@ -117,6 +118,11 @@ def test_config_errors_name_the_field():
     single.model = dataclasses.replace(single.model, mean_expert=True)
     with pytest.raises(ValueError, match=r"model.mean_expert=True needs scenario_layers=True"):
         RetrievalExperiment(single)
+    single.model = dataclasses.replace(single.model, mean_expert=False, scenario_adapter_dim=4)
+    with pytest.raises(ValueError, match=r"model.scenario_adapter_dim=4 needs scenario_layers"):
+        RetrievalExperiment(single)
+    with pytest.raises(ValueError, match=r"scenario_adapter_dim=-2; expected an integer >= 0"):
+        RetrievalConfig(scenario_adapter_dim=-2)
     with pytest.raises(ValueError, match=r"SyntheticScenario.num_users=0"):
         SyntheticScenario("x", num_users=0)
     # budgets 100 x 2 = 200 and 10 x 10 = 100 examples -> 2/3 and 1/3
@@ -231,11 +237,24 @@ def test_the_run_layout_holds_the_multi_model_and_complete_sub_runs(run):
         # mean_experts=[True, False]: only tiny_a's encoder is gated
         assert config["model"]["use_user_embedding"] is (name == "tiny_b")
         assert config["model"]["mean_expert"] is (name == "tiny_a")
+        assert config["model"]["scenario_adapter_dim"] == 2
         assert (f"{name}/mean_expert_weight" in metrics) is (name == "tiny_a")
         for file in ("user_vocab.txt", "item_vocab.txt", "weights/model.index", "history.json"):
             assert (sub / file).is_file(), (name, file)
         own = json.loads((sub / "metrics.json").read_text())
         assert own["test/ndcg@10"] == metrics[f"{name}/test/ndcg@10"]
+
+
+def test_each_scenario_trains_its_own_adapter(run):
+    _, experiment = run
+    ups = {}
+    for name in ("tiny_a", "tiny_b"):
+        encoder = experiment.model.scenarios[name].query_tower.encoder
+        adapter = encoder.adapter
+        assert adapter.down_kernel.shape == (8, 2) and adapter.up_kernel.shape == (2, 8)  # r = 2
+        ups[name] = adapter.up_kernel.numpy()
+        assert np.abs(ups[name]).max() > 0  # initialised at zero, moved by training
+    assert not np.allclose(ups["tiny_a"], ups["tiny_b"])
 
 
 def test_from_dir_reproduces_the_saved_metrics(run):

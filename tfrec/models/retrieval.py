@@ -88,9 +88,14 @@ def scenario_encoder(encoder: keras.layers.Layer, config: RetrievalConfig) -> Sc
 
     Args:
         encoder: A history encoder layer (not a ScenarioEncoder).
-        config: The scenario's config (its ``mean_expert``).
+        config: The scenario's config (its ``mean_expert``, ``scenario_adapter_dim``).
     """
-    return ScenarioEncoder(encoder, mean_expert=config.mean_expert, name="scenario_encoder")
+    return ScenarioEncoder(
+        encoder,
+        mean_expert=config.mean_expert,
+        adapter_dim=config.scenario_adapter_dim,
+        name="scenario_encoder",
+    )
 
 
 class TwoTowerModel(TfrecModel):

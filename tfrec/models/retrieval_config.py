@@ -66,6 +66,11 @@ class RetrievalConfig(JsonConfig):
             bag. Set per scenario by the ``multi_scenario`` kind
             (``MultiScenarioExperimentConfig.mean_experts``) and in the
             ``lastfm`` preset.
+        scenario_adapter_dim: With ``scenario_layers``: width of each scenario's
+            residual bottleneck adapter on the encoder outputs (0: none;
+            :class:`~tfrec.layers.scenario.ScenarioEncoder`), a scenario part
+            like its item embeddings (trained by ``tfrec adapt`` on a frozen
+            encoder).
         max_positions: The transformer's learned positions (None: ``max_history``;
             otherwise >= it). A scenario of a multi-scenario model reads its own
             ``max_history`` items on an encoder shared with scenarios of longer
@@ -92,6 +97,7 @@ class RetrievalConfig(JsonConfig):
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     scenario_layers: bool = False
     mean_expert: bool = False
+    scenario_adapter_dim: int = 0
     max_positions: int | None = None
 
     @property
@@ -152,6 +158,11 @@ class RetrievalConfig(JsonConfig):
             raise ValueError(
                 f"RetrievalConfig.max_positions={positions!r}; expected None or an integer "
                 f">= max_history={self.max_history}"
+            )
+        adapter = self.scenario_adapter_dim
+        if isinstance(adapter, bool) or not isinstance(adapter, int) or adapter < 0:
+            raise ValueError(
+                f"RetrievalConfig.scenario_adapter_dim={adapter!r}; expected an integer >= 0"
             )
         for name in ("context_dim", "l2"):
             if getattr(self, name) < 0:

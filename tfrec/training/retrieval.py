@@ -91,11 +91,15 @@ class RetrievalExperiment(ExperimentBase):
         data: Interactions | None = None,
         split: Split | None = None,
     ) -> None:
-        if config.model.mean_expert and not config.model.scenario_layers:
-            raise ValueError(
-                "RetrievalExperimentConfig.model.mean_expert=True needs scenario_layers=True: "
-                "the mean expert is a scenario's gate (a multi_scenario run sets both)"
-            )
+        model = config.model
+        for field, value in (("mean_expert", model.mean_expert),
+                             ("scenario_adapter_dim", model.scenario_adapter_dim)):  # fmt: skip
+            if value and not model.scenario_layers:
+                raise ValueError(
+                    f"RetrievalExperimentConfig.model.{field}={value!r} needs "
+                    "scenario_layers=True: it is a part of the scenario layers "
+                    "(a multi_scenario run sets scenario_layers in each scenario)"
+                )
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.prepared = None
