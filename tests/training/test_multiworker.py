@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -161,8 +162,9 @@ def _run_to_files(args: list[str], tmp_path: Path, name: str) -> tuple[subproces
 @pytest.mark.slow
 def test_killed_worker_is_restarted_and_the_run_finishes_like_an_uninterrupted_one(tmp_path):
     # 300 training rows at a global batch of 4: 75 steps of ~30 ms per epoch, so a kill
-    # right after epoch 1's backup (polled every 50 ms) lands inside epoch 2, the last.
-    common = [*TINY, "--batch-size", "4", "--epochs", "2", "--patience", "2", "--no-export",
+    # right after epoch 1's backup (polled every 50 ms) lands inside epoch 2 or 3 (the
+    # last), whichever the machine's speed makes it: two epochs of margin, not one.
+    common = [*TINY, "--batch-size", "4", "--epochs", "3", "--patience", "3", "--no-export",
               "--workers", "2"]  # fmt: skip
     faulty, faulty_log = _run_to_files(
         [*common, "--output-dir", str(tmp_path / "faulty"), "--max-restarts", "1"], tmp_path, "f"
@@ -180,11 +182,12 @@ def test_killed_worker_is_restarted_and_the_run_finishes_like_an_uninterrupted_o
     assert faulty.wait(timeout=900) == 0, faulty_log.read_text()[-3000:]
     text = faulty_log.read_text()
     before, after = text[:killed_at], text[killed_at:]
-    assert "epoch 2/2 done" not in before  # killed in the middle of epoch 2
+    assert "epoch 3/3 done" not in before  # killed before the run's end
     assert "ended with signal SIGKILL; restarting all 2 workers (restart 1 of 1)" in after
-    assert after.count("restarted: continuing after epoch 1") == 2  # both workers
+    resumed = re.findall(r"restarted: continuing after epoch (\d+)", after)
+    assert len(resumed) == 2 and resumed[0] == resumed[1] in ("1", "2"), resumed  # both workers
     history = json.loads((tmp_path / "faulty" / "history.json").read_text())
-    assert len(history["loss"]) == 2 and len(history["val_ndcg@10"]) == 2
+    assert len(history["loss"]) == 3 and len(history["val_ndcg@10"]) == 3
 
     reference, reference_log = _run_to_files(
         [*common, "--output-dir", str(tmp_path / "reference")], tmp_path, "r"
@@ -192,11 +195,12 @@ def test_killed_worker_is_restarted_and_the_run_finishes_like_an_uninterrupted_o
     assert reference.wait(timeout=900) == 0, reference_log.read_text()[-3000:]
     got = json.loads((tmp_path / "faulty" / "metrics.json").read_text())["test/ndcg@10"]
     want = json.loads((tmp_path / "reference" / "metrics.json").read_text())["test/ndcg@10"]
-    # Epoch 1 and the weights/optimizer state are restored exactly; epoch 2 sees
-    # another shuffle order (the restarted tf.data pipeline starts its shuffle anew).
-    # Over 300 test users the standard error of NDCG@10 is ~0.3 / sqrt(300) = 0.017
-    # for independent models; these two differ only in one epoch's batch order, so
-    # 0.03 (< 2 standard errors) is a loose bound for "the same result".
+    # The epochs before the kill and the weights/optimizer state are restored exactly;
+    # the epochs after it see another shuffle order (the restarted tf.data pipeline
+    # starts its shuffle anew). Over 300 test users the standard error of NDCG@10 is
+    # ~0.3 / sqrt(300) = 0.017 for independent models; these two differ only in one or
+    # two epochs' batch order, so 0.03 (< 2 standard errors) is a loose bound for "the
+    # same result".
     assert abs(got - want) <= 0.03, (got, want)
 
 
