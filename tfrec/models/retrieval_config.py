@@ -142,27 +142,25 @@ class RetrievalConfig(JsonConfig):
             )
 
     def _check_ranges(self) -> None:
-        positive_ints = (
-            "embedding_dim",
-            "max_history",
-            "num_layers",
-            "num_heads",
-            "max_title_tokens",
-        )
-        for name in positive_ints:
+        minimums = {  # integer fields and their smallest allowed value
+            "embedding_dim": 1,
+            "max_history": 1,
+            "num_layers": 1,
+            "num_heads": 1,
+            "max_title_tokens": 1,
+            "scenario_adapter_dim": 0,
+        }
+        for name, minimum in minimums.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RetrievalConfig.{name}={value!r}; expected an integer >= 1")
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"RetrievalConfig.{name}={value!r}; expected an integer >= {minimum}"
+                )
         positions = self.max_positions
         if positions is not None and not (type(positions) is int and positions >= self.max_history):
             raise ValueError(
                 f"RetrievalConfig.max_positions={positions!r}; expected None or an integer "
                 f">= max_history={self.max_history}"
-            )
-        adapter = self.scenario_adapter_dim
-        if isinstance(adapter, bool) or not isinstance(adapter, int) or adapter < 0:
-            raise ValueError(
-                f"RetrievalConfig.scenario_adapter_dim={adapter!r}; expected an integer >= 0"
             )
         for name in ("context_dim", "l2"):
             if getattr(self, name) < 0:
